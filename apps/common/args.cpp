@@ -1,0 +1,128 @@
+#include "args.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+namespace destein::app {
+
+Args::Args(int argc, char** argv, int first) {
+  for (int i = first; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word.rfind("--", 0) != 0 || word.size() == 2) {
+      positional_.push_back(word);
+      continue;
+    }
+    std::string key = word.substr(2);
+    auto eq = key.find('=');
+    if (eq != std::string::npos) {
+      values_[key.substr(0, eq)] = key.substr(eq + 1);
+    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
+      values_[key] = argv[++i];
+    } else {
+      flags_seen_.insert(key);
+    }
+  }
+}
+
+std::optional<std::string> Args::get(const std::string& key) {
+  used_.insert(key);
+  auto it = values_.find(key);
+  if (it == values_.end()) {
+    if (flags_seen_.count(key)) {
+      throw std::invalid_argument(fmt::format("option --{} needs a value", key));
+    }
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+std::string Args::get_or(const std::string& key, const std::string& fallback) {
+  auto v = get(key);
+  return v ? *v : fallback;
+}
+
+std::string Args::require(const std::string& key) {
+  auto v = get(key);
+  if (!v) throw std::invalid_argument(fmt::format("missing required option --{}", key));
+  return *v;
+}
+
+int64_t Args::get_int(const std::string& key, int64_t fallback) {
+  auto v = get(key);
+  if (!v) return fallback;
+  try {
+    size_t used = 0;
+    int64_t out = std::stoll(*v, &used);
+    if (used == v->size()) return out;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(fmt::format("option --{}: expected an integer, found '{}'", key, *v));
+}
+
+double Args::get_double(const std::string& key, double fallback) {
+  auto v = get(key);
+  if (!v) return fallback;
+  try {
+    size_t used = 0;
+    double out = std::stod(*v, &used);
+    if (used == v->size()) return out;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(fmt::format("option --{}: expected a number, found '{}'", key, *v));
+}
+
+bool Args::flag(const std::string& key) {
+  used_.insert(key);
+  if (flags_seen_.count(key)) return true;
+  auto it = values_.find(key);
+  if (it == values_.end()) return false;
+  if (it->second == "true" || it->second == "1") return true;
+  if (it->second == "false" || it->second == "0") return false;
+  throw std::invalid_argument(
+      fmt::format("option --{} is a flag: give it alone or as --{}=true|false", key, key));
+}
+
+std::vector<int64_t> Args::get_int_list(const std::string& key) {
+  std::vector<int64_t> out;
+  auto v = get(key);
+  if (!v) return out;
+  size_t start = 0;
+  while (start <= v->size()) {
+    size_t end = v->find(',', start);
+    if (end == std::string::npos) end = v->size();
+    std::string item = v->substr(start, end - start);
+    try {
+      size_t used = 0;
+      out.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      throw std::invalid_argument(fmt::format(
+          "option --{}: expected comma-separated integers, found '{}' in '{}'", key, item, *v));
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+void Args::finish() const {
+  for (const auto& [key, value] : values_) {
+    if (!used_.count(key)) throw std::invalid_argument(fmt::format("unknown option --{}", key));
+  }
+  for (const auto& key : flags_seen_) {
+    if (!used_.count(key)) throw std::invalid_argument(fmt::format("unknown option --{}", key));
+  }
+}
+
+int default_thread_count() {
+  if (const char* env = std::getenv("DESTEIN_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+}  // namespace destein::app

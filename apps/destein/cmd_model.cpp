@@ -1,0 +1,125 @@
+// Model commands: info, generate, verify, logits.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+
+#include "commands.hpp"
+#include "destein/generate.hpp"
+#include "destein/model.hpp"
+#include "destein/runtime.hpp"
+#include "model_args.hpp"
+
+namespace destein::app {
+namespace {
+
+int run_info(Args& args) {
+  const std::string path = args.require("model");
+  ModelOptions opts = read_model_options(args);
+  args.finish();
+  Checkpoint ckpt = load_checkpoint(path);
+  auto model = build_model(ckpt, opts);
+  const ModelConfig& c = model->config();
+  std::map<std::string, int> stored_dtypes;
+  for (const auto& [name, t] : ckpt.tensors) stored_dtypes[dtype_name(t.scalar_type())]++;
+  fmt::print("model         {}\n", path);
+  fmt::print("model_type    {}\n", c.model_type);
+  fmt::print("parameters    {} ({:.1f} M)\n", model->parameter_count(), model->parameter_count() / 1e6);
+  fmt::print("layers        {}\nheads         {} (kv heads {}, head dim {})\n", c.n_layers, c.n_heads,
+             c.n_kv_heads, c.head_dim);
+  fmt::print("d_model       {}\nd_ff          {}\nvocab         {}\nmax positions {}\n", c.d_model,
+             c.d_ff, c.vocab_size, c.max_positions);
+  std::string stored;
+  for (const auto& [name, n] : stored_dtypes) stored += fmt::format("{}{} x{}", stored.empty() ? "" : ", ", name, n);
+  fmt::print("stored dtype  {}\ncompute       {} on {}, {} threads\n", stored, dtype_name(model->dtype()),
+             model->device().str(), threads());
+  fmt::print("reference     {}\n", ckpt.reference ? fmt::format("{} cases ({})", ckpt.reference->inputs.size(),
+                                                                  ckpt.reference->source)
+                                                    : "none");
+  fmt::print("hook points   ({} per layer, i in 0..{}):\n", kHookSiteCount, c.n_layers - 1);
+  fmt::print("  blocks.{{i}}.hook_resid_pre   (B, T, {})\n", c.d_model);
+  fmt::print("  blocks.{{i}}.attn.hook_z      (B, T, {}, {})\n", c.n_heads, c.head_dim);
+  fmt::print("  blocks.{{i}}.hook_attn_out    (B, T, {})\n", c.d_model);
+  fmt::print("  blocks.{{i}}.hook_mlp_out     (B, T, {})\n", c.d_model);
+  fmt::print("  blocks.{{i}}.hook_resid_post  (B, T, {})\n", c.d_model);
+  return 0;
+}
+
+int run_verify(Args& args) {
+  const std::string path = args.require("model");
+  ModelOptions opts = read_model_options(args);
+  const double atol = args.get_double("atol", 1e-3), rtol = args.get_double("rtol", 1e-3);
+  args.finish();
+  Checkpoint ckpt = load_checkpoint(path);
+  auto model = build_model(ckpt, opts);
+  VerifyReport r = verify_against_reference(*model, ckpt, atol, rtol);
+  fmt::print("{} reference cases from {}\nmax |diff| {:.3g}, max relative {:.3g}, argmax {}\n{}\n", r.cases,
+             ckpt.reference->source, r.max_abs_diff, r.max_rel_diff, r.argmax_agrees ? "agrees" : "DIFFERS",
+             r.passed ? "PASS" : fmt::format("FAIL (tolerance atol {} + rtol {} x max |logit|)", atol, rtol));
+  return r.passed ? 0 : 1;
+}
+
+int run_logits(Args& args) {
+  const std::string path = args.require("model");
+  ModelOptions opts = read_model_options(args);
+  std::vector<int64_t> ids = args.get_int_list("ids");
+  args.finish();
+  if (ids.empty()) throw std::invalid_argument("--ids needs at least one token id, e.g. --ids 5,17,42");
+  auto model = load_model(path, opts);
+  ForwardOptions fo;
+  fo.logits = LogitsFor::kLast;
+  at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).logits.reshape({-1}).to(at::kCPU);
+  std::vector<float> values(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  nlohmann::json out = {{"ids", ids}, {"logits", values}};
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+int run_generate(Args& args) {
+  const std::string path = args.require("model");
+  ModelOptions opts = read_model_options(args);
+  GenerationOptions g;
+  g.num_samples = args.get_int("n", 1);
+  g.max_new_tokens = args.get_int("max-new-tokens", 20);
+  g.top_p = args.get_double("top-p", 1.0);
+  g.top_k = args.get_int("top-k", 0);
+  g.temperature = args.get_double("temperature", 1.0);
+  g.seed = static_cast<uint64_t>(args.get_int("seed", 0));
+  g.do_sample = !args.flag("greedy");
+  g.batch_size = args.get_int("batch-size", 0);
+  auto prompt = args.get("prompt");
+  std::vector<int64_t> prompt_ids = args.get_int_list("ids");
+  const bool json_lines = args.flag("json");
+  std::unique_ptr<Tokenizer> tok;
+  if (prompt) tok = find_tokenizer(args, path);
+  args.finish();
+  if (!prompt && prompt_ids.empty()) throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
+
+  auto model = load_model(path, opts);
+  if (prompt) prompt_ids = tok->encode_prompt(*prompt);
+  auto gens = generate(*model, {prompt_ids}, g);
+  for (const auto& gen : gens) {
+    std::string text;
+    if (tok) text = tok->decode(gen.token_ids);
+    if (json_lines) {
+      nlohmann::json line = {{"sample", gen.sample_index}, {"token_ids", gen.token_ids}};
+      if (tok) line["text"] = text;
+      std::cout << line.dump() << "\n";
+    } else if (tok) {
+      fmt::print("--- sample {}\n{}{}\n", gen.sample_index, *prompt, text);
+    } else {
+      fmt::print("--- sample {}\n{}\n", gen.sample_index, fmt::join(gen.token_ids, ","));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+DESTEIN_COMMAND(info_cmd, "info", "config, parameter count, dtype and hook points of a model", run_info);
+DESTEIN_COMMAND(verify_cmd, "verify", "check the forward pass against the checkpoint's reference logits", run_verify);
+DESTEIN_COMMAND(logits_cmd, "logits", "print last-position logits of --ids as JSON", run_logits);
+DESTEIN_COMMAND(generate_cmd, "generate", "continue a prompt (sampling or --greedy)", run_generate);
+
+}  // namespace destein::app

@@ -1,0 +1,42 @@
+// `destein <command> [options]`: thin dispatcher; only here are exceptions caught.
+#include <fmt/format.h>
+
+#include <exception>
+#include <string>
+
+#include "commands.hpp"
+
+namespace destein::app {
+std::map<std::string, Command>& command_table() {
+  static std::map<std::string, Command> table;
+  return table;
+}
+}  // namespace destein::app
+
+static void print_usage() {
+  fmt::print(stderr, "usage: destein <command> [options]\n\ncommands:\n");
+  for (const auto& [name, cmd] : destein::app::command_table()) {
+    fmt::print(stderr, "  {:<14} {}\n", name, cmd.summary);
+  }
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  auto& table = destein::app::command_table();
+  auto it = table.find(argv[1]);
+  if (it == table.end()) {
+    fmt::print(stderr, "destein: unknown command '{}'\n", argv[1]);
+    print_usage();
+    return 2;
+  }
+  try {
+    destein::app::Args args(argc, argv, 2);
+    return it->second.run(args);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "destein {}: error: {}\n", argv[1], e.what());
+    return 1;
+  }
+}

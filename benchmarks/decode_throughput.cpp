@@ -1,0 +1,175 @@
+// Prefill and decode throughput of destein's native forward pass against an eager PyTorch
+// loop with a KV cache (benchmarks/decode_throughput_eager.py, run in the same program
+// for a side-by-side ratio), on a random model of GPT-2-small shape, plus the GEMM
+// GFLOP/s of the BLAS LibTorch is using.
+//
+//   build/bin/decode_throughput [--threads N] [--batches 1,25] [--prompt-len 24]
+//                               [--new-tokens 20] [--repeats 3] [--no-python]
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+
+#include "args.hpp"
+#include "destein/generate.hpp"
+#include "destein/model.hpp"
+#include "destein/runtime.hpp"
+
+using namespace destein;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double gemm_gflops(int64_t n, int repeats) {
+  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
+  at::mm(a, b);
+  auto t = Clock::now();
+  for (int i = 0; i < repeats; ++i) at::mm(a, b);
+  return 2.0 * n * n * n * repeats / seconds_since(t) / 1e9;
+}
+
+// Same shapes and initialisation scale as the Python side (values differ: not needed).
+Checkpoint random_gpt2(int64_t L, int64_t d, int64_t H, int64_t V, int64_t P) {
+  Checkpoint c;
+  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_embd", d},    {"n_layer", L},
+                        {"n_head", H},          {"n_positions", P}, {"eos_token_id", V - 1}};
+  c.config = ModelConfig::from_hf_json(cfg, "random gpt2");
+  c.source = "random gpt2";
+  auto r = [](std::vector<int64_t> shape) { return at::randn(shape) * 0.02; };
+  c.tensors["transformer.wte.weight"] = r({V, d});
+  c.tensors["transformer.wpe.weight"] = r({P, d});
+  c.tensors["transformer.ln_f.weight"] = at::ones({d});
+  c.tensors["transformer.ln_f.bias"] = at::zeros({d});
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = fmt::format("transformer.h.{}.", i);
+    c.tensors[p + "ln_1.weight"] = at::ones({d});
+    c.tensors[p + "ln_1.bias"] = at::zeros({d});
+    c.tensors[p + "ln_2.weight"] = at::ones({d});
+    c.tensors[p + "ln_2.bias"] = at::zeros({d});
+    c.tensors[p + "attn.c_attn.weight"] = r({d, 3 * d});
+    c.tensors[p + "attn.c_attn.bias"] = at::zeros({3 * d});
+    c.tensors[p + "attn.c_proj.weight"] = r({d, d});
+    c.tensors[p + "attn.c_proj.bias"] = at::zeros({d});
+    c.tensors[p + "mlp.c_fc.weight"] = r({d, 4 * d});
+    c.tensors[p + "mlp.c_fc.bias"] = at::zeros({4 * d});
+    c.tensors[p + "mlp.c_proj.weight"] = r({4 * d, d});
+    c.tensors[p + "mlp.c_proj.bias"] = at::zeros({d});
+  }
+  return c;
+}
+
+struct Rates {
+  double prefill = 0;  // tokens/s
+  double decode = 0;   // tokens/s
+};
+
+// Prefill of B prompts, then new_tokens decode steps with top-p 0.9 sampling: the
+// evaluation's shape at B = 25.
+Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tokens) {
+  const int64_t V = model.config().vocab_size;
+  at::Tensor ids = at::randint(0, V, {B, prompt_len}, at::kLong);
+  KVCache cache = model.make_cache(B, prompt_len + new_tokens);
+  ForwardOptions fo;
+  fo.cache = &cache;
+  fo.logits = LogitsFor::kLast;
+  at::Tensor mask = at::ones({B, prompt_len + new_tokens}, at::kLong);
+  fo.attention_mask = mask.narrow(1, 0, prompt_len);
+  GenerationOptions sampling;
+  sampling.top_p = 0.9;
+
+  auto t0 = Clock::now();
+  at::Tensor logits = model.forward(ids, fo).logits;
+  const double prefill_s = seconds_since(t0);
+
+  auto t1 = Clock::now();
+  std::vector<int64_t> next(static_cast<size_t>(B));
+  for (int64_t step = 0; step < new_tokens; ++step) {
+    at::Tensor host = logits.reshape({B, V}).contiguous();
+    for (int64_t b = 0; b < B; ++b) {
+      next[b] = sample_token(host.data_ptr<float>() + b * V, V, sampling, (b + 0.5) / B);
+    }
+    if (step + 1 == new_tokens) break;
+    fo.attention_mask = mask.narrow(1, 0, prompt_len + step + 1);
+    logits = model.forward(at::tensor(next, at::kLong).view({B, 1}), fo).logits;
+  }
+  const double decode_s = seconds_since(t1);
+  return {B * prompt_len / prefill_s, B * new_tokens / decode_s};
+}
+
+nlohmann::json run_python(int threads, const std::string& batches, int64_t prompt_len, int64_t new_tokens,
+                          int repeats) {
+  const std::string cmd = fmt::format(
+      "/usr/bin/python3 {}/benchmarks/decode_throughput_eager.py --threads {} --batches {} "
+      "--prompt-len {} --new-tokens {} --repeats {}",
+      DESTEIN_SOURCE_DIR, threads, batches, prompt_len, new_tokens, repeats);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) throw std::runtime_error("cannot start " + cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  if (pclose(pipe) != 0) throw std::runtime_error("the eager PyTorch baseline failed: " + cmd);
+  return nlohmann::json::parse(out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    destein::app::Args args(argc, argv);
+    const int threads = static_cast<int>(args.get_int("threads", destein::app::default_thread_count()));
+    const std::string batches = args.get_or("batches", "1,25");
+    const int64_t prompt_len = args.get_int("prompt-len", 24);
+    const int64_t new_tokens = args.get_int("new-tokens", 20);
+    const int repeats = static_cast<int>(args.get_int("repeats", 3));
+    const bool python = !args.flag("no-python");
+    args.finish();
+
+    set_threads(threads);
+    at::manual_seed(0);
+    fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s\n", threads, gemm_gflops(1024, 10));
+    auto model = build_model(random_gpt2(12, 768, 12, 50257, 1024));
+    fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n",
+               model->parameter_count() / 1e6, prompt_len, new_tokens);
+
+    nlohmann::json eager;
+    if (python) eager = run_python(threads, batches, prompt_len, new_tokens, repeats);
+
+    fmt::print("\n{:>6} {:>18} {:>18} {:>10} {:>18} {:>18} {:>10}\n", "batch", "prefill tok/s", "eager prefill",
+               "ratio", "decode tok/s", "eager decode", "ratio");
+    size_t start = 0;
+    while (start < batches.size()) {
+      size_t comma = batches.find(',', start);
+      if (comma == std::string::npos) comma = batches.size();
+      const std::string b_text = batches.substr(start, comma - start);
+      const int64_t B = std::stoll(b_text);
+      start = comma + 1;
+      measure(*model, B, prompt_len, 2);  // warm-up
+      Rates best;
+      for (int i = 0; i < repeats; ++i) {
+        Rates r = measure(*model, B, prompt_len, new_tokens);
+        best.prefill = std::max(best.prefill, r.prefill);
+        best.decode = std::max(best.decode, r.decode);
+      }
+      if (python) {
+        const double ep = eager["results"][b_text]["prefill_tokens_per_s"].get<double>();
+        const double ed = eager["results"][b_text]["decode_tokens_per_s"].get<double>();
+        fmt::print("{:>6} {:>18.1f} {:>18.1f} {:>9.2f}x {:>18.1f} {:>18.1f} {:>9.2f}x\n", B, best.prefill, ep,
+                   best.prefill / ep, best.decode, ed, best.decode / ed);
+      } else {
+        fmt::print("{:>6} {:>18.1f} {:>18} {:>10} {:>18.1f} {:>18} {:>10}\n", B, best.prefill, "-", "-",
+                   best.decode, "-", "-");
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "decode_throughput: error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,94 @@
+#include "text/spm_library.hpp"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "check.hpp"
+
+namespace destein::detail {
+namespace {
+
+std::vector<std::string> candidate_paths() {
+  std::vector<std::string> paths;
+  if (const char* env = std::getenv("DESTEIN_SPM_LIBRARY")) paths.emplace_back(env);
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    std::filesystem::path dir = std::filesystem::path(exe).parent_path();
+    paths.push_back((dir / "libdestein_spm.so").string());
+    paths.push_back((dir / ".." / "lib" / "libdestein_spm.so").string());
+  }
+#ifdef DESTEIN_SPM_LIBRARY_PATH
+  paths.emplace_back(DESTEIN_SPM_LIBRARY_PATH);
+#endif
+  return paths;
+}
+
+template <typename F>
+void bind(void* handle, const char* name, F& target, const std::string& path) {
+  target = reinterpret_cast<F>(dlsym(handle, name));
+  DESTEIN_CHECK_IO(target != nullptr, "{}: symbol {} missing (a stale libdestein_spm.so?)", path, name);
+}
+
+SpmLibrary load_library() {
+  std::string tried;
+  for (const auto& path : candidate_paths()) {
+    if (!std::filesystem::exists(path)) {
+      tried += "\n  " + path + " (absent)";
+      continue;
+    }
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!handle) {
+      tried += "\n  " + path + " (" + dlerror() + ")";
+      continue;
+    }
+    auto version = reinterpret_cast<decltype(&dspm_abi_version)>(dlsym(handle, "dspm_abi_version"));
+    DESTEIN_CHECK_IO(version && version() == DSPM_ABI_VERSION,
+                     "{}: wrong libdestein_spm ABI version (rebuild destein)", path);
+    SpmLibrary lib{};
+    bind(handle, "dspm_load", lib.load, path);
+    bind(handle, "dspm_free", lib.free_model, path);
+    bind(handle, "dspm_encode", lib.encode, path);
+    bind(handle, "dspm_decode", lib.decode, path);
+    bind(handle, "dspm_piece_size", lib.piece_size, path);
+    bind(handle, "dspm_bos_id", lib.bos_id, path);
+    bind(handle, "dspm_eos_id", lib.eos_id, path);
+    bind(handle, "dspm_pad_id", lib.pad_id, path);
+    bind(handle, "dspm_unk_id", lib.unk_id, path);
+    bind(handle, "dspm_is_control", lib.is_control, path);
+    bind(handle, "dspm_id_to_piece", lib.id_to_piece, path);
+    bind(handle, "dspm_train", lib.train, path);
+    bind(handle, "dspm_free_buffer", lib.free_buffer, path);
+    return lib;
+  }
+  throw std::runtime_error(
+      "cannot load libdestein_spm.so, destein's SentencePiece wrapper; tried:" + tried +
+      "\nset DESTEIN_SPM_LIBRARY to its path");
+}
+
+}  // namespace
+
+const SpmLibrary& spm_library() {
+  static std::once_flag once;
+  static SpmLibrary lib;
+  static std::string error;
+  std::call_once(once, [] {
+    try {
+      lib = load_library();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  DESTEIN_CHECK_IO(error.empty(), "{}", error);
+  return lib;
+}
+
+}  // namespace destein::detail

@@ -1,0 +1,30 @@
+// Private: loads libdestein_spm (the sentencepiece shim) on first use; see
+// spm_shim_api.h for why sentencepiece is never linked directly.
+#pragma once
+
+#include "text/spm_shim_api.h"
+
+namespace destein::detail {
+
+struct SpmLibrary {
+  decltype(&dspm_load) load;
+  decltype(&dspm_free) free_model;
+  decltype(&dspm_encode) encode;
+  decltype(&dspm_decode) decode;
+  decltype(&dspm_piece_size) piece_size;
+  decltype(&dspm_bos_id) bos_id;
+  decltype(&dspm_eos_id) eos_id;
+  decltype(&dspm_pad_id) pad_id;
+  decltype(&dspm_unk_id) unk_id;
+  decltype(&dspm_is_control) is_control;
+  decltype(&dspm_id_to_piece) id_to_piece;
+  decltype(&dspm_train) train;
+  decltype(&dspm_free_buffer) free_buffer;
+};
+
+/// The loaded shim. Looks in $DESTEIN_SPM_LIBRARY, then next to the running program
+/// (and its ../lib), then the build-time path. Throws std::runtime_error listing the
+/// places tried when none loads.
+const SpmLibrary& spm_library();
+
+}  // namespace destein::detail

