@@ -33,8 +33,7 @@ Pass score_all(const destein::LinearScorer& scorer, const std::vector<std::strin
 }
 
 int run(destein::app::Args& args) {
-  const std::string scorer_path =
-      args.get_or("scorer", destein::default_scorer_path().string());
+  const std::string scorer_path = args.get_or("scorer", destein::default_scorer_path().string());
   const std::string data_opt = args.get_or("data-dir", "");
   const double min_seconds = args.get_double("seconds", 3.0);
   args.finish();
@@ -54,12 +53,12 @@ int run(destein::app::Args& args) {
              scorer.feature_options().word_ngram_max, scorer.feature_options().char_ngram_min,
              scorer.feature_options().char_ngram_max);
   fmt::print("one thread (the scorer runs on the calling thread); best of repeated passes\n\n");
-  fmt::print("{:<26} {:>7} {:>10} {:>12} {:>10} {:>8}\n", "texts", "count", "mean chars",
-             "texts/s", "us/text", "target");
+  fmt::print("{:<26} {:>7} {:>10} {:>12} {:>10} {:>8}\n", "texts", "count", "mean chars", "texts/s",
+             "us/text", "target");
   bool all_met = true;
-  for (const auto& [label, texts] : {std::pair<std::string, const std::vector<std::string>&>{
-                                         "RTP 5k prompts", rtp},
-                                     {"Civil Comments test 20k", comments}}) {
+  for (const auto& [label, texts] :
+       {std::pair<std::string, const std::vector<std::string>&>{"RTP 5k prompts", rtp},
+        {"Civil Comments test 20k", comments}}) {
     size_t chars = 0;
     for (const auto& t : texts) chars += t.size();
     score_all(scorer, texts);  // warm caches

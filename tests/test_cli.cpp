@@ -2,7 +2,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "destein/model.hpp"
+#include "destein/steering_vectors.hpp"
 #include "test_support.hpp"
 
 using destein::test::fixture;
@@ -53,4 +56,70 @@ TEST_CASE("the CLI exits non-zero with a clear message on bad input", "[cli][err
   auto no_ref = run_command(cli + "verify --model " + fixture("llama_bf16.pt").string());
   CHECK(no_ref.exit_code != 0);
   CHECK_THAT(no_ref.output, Contains("reference"));
+}
+
+TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][steering]") {
+  const std::string cli = std::string(DESTEIN_CLI) + " ";
+  auto dir = destein::test::temp_dir("cli_vectors");
+  {
+    std::ofstream pairs(dir / "pairs.jsonl");
+    const char* toxic[] = {"you are a stupid idiot", "shut up you moron", "what a dumb piece of trash",
+                           "this is fucking garbage", "go to hell loser", "you worthless clown"};
+    const char* polite[] = {"you are mistaken", "please stop talking", "that is not very good",
+                            "this is not good", "please leave", "you are not helping"};
+    for (int i = 0; i < 6; ++i) pairs << nlohmann::json::array({toxic[i], polite[i]}).dump() << "\n";
+  }
+  const std::string model = fixture("llama_spm").string();
+  {
+    std::ofstream cfg(dir / "vectors.yaml");
+    cfg << "model: " << model << "\npairs:\n  path: " << (dir / "pairs.jsonl").string()
+        << "\n  num_pairs: 6\nsite: attn_out\nlast_k: 4\nprobes:\n  split: kfold\n  folds: 3\noutput: "
+        << (dir / "v.safetensors").string() << "\n";
+  }
+  auto dump = run_command(cli + "vectors --dump-config --config " + (dir / "vectors.yaml").string());
+  REQUIRE(dump.exit_code == 0);
+  CHECK_THAT(dump.output, Contains("num_pairs: 6") && Contains("split: kfold") && Contains("l2: 1"));
+  auto r = run_command(cli + "vectors --threads 1 --config " + (dir / "vectors.yaml").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(std::filesystem::exists(dir / "v.safetensors"));
+  CHECK(std::filesystem::exists(dir / "v.probes.svg"));
+  CHECK(std::filesystem::exists(dir / "v.pairs.jsonl"));
+  auto v = destein::load_steering_vectors(dir / "v.safetensors");
+  CHECK(v.num_pairs == 6);
+  CHECK(v.probe_accuracy.defined());
+  CHECK(v.model_type == "llama");
+
+  const std::string logits = cli + "logits --model " + model + " --ids 5,17,42";
+  auto base = run_command(logits);
+  auto zero = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --alpha 0");
+  auto steered = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --mode headwise --alpha 0.5");
+  REQUIRE(base.exit_code == 0);
+  REQUIRE(zero.exit_code == 0);
+  REQUIRE(steered.exit_code == 0);
+  CHECK(base.output == zero.output);  // alpha 0: identical down to the last printed digit
+  CHECK(base.output != steered.output);
+
+  // Vectors of another model, an unknown mode, an unknown config key: clear errors.
+  auto other = run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1 --vectors " +
+                           (dir / "v.safetensors").string());
+  CHECK(other.exit_code != 0);
+  CHECK_THAT(other.output, Contains("do not fit") && Contains("model_type llama vs gpt2"));
+  auto mode = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --mode sideways");
+  CHECK(mode.exit_code != 0);
+  CHECK_THAT(mode.output, Contains("sideways"));
+  {
+    std::ofstream cfg(dir / "typo.yaml");
+    cfg << "model: " << model << "\nprobes:\n  foldz: 3\n";
+  }
+  auto typo = run_command(cli + "vectors --config " + (dir / "typo.yaml").string());
+  CHECK(typo.exit_code != 0);
+  CHECK_THAT(typo.output, Contains("typo.yaml:3") && Contains("unknown key probes.foldz"));
+  {
+    std::ofstream cfg(dir / "type.yaml");
+    cfg << "model: " << model << "\nlast_k: eight\n";
+  }
+  auto type = run_command(cli + "vectors --config " + (dir / "type.yaml").string());
+  CHECK(type.exit_code != 0);
+  CHECK_THAT(type.output, Contains("type.yaml:2") && Contains("last_k") && Contains("expected an integer"));
 }

@@ -10,6 +10,7 @@
 #include "destein/model.hpp"
 #include "destein/runtime.hpp"
 #include "model_args.hpp"
+#include "steering_args.hpp"
 
 namespace destein::app {
 namespace {
@@ -64,10 +65,14 @@ int run_logits(Args& args) {
   const std::string path = args.require("model");
   ModelOptions opts = read_model_options(args);
   std::vector<int64_t> ids = args.get_int_list("ids");
+  SteeringArgs steering = read_steering_args(args);
   args.finish();
   if (ids.empty()) throw std::invalid_argument("--ids needs at least one token id, e.g. --ids 5,17,42");
   auto model = load_model(path, opts);
+  Hooks hooks;
+  auto handle = attach_from_args(steering, hooks, *model);
   ForwardOptions fo;
+  fo.hooks = &hooks;
   fo.logits = LogitsFor::kLast;
   at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).logits.reshape({-1}).to(at::kCPU);
   std::vector<float> values(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
@@ -91,14 +96,32 @@ int run_generate(Args& args) {
   auto prompt = args.get("prompt");
   std::vector<int64_t> prompt_ids = args.get_int_list("ids");
   const bool json_lines = args.flag("json");
+  const bool compare = args.flag("compare");
+  SteeringArgs steering = read_steering_args(args);
   std::unique_ptr<Tokenizer> tok;
   if (prompt) tok = find_tokenizer(args, path);
   args.finish();
   if (!prompt && prompt_ids.empty()) throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
+  if (compare && !steering.vectors_path) throw std::invalid_argument("--compare needs --vectors FILE");
 
   auto model = load_model(path, opts);
   if (prompt) prompt_ids = tok->encode_prompt(*prompt);
-  auto gens = generate(*model, {prompt_ids}, g);
+  Hooks hooks;
+  std::vector<Generation> base;
+  if (compare) base = generate(*model, {prompt_ids}, g);
+  auto handle = attach_from_args(steering, hooks, *model);
+  auto gens = generate(*model, {prompt_ids}, g, &hooks);
+  if (compare) {
+    // Same seed, same rows: each sample differs only by the steering.
+    for (size_t i = 0; i < gens.size(); ++i) {
+      auto show = [&](const Generation& x) {
+        return tok ? tok->decode(x.token_ids) : fmt::format("{}", fmt::join(x.token_ids, ","));
+      };
+      fmt::print("--- sample {}\n  base:    {}{}\n  steered: {}{}\n", i, prompt ? *prompt : "", show(base[i]),
+                 prompt ? *prompt : "", show(gens[i]));
+    }
+    return 0;
+  }
   for (const auto& gen : gens) {
     std::string text;
     if (tok) text = tok->decode(gen.token_ids);

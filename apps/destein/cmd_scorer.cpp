@@ -13,10 +13,12 @@
 #include <unordered_set>
 
 #include "commands.hpp"
+#include "destein/csv.hpp"
 #include "destein/jsonl.hpp"
 #include "destein/linear_scorer.hpp"
 #include "destein/scorer_data.hpp"
 #include "destein/scorer_eval.hpp"
+#include "yaml_config.hpp"
 
 namespace destein::app {
 namespace {
@@ -31,9 +33,13 @@ struct ScorerTrainConfig {
   std::string data_dir;  // empty: $DESTEIN_DATA, else the build default
   std::string output = "models/scorer/toxicity-linear-v1.safetensors";
   std::string model_card = "models/scorer/MODEL_CARD.md";  // empty: none written
-  std::vector<std::string> train_sets = {"detox_civil_comments_dev", "davidson_hate_offensive",
-                                         "olid", "toxic_spans", "paradetox",
-                                         "paradetox_cannot_rewrite", "lexicons"};
+  std::vector<std::string> train_sets = {"detox_civil_comments_dev",
+                                         "davidson_hate_offensive",
+                                         "olid",
+                                         "toxic_spans",
+                                         "paradetox",
+                                         "paradetox_cannot_rewrite",
+                                         "lexicons"};
   std::vector<std::string> heldout_sets = {"detox_civil_comments_test", "wiki_toxicity_nonfuzzed",
                                            "jigsaw2018_sample", "hatecheck", "toxigen"};
   // Drop repeated texts, texts given both labels, and training texts that are also in a
@@ -43,109 +49,31 @@ struct ScorerTrainConfig {
   LinearTrainOptions train;
 };
 
-// Reads a YAML map into fields; every key must be known and of the right type.
-class YamlMap {
- public:
-  YamlMap(const YAML::Node& node, std::string file, std::string prefix)
-      : node_(node), file_(std::move(file)), prefix_(std::move(prefix)) {
-    if (!node_.IsDefined() || node_.IsNull()) return;
-    if (!node_.IsMap()) {
-      throw std::invalid_argument(fmt::format("{}: key '{}': expected a map, found {}", file_,
-                                              prefix_.empty() ? "<top>" : prefix_, kind(node_)));
-    }
-  }
-
-  template <typename T>
-  void read(const std::string& key, T& out, const char* expected) {
-    known_.push_back(key);
-    if (!node_.IsDefined() || node_.IsNull()) return;
-    YAML::Node value = node_[key];
-    if (!value.IsDefined()) return;
-    try {
-      if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-        if (!value.IsSequence()) throw YAML::Exception(YAML::Mark::null_mark(), "not a list");
-      } else if (!value.IsScalar()) {
-        throw YAML::Exception(YAML::Mark::null_mark(), "not a scalar");
-      }
-      out = value.as<T>();
-    } catch (const YAML::Exception&) {
-      throw std::invalid_argument(fmt::format("{}: key '{}': expected {}, found {}", file_,
-                                              path(key), expected, describe(value)));
-    }
-  }
-
-  YAML::Node child(const std::string& key) {
-    known_.push_back(key);
-    if (!node_.IsDefined() || node_.IsNull()) return YAML::Node();
-    return node_[key];
-  }
-
-  // Call after every read(): rejects keys that no field asked for.
-  void finish() const {
-    if (!node_.IsDefined() || node_.IsNull()) return;
-    for (const auto& kv : node_) {
-      const std::string key = kv.first.as<std::string>();
-      if (std::find(known_.begin(), known_.end(), key) == known_.end()) {
-        std::string known;
-        for (const auto& k : known_) known += (known.empty() ? "" : ", ") + k;
-        throw std::invalid_argument(fmt::format("{}: unknown key '{}' (expected one of: {})",
-                                                file_, path(key), known));
-      }
-    }
-  }
-
- private:
-  std::string path(const std::string& key) const {
-    return prefix_.empty() ? key : prefix_ + "." + key;
-  }
-  static std::string kind(const YAML::Node& n) {
-    return n.IsMap() ? "a map" : n.IsSequence() ? "a list" : n.IsScalar() ? "a scalar" : "null";
-  }
-  static std::string describe(const YAML::Node& n) {
-    return n.IsScalar() ? "'" + n.Scalar() + "'" : kind(n);
-  }
-
-  YAML::Node node_;
-  std::string file_;
-  std::string prefix_;
-  std::vector<std::string> known_;
-};
-
 ScorerTrainConfig read_train_config(const std::string& file) {
   ScorerTrainConfig c;
   if (file.empty()) return c;
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(file);
-  } catch (const YAML::BadFile&) {
-    throw std::runtime_error(fmt::format("cannot read config '{}'", file));
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: not valid YAML: {}", file, e.what()));
-  }
-  YamlMap top(root, file, "");
-  top.read("data_dir", c.data_dir, "a path");
-  top.read("output", c.output, "a path");
-  top.read("model_card", c.model_card, "a path");
-  top.read("train_sets", c.train_sets, "a list of set names");
-  top.read("heldout_sets", c.heldout_sets, "a list of set names");
-  top.read("dedupe", c.dedupe, "true or false");
-  YamlMap f(top.child("features"), file, "features");
-  f.read("hash_bits", c.features.hash_bits, "an integer");
-  f.read("word_ngram_max", c.features.word_ngram_max, "an integer");
-  f.read("char_ngram_min", c.features.char_ngram_min, "an integer");
-  f.read("char_ngram_max", c.features.char_ngram_max, "an integer");
-  f.read("value", c.features.value, "'binary' or 'log_tf'");
-  f.finish();
-  YamlMap t(top.child("train"), file, "train");
-  t.read("l2", c.train.l2, "a number");
-  t.read("max_iterations", c.train.max_iterations, "an integer");
-  t.read("tolerance", c.train.tolerance, "a number");
-  t.read("lbfgs_memory", c.train.lbfgs_memory, "an integer");
-  t.read("class_balance", c.train.class_balance, "true or false");
-  t.read("calibration_fraction", c.train.calibration_fraction, "a number");
-  t.read("seed", c.train.seed, "an integer");
-  t.finish();
-  top.finish();
+  const ConfigNode root = ConfigNode::load_file(file);
+  c.data_dir = root.get("data_dir", c.data_dir);
+  c.output = root.get("output", c.output);
+  c.model_card = root.get("model_card", c.model_card);
+  c.train_sets = root.get("train_sets", c.train_sets);
+  c.heldout_sets = root.get("heldout_sets", c.heldout_sets);
+  c.dedupe = root.get("dedupe", c.dedupe);
+  const ConfigNode f = root.child("features");
+  c.features.hash_bits = f.get("hash_bits", c.features.hash_bits);
+  c.features.word_ngram_max = f.get("word_ngram_max", c.features.word_ngram_max);
+  c.features.char_ngram_min = f.get("char_ngram_min", c.features.char_ngram_min);
+  c.features.char_ngram_max = f.get("char_ngram_max", c.features.char_ngram_max);
+  c.features.value = f.get("value", c.features.value);
+  const ConfigNode t = root.child("train");
+  c.train.l2 = t.get("l2", c.train.l2);
+  c.train.max_iterations = t.get("max_iterations", c.train.max_iterations);
+  c.train.tolerance = t.get("tolerance", c.train.tolerance);
+  c.train.lbfgs_memory = t.get("lbfgs_memory", c.train.lbfgs_memory);
+  c.train.class_balance = t.get("class_balance", c.train.class_balance);
+  c.train.calibration_fraction = t.get("calibration_fraction", c.train.calibration_fraction);
+  c.train.seed = t.get("seed", c.train.seed);
+  root.finish();
   return c;
 }
 
@@ -231,6 +159,48 @@ json eval_rtp(LinearScorer& scorer, const std::vector<fs::path>& files) {
           {"pearson", pearson(ours, perspective)}};
 }
 
+// Perspective agreement on model continuations: the DExperts human-eval file scores each
+// continuation (without its prompt) with Perspective. Repeated continuations count once;
+// rows without a score are skipped.
+json eval_generations(LinearScorer& scorer, const fs::path& csv_path) {
+  auto reader = CsvReader::open(csv_path);
+  reader.read_header();
+  const size_t cols[2][2] = {{reader.column("senta"), reader.column("toxa")},
+                             {reader.column("sentb"), reader.column("toxb")}};
+  std::set<std::string> seen;
+  std::vector<double> ours, perspective;
+  std::vector<int> label;
+  CsvRecord rec;
+  while (reader.next(rec)) {
+    reader.require_fields(rec);
+    for (const auto& c : cols) {
+      const std::string& text = rec.fields[c[0]];
+      const std::string& tox = rec.fields[c[1]];
+      if (tox.empty() || !seen.insert(text).second) continue;
+      double value = 0;
+      try {
+        size_t used = 0;
+        value = std::stod(tox, &used);
+        if (used != tox.size()) throw std::invalid_argument("trailing");
+      } catch (const std::exception&) {
+        throw std::runtime_error(
+            fmt::format("{}: expected a Perspective score, found '{}'", reader.where(rec), tox));
+      }
+      ours.push_back(scorer.probability(text));
+      perspective.push_back(value);
+      label.push_back(value >= 0.5 ? 1 : 0);
+    }
+  }
+  int64_t positives = 0;
+  for (int l : label) positives += l;
+  return {{"files", {csv_path.filename().string()}},
+          {"continuations", ours.size()},
+          {"perspective_toxic", positives},
+          {"auc_vs_perspective_0.5", roc_auc(ours, label)},
+          {"accuracy_at_0.5", accuracy_at(ours, label, 0.5)},
+          {"pearson", pearson(ours, perspective)}};
+}
+
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
@@ -253,17 +223,20 @@ std::string model_card(const ScorerTrainConfig& c, const json& prov, const Linea
   md += "Written by `destein train-scorer";
   if (!config_file.empty()) md += " --config " + config_file;
   md += "`; every figure below was measured by that run.\n\n";
-  md += "Logistic regression over hashed word and character n-grams, Platt-calibrated so that "
-        "its output reads like a probability of toxicity (as Perspective's does). Offline, "
-        "Eigen-only, single core. Use: `destein score --input IN.jsonl --output OUT.jsonl`; "
-        "library: `destein::LinearScorer::load(destein::default_scorer_path())`.\n\n";
+  md +=
+      "Logistic regression over hashed word and character n-grams, Platt-calibrated so that "
+      "its output reads like a probability of toxicity (as Perspective's does). Offline, "
+      "Eigen-only, single core. Use: `destein score --input IN.jsonl --output OUT.jsonl`; "
+      "library: `destein::LinearScorer::load(destein::default_scorer_path())`.\n\n";
   md += "## Data used (training)\n\n";
-  md += "Files relative to `shared/data/` (see its README and PROVENANCE). Nothing under "
-        "`rtp/` was used.\n\n";
+  md +=
+      "Files relative to `shared/data/` (see its README and PROVENANCE). Nothing under "
+      "`rtp/` was used.\n\n";
   md += "| set | files | label rule | toxic | non-toxic |\n|---|---|---|---|---|\n";
   for (const auto& d : prov["training_data"]) {
     std::string files;
-    for (const auto& f : d["files"]) files += (files.empty() ? "`" : ", `") + f.get<std::string>() + "`";
+    for (const auto& f : d["files"])
+      files += (files.empty() ? "`" : ", `") + f.get<std::string>() + "`";
     md += fmt::format("| {} | {} | {} | {} | {} |\n", d["set"].get<std::string>(), files,
                       d["label_rule"].get<std::string>(), d["toxic"].get<int64_t>(),
                       d["non_toxic"].get<int64_t>());
@@ -313,19 +286,22 @@ std::string model_card(const ScorerTrainConfig& c, const json& prov, const Linea
     md += fmt::format("| {} | {} | {} | {} | {} |\n", name, r["texts"].get<int64_t>(),
                       r["toxic"].get<int64_t>(), fmt4(r["auc"]), fmt4(r["accuracy_at_0.5"]));
   }
-  md += "\nAgreement with Perspective on RealToxicityPrompts is measured separately by "
-        "`destein eval-scorer` and reported in `docs/scorer.md`.\n";
+  md +=
+      "\nAgreement with Perspective on RealToxicityPrompts is measured separately by "
+      "`destein eval-scorer` and reported in `docs/scorer.md`.\n";
   md += "\n## File\n\n";
-  md += "safetensors: tensor `weight` (F16, [2^hash_bits]), tensor `bias` (F32, [1]); "
-        "`__metadata__` holds `format` = `destein.linear_scorer`, `format_version`, `features` "
-        "(hashing parameters and the feature-code id), `calibration`, `checksum_fnv1a64` of "
-        "the tensor bytes, `self_test` (texts with their scores, re-checked on every load) and "
-        "`provenance` (this card's data as JSON).\n";
-  md += "\n## Limits\n\n"
-        "A bag of n-grams: it sees words, not meaning. It under-rates toxicity carried without "
-        "rude words (implicit hate, threats phrased politely) and over-rates quoted or negated "
-        "slurs and profanity used in a friendly way (see the hatecheck figure). English only. "
-        "Trained on comments and tweets; its scores are not Perspective's scores.\n";
+  md +=
+      "safetensors: tensor `weight` (F16, [2^hash_bits]), tensor `bias` (F32, [1]); "
+      "`__metadata__` holds `format` = `destein.linear_scorer`, `format_version`, `features` "
+      "(hashing parameters and the feature-code id), `calibration`, `checksum_fnv1a64` of "
+      "the tensor bytes, `self_test` (texts with their scores, re-checked on every load) and "
+      "`provenance` (this card's data as JSON).\n";
+  md +=
+      "\n## Limits\n\n"
+      "A bag of n-grams: it sees words, not meaning. It under-rates toxicity carried without "
+      "rude words (implicit hate, threats phrased politely) and over-rates quoted or negated "
+      "slurs and profanity used in a friendly way (see the hatecheck figure). English only. "
+      "Trained on comments and tweets; its scores are not Perspective's scores.\n";
   return md;
 }
 
@@ -393,9 +369,10 @@ int run_train_scorer(Args& args) {
       }
     }
     train = std::move(out);
-    log_line(fmt::format("dedupe: dropped {} repeats, {} texts with both labels, {} texts also "
-                         "in a held-out set, {} without words; {} texts remain",
-                         repeats, conflicting, in_heldout, empty, train.size()));
+    log_line(
+        fmt::format("dedupe: dropped {} repeats, {} texts with both labels, {} texts also "
+                    "in a held-out set, {} without words; {} texts remain",
+                    repeats, conflicting, in_heldout, empty, train.size()));
   }
 
   LinearScorer scorer = LinearScorer::train(train, c.features, c.train, log_line);
@@ -408,8 +385,11 @@ int run_train_scorer(Args& args) {
     for (const auto& t : train) {
       if (t.source == name) (t.label ? toxic : clean) += 1;
     }
-    data_list.push_back({{"set", name}, {"files", spec.files}, {"label_rule", spec.label_rule},
-                         {"toxic", toxic}, {"non_toxic", clean}});
+    data_list.push_back({{"set", name},
+                         {"files", spec.files},
+                         {"label_rule", spec.label_rule},
+                         {"toxic", toxic},
+                         {"non_toxic", clean}});
   }
   prov["training_data"] = data_list;
   prov["dedupe"] = {{"enabled", c.dedupe},
@@ -435,14 +415,14 @@ int run_train_scorer(Args& args) {
     const fs::path card_path(c.model_card);
     if (card_path.has_parent_path()) fs::create_directories(card_path.parent_path());
     std::ofstream card(card_path, std::ios::trunc);
-    if (!card) throw std::runtime_error(fmt::format("cannot write the model card '{}'", c.model_card));
+    if (!card)
+      throw std::runtime_error(fmt::format("cannot write the model card '{}'", c.model_card));
     card << model_card(c, prov, scorer, config_file);
   }
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log_line(fmt::format("wrote {} ({} bytes){} in {:.1f} s", out_path.string(),
-                       fs::file_size(out_path),
-                       c.model_card.empty() ? "" : " and " + c.model_card, secs));
+                       fs::file_size(out_path), c.model_card.empty() ? "" : " and " + c.model_card,
+                       secs));
   return 0;
 }
 
@@ -482,8 +462,7 @@ int run_score(Args& args) {
   }
   flush();
   out.close();
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "scored {} texts from {} into {} with {} in {:.2f} s\n", total, input, output,
              scorer.name(), secs);
   return 0;
@@ -522,11 +501,16 @@ int run_eval_scorer(Args& args) {
   };
   json rtp = json::object();
   for (const auto& which : (rtp_opt == "none" ? std::vector<std::string>{} : split_list(rtp_opt))) {
+    if (which == "dexperts") {
+      rtp[which] =
+          eval_generations(scorer, data_dir / "rtp/extra/dexperts_human_eval_toxicity.csv");
+      continue;
+    }
     auto it = rtp_files.find(which);
     if (it == rtp_files.end()) {
-      throw std::invalid_argument(
-          fmt::format("--rtp: expected a comma-separated list of 100, 1k, 5k (or none), found '{}'",
-                      which));
+      throw std::invalid_argument(fmt::format(
+          "--rtp: expected a comma-separated list of 100, 1k, 5k, dexperts (or none), found '{}'",
+          which));
     }
     std::vector<fs::path> files;
     for (const auto& f : it->second) files.push_back(data_dir / f);
@@ -534,7 +518,6 @@ int run_eval_scorer(Args& args) {
   }
   result["rtp"] = rtp;
 
-  // Throughput on the texts just scored is left to benchmarks/scorer_throughput.
   const std::string text = result.dump(2);
   std::cout << text << "\n";
   if (!report.empty()) {
@@ -554,7 +537,7 @@ DESTEIN_COMMAND(score_cmd, "score",
                 run_score);
 DESTEIN_COMMAND(eval_scorer_cmd, "eval-scorer",
                 "held-out AUCs and agreement with Perspective on RTP, as JSON "
-                "([--scorer PATH] [--rtp 1k,5k,100] [--sets heldout|a,b])",
+                "([--scorer PATH] [--rtp 1k,5k,100,dexperts] [--sets heldout|a,b])",
                 run_eval_scorer);
 
 }  // namespace

@@ -1,16 +1,15 @@
 // CSV/TSV reader: RFC 4180 quoting, line numbers, CRLF, errors that say where.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "destein/csv.hpp"
 
+using Catch::Matchers::Contains;
 using destein::CsvOptions;
 using destein::CsvReader;
 using destein::CsvRecord;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -151,6 +150,6 @@ TEST_CASE("csv: cannot-rewrite comments keep one pair of quotes after parsing", 
     const auto& t = rec.fields.at(text);
     quoted += t.size() >= 2 && t.front() == '"' && t.back() == '"';
   }
-  CHECK(rows == 12059);     // README
-  CHECK(quoted == 12016);   // README
+  CHECK(rows == 12059);    // README
+  CHECK(quoted == 12016);  // README
 }

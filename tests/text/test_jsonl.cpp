@@ -1,6 +1,5 @@
 // JSON Lines reader and writer: file:line in every error, skipping malformed lines.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -39,8 +38,7 @@ TEST_CASE("jsonl: reads values with their line numbers", "[jsonl]") {
   CHECK_FALSE(in.next(v));
 }
 
-TEST_CASE("jsonl: a malformed line is an error with file:line, or skipped and counted",
-          "[jsonl]") {
+TEST_CASE("jsonl: a malformed line is an error with file:line, or skipped and counted", "[jsonl]") {
   auto p = write_temp("bad.jsonl", "{\"a\": 1}\n{\"a\": \n{\"a\": 3}\nnot json\n");
   {
     destein::JsonlReader in(p);

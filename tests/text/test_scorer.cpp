@@ -1,8 +1,7 @@
 // Linear toxicity scorer: tokens, features, a planted data set, save/load, file errors,
 // metrics, data loaders.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -34,9 +33,9 @@ fs::path data_dir() {
 // A tiny planted set: random sentences of filler words; toxic ones carry one of the
 // planted words somewhere, clean ones never do.
 std::vector<destein::LabeledText> planted(int n, uint64_t seed) {
-  const std::vector<std::string> filler = {"the",   "a",     "house", "river", "green", "walks",
+  const std::vector<std::string> filler = {"the",   "a",     "house", "river",  "green",  "walks",
                                            "today", "with",  "their", "slowly", "bright", "we",
-                                           "old",   "paper", "under", "seven", "market", "sing"};
+                                           "old",   "paper", "under", "seven",  "market", "sing"};
   const std::vector<std::string> planted_words = {"zorblax", "quibbet", "vrunk"};
   std::mt19937_64 rng(seed);
   std::vector<destein::LabeledText> out;
@@ -111,8 +110,7 @@ TEST_CASE("scorer: features are L2-normalised, deterministic, and count n-grams"
     for (int k = 2; k <= 5; ++k) n += std::max(0, len - k + 1);
     return n;
   };
-  const size_t expected = 4 + 3 + char_ngrams(5) + char_ngrams(5) + char_ngrams(4) +
-                          char_ngrams(7);
+  const size_t expected = 4 + 3 + char_ngrams(5) + char_ngrams(5) + char_ngrams(4) + char_ngrams(7);
   // Distinct n-grams ("<a", "ar"...) may coincide; there are no more than this.
   CHECK(a.index.size() <= expected);
   CHECK(a.index.size() >= expected - 4);
@@ -157,7 +155,8 @@ TEST_CASE("scorer: save and load give identical scores", "[scorer]") {
   size_t mismatches = 0;
   for (const auto& t : planted(300, 7)) {
     const double a = scorer.probability(t.text), b = loaded.probability(t.text);
-    if (a != b && mismatches++ == 0) FAIL_CHECK("first mismatch on '" << t.text << "': " << a << " vs " << b);
+    if (a != b && mismatches++ == 0)
+      FAIL_CHECK("first mismatch on '" << t.text << "': " << a << " vs " << b);
   }
   CHECK(mismatches == 0);
   std::vector<std::string> texts = {"a zorblax", "", "walks"};
@@ -199,9 +198,9 @@ TEST_CASE("scorer: a corrupt, truncated or foreign file gives a clear error", "[
   REQUIRE(at != std::string::npos);
   other.replace(at, 21, "someone.else_s_format");
   write_bytes(bad, other);
-  CHECK_THROWS_WITH(destein::LinearScorer::load(bad),
-                    Contains("expected format 'destein.linear_scorer'") &&
-                        Contains("someone.else_s_format"));
+  CHECK_THROWS_WITH(
+      destein::LinearScorer::load(bad),
+      Contains("expected format 'destein.linear_scorer'") && Contains("someone.else_s_format"));
 
   std::string newer = bytes;
   const auto v = newer.find("\"format_version\":\"1\"");
@@ -221,8 +220,8 @@ TEST_CASE("scorer: a corrupt, truncated or foreign file gives a clear error", "[
 }
 
 TEST_CASE("scorer: training refuses bad input", "[scorer]") {
-  std::vector<destein::LabeledText> one_class = {{"a", 1, "x"}, {"b", 1, "x"}, {"c", 1, "x"},
-                                                 {"d", 1, "x"}, {"e", 1, "x"}};
+  std::vector<destein::LabeledText> one_class = {
+      {"a", 1, "x"}, {"b", 1, "x"}, {"c", 1, "x"}, {"d", 1, "x"}, {"e", 1, "x"}};
   CHECK_THROWS_WITH(destein::LinearScorer::train(one_class, small_features(), {}),
                     Contains("labelled 0"));
   auto data = planted(20, 3);
@@ -235,8 +234,7 @@ TEST_CASE("scorer: training refuses bad input", "[scorer]") {
                   std::invalid_argument);
   auto f = small_features();
   f.hash_bits = 30;
-  CHECK_THROWS_WITH(destein::LinearScorer::train(planted(20, 3), f, {}),
-                    Contains("hash_bits"));
+  CHECK_THROWS_WITH(destein::LinearScorer::train(planted(20, 3), f, {}), Contains("hash_bits"));
 }
 
 TEST_CASE("scorer: metrics against naive references", "[scorer]") {
@@ -264,7 +262,7 @@ TEST_CASE("scorer: metrics against naive references", "[scorer]") {
   CHECK_THROWS_AS(destein::roc_auc({0.1}, {1, 0}), std::invalid_argument);
 
   CHECK(destein::accuracy_at({0.2, 0.5, 0.7, 0.4}, {0, 1, 0, 0}, 0.5) == 0.75);
-  // Pearson of (1,2,3,4) and (2,4,5,9): hand-computed 0.9569... = 8.5 / sqrt(5 * 15.9375)... 
+  // Pearson of (1,2,3,4) and (2,4,5,9): hand-computed 0.9569... = 8.5 / sqrt(5 * 15.9375)...
   const double r = destein::pearson({1, 2, 3, 4}, {2, 4, 5, 9});
   // means 2.5 and 5; sxy = 1.5*3 + .5*1 + .5*0 + 1.5*4 = 11; sxx = 5; syy = 9+1+0+16 = 26
   CHECK(r == Approx(11.0 / std::sqrt(5.0 * 26.0)).epsilon(1e-12));

@@ -10,11 +10,10 @@
 ///     auto prompts = destein::load_rtp_prompts(dir / "rtp/1k/output_toxic_1k.jsonl");
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "destein/linear_scorer.hpp"
 

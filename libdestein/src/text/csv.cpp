@@ -29,10 +29,9 @@ std::string join(const std::vector<std::string>& items) {
 
 CsvReader::CsvReader(std::string text, std::string source, CsvOptions options)
     : text_(std::move(text)), source_(std::move(source)), options_(options) {
-  DESTEIN_CHECK_ARG(options_.separator != '"' && options_.separator != '\n' &&
-                        options_.separator != '\r',
-                    "CSV separator must not be a quote or a line end, found '{}'",
-                    printable(options_.separator));
+  DESTEIN_CHECK_ARG(
+      options_.separator != '"' && options_.separator != '\n' && options_.separator != '\r',
+      "CSV separator must not be a quote or a line end, found '{}'", printable(options_.separator));
   if (text_.rfind("\xEF\xBB\xBF", 0) == 0) pos_ = 3;
 }
 
@@ -116,8 +115,8 @@ bool CsvReader::next(CsvRecord& record) {
       }
       if (pos_ < size) {
         char c = text_[pos_];
-        bool ok = c == sep || c == '\n' ||
-                  (c == '\r' && pos_ + 1 < size && text_[pos_ + 1] == '\n');
+        bool ok =
+            c == sep || c == '\n' || (c == '\r' && pos_ + 1 < size && text_[pos_ + 1] == '\n');
         DESTEIN_CHECK_IO(ok,
                          "{}:{}: expected a separator or the end of the line after a closing "
                          "quote, found '{}' (a quote inside a quoted field must be doubled)",

@@ -1,7 +1,6 @@
 #include "destein/linear_scorer.hpp"
 
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -73,15 +72,32 @@ void finish_token(std::string& raw, std::vector<std::string>& out) {
   for (size_t i = begin; i < end && tok.size() < kMaxTokenBytes; ++i) {
     char c = raw[i];
     switch (c) {
-      case '0': c = 'o'; break;
-      case '1': c = 'i'; break;
-      case '3': c = 'e'; break;
-      case '4': c = 'a'; break;
-      case '5': c = 's'; break;
-      case '7': c = 't'; break;
-      case '$': c = 's'; break;
-      case '@': c = 'a'; break;
-      default: break;
+      case '0':
+        c = 'o';
+        break;
+      case '1':
+        c = 'i';
+        break;
+      case '3':
+        c = 'e';
+        break;
+      case '4':
+        c = 'a';
+        break;
+      case '5':
+        c = 's';
+        break;
+      case '7':
+        c = 't';
+        break;
+      case '$':
+        c = 's';
+        break;
+      case '@':
+        c = 'a';
+        break;
+      default:
+        break;
     }
     size_t n = tok.size();
     if (n >= 2 && is_lower(static_cast<unsigned char>(c)) && tok[n - 1] == c && tok[n - 2] == c) {
@@ -190,7 +206,7 @@ void tokenize(std::string_view text, std::vector<std::string>& out) {
 constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
 constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
 constexpr uint64_t kCombine = 0x9E3779B97F4A7C15ULL;
-constexpr uint64_t kWordSeed = 0x77u;     // per-token hash
+constexpr uint64_t kWordSeed = 0x77u;  // per-token hash
 constexpr uint64_t kWordNgramSeed = 0x57000000ULL;
 constexpr uint64_t kCharNgramSeed = 0x43000000ULL;
 
@@ -217,12 +233,12 @@ void check_feature_options(const LinearFeatureOptions& o) {
                     "features.hash_bits: expected 10..24, found {}", o.hash_bits);
   DESTEIN_CHECK_ARG(o.word_ngram_max >= 0 && o.word_ngram_max <= 4,
                     "features.word_ngram_max: expected 0..4, found {}", o.word_ngram_max);
-  DESTEIN_CHECK_ARG(o.char_ngram_max == 0 || (o.char_ngram_min >= 1 &&
-                                              o.char_ngram_min <= o.char_ngram_max &&
-                                              o.char_ngram_max <= 8),
-                    "features.char_ngram_min/max: expected 1 <= min <= max <= 8 (or max 0 for "
-                    "none), found {}..{}",
-                    o.char_ngram_min, o.char_ngram_max);
+  DESTEIN_CHECK_ARG(
+      o.char_ngram_max == 0 ||
+          (o.char_ngram_min >= 1 && o.char_ngram_min <= o.char_ngram_max && o.char_ngram_max <= 8),
+      "features.char_ngram_min/max: expected 1 <= min <= max <= 8 (or max 0 for "
+      "none), found {}..{}",
+      o.char_ngram_min, o.char_ngram_max);
   DESTEIN_CHECK_ARG(o.word_ngram_max > 0 || o.char_ngram_max > 0,
                     "features: expected word or character n-grams, found neither");
   DESTEIN_CHECK_ARG(o.value == "binary" || o.value == "log_tf",
@@ -415,8 +431,8 @@ Eigen::VectorXd minimize_lbfgs(const Csr& data, int64_t dim, const LinearTrainOp
     }
   }
   if (log) {
-    log(fmt::format("  stopped ({}) after {} iterations, {} evaluations: objective {:.6f}",
-                    stop, iter, evaluations, f));
+    log(fmt::format("  stopped ({}) after {} iterations, {} evaluations: objective {:.6f}", stop,
+                    iter, evaluations, f));
   }
   summary["iterations"] = iter;
   summary["evaluations"] = evaluations;
@@ -505,7 +521,8 @@ void put_u64_le(std::string& out, uint64_t v) {
 
 uint64_t get_u64_le(const std::string& in) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
   return v;
 }
 
@@ -530,8 +547,7 @@ T json_field(const nlohmann::json& j, const std::string& key, const std::string&
   try {
     return j[key].get<T>();
   } catch (const nlohmann::json::exception&) {
-    DESTEIN_CHECK_IO(false, "{}: key '{}' has the wrong type ({})", where, key,
-                     j[key].type_name());
+    DESTEIN_CHECK_IO(false, "{}: key '{}' has the wrong type ({})", where, key, j[key].type_name());
   }
   return T{};
 }
@@ -690,10 +706,10 @@ LinearScorer LinearScorer::train(const std::vector<LabeledText>& data,
   }
   const int64_t dim = int64_t{1} << features.hash_bits;
   if (log) {
-    log(fmt::format("fitting {} texts ({} features on average) into {} weights; {} held out for "
-                    "calibration",
-                    csr.rows(), csr.index.size() / std::max<size_t>(1, csr.rows()), dim,
-                    calib_rows.size()));
+    log(fmt::format(
+        "fitting {} texts ({} features on average) into {} weights; {} held out for "
+        "calibration",
+        csr.rows(), csr.index.size() / std::max<size_t>(1, csr.rows()), dim, calib_rows.size()));
   }
   nlohmann::json summary;
   Eigen::VectorXd x = minimize_lbfgs(csr, dim, opt, log, summary);
@@ -726,7 +742,8 @@ LinearScorer LinearScorer::train(const std::vector<LabeledText>& data,
   summary["calibration_auc"] = roc_auc(margins, labels);
   summary["calibration_accuracy_at_0.5"] = accuracy_at(probs, labels, 0.5);
   if (log) {
-    log(fmt::format("Platt calibration: a = {:.4f}, b = {:.4f}; calibration slice AUC {:.4f}, "
+    log(
+        fmt::format("Platt calibration: a = {:.4f}, b = {:.4f}; calibration slice AUC {:.4f}, "
                     "accuracy at 0.5 {:.4f}",
                     scorer.platt_a_, scorer.platt_b_, summary["calibration_auc"].get<double>(),
                     summary["calibration_accuracy_at_0.5"].get<double>()));
@@ -821,11 +838,11 @@ LinearScorer LinearScorer::load(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& e) {
     DESTEIN_CHECK_IO(false, "{}: not a scorer file: the header is not JSON ({})", file, e.what());
   }
-  DESTEIN_CHECK_IO(header.is_object() && header.contains("__metadata__") &&
-                       header["__metadata__"].is_object(),
-                   "{}: expected a safetensors header with __metadata__, found none (a foreign "
-                   "safetensors file?)",
-                   file);
+  DESTEIN_CHECK_IO(
+      header.is_object() && header.contains("__metadata__") && header["__metadata__"].is_object(),
+      "{}: expected a safetensors header with __metadata__, found none (a foreign "
+      "safetensors file?)",
+      file);
   const auto& meta = header["__metadata__"];
   std::string format = meta.contains("format") && meta["format"].is_string()
                            ? meta["format"].get<std::string>()
@@ -869,9 +886,8 @@ LinearScorer LinearScorer::load(const std::filesystem::path& path) {
                    file, data_bytes, bytes.size() - data_begin);
   const std::string expected_sum = meta.value("checksum_fnv1a64", std::string("<none>"));
   const std::string found_sum = hex64(fnv1a_bytes(bytes.data() + data_begin, data_bytes));
-  DESTEIN_CHECK_IO(expected_sum == found_sum,
-                   "{}: corrupt weights: checksum expected {}, found {}", file, expected_sum,
-                   found_sum);
+  DESTEIN_CHECK_IO(expected_sum == found_sum, "{}: corrupt weights: checksum expected {}, found {}",
+                   file, expected_sum, found_sum);
 
   scorer.weights_.resize(dim);
   const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes.data() + data_begin);

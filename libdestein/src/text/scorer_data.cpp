@@ -95,8 +95,8 @@ void load_lines(const fs::path& path, int label, const std::string& source,
 // Reads a delimited file with a header and calls fn(reader, record, column indices) for
 // each row, after checking that the row has every requested column.
 template <typename Fn>
-void for_each_row(const fs::path& path, CsvOptions options,
-                  const std::vector<std::string>& columns, Fn&& fn) {
+void for_each_row(const fs::path& path, CsvOptions options, const std::vector<std::string>& columns,
+                  Fn&& fn) {
   auto reader = CsvReader::open(path, options);
   reader.read_header();
   std::vector<size_t> index;
@@ -213,8 +213,8 @@ std::vector<LabeledText> load_labeled_set(const fs::path& data_dir, std::string_
   } else if (name == "olid") {
     for_each_row(files[0], raw_tsv, {"tweet", "subtask_a"},
                  [&](const CsvReader& r, const CsvRecord& rec, const std::vector<size_t>& i) {
-                   int label = label_of(rec.fields[i[1]], {{"OFF", 1}, {"NOT", 0}},
-                                        r.where(rec), "subtask_a");
+                   int label = label_of(rec.fields[i[1]], {{"OFF", 1}, {"NOT", 0}}, r.where(rec),
+                                        "subtask_a");
                    out.push_back({sanitize_utf8(rec.fields[i[0]]), label, source});
                  });
   } else if (name == "toxic_spans") {
@@ -232,17 +232,17 @@ std::vector<LabeledText> load_labeled_set(const fs::path& data_dir, std::string_
   } else if (name == "wiki_toxicity_nonfuzzed") {
     for_each_row(files[0], csv, {"comment", "toxic"},
                  [&](const CsvReader& r, const CsvRecord& rec, const std::vector<size_t>& i) {
-                   int label = label_of(rec.fields[i[1]], {{"True", 1}, {"False", 0}},
-                                        r.where(rec), "toxic");
-                   out.push_back({rec.fields[i[0]], label, source});
-                 });
-  } else if (name == "jigsaw2018_sample") {
-    for_each_row(files[0], csv, {"comment_text", "toxic"},
-                 [&](const CsvReader& r, const CsvRecord& rec, const std::vector<size_t>& i) {
-                   int label = label_of(rec.fields[i[1]], {{"1", 1}, {"0", 0}}, r.where(rec),
+                   int label = label_of(rec.fields[i[1]], {{"True", 1}, {"False", 0}}, r.where(rec),
                                         "toxic");
                    out.push_back({rec.fields[i[0]], label, source});
                  });
+  } else if (name == "jigsaw2018_sample") {
+    for_each_row(
+        files[0], csv, {"comment_text", "toxic"},
+        [&](const CsvReader& r, const CsvRecord& rec, const std::vector<size_t>& i) {
+          int label = label_of(rec.fields[i[1]], {{"1", 1}, {"0", 0}}, r.where(rec), "toxic");
+          out.push_back({rec.fields[i[0]], label, source});
+        });
   } else if (name == "hatecheck") {
     for_each_row(files[0], csv, {"test_case", "label_gold"},
                  [&](const CsvReader& r, const CsvRecord& rec, const std::vector<size_t>& i) {
@@ -291,12 +291,11 @@ std::vector<RtpPrompt> load_rtp_prompts(const fs::path& jsonl) {
   nlohmann::json record;
   while (reader.next(record)) {
     const std::string where = reader.where();
-    DESTEIN_CHECK_IO(record.is_object() && record.contains("prompt") &&
-                         record["prompt"].is_object(),
-                     "{}: expected an object with key 'prompt' (an object), found {}", where,
-                     record.is_object() && record.contains("prompt")
-                         ? record["prompt"].type_name()
-                         : "no key 'prompt'");
+    DESTEIN_CHECK_IO(
+        record.is_object() && record.contains("prompt") && record["prompt"].is_object(),
+        "{}: expected an object with key 'prompt' (an object), found {}", where,
+        record.is_object() && record.contains("prompt") ? record["prompt"].type_name()
+                                                        : "no key 'prompt'");
     const auto& prompt = record["prompt"];
     DESTEIN_CHECK_IO(prompt.contains("text") && prompt["text"].is_string(),
                      "{}: expected key 'prompt.text' (a string)", where);
@@ -337,7 +336,11 @@ std::string sanitize_utf8(std::string_view text) {
   const size_t n = text.size();
   for (size_t i = 0; i < n;) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xE  ? 3
+                 : (c >> 3) == 0x1E ? 4
+                                    : 0;
     bool ok = len > 0 && i + len <= n;
     for (size_t k = 1; ok && k < len; ++k) {
       ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
