@@ -6,11 +6,13 @@
 //   build/bin/decode_throughput [--threads N] [--batches 1,25] [--prompt-len 24]
 //                               [--new-tokens 20] [--repeats 3] [--no-python]
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "args.hpp"
 #include "destein/generate.hpp"
@@ -91,9 +93,12 @@ Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tok
   std::vector<int64_t> next(static_cast<size_t>(B));
   for (int64_t step = 0; step < new_tokens; ++step) {
     at::Tensor host = logits.reshape({B, V}).contiguous();
-    for (int64_t b = 0; b < B; ++b) {
-      next[b] = sample_token(host.data_ptr<float>() + b * V, V, sampling, (b + 0.5) / B);
-    }
+    // Rows sampled in parallel, as destein::generate does.
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        next[b] = sample_token(host.data_ptr<float>() + b * V, V, sampling, (b + 0.5) / B);
+      }
+    });
     if (step + 1 == new_tokens) break;
     fo.attention_mask = mask.narrow(1, 0, prompt_len + step + 1);
     logits = model.forward(at::tensor(next, at::kLong).view({B, 1}), fo).logits;
@@ -129,14 +134,21 @@ int main(int argc, char** argv) {
     const int64_t new_tokens = args.get_int("new-tokens", 20);
     const int repeats = static_cast<int>(args.get_int("repeats", 3));
     const bool python = !args.flag("no-python");
+    const std::string backend = args.get_or("linear-backend", "auto");
     args.finish();
 
     set_threads(threads);
     at::manual_seed(0);
     fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s\n", threads, gemm_gflops(1024, 10));
-    auto model = build_model(random_gpt2(12, 768, 12, 50257, 1024));
-    fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n",
-               model->parameter_count() / 1e6, prompt_len, new_tokens);
+    ModelOptions mopts;
+    mopts.threads = threads;
+    mopts.linear_backend = parse_linear_backend(backend);
+    auto model = build_model(random_gpt2(12, 768, 12, 50257, 1024), mopts);
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n"
+               "destein linear kernels: {}; OPENBLAS_CORETYPE={}\n",
+               model->parameter_count() / 1e6, prompt_len, new_tokens, model->linear_backend(),
+               coretype ? coretype : "(unset: OpenBLAS detects the core)");
 
     nlohmann::json eager;
     if (python) eager = run_python(threads, batches, prompt_len, new_tokens, repeats);

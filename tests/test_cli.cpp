@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "destein/model.hpp"
+#include "destein/pairs.hpp"
 #include "destein/steering_vectors.hpp"
 #include "test_support.hpp"
 
@@ -122,4 +123,67 @@ TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][
   auto type = run_command(cli + "vectors --config " + (dir / "type.yaml").string());
   CHECK(type.exit_code != 0);
   CHECK_THAT(type.output, Contains("type.yaml:2") && Contains("last_k") && Contains("expected an integer"));
+}
+
+TEST_CASE("destein pairs: self-induced pairs with provenance, filtered or not", "[cli][pairs]") {
+  const std::string cli = std::string(DESTEIN_CLI) + " ";
+  auto dir = destein::test::temp_dir("cli_pairs");
+  auto write_config = [&](const std::string& name, const std::string& filter) {
+    std::ofstream cfg(dir / name);
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nnum_targets: 4\nfew_shot: 2\nseed: 5\n"
+        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 8\n" << filter << "output: "
+        << (dir / (name + ".jsonl")).string() << "\n";
+  };
+  write_config("open.yaml", "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\n");
+  auto open = run_command(cli + "pairs --threads 1 --config " + (dir / "open.yaml").string());
+  INFO(open.output);
+  REQUIRE(open.exit_code == 0);
+  auto pairs = destein::load_pairs_jsonl(dir / "open.yaml.jsonl");
+  CHECK(pairs.size() == 8);  // 4 targets x 2 samples, random model: no duplicates or empties
+  for (const auto& p : pairs) {
+    CHECK(p.provenance["method"] == "self-induced");
+    CHECK(p.provenance["direction"] == "detoxify");
+    CHECK(p.provenance["seed_pair"]["source"] == "paradetox.tsv");
+    CHECK(p.provenance["demonstrations"].size() == 2);
+    CHECK(p.provenance["scores"]["toxic"].is_number());
+    CHECK(p.provenance["sampling"]["top_p"] == 0.9);
+  }
+  write_config("none.yaml", "filter:\n  enabled: false\n");
+  auto none = run_command(cli + "pairs --threads 1 --config " + (dir / "none.yaml").string());
+  REQUIRE(none.exit_code == 0);
+  CHECK_THAT(none.output, Contains("UNFILTERED"));
+  auto unfiltered = destein::load_pairs_jsonl(dir / "none.yaml.jsonl");
+  REQUIRE_FALSE(unfiltered.empty());
+  CHECK(unfiltered[0].provenance["filter"] == "none (unfiltered)");
+  // The strict default thresholds keep a subset, each pair scored on both sides.
+  write_config("strict.yaml", "");
+  auto strict = run_command(cli + "pairs --threads 1 --config " + (dir / "strict.yaml").string());
+  REQUIRE(strict.exit_code == 0);
+  std::ifstream in(dir / "strict.yaml.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    CHECK(j["provenance"]["scores"]["toxic"].get<double>() >= 0.5);
+    CHECK(j["provenance"]["scores"]["nontoxic"].get<double>() < 0.5);
+  }
+  // More targets than seeds is a clear error.
+  {
+    std::ofstream seeds(dir / "seeds.jsonl");
+    seeds << R"(["you idiot", "you are wrong"])" << "\n" << R"(["shut up", "please be quiet"])" << "\n";
+  }
+  write_config("few.yaml", "seeds:\n  path: " + (dir / "seeds.jsonl").string() + "\n");
+  auto few = run_command(cli + "pairs --config " + (dir / "few.yaml").string());
+  CHECK(few.exit_code != 0);
+  CHECK_THAT(few.output, Contains("too few"));
+}
+
+TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
+  const std::string cli = std::string(DESTEIN_CLI) + " ";
+  for (const char* cmd : {"vectors", "pairs"}) {
+    INFO(cmd);
+    auto r = run_command(cli + cmd + " --dump-config --config " + std::string(DESTEIN_SOURCE_DIR) + "/configs/" +
+                         cmd + ".yaml");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output, Contains("model: exported/gpt2-large"));
+  }
 }

@@ -11,6 +11,7 @@ ModelOptions read_model_options(Args& args) {
   opts.device = parse_device(args.get_or("device", "cpu"));
   opts.dtype = parse_dtype(args.get_or("dtype", "float32"));
   opts.threads = static_cast<int>(args.get_int("threads", default_thread_count()));
+  opts.linear_backend = parse_linear_backend(args.get_or("linear-backend", "auto"));
   return opts;
 }
 

@@ -33,8 +33,8 @@ int run_info(Args& args) {
              c.d_ff, c.vocab_size, c.max_positions);
   std::string stored;
   for (const auto& [name, n] : stored_dtypes) stored += fmt::format("{}{} x{}", stored.empty() ? "" : ", ", name, n);
-  fmt::print("stored dtype  {}\ncompute       {} on {}, {} threads\n", stored, dtype_name(model->dtype()),
-             model->device().str(), threads());
+  fmt::print("stored dtype  {}\ncompute       {} on {}, {} threads, {} linear kernels\n", stored,
+             dtype_name(model->dtype()), model->device().str(), threads(), model->linear_backend());
   fmt::print("reference     {}\n", ckpt.reference ? fmt::format("{} cases ({})", ckpt.reference->inputs.size(),
                                                                   ckpt.reference->source)
                                                     : "none");

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <cstring>
 
 #include "check.hpp"
 
@@ -44,6 +45,54 @@ void check_options(const GenerationOptions& o) {
 
 }  // namespace
 
+namespace {
+// Top-p without sorting the vocabulary: the weights are positive floats, whose bit
+// patterns order like their values, so a histogram over the high bits finds the bucket
+// where the nucleus ends in two linear passes; only that bucket is sorted. Keeps exactly
+// the tokens Hugging Face keeps (a token stays while the mass before it is below top_p).
+int64_t sample_nucleus(const std::vector<float>& w, double z, double top_p, double u) {
+  constexpr int kShift = 20;  // 4096 buckets over the float bit pattern
+  const int64_t V = static_cast<int64_t>(w.size());
+  std::vector<double> mass(4096, 0.0);
+  auto bucket = [&](float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    return bits >> kShift;
+  };
+  for (int64_t i = 0; i < V; ++i) mass[bucket(w[i])] += w[i];
+  const double need = top_p * z;
+  double above = 0;  // mass of the buckets above the boundary
+  int64_t boundary = 4095;
+  for (; boundary > 0; --boundary) {
+    if (above + mass[boundary] >= need) break;
+    above += mass[boundary];
+  }
+  std::vector<int32_t> kept, edge;
+  for (int64_t i = 0; i < V; ++i) {
+    const uint32_t b = bucket(w[i]);
+    if (b > static_cast<uint32_t>(boundary)) kept.push_back(static_cast<int32_t>(i));
+    else if (b == static_cast<uint32_t>(boundary)) edge.push_back(static_cast<int32_t>(i));
+  }
+  std::sort(edge.begin(), edge.end(), [&](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  double acc = above;
+  for (int32_t i : edge) {
+    if (acc >= need && !kept.empty()) break;
+    kept.push_back(i);
+    acc += w[i];
+  }
+  // Inverse CDF over the kept set: tokens above the boundary bucket in vocabulary order,
+  // then the boundary bucket's survivors by weight.
+  double kz = 0;
+  for (int32_t i : kept) kz += w[i];
+  double target = u * kz, run = 0;
+  for (int32_t i : kept) {
+    run += w[i];
+    if (run > target) return i;
+  }
+  return kept.back();
+}
+}  // namespace
+
 int64_t sample_token(const float* logits, int64_t V, const GenerationOptions& o, double u) {
   if (!o.do_sample) return std::max_element(logits, logits + V) - logits;
   const double inv_t = 1.0 / o.temperature;
@@ -63,6 +112,7 @@ int64_t sample_token(const float* logits, int64_t V, const GenerationOptions& o,
     }
     return V - 1;
   }
+  if (limit == V) return sample_nucleus(w, z, o.top_p, u);
   // Only the head of the distribution matters: find the m largest weights (nth_element is
   // linear), sort just those, and widen m until it covers top-k or the top-p mass.
   std::vector<int32_t> idx(static_cast<size_t>(V));

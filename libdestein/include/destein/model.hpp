@@ -21,11 +21,22 @@
 
 namespace destein {
 
+/// Which kernels run the weight matrix products.
+enum class LinearBackend {
+  kAuto,    ///< oneDNN on CPU float32 when LibTorch has it, else BLAS
+  kBlas,    ///< at::linear (BLAS on CPU, cuBLAS on CUDA)
+  kOneDnn,  ///< weights packed for LibTorch's oneDNN (CPU float32 only)
+};
+
 struct ModelOptions {
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;  ///< compute dtype; weights are converted on load
   int threads = 0;                      ///< LibTorch intra-op threads; <= 0: all cores
+  LinearBackend linear_backend = LinearBackend::kAuto;
 };
+
+/// "auto", "blas", "onednn". Throws std::invalid_argument otherwise.
+LinearBackend parse_linear_backend(const std::string& name);
 
 /// Keys and values of every layer for incremental decoding, preallocated to a capacity.
 /// Rows are sequences of a batch; columns are positions of one shared timeline (left
@@ -75,6 +86,8 @@ class Model {
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
   int64_t parameter_count() const { return parameter_count_; }
+  /// "onednn" or "blas": the kernels the weight products run on.
+  const std::string& linear_backend() const { return linear_backend_; }
 
   /// input_ids (B, T) long. Throws std::invalid_argument for an id outside the vocabulary,
   /// a sequence past the position limit, a mask of the wrong shape, a cache too small, or
@@ -90,6 +103,7 @@ class Model {
   c10::Device device_ = c10::Device(c10::kCPU);
   c10::ScalarType dtype_ = c10::kFloat;
   int64_t parameter_count_ = 0;
+  std::string linear_backend_ = "blas";
 };
 
 /// Builds the native model for `checkpoint.config.model_type` ("gpt2", "llama",

@@ -3,12 +3,16 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <dlfcn.h>
 #include <limits>
 
 #include "check.hpp"
 #include "destein/runtime.hpp"
 
 namespace destein {
+namespace {
+bool blas_kernel_is_generic();
+}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Weights
@@ -84,6 +88,45 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
       count(*t);
     }
   }
+  lm_head_.weight = weights_.lm_head;
+  if (!config_.tie_word_embeddings) weights_.lm_head = at::Tensor();  // lm_head_ owns it now
+  const bool onednn_possible = at::hasMKLDNN() && device_.is_cpu() && dtype_ == at::kFloat;
+  DESTEIN_CHECK_ARG(options.linear_backend != LinearBackend::kOneDnn || onednn_possible,
+                    "linear backend onednn needs float32 on cpu and a LibTorch built with oneDNN");
+  // Auto packs for oneDNN only where it pays: when the BLAS runs a generic kernel (an
+  // OpenBLAS that did not recognise the CPU), and while the second copy of the layer
+  // weights stays below 4 GiB. With a BLAS that knows the CPU the plain GEMM path measured
+  // as fast or faster (docs/performance.md).
+  const bool small_enough = parameter_count_ * 4 < (int64_t{4} << 30);
+  const bool pack = onednn_possible && (options.linear_backend == LinearBackend::kOneDnn ||
+                                        (options.linear_backend == LinearBackend::kAuto && small_enough &&
+                                         blas_kernel_is_generic()));
+  prepare_linears(pack);
+}
+
+void DecoderModel::prepare_linears(bool pack) {
+  auto prepare = [pack](Linear& l, bool allow_pack) {
+    if (!l.weight.defined()) return;
+    l.out_features = l.weight.size(0);
+    l.weight_t = l.weight.t().contiguous();
+    if (pack && allow_pack) {
+      l.packed_weight = l.weight.contiguous().to_mkldnn();
+      if (l.bias.defined()) l.packed_bias = l.bias.contiguous().to_mkldnn();
+    }
+    l.weight = at::Tensor();
+  };
+  for (auto& layer : weights_.layers) {
+    prepare(layer.qkv, true);
+    prepare(layer.out, true);
+    prepare(layer.fc_in, true);
+    prepare(layer.fc_out, true);
+  }
+  prepare(weights_.project_in, true);
+  prepare(weights_.project_out, true);
+  // The output head stays on the GEMM path: oneDNN measured 1.5-8x slower on a
+  // 50k-row head than a plain GEMM on the (in, out) layout.
+  prepare(lm_head_, false);
+  if (pack) linear_backend_ = "onednn";
 }
 
 KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
@@ -102,8 +145,35 @@ KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
 
 namespace {
 
+// OpenBLAS names the kernel it picked; "Prescott" (SSE3) is its fallback for CPUs its
+// table does not know, e.g. recent Xeons under OpenBLAS 0.3.21. Other BLAS: not generic.
+bool blas_kernel_is_generic() {
+  using CoreName = char* (*)();
+  auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!fn) return false;
+  const std::string core = fn();
+  return core == "Prescott" || core == "Core2" || core == "Penryn" || core == "Dunnington" ||
+         core == "Nehalem" || core == "Atom" || core == "Katmai" || core == "Northwood" || core == "Banias";
+}
+
+bool present(const Linear& l) { return l.weight_t.defined() || l.weight.defined(); }
+
+// Below this many rows (decoding a few sequences) oneDNN's inner product is slower than a
+// plain GEMM on the (in, out) layout; above it, much faster (docs/performance.md).
+constexpr int64_t kPackedMinRows = 8;
+
 at::Tensor linear(const at::Tensor& x, const Linear& l) {
-  return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::linear(x, l.weight);
+  auto sizes = x.sizes().vec();
+  at::Tensor x2 = x.reshape({-1, sizes.back()});
+  sizes.back() = l.out_features;
+  if (l.packed_weight.defined() && x2.size(0) >= kPackedMinRows) {
+    at::Tensor xm = x2.contiguous().to_mkldnn();
+    at::Tensor y = l.packed_bias.defined() ? at::mkldnn_linear(xm, l.packed_weight, l.packed_bias)
+                                           : at::mkldnn_linear(xm, l.packed_weight);
+    return y.to_dense().view(sizes);
+  }
+  at::Tensor y = l.bias.defined() ? at::addmm(l.bias, x2, l.weight_t) : at::mm(x2, l.weight_t);
+  return y.view(sizes);
 }
 
 at::Tensor activate(const at::Tensor& x, const std::string& name) {
@@ -229,7 +299,7 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   };
 
   at::Tensor x = at::embedding(weights_.token_embedding, ids);  // (B, T, E)
-  if (weights_.project_in.weight.defined()) x = linear(x, weights_.project_in);
+  if (present(weights_.project_in)) x = linear(x, weights_.project_in);
   if (arch_.positions == PositionKind::kLearned) {
     x = x + at::embedding(weights_.position_embedding, positions + weights_.position_offset);
   }
@@ -282,8 +352,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   if (opt.logits == LogitsFor::kNone) return out;
   if (opt.logits == LogitsFor::kLast) x = x.narrow(1, T - 1, 1);
   if (weights_.final_norm.weight.defined()) x = norm(x, weights_.final_norm);
-  if (weights_.project_out.weight.defined()) x = linear(x, weights_.project_out);
-  out.logits = at::linear(x, weights_.lm_head).to(at::kFloat);  // (B, T or 1, V)
+  if (present(weights_.project_out)) x = linear(x, weights_.project_out);
+  out.logits = linear(x, lm_head_).to(at::kFloat);  // (B, T or 1, V)
   return out;
 }
 
@@ -297,6 +367,13 @@ const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeigh
   return table;
 }
 }  // namespace
+
+LinearBackend parse_linear_backend(const std::string& name) {
+  if (name == "auto") return LinearBackend::kAuto;
+  if (name == "blas") return LinearBackend::kBlas;
+  if (name == "onednn") return LinearBackend::kOneDnn;
+  throw std::invalid_argument(fmt::format("unknown linear backend '{}': expected auto, blas or onednn", name));
+}
 
 std::vector<std::string> known_model_types() {
   std::vector<std::string> names;

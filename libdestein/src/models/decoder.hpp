@@ -22,8 +22,16 @@ enum class PositionKind { kLearned, kRotary };
 enum class MlpKind { kPlain, kGated };
 
 struct Linear {
-  at::Tensor weight;  // (out, in)
+  at::Tensor weight;  // (out, in) as loaded; replaced by weight_t once prepared
   at::Tensor bias;    // (out) or undefined
+  // (in, out) contiguous: x W^T as one plain GEMM, measured 1.3-2.5x faster than the
+  // transposed product for the skinny matrices of decoding.
+  at::Tensor weight_t;
+  // oneDNN-packed copy (CPU float32), used for products of >= kPackedMinRows rows, where
+  // LibTorch's oneDNN kernels beat a BLAS that does not recognise the CPU 2-5x.
+  at::Tensor packed_weight;
+  at::Tensor packed_bias;
+  int64_t out_features = 0;
 };
 
 struct Norm {
@@ -93,11 +101,13 @@ class DecoderModel : public Model {
 
  private:
   at::Tensor norm(const at::Tensor& x, const Norm& n) const;
+  void prepare_linears(bool pack);
   at::Tensor mlp(const at::Tensor& x, const LayerWeights& w) const;
 
   Architecture arch_;
   DecoderWeights weights_;
   at::Tensor inv_freq_;  // (Dh/2) f32, rotary only
+  Linear lm_head_;       // the output head as a Linear (packed when the backend allows)
 };
 
 }  // namespace destein

@@ -237,15 +237,23 @@ LogisticRegression fit_logistic_regression(const Eigen::MatrixXd& x, const Eigen
     }
     if (fit.iterations >= max_iterations) break;
 
+    // Only the lower triangle is formed (half the work of the full product); the
+    // Cholesky solve reads nothing else.
     const Eigen::MatrixXd xs = x.array().colwise() * s.array().sqrt();  // (n, d)
-    hessian.topLeftCorner(d, d).noalias() = xs.transpose() * xs;
+    hessian.setZero();
+    hessian.topLeftCorner(d, d).selfadjointView<Eigen::Lower>().rankUpdate(xs.transpose());
     hessian.topLeftCorner(d, d).diagonal().array() += l2;
-    hessian.col(d).head(d) = x.transpose() * s;
-    hessian.row(d).head(d) = hessian.col(d).head(d).transpose();
+    hessian.row(d).head(d) = (x.transpose() * s).transpose();
     // When every sample is fitted almost perfectly s underflows and the intercept's row
     // degenerates; a tiny ridge keeps the solve defined without moving the optimum.
     hessian(d, d) = s.sum() + 1e-12;
-    const Eigen::VectorXd step = hessian.ldlt().solve(gradient);
+    Eigen::VectorXd step;
+    Eigen::LLT<Eigen::MatrixXd, Eigen::Lower> cholesky(hessian);
+    if (cholesky.info() == Eigen::Success) {
+      step = cholesky.solve(gradient);
+    } else {  // only for a numerically singular intercept block
+      step = hessian.selfadjointView<Eigen::Lower>().ldlt().solve(gradient);
+    }
 
     // Backtracking (Armijo) so that the first steps from w = 0 cannot overshoot.
     const double slope = -gradient.dot(step);

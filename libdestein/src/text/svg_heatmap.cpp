@@ -92,7 +92,12 @@ std::string probe_heatmap_svg(const ProbeResults& results, const std::string& ti
   const int64_t grid_w = heads * cell, grid_h = layers * cell;
   const int64_t legend_x = x0 + grid_w + 18, legend_w = 14;
   const int64_t legend_h = std::max<int64_t>(grid_h, 120);
-  const int64_t width = legend_x + legend_w + 48;
+  // About 7.5 px per character of the 13 px bold title and 6 px of the 10 px legend
+  // caption, so that neither is cut off.
+  const int64_t caption_w = int64_t(std::string(metric_name(options.metric)).size()) * 6;
+  const int64_t width =
+      std::max({legend_x + legend_w + 48, legend_x + caption_w + 4,
+                x0 + int64_t(title.size()) * 15 / 2 + 16});
   const int64_t height = y0 + std::max(grid_h, legend_h) + 46;
   // Label every k-th row/column so that 10 px text does not overlap.
   const int64_t label_every = std::max<int64_t>(1, (12 + cell - 1) / cell);
