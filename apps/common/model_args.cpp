@@ -4,6 +4,8 @@
 
 #include "destein/runtime.hpp"
 
+#include <algorithm>
+
 namespace destein::app {
 
 ModelOptions read_model_options(Args& args) {
@@ -27,6 +29,61 @@ std::unique_ptr<Tokenizer> find_tokenizer(Args& args, const std::filesystem::pat
         "no tokenizer found next to the model in {} ({}); pass --tokenizer PATH", dir.string(),
         e.what()));
   }
+}
+
+ModelSection read_model_section(const ConfigNode& root) {
+  ModelSection m;
+  m.model = root.require<std::string>("model");
+  m.tokenizer = root.get("tokenizer", m.tokenizer);
+  m.device = root.get("device", m.device);
+  m.dtype = root.get("dtype", m.dtype);
+  m.threads = root.get("threads", m.threads);
+  m.linear_backend = root.get("linear_backend", m.linear_backend);
+  parse_device(m.device);
+  parse_dtype(m.dtype);
+  parse_linear_backend(m.linear_backend);
+  return m;
+}
+
+void emit_model_section(YAML::Emitter& e, const ModelSection& m) {
+  e << YAML::Key << "model" << YAML::Value << m.model << YAML::Key << "tokenizer" << YAML::Value << m.tokenizer;
+  e << YAML::Key << "device" << YAML::Value << m.device << YAML::Key << "dtype" << YAML::Value << m.dtype;
+  e << YAML::Key << "threads" << YAML::Value << m.threads << YAML::Key << "linear_backend" << YAML::Value
+    << m.linear_backend;
+}
+
+LoadedModel load_model_section(const ModelSection& m) {
+  ModelOptions opts;
+  opts.device = parse_device(m.device);
+  opts.dtype = parse_dtype(m.dtype);
+  opts.threads = m.threads;
+  opts.linear_backend = parse_linear_backend(m.linear_backend);
+  LoadedModel out;
+  out.model = load_model(m.model, opts);
+  std::filesystem::path dir = std::filesystem::is_directory(m.model) ? std::filesystem::path(m.model)
+                                                                      : std::filesystem::path(m.model).parent_path();
+  out.tokenizer = adapt_tokenizer_to_model(
+      load_tokenizer(m.tokenizer.empty() ? dir : std::filesystem::path(m.tokenizer)), out.model->config().model_type,
+      out.model->config().bos_token_id);
+  return out;
+}
+
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
+                                         const PairLoadOptions& options) {
+  std::string f = format;
+  if (f == "auto") f = path.extension() == ".tsv" ? "paradetox" : "jsonl";
+  if (f != "jsonl" && f != "paradetox") {
+    throw std::invalid_argument(fmt::format("pair file format must be auto, jsonl or paradetox, found '{}'", format));
+  }
+  auto pairs = f == "paradetox" ? load_paradetox(path, options) : load_pairs_jsonl(path, options);
+  const size_t before = pairs.size();
+  pairs.erase(std::remove_if(pairs.begin(), pairs.end(), [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
+              pairs.end());
+  if (pairs.size() != before) {
+    fmt::print(stderr, "pairs: dropped {} of {} with identical sides in {}\n", before - pairs.size(), before,
+               path.string());
+  }
+  return pairs;
 }
 
 }  // namespace destein::app

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "args.hpp"
+#include "destein/pairs.hpp"
+#include "yaml_config.hpp"
 #include "destein/model.hpp"
 #include "destein/tokenizer.hpp"
 
@@ -18,5 +20,31 @@ ModelOptions read_model_options(Args& args);
 /// --tokenizer PATH if given, else the model's folder (or the folder holding the archive).
 /// Throws std::runtime_error saying to pass --tokenizer when none is found.
 std::unique_ptr<Tokenizer> find_tokenizer(Args& args, const std::filesystem::path& model_path);
+
+/// The model keys every YAML experiment shares.
+struct ModelSection {
+  std::string model;
+  std::string tokenizer;  ///< empty: next to the model
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  int threads = 0;        ///< 0: all cores
+  std::string linear_backend = "auto";
+};
+
+/// Reads model (required), tokenizer, device, dtype, threads, linear_backend.
+ModelSection read_model_section(const ConfigNode& root);
+/// Writes the same keys into an open YAML map.
+void emit_model_section(YAML::Emitter& out, const ModelSection& section);
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+LoadedModel load_model_section(const ModelSection& section);
+
+/// A pair file by format ("auto": .tsv is ParaDetox, anything else JSON Lines), without
+/// pairs whose two sides are identical (ParaDetox has rows whose rewrite is unchanged).
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
+                                         const PairLoadOptions& options = {});
 
 }  // namespace destein::app

@@ -105,6 +105,7 @@ int run_generate(Args& args) {
   if (compare && !steering.vectors_path) throw std::invalid_argument("--compare needs --vectors FILE");
 
   auto model = load_model(path, opts);
+  if (tok) tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type, model->config().bos_token_id);
   if (prompt) prompt_ids = tok->encode_prompt(*prompt);
   Hooks hooks;
   std::vector<Generation> base;

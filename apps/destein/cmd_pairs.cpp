@@ -9,6 +9,7 @@
 #include "destein/linear_scorer.hpp"
 #include "destein/runtime.hpp"
 #include "destein/self_induced.hpp"
+#include "model_args.hpp"
 #include "progress.hpp"
 #include "yaml_config.hpp"
 
@@ -16,11 +17,7 @@ namespace destein::app {
 namespace {
 
 struct PairsConfig {
-  std::string model;
-  std::string tokenizer;
-  std::string device = "cpu";
-  std::string dtype = "float32";
-  int threads = 0;
+  ModelSection model;
   std::string data_dir;
   std::string seeds_path = "paradetox/paradetox.tsv";
   std::string seeds_format = "auto";
@@ -39,11 +36,7 @@ PairsConfig read_pairs_config(const ConfigNode& root) {
   c.induction.generation.top_p = 0.9;
   c.induction.generation.batch_size = 16;
   c.induction.generation.stop_at_eos = true;
-  c.model = root.require<std::string>("model");
-  c.tokenizer = root.get("tokenizer", c.tokenizer);
-  c.device = root.get("device", c.device);
-  c.dtype = root.get("dtype", c.dtype);
-  c.threads = root.get("threads", c.threads);
+  c.model = read_model_section(root);
   c.data_dir = root.get("data_dir", c.data_dir);
   ConfigNode seeds = root.child("seeds");
   c.seeds_path = seeds.get("path", c.seeds_path);
@@ -80,9 +73,8 @@ std::string dump_pairs_config(const PairsConfig& c) {
   const auto& in = c.induction;
   YAML::Emitter e;
   e << YAML::BeginMap;
-  e << YAML::Key << "model" << YAML::Value << c.model << YAML::Key << "tokenizer" << YAML::Value << c.tokenizer;
-  e << YAML::Key << "device" << YAML::Value << c.device << YAML::Key << "dtype" << YAML::Value << c.dtype;
-  e << YAML::Key << "threads" << YAML::Value << c.threads << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
+  emit_model_section(e, c.model);
+  e << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
   e << YAML::Key << "seeds" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.seeds_path
     << YAML::Key << "format" << YAML::Value << c.seeds_format << YAML::EndMap;
   e << YAML::Key << "num_targets" << YAML::Value << in.num_targets << YAML::Key << "few_shot" << YAML::Value
@@ -112,28 +104,16 @@ int run_pairs(Args& args) {
   const int64_t threads_override = args.get_int("threads", -1);
   args.finish();
   PairsConfig c = read_pairs_config(ConfigNode::load_file(config_path));
-  if (threads_override >= 0) c.threads = static_cast<int>(threads_override);
+  if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
   if (dump) {
     std::cout << dump_pairs_config(c) << "\n";
     return 0;
   }
   const std::filesystem::path seeds_file = resolve_data_path(c.seeds_path, c.data_dir);
-  std::string format = c.seeds_format;
-  if (format == "auto") format = seeds_file.extension() == ".tsv" ? "paradetox" : "jsonl";
-  std::vector<SteeringPair> seeds = format == "paradetox" ? load_paradetox(seeds_file) : load_pairs_jsonl(seeds_file);
-  seeds.erase(std::remove_if(seeds.begin(), seeds.end(), [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
-              seeds.end());
-  seeds = deduplicate_pairs(seeds);
-
-  ModelOptions mopts;
-  mopts.device = parse_device(c.device);
-  mopts.dtype = parse_dtype(c.dtype);
-  mopts.threads = c.threads;
-  auto model = load_model(c.model, mopts);
-  std::filesystem::path model_dir = std::filesystem::is_directory(c.model)
-                                        ? std::filesystem::path(c.model)
-                                        : std::filesystem::path(c.model).parent_path();
-  auto tok = load_tokenizer(c.tokenizer.empty() ? model_dir : std::filesystem::path(c.tokenizer));
+  std::vector<SteeringPair> seeds = deduplicate_pairs(load_pair_file(seeds_file, c.seeds_format));
+  LoadedModel loaded = load_model_section(c.model);
+  const auto& model = loaded.model;
+  const auto& tok = loaded.tokenizer;
   std::unique_ptr<LinearScorer> scorer;
   if (c.scorer_enabled) {
     scorer = std::make_unique<LinearScorer>(
@@ -141,7 +121,7 @@ int run_pairs(Args& args) {
   } else {
     fmt::print(stderr, "pairs: no scorer configured (filter.enabled: false): the pairs are UNFILTERED\n");
   }
-  c.induction.model_name = c.model;
+  c.induction.model_name = c.model.model;
   const int64_t rows = c.induction.num_targets * c.induction.generation.num_samples;
   ProgressBar bar("self-induction", rows, "rewrites");
   SelfInductionReport report;

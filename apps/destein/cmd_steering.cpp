@@ -14,6 +14,7 @@
 #include "destein/runtime.hpp"
 #include "destein/steering_vectors.hpp"
 #include "destein/tokenizer.hpp"
+#include "model_args.hpp"
 #include "progress.hpp"
 #include "yaml_config.hpp"
 
@@ -21,11 +22,7 @@ namespace destein::app {
 namespace {
 
 struct VectorsConfig {
-  std::string model;
-  std::string tokenizer;          // empty: next to the model
-  std::string device = "cpu";
-  std::string dtype = "float32";
-  int threads = 0;                // 0: all cores
+  ModelSection model;
   std::string data_dir;           // empty: $DESTEIN_DATA or ../shared/data
   std::string pairs_path = "paradetox/paradetox.tsv";
   std::string pairs_format = "auto";  // auto | jsonl | paradetox
@@ -44,11 +41,7 @@ struct VectorsConfig {
 
 VectorsConfig read_vectors_config(const ConfigNode& root) {
   VectorsConfig c;
-  c.model = root.require<std::string>("model");
-  c.tokenizer = root.get("tokenizer", c.tokenizer);
-  c.device = root.get("device", c.device);
-  c.dtype = root.get("dtype", c.dtype);
-  c.threads = root.get("threads", c.threads);
+  c.model = read_model_section(root);
   c.data_dir = root.get("data_dir", c.data_dir);
   ConfigNode pairs = root.child("pairs");
   c.pairs_path = pairs.get("path", c.pairs_path);
@@ -83,9 +76,8 @@ VectorsConfig read_vectors_config(const ConfigNode& root) {
 std::string dump_vectors_config(const VectorsConfig& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
-  e << YAML::Key << "model" << YAML::Value << c.model << YAML::Key << "tokenizer" << YAML::Value << c.tokenizer;
-  e << YAML::Key << "device" << YAML::Value << c.device << YAML::Key << "dtype" << YAML::Value << c.dtype;
-  e << YAML::Key << "threads" << YAML::Value << c.threads << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
+  emit_model_section(e, c.model);
+  e << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
   e << YAML::Key << "pairs" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "path" << YAML::Value << c.pairs_path << YAML::Key << "format" << YAML::Value << c.pairs_format;
   e << YAML::Key << "num_pairs" << YAML::Value << c.num_pairs << YAML::Key << "seed" << YAML::Value << c.seed;
@@ -112,7 +104,7 @@ int run_vectors(Args& args) {
   args.finish();
   VectorsConfig c = read_vectors_config(ConfigNode::load_file(config_path));
   if (output_override) c.output = *output_override;
-  if (threads_override >= 0) c.threads = static_cast<int>(threads_override);
+  if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
   if (dump) {
     std::cout << dump_vectors_config(c) << "\n";
     return 0;
@@ -120,31 +112,16 @@ int run_vectors(Args& args) {
 
   // Pairs: a JSONL file of ours, or the ParaDetox TSV.
   const std::filesystem::path pairs_file = resolve_data_path(c.pairs_path, c.data_dir);
-  std::string format = c.pairs_format;
-  if (format == "auto") format = pairs_file.extension() == ".tsv" ? "paradetox" : "jsonl";
   PairLoadOptions load;
   load.first_neutral_only = c.first_neutral_only;
-  std::vector<SteeringPair> all =
-      format == "paradetox" ? load_paradetox(pairs_file, load) : load_pairs_jsonl(pairs_file, load);
-  // ParaDetox has rows whose "rewrite" is the toxic text unchanged: no signal, only noise
-  // for the probes.
-  const size_t before = all.size();
-  all.erase(std::remove_if(all.begin(), all.end(), [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
-            all.end());
-  if (all.size() != before) fmt::print(stderr, "pairs: dropped {} with identical sides\n", before - all.size());
+  std::vector<SteeringPair> all = load_pair_file(pairs_file, c.pairs_format, load);
   std::vector<SteeringPair> pairs = sample_pairs(all, static_cast<size_t>(c.num_pairs), c.seed);
   fmt::print(stderr, "pairs: {} sampled from {} in {} (seed {})\n", pairs.size(), all.size(), pairs_file.string(),
              c.seed);
 
-  ModelOptions mopts;
-  mopts.device = parse_device(c.device);
-  mopts.dtype = parse_dtype(c.dtype);
-  mopts.threads = c.threads;
-  auto model = load_model(c.model, mopts);
-  std::filesystem::path model_dir = std::filesystem::is_directory(c.model)
-                                        ? std::filesystem::path(c.model)
-                                        : std::filesystem::path(c.model).parent_path();
-  auto tok = load_tokenizer(c.tokenizer.empty() ? model_dir : std::filesystem::path(c.tokenizer));
+  LoadedModel loaded = load_model_section(c.model);
+  const auto& model = loaded.model;
+  const auto& tok = loaded.tokenizer;
 
   std::vector<std::vector<int64_t>> toxic_ids, nontoxic_ids;
   for (const auto& p : pairs) {
@@ -171,7 +148,7 @@ int run_vectors(Args& args) {
   v.toxic_prefix = c.prefixes.toxic;
   v.nontoxic_prefix = c.prefixes.nontoxic;
   v.model_type = model->config().model_type;
-  v.extra_metadata["model"] = c.model;
+  v.extra_metadata["model"] = c.model.model;
   v.extra_metadata["pairs_source"] = pairs_file.string();
   v.extra_metadata["pairs_seed"] = std::to_string(c.seed);
 

@@ -46,6 +46,18 @@ void check_options(const GenerationOptions& o) {
 }  // namespace
 
 namespace {
+// Inverse CDF over the kept tokens, in the order given.
+int64_t draw(const std::vector<int32_t>& kept, const std::vector<float>& w, double u) {
+  double kz = 0;
+  for (int32_t i : kept) kz += w[i];
+  double target = u * kz, run = 0;
+  for (int32_t i : kept) {
+    run += w[i];
+    if (run > target) return i;
+  }
+  return kept.back();
+}
+
 // Top-p without sorting the vocabulary: the weights are positive floats, whose bit
 // patterns order like their values, so a histogram over the high bits finds the bucket
 // where the nucleus ends in two linear passes; only that bucket is sorted. Keeps exactly
@@ -80,16 +92,8 @@ int64_t sample_nucleus(const std::vector<float>& w, double z, double top_p, doub
     kept.push_back(i);
     acc += w[i];
   }
-  // Inverse CDF over the kept set: tokens above the boundary bucket in vocabulary order,
-  // then the boundary bucket's survivors by weight.
-  double kz = 0;
-  for (int32_t i : kept) kz += w[i];
-  double target = u * kz, run = 0;
-  for (int32_t i : kept) {
-    run += w[i];
-    if (run > target) return i;
-  }
-  return kept.back();
+  // Tokens above the boundary bucket in vocabulary order, then the boundary's by weight.
+  return draw(kept, w, u);
 }
 }  // namespace
 
@@ -156,14 +160,7 @@ int64_t sample_token(const float* logits, int64_t V, const GenerationOptions& o,
     }
     m = std::min<int64_t>(limit, m * 8);
   }
-  double kz = 0;
-  for (int32_t i : kept) kz += w[i];
-  double target = u * kz, acc = 0;
-  for (int32_t i : kept) {
-    acc += w[i];
-    if (acc > target) return i;
-  }
-  return kept.back();
+  return draw(kept, w, u);
 }
 
 std::vector<Generation> generate(const Model& model, const std::vector<std::vector<int64_t>>& prompts,

@@ -62,6 +62,13 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
 /// Throws std::runtime_error listing what was looked for when nothing is found.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 
+/// Adjusts a tokenizer to the model it serves, where the model family needs what the
+/// tokenizer files do not say: OPT uses GPT-2's BPE files but starts prompts with its BOS
+/// (`</s>`, config bos_token_id). Other combinations come back unchanged.
+std::unique_ptr<Tokenizer> adapt_tokenizer_to_model(std::unique_ptr<Tokenizer> tokenizer,
+                                                    const std::string& model_type,
+                                                    std::optional<int64_t> bos_token_id);
+
 /// Trains a SentencePiece model with SentencePieceTrainer's command-line style arguments,
 /// e.g. "--input=corpus.txt --model_prefix=out/tok --vocab_size=8000 --model_type=bpe".
 /// Throws std::runtime_error with the trainer's message on failure.

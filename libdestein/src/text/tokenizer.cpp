@@ -76,4 +76,43 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
       path.string()));
 }
 
+namespace {
+// Delegates everything but BOS: OPT reuses GPT-2's BPE files, yet its prompts start with
+// </s> (id 2), which Hugging Face's OPT tokenizer prepends (add_bos_token).
+class BosPrependingTokenizer final : public Tokenizer {
+ public:
+  BosPrependingTokenizer(std::unique_ptr<Tokenizer> inner, int64_t bos) : inner_(std::move(inner)), bos_(bos) {}
+  std::vector<int64_t> encode(std::string_view text) const override { return inner_->encode(text); }
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::vector<int64_t> kept;
+    kept.reserve(ids.size());
+    for (int64_t id : ids) {
+      if (id != bos_) kept.push_back(id);
+    }
+    return inner_->decode(kept);
+  }
+  int64_t vocab_size() const override { return inner_->vocab_size(); }
+  std::optional<int64_t> bos_id() const override { return bos_; }
+  std::optional<int64_t> eos_id() const override { return inner_->eos_id(); }
+  bool prepend_bos() const override { return true; }
+  std::string kind() const override { return inner_->kind(); }
+
+ private:
+  std::unique_ptr<Tokenizer> inner_;
+  int64_t bos_;
+};
+}  // namespace
+
+std::unique_ptr<Tokenizer> adapt_tokenizer_to_model(std::unique_ptr<Tokenizer> tokenizer,
+                                                    const std::string& model_type,
+                                                    std::optional<int64_t> bos_token_id) {
+  if (model_type == "opt" && tokenizer->kind() == "gpt2-bpe" && bos_token_id) {
+    DESTEIN_CHECK_ARG(*bos_token_id >= 0 && *bos_token_id < tokenizer->vocab_size(),
+                      "OPT bos_token_id {} is outside the tokenizer's vocabulary of {}", *bos_token_id,
+                      tokenizer->vocab_size());
+    return std::make_unique<BosPrependingTokenizer>(std::move(tokenizer), *bos_token_id);
+  }
+  return tokenizer;
+}
+
 }  // namespace destein
