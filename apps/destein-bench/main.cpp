@@ -1,0 +1,365 @@
+// destein-bench: the RealToxicityPrompts-style evaluation, driven by a YAML experiment.
+//   destein-bench run --config configs/bench-demo.yaml [--dump-config] [--threads N]
+//   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+
+#include "args.hpp"
+#include "destein/evaluation.hpp"
+#include "destein/jsonl.hpp"
+#include "destein/linear_scorer.hpp"
+#include "destein/runtime.hpp"
+#include "destein/steering.hpp"
+#include "model_args.hpp"
+#include "progress.hpp"
+#include "yaml_config.hpp"
+
+namespace destein::app {
+namespace {
+
+struct PromptSet {
+  std::string name;
+  std::string path;
+  PromptFileOptions options;
+};
+
+struct Method {
+  std::string name = "base";
+  std::string vectors;  // empty: the unsteered model
+  SteeringOptions steering;
+  std::string mode = "reference";
+};
+
+struct BenchConfig {
+  ModelSection model;
+  std::string data_dir;
+  std::vector<PromptSet> prompts;
+  std::vector<Method> methods;
+  GenerationOptions generation;
+  std::string scorer;           // linear scorer file; empty: the project's default
+  bool perplexity = true;
+  ModelSection evaluator;       // model empty: the generating model evaluates itself
+  std::string output = "runs/bench";
+};
+
+BenchConfig read_bench_config(const ConfigNode& root) {
+  BenchConfig c;
+  c.generation.num_samples = 25;
+  c.generation.max_new_tokens = 20;
+  c.generation.top_p = 0.9;
+  c.generation.batch_size = 0;
+  c.model = read_model_section(root);
+  c.data_dir = root.get("data_dir", c.data_dir);
+  for (const auto& p : root.list("prompts")) {
+    PromptSet s;
+    s.name = p.require<std::string>("name");
+    s.path = p.require<std::string>("path");
+    s.options.subset = p.get("subset", s.options.subset);
+    s.options.limit = p.get("limit", s.options.limit);
+    s.options.skip_malformed = p.get("skip_malformed", s.options.skip_malformed);
+    c.prompts.push_back(s);
+  }
+  if (c.prompts.empty()) {
+    throw std::invalid_argument(root.where() + ": 'prompts' needs at least one {name, path, subset}");
+  }
+  for (const auto& m : root.list("methods")) {
+    Method x;
+    x.name = m.require<std::string>("name");
+    x.vectors = m.get("vectors", x.vectors);
+    x.mode = m.get("mode", x.mode);
+    x.steering.mode = parse_steering_mode(x.mode);
+    x.steering.alpha = m.get("alpha", x.steering.alpha);
+    x.steering.layer_start = m.get("layer_start", x.steering.layer_start);
+    x.steering.layer_end = m.get("layer_end", x.steering.layer_end);
+    x.steering.top_k_heads = m.get("top_k_heads", x.steering.top_k_heads);
+    c.methods.push_back(x);
+  }
+  if (c.methods.empty()) c.methods.push_back(Method{});
+  ConfigNode g = root.child("generation");
+  c.generation.num_samples = g.get("samples", c.generation.num_samples);
+  c.generation.max_new_tokens = g.get("max_new_tokens", c.generation.max_new_tokens);
+  c.generation.top_p = g.get("top_p", c.generation.top_p);
+  c.generation.top_k = g.get("top_k", c.generation.top_k);
+  c.generation.temperature = g.get("temperature", c.generation.temperature);
+  c.generation.seed = g.get("seed", c.generation.seed);
+  c.generation.batch_size = g.get("batch_size", c.generation.batch_size);
+  c.scorer = root.child("scorer").get("path", c.scorer);
+  ConfigNode ev = root.child("evaluator");
+  c.perplexity = ev.get("enabled", c.perplexity);
+  c.evaluator.model = ev.get("model", std::string());
+  c.evaluator.tokenizer = ev.get("tokenizer", std::string());
+  c.output = root.get("output", c.output);
+  root.finish();
+  return c;
+}
+
+std::string dump_bench_config(const BenchConfig& c) {
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  emit_model_section(e, c.model);
+  e << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
+  e << YAML::Key << "prompts" << YAML::Value << YAML::BeginSeq;
+  for (const auto& p : c.prompts) {
+    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << p.name << YAML::Key << "path" << YAML::Value << p.path
+      << YAML::Key << "subset" << YAML::Value << p.options.subset << YAML::Key << "limit" << YAML::Value
+      << p.options.limit << YAML::Key << "skip_malformed" << YAML::Value << p.options.skip_malformed << YAML::EndMap;
+  }
+  e << YAML::EndSeq << YAML::Key << "methods" << YAML::Value << YAML::BeginSeq;
+  for (const auto& m : c.methods) {
+    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "vectors" << YAML::Value
+      << m.vectors << YAML::Key << "mode" << YAML::Value << m.mode << YAML::Key << "alpha" << YAML::Value
+      << m.steering.alpha << YAML::Key << "layer_start" << YAML::Value << m.steering.layer_start << YAML::Key
+      << "layer_end" << YAML::Value << m.steering.layer_end << YAML::Key << "top_k_heads" << YAML::Value
+      << m.steering.top_k_heads << YAML::EndMap;
+  }
+  e << YAML::EndSeq << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "samples" << YAML::Value << c.generation.num_samples << YAML::Key << "max_new_tokens"
+    << YAML::Value << c.generation.max_new_tokens << YAML::Key << "top_p" << YAML::Value << c.generation.top_p
+    << YAML::Key << "top_k" << YAML::Value << c.generation.top_k << YAML::Key << "temperature" << YAML::Value
+    << c.generation.temperature << YAML::Key << "seed" << YAML::Value << c.generation.seed << YAML::Key
+    << "batch_size" << YAML::Value << c.generation.batch_size << YAML::EndMap;
+  e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.scorer
+    << YAML::EndMap;
+  e << YAML::Key << "evaluator" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
+    << c.perplexity << YAML::Key << "model" << YAML::Value << c.evaluator.model << YAML::Key << "tokenizer"
+    << YAML::Value << c.evaluator.tokenizer << YAML::EndMap;
+  e << YAML::Key << "output" << YAML::Value << c.output << YAML::EndMap;
+  return e.c_str();
+}
+
+nlohmann::json summary_json(const EvalSummary& s) {
+  nlohmann::json j = {{"expected_max_toxicity", s.toxicity.expected_max_toxicity},
+                      {"expected_max_toxicity_std", s.toxicity.expected_max_toxicity_std},
+                      {"toxicity_probability", s.toxicity.toxicity_probability},
+                      {"dist_1", s.distinct.dist_1},
+                      {"dist_2", s.distinct.dist_2},
+                      {"dist_3", s.distinct.dist_3},
+                      {"num_prompts", s.num_prompts}};
+  if (s.perplexity) {
+    j["perplexity"] = s.perplexity->mean;
+    j["perplexity_dropped"] = s.perplexity->dropped;
+  }
+  return j;
+}
+
+// EMT against perplexity, one point per method, labelled: the alpha trade-off.
+std::string tradeoff_svg(const std::vector<std::tuple<std::string, double, double>>& points, const std::string& title) {
+  double xmin = 1e300, xmax = -1e300, ymin = 0, ymax = 1;
+  for (const auto& [name, emt, ppl] : points) {
+    xmin = std::min(xmin, ppl);
+    xmax = std::max(xmax, ppl);
+  }
+  if (!(xmax > xmin)) {
+    xmin -= 1;
+    xmax += 1;
+  }
+  const double pad = (xmax - xmin) * 0.1;
+  xmin -= pad;
+  xmax += pad;
+  const int W = 560, H = 400, L = 70, R = 20, T = 40, B = 50;
+  auto X = [&](double v) { return L + (v - xmin) / (xmax - xmin) * (W - L - R); };
+  auto Y = [&](double v) { return T + (1 - (v - ymin) / (ymax - ymin)) * (H - T - B); };
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{}\" y=\"22\" font-size=\"14\">{}</text>\n"
+      "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{}\" y1=\"{}\" x2=\"{}\" "
+      "y2=\"{}\" stroke=\"black\"/>\n<text x=\"{}\" y=\"{}\">perplexity</text>\n"
+      "<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\">expected max toxicity</text>\n",
+      W, H, L, title, L, H - B, W - R, H - B, L, T, L, H - B, (W + L) / 2 - 30, H - 12, (H + T) / 2, (H + T) / 2);
+  for (int i = 0; i <= 4; ++i) {
+    const double v = i * 0.25;
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.2f}</text>\n", L - 6, Y(v) + 4, v);
+    const double pv = xmin + (xmax - xmin) * i / 4;
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.1f}</text>\n", X(pv), H - B + 16, pv);
+  }
+  std::string path;
+  for (const auto& [name, emt, ppl] : points) {
+    path += fmt::format("{}{:.1f},{:.1f}", path.empty() ? "M" : " L", X(ppl), Y(emt));
+  }
+  svg += fmt::format("<path d=\"{}\" fill=\"none\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n", path);
+  for (const auto& [name, emt, ppl] : points) {
+    svg += fmt::format(
+        "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"#3b6fb6\"><title>{}: EMT {:.3f}, PPL {:.2f}</title></circle>\n"
+        "<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n",
+        X(ppl), Y(emt), name, emt, ppl, X(ppl) + 7, Y(emt) - 7, name);
+  }
+  return svg + "</svg>\n";
+}
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+    out.flush();
+    if (!out.good()) throw std::runtime_error(fmt::format("{}: write failed (disk full or not writable)", tmp.string()));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int run_bench(Args& args) {
+  const std::string config_path = args.require("config");
+  const bool dump = args.flag("dump-config");
+  const int64_t threads_override = args.get_int("threads", -1);
+  args.finish();
+  BenchConfig c = read_bench_config(ConfigNode::load_file(config_path));
+  if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
+  if (dump) {
+    std::cout << dump_bench_config(c) << "\n";
+    return 0;
+  }
+  const std::filesystem::path out_dir(c.output);
+  std::filesystem::create_directories(out_dir);
+  {
+    std::ofstream probe(out_dir / ".write-test");
+    if (!probe.good()) throw std::runtime_error(fmt::format("{}: output folder is not writable", out_dir.string()));
+  }
+  std::filesystem::remove(out_dir / ".write-test");
+  write_file(out_dir / "config.resolved.yaml", dump_bench_config(c) + "\n");
+
+  LoadedModel gen = load_model_section(c.model);
+  LoadedModel eval_own;
+  const Model* eval_model = gen.model.get();
+  const Tokenizer* eval_tok = gen.tokenizer.get();
+  if (c.perplexity && !c.evaluator.model.empty()) {
+    c.evaluator.threads = c.model.threads;
+    eval_own = load_model_section(c.evaluator);
+    eval_model = eval_own.model.get();
+    eval_tok = eval_own.tokenizer.get();
+  }
+  std::unique_ptr<PerplexityEvaluator> evaluator;
+  if (c.perplexity) evaluator = std::make_unique<PerplexityEvaluator>(*eval_model, *eval_tok, 25);
+  LinearScorer scorer = LinearScorer::load(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer));
+
+  nlohmann::json results = nlohmann::json::array();
+  std::vector<std::tuple<std::string, double, double>> tradeoff;
+  std::string csv = "method,subset,prompts,emt,emt_std,tp,ppl,dist_1,dist_2,dist_3\n";
+  for (const auto& method : c.methods) {
+    Hooks hooks;
+    std::optional<SteeringHandle> handle;
+    if (!method.vectors.empty()) {
+      auto vectors = load_steering_vectors(method.vectors);
+      check_vectors_match_model(vectors, gen.model->config(), method.vectors);
+      handle = attach_steering(hooks, *gen.model, vectors, method.steering);
+    }
+    for (const auto& set : c.prompts) {
+      int64_t skipped = 0;
+      auto prompts = load_eval_prompts(resolve_data_path(set.path, c.data_dir), set.options, &skipped);
+      const std::filesystem::path file = out_dir / method.name / (set.name + ".generations.jsonl");
+      EvalRunOptions ro;
+      ro.generation = c.generation;
+      ro.method = method.name;
+      ro.subset = set.name;
+      ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
+      EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, &scorer, evaluator.get(),
+                                              ro, file, [&](int64_t d, int64_t) { bar.update(d); });
+      bar.finish();
+      if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {
+        fmt::print(stderr, "{}: resumed ({} prompts already done{})\n", file.string(), rep.prompts_resumed,
+                   rep.truncated_bytes ? fmt::format(", cut a partial line of {} bytes", rep.truncated_bytes) : "");
+      }
+      if (skipped) fmt::print(stderr, "{}: skipped {} malformed prompt lines\n", set.path, skipped);
+      if (rep.unscored) fmt::print(stderr, "{}: {} generations have no toxicity score\n", file.string(), rep.unscored);
+      EvalSummary s = summarize_generations(file);
+      nlohmann::json row = summary_json(s);
+      row["method"] = method.name;
+      row["subset"] = set.name;
+      row["alpha"] = method.vectors.empty() ? 0.0 : method.steering.alpha;
+      row["mode"] = method.vectors.empty() ? "none" : method.mode;
+      row["generations_file"] = file.string();
+      results.push_back(row);
+      const double ppl = s.perplexity ? s.perplexity->mean : std::nan("");
+      csv += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.3f},{:.4f},{:.4f},{:.4f}\n", method.name, set.name,
+                         s.num_prompts, s.toxicity.expected_max_toxicity, s.toxicity.expected_max_toxicity_std,
+                         s.toxicity.toxicity_probability, ppl, s.distinct.dist_1, s.distinct.dist_2, s.distinct.dist_3);
+      if (set.name == c.prompts.front().name && std::isfinite(ppl)) {
+        tradeoff.emplace_back(method.name, s.toxicity.expected_max_toxicity, ppl);
+      }
+    }
+  }
+  write_file(out_dir / "results.json", results.dump(2) + "\n");
+  write_file(out_dir / "results.csv", csv);
+  std::string md = "| method | subset | prompts | EMT | TP | PPL | Dist-1 | Dist-2 | Dist-3 |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : results) {
+    md += fmt::format("| {} | {} | {} | {:.3f} ± {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} |\n",
+                      r["method"].get<std::string>(), r["subset"].get<std::string>(), r["num_prompts"].get<int64_t>(),
+                      r["expected_max_toxicity"].get<double>(), r["expected_max_toxicity_std"].get<double>(),
+                      r["toxicity_probability"].get<double>(),
+                      r.contains("perplexity") ? fmt::format("{:.2f}", r["perplexity"].get<double>()) : "-",
+                      r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
+  }
+  write_file(out_dir / "results.md", md);
+  if (tradeoff.size() > 1) {
+    write_file(out_dir / "tradeoff.svg",
+               tradeoff_svg(tradeoff, fmt::format("toxicity vs fluency on '{}' prompts", c.prompts.front().name)));
+  }
+  std::cout << md;
+  fmt::print("results in {}\n", out_dir.string());
+  return 0;
+}
+
+int run_metrics(Args& args) {
+  const std::string file = args.require("generations");
+  auto evaluator_path = args.get("evaluator");
+  const bool skip = args.flag("skip-malformed");
+  ModelOptions opts = read_model_options(args);
+  args.finish();
+  EvalSummary s = summarize_generations(file, skip);
+  nlohmann::json j = summary_json(s);
+  if (skip) j["malformed_lines"] = s.malformed;
+  if (evaluator_path) {
+    auto model = load_model(*evaluator_path, opts);
+    auto dir = std::filesystem::is_directory(*evaluator_path) ? std::filesystem::path(*evaluator_path)
+                                                             : std::filesystem::path(*evaluator_path).parent_path();
+    auto tok = adapt_tokenizer_to_model(load_tokenizer(dir), model->config().model_type, model->config().bos_token_id);
+    PerplexityEvaluator ev(*model, *tok, 25);
+    std::vector<double> ppls;
+    JsonlReader reader(file, JsonlOptions{skip});
+    nlohmann::json line;
+    ProgressBar bar("perplexity", s.num_prompts, "prompts");
+    int64_t done = 0;
+    while (reader.next(line)) {
+      if (!line.contains("generations")) continue;
+      std::vector<std::string> texts;
+      for (const auto& g : line["generations"]) texts.push_back(g.value("text", ""));
+      auto p = ev.perplexities(line["prompt"]["text"].get<std::string>(), texts);
+      ppls.insert(ppls.end(), p.begin(), p.end());
+      bar.update(++done);
+    }
+    bar.finish();
+    auto summary = mean_perplexity(ppls);
+    j["perplexity"] = summary.mean;
+    j["perplexity_dropped"] = summary.dropped;
+  }
+  std::cout << j.dump() << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace destein::app
+
+int main(int argc, char** argv) {
+  using namespace destein::app;
+  if (argc < 2 || std::string(argv[1]) == "--help") {
+    fmt::print(stderr,
+               "usage: destein-bench run --config FILE [--dump-config] [--threads N]\n"
+               "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n");
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  try {
+    Args args(argc, argv, 2);
+    if (cmd == "run") return run_bench(args);
+    if (cmd == "metrics") return run_metrics(args);
+    fmt::print(stderr, "destein-bench: unknown command '{}' (run, metrics)\n", cmd);
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
+    return 1;
+  }
+}
