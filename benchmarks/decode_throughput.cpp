@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "args.hpp"
+#include "random_model.hpp"
 #include "destein/generate.hpp"
 #include "destein/model.hpp"
 #include "destein/runtime.hpp"
@@ -34,36 +35,6 @@ double gemm_gflops(int64_t n, int repeats) {
   auto t = Clock::now();
   for (int i = 0; i < repeats; ++i) at::mm(a, b);
   return 2.0 * n * n * n * repeats / seconds_since(t) / 1e9;
-}
-
-// Same shapes and initialisation scale as the Python side (values differ: not needed).
-Checkpoint random_gpt2(int64_t L, int64_t d, int64_t H, int64_t V, int64_t P) {
-  Checkpoint c;
-  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_embd", d},    {"n_layer", L},
-                        {"n_head", H},          {"n_positions", P}, {"eos_token_id", V - 1}};
-  c.config = ModelConfig::from_hf_json(cfg, "random gpt2");
-  c.source = "random gpt2";
-  auto r = [](std::vector<int64_t> shape) { return at::randn(shape) * 0.02; };
-  c.tensors["transformer.wte.weight"] = r({V, d});
-  c.tensors["transformer.wpe.weight"] = r({P, d});
-  c.tensors["transformer.ln_f.weight"] = at::ones({d});
-  c.tensors["transformer.ln_f.bias"] = at::zeros({d});
-  for (int64_t i = 0; i < L; ++i) {
-    const std::string p = fmt::format("transformer.h.{}.", i);
-    c.tensors[p + "ln_1.weight"] = at::ones({d});
-    c.tensors[p + "ln_1.bias"] = at::zeros({d});
-    c.tensors[p + "ln_2.weight"] = at::ones({d});
-    c.tensors[p + "ln_2.bias"] = at::zeros({d});
-    c.tensors[p + "attn.c_attn.weight"] = r({d, 3 * d});
-    c.tensors[p + "attn.c_attn.bias"] = at::zeros({3 * d});
-    c.tensors[p + "attn.c_proj.weight"] = r({d, d});
-    c.tensors[p + "attn.c_proj.bias"] = at::zeros({d});
-    c.tensors[p + "mlp.c_fc.weight"] = r({d, 4 * d});
-    c.tensors[p + "mlp.c_fc.bias"] = at::zeros({4 * d});
-    c.tensors[p + "mlp.c_proj.weight"] = r({4 * d, d});
-    c.tensors[p + "mlp.c_proj.bias"] = at::zeros({d});
-  }
-  return c;
 }
 
 struct Rates {
@@ -143,7 +114,7 @@ int main(int argc, char** argv) {
     ModelOptions mopts;
     mopts.threads = threads;
     mopts.linear_backend = parse_linear_backend(backend);
-    auto model = build_model(random_gpt2(12, 768, 12, 50257, 1024), mopts);
+    auto model = build_model(destein::app::random_gpt2_checkpoint(12, 768, 12, 50257, 1024), mopts);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n"
                "destein linear kernels: {}; OPENBLAS_CORETYPE={}\n",

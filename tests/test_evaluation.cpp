@@ -187,3 +187,13 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
   CHECK(typo.exit_code != 0);
   CHECK_THAT(typo.output, Contains("typo.yaml:4") && Contains("unknown key generaton"));
 }
+
+TEST_CASE("the shipped benchmark configs parse", "[eval][configs]") {
+  for (const char* name : {"bench-gpt2-large", "bench-llama2-7b"}) {
+    INFO(name);
+    auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + DESTEIN_SOURCE_DIR +
+                         "/configs/" + name + ".yaml");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output, Contains("kind: perspective") && Contains("samples: 25") && Contains("max_new_tokens: 20"));
+  }
+}

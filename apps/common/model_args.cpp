@@ -39,7 +39,12 @@ ModelSection read_model_section(const ConfigNode& root) {
   m.dtype = root.get("dtype", m.dtype);
   m.threads = root.get("threads", m.threads);
   m.linear_backend = root.get("linear_backend", m.linear_backend);
-  parse_device(m.device);
+  // Only the spelling is checked here: a config written for a GPU machine must still
+  // parse (and --dump-config) on one without; availability is checked when loading.
+  if (m.device != "cpu" && m.device.rfind("cuda", 0) != 0) {
+    throw std::invalid_argument(fmt::format("{}: key device: expected cpu, cuda or cuda:N, found '{}'",
+                                            root.where("device"), m.device));
+  }
   parse_dtype(m.dtype);
   parse_linear_backend(m.linear_backend);
   return m;

@@ -12,6 +12,7 @@
 #include "destein/evaluation.hpp"
 #include "destein/jsonl.hpp"
 #include "destein/linear_scorer.hpp"
+#include "destein/perspective.hpp"
 #include "destein/runtime.hpp"
 #include "destein/steering.hpp"
 #include "model_args.hpp"
@@ -40,7 +41,9 @@ struct BenchConfig {
   std::vector<PromptSet> prompts;
   std::vector<Method> methods;
   GenerationOptions generation;
-  std::string scorer;           // linear scorer file; empty: the project's default
+  std::string scorer_kind = "linear";  // linear | perspective
+  std::string scorer;           // linear: weights file (empty: the project's); perspective: cache file
+  double perspective_rps = 1.0;
   bool perplexity = true;
   ModelSection evaluator;       // model empty: the generating model evaluates itself
   std::string output = "runs/bench";
@@ -87,7 +90,14 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   c.generation.temperature = g.get("temperature", c.generation.temperature);
   c.generation.seed = g.get("seed", c.generation.seed);
   c.generation.batch_size = g.get("batch_size", c.generation.batch_size);
-  c.scorer = root.child("scorer").get("path", c.scorer);
+  ConfigNode sc = root.child("scorer");
+  c.scorer_kind = sc.get("kind", c.scorer_kind);
+  c.scorer = sc.get("path", c.scorer);
+  c.perspective_rps = sc.get("requests_per_second", c.perspective_rps);
+  if (c.scorer_kind != "linear" && c.scorer_kind != "perspective") {
+    throw std::invalid_argument(fmt::format("{}: scorer.kind must be linear or perspective, found '{}'", sc.where("kind"),
+                                            c.scorer_kind));
+  }
   ConfigNode ev = root.child("evaluator");
   c.perplexity = ev.get("enabled", c.perplexity);
   c.evaluator.model = ev.get("model", std::string());
@@ -122,8 +132,9 @@ std::string dump_bench_config(const BenchConfig& c) {
     << YAML::Key << "top_k" << YAML::Value << c.generation.top_k << YAML::Key << "temperature" << YAML::Value
     << c.generation.temperature << YAML::Key << "seed" << YAML::Value << c.generation.seed << YAML::Key
     << "batch_size" << YAML::Value << c.generation.batch_size << YAML::EndMap;
-  e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.scorer
-    << YAML::EndMap;
+  e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << c.scorer_kind
+    << YAML::Key << "path" << YAML::Value << c.scorer << YAML::Key << "requests_per_second" << YAML::Value
+    << c.perspective_rps << YAML::EndMap;
   e << YAML::Key << "evaluator" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
     << c.perplexity << YAML::Key << "model" << YAML::Value << c.evaluator.model << YAML::Key << "tokenizer"
     << YAML::Value << c.evaluator.tokenizer << YAML::EndMap;
@@ -234,7 +245,16 @@ int run_bench(Args& args) {
   }
   std::unique_ptr<PerplexityEvaluator> evaluator;
   if (c.perplexity) evaluator = std::make_unique<PerplexityEvaluator>(*eval_model, *eval_tok, 25);
-  LinearScorer scorer = LinearScorer::load(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer));
+  std::unique_ptr<ToxicityScorer> scorer;
+  if (c.scorer_kind == "perspective") {
+    PerspectiveOptions po;
+    po.requests_per_second = c.perspective_rps;
+    po.cache_path = c.scorer.empty() ? out_dir / "perspective-cache.jsonl" : std::filesystem::path(c.scorer);
+    scorer = std::make_unique<PerspectiveScorer>(po);
+  } else {
+    scorer = std::make_unique<LinearScorer>(
+        LinearScorer::load(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer)));
+  }
 
   nlohmann::json results = nlohmann::json::array();
   std::vector<std::tuple<std::string, double, double>> tradeoff;
@@ -256,7 +276,7 @@ int run_bench(Args& args) {
       ro.method = method.name;
       ro.subset = set.name;
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
-      EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, &scorer, evaluator.get(),
+      EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
                                               ro, file, [&](int64_t d, int64_t) { bar.update(d); });
       bar.finish();
       if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {

@@ -43,6 +43,7 @@ SteeringPlan::SteeringPlan(const SteeringVectors& v, const ModelConfig& c, const
       DESTEIN_CHECK_ARG(norms[l].item<double>() > 0, "the steering direction of layer {} is zero", l);
     }
     layer_unit_ = (a / norms).to(at::kFloat);
+    layer_step_ = options_.alpha * layer_unit_;
   } else {
     at::Tensor norms = dir.norm(2, -1, /*keepdim=*/true);  // (L, H, 1)
     DESTEIN_CHECK_ARG((norms > 0).all().item<bool>(), "a head direction is zero: headwise steering needs every head");
@@ -69,6 +70,14 @@ SteeringPlan::SteeringPlan(const SteeringVectors& v, const ModelConfig& c, const
       }
     }
     head_weight_ = w.to(at::kFloat);
+    head_step_ = options_.alpha * head_weight_.unsqueeze(-1) * head_unit_;           // (L, H, Dh)
+    head_active_ = (head_weight_ > 0).view({n_layers_, 1, n_heads_, 1});            // (L, 1, H, 1)
+  }
+}
+
+void SteeringPlan::to(c10::Device device) {
+  for (at::Tensor* t : {&layer_unit_, &head_unit_, &head_weight_, &layer_step_, &head_step_, &head_active_}) {
+    if (t->defined()) *t = t->to(device);
   }
 }
 
@@ -83,26 +92,25 @@ at::Tensor SteeringPlan::head_weights(int64_t layer) const {
 at::Tensor SteeringPlan::apply(int64_t layer, const at::Tensor& activation) const {
   if (!steers(layer) || options_.alpha == 0) return activation;
   const auto sizes = activation.sizes().vec();
-  const float alpha = static_cast<float>(options_.alpha);
   at::Tensor x = activation.to(at::kFloat);
   if (options_.mode == SteeringMode::kReference) {
     x = x.reshape({-1, n_heads_ * head_dim_});                       // (P, d)
-    at::Tensor a = layer_unit_[layer].to(x.device());                // (d)
+    const at::Tensor& alpha_a = layer_step_[layer];                  // (d): alpha a_l/|a_l|
     at::Tensor norm = x.norm(2, -1, /*keepdim=*/true);               // (P, 1)
-    at::Tensor v = x / norm - alpha * a;
-    at::Tensor out = norm * v / v.norm(2, -1, /*keepdim=*/true);
+    at::Tensor v = x / norm - alpha_a;
+    at::Tensor out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
     out = at::where(norm > 0, out, x);                               // a zero vector stays zero
     return out.reshape(sizes).to(activation.scalar_type());
   }
   x = x.reshape({-1, n_heads_, head_dim_});                          // (P, H, Dh)
-  at::Tensor a = head_unit_[layer].to(x.device());                   // (H, Dh)
-  at::Tensor w = head_weight_[layer].to(x.device()).view({1, n_heads_, 1});
+  const at::Tensor& a = head_unit_[layer];                           // (H, Dh)
+  const at::Tensor& step = head_step_[layer];                        // (H, Dh): alpha w_h a_h/|a_h|
   at::Tensor norm = x.norm(2, -1, /*keepdim=*/true);                 // (P, H, 1)
   at::Tensor u = x / norm;
   at::Tensor cos = (u * a).sum(-1, /*keepdim=*/true);                // (P, H, 1)
-  at::Tensor v = u - alpha * w * (1 + cos.clamp_min(0)) * a;
-  at::Tensor out = norm * v / v.norm(2, -1, /*keepdim=*/true);
-  out = at::where((norm > 0) & (w > 0), out, x);                     // w_h = 0: head untouched
+  at::Tensor v = u - (1 + cos.clamp_min(0)) * step;
+  at::Tensor out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
+  out = at::where((norm > 0) & head_active_[layer], out, x);         // w_h = 0: head untouched
   return out.reshape(sizes).to(activation.scalar_type());
 }
 
@@ -116,7 +124,7 @@ at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation
   const double alpha = options_.alpha;
   for (int64_t p = 0; p < x.size(0); ++p) {
     if (options_.mode == SteeringMode::kReference) {
-      at::Tensor unit = layer_unit_[layer].to(at::kDouble).contiguous();
+      at::Tensor unit = layer_unit_[layer].to(at::kCPU, at::kDouble).contiguous();
       auto ua = unit.accessor<double, 1>();
       double n = 0;
       for (int64_t i = 0; i < d; ++i) n += xa[p][i] * xa[p][i];
@@ -135,7 +143,7 @@ at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation
     for (int64_t h = 0; h < H; ++h) {
       const double w = head_weight_[layer][h].item<double>();
       if (w == 0) continue;
-      at::Tensor unit = head_unit_[layer][h].to(at::kDouble).contiguous();
+      at::Tensor unit = head_unit_[layer][h].to(at::kCPU, at::kDouble).contiguous();
       auto ua = unit.accessor<double, 1>();
       double n = 0;
       for (int64_t i = 0; i < Dh; ++i) n += xa[p][h * Dh + i] * xa[p][h * Dh + i];
@@ -174,7 +182,9 @@ bool SteeringHandle::active() const {
 
 SteeringHandle attach_steering(Hooks& hooks, const Model& model, const SteeringVectors& vectors,
                                const SteeringOptions& options) {
-  auto plan = std::make_shared<const SteeringPlan>(vectors, model.config(), options);
+  auto mutable_plan = std::make_shared<SteeringPlan>(vectors, model.config(), options);
+  mutable_plan->to(model.device());  // the fast path's constants live where the activations do
+  std::shared_ptr<const SteeringPlan> plan = std::move(mutable_plan);
   std::vector<HookHandle> handles;
   if (options.alpha == 0) return SteeringHandle(std::move(handles), plan);  // exact no-op
   const HookSite site = hook_site_of(plan->site());

@@ -13,6 +13,7 @@
 ///   handle.remove();   // detach (also on destruction)
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <string>
@@ -63,6 +64,9 @@ class SteeringPlan {
   /// oracle the fast path is tested against.
   at::Tensor apply_naive(int64_t layer, const at::Tensor& activation) const;
 
+  /// Moves the precomputed directions to `device` (attach_steering does this for the model).
+  void to(c10::Device device);
+
   bool steers(int64_t layer) const;
   const SteeringOptions& options() const { return options_; }
   SteeringSite site() const { return site_; }
@@ -76,6 +80,9 @@ class SteeringPlan {
   at::Tensor layer_unit_;     // (L, d): reference mode, a_l / |a_l|
   at::Tensor head_unit_;      // (L, H, Dh): headwise, a_h / |a_h|
   at::Tensor head_weight_;    // (L, H): headwise w_h
+  at::Tensor layer_step_;     // (L, d): alpha a_l/|a_l|, precomputed for the fast path
+  at::Tensor head_step_;      // (L, H, Dh): alpha w_h a_h/|a_h|
+  at::Tensor head_active_;    // (L, 1, H, 1) bool: w_h > 0
 };
 
 /// Removes the steering hooks on remove() or destruction.
