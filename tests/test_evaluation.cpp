@@ -6,6 +6,7 @@
 
 #include "destein/evaluation.hpp"
 #include "destein/linear_scorer.hpp"
+#include "destein/torchscript_scorer.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
@@ -178,6 +179,18 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
     CHECK(j.contains(key));
   }
   CHECK(j["num_prompts"] == 3);
+  // The same run scored by a TorchScript classifier.
+  {
+    std::ofstream cfg(dir / "ts.yaml");
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: toxic, path: " << prompts.string()
+        << ", subset: toxic, limit: 2}\ngeneration: {samples: 2, max_new_tokens: 4}\nscorer: {kind: torchscript, path: "
+        << (fixture("classifier") / "model.pt").string() << "}\nevaluator: {enabled: false}\noutput: "
+        << (dir / "ts").string() << "\n";
+  }
+  auto ts = run_command(bench + " run --threads 1 --config " + (dir / "ts.yaml").string());
+  INFO(ts.output);
+  CHECK(ts.exit_code == 0);
+  CHECK_THAT(read_all(dir / "ts" / "base" / "toxic.generations.jsonl"), Contains("\"toxicity\":0."));
   // Typos in the experiment file name the key and line.
   {
     std::ofstream cfg(dir / "typo.yaml");
@@ -196,4 +209,40 @@ TEST_CASE("the shipped benchmark configs parse", "[eval][configs]") {
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("kind: perspective") && Contains("samples: 25") && Contains("max_new_tokens: 20"));
   }
+}
+
+TEST_CASE("a TorchScript classifier scores like the framework that made it", "[eval][scorer]") {
+  TorchScriptScorerOptions o;
+  o.module = fixture("classifier") / "model.pt";
+  o.batch_size = 3;  // the 4 texts span two padded batches
+  TorchScriptScorer scorer(o);
+  std::ifstream in(fixture("classifier") / "expected.json");
+  auto expected = nlohmann::json::parse(in);
+  auto tok = load_tokenizer(fixture("classifier"));
+  std::vector<std::string> texts;
+  for (const auto& e : expected) {
+    texts.push_back(e["text"].get<std::string>());
+    CHECK(tok->encode(texts.back()) == e["ids"].get<std::vector<int64_t>>());
+  }
+  auto scores = scorer.score(texts);
+  REQUIRE(scores.size() == expected.size());
+  for (size_t i = 0; i < scores.size(); ++i) {
+    INFO(texts[i]);
+    REQUIRE(scores[i].has_value());
+    CHECK(*scores[i] == Approx(expected[i]["toxicity"].get<double>()).epsilon(1e-5));
+  }
+  CHECK(*scores[0] > 0.5);
+  CHECK(*scores[1] < 0.5);
+  CHECK_THAT(scorer.name(), Contains("torchscript:"));
+
+  TorchScriptScorerOptions missing;
+  missing.module = fixture("classifier") / "absent.pt";
+  CHECK_THROWS_WITH(TorchScriptScorer(missing), Contains("absent.pt"));
+  TorchScriptScorerOptions wrong = o;
+  wrong.label_index = 5;  // the fixture has 2 logits
+  TorchScriptScorer bad(wrong);
+  CHECK_THROWS_WITH(bad.score({"hello"}), Contains("label_index 5"));
+  TorchScriptScorerOptions not_module = o;
+  not_module.module = fixture("classifier") / "expected.json";
+  CHECK_THROWS_WITH(TorchScriptScorer(not_module), Contains("not a TorchScript module"));
 }

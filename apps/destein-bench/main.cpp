@@ -13,6 +13,7 @@
 #include "destein/jsonl.hpp"
 #include "destein/linear_scorer.hpp"
 #include "destein/perspective.hpp"
+#include "destein/torchscript_scorer.hpp"
 #include "destein/runtime.hpp"
 #include "destein/steering.hpp"
 #include "model_args.hpp"
@@ -41,7 +42,8 @@ struct BenchConfig {
   std::vector<PromptSet> prompts;
   std::vector<Method> methods;
   GenerationOptions generation;
-  std::string scorer_kind = "linear";  // linear | perspective
+  std::string scorer_kind = "linear";  // linear | perspective | torchscript
+  TorchScriptScorerOptions torchscript;
   std::string scorer;           // linear: weights file (empty: the project's); perspective: cache file
   double perspective_rps = 1.0;
   bool perplexity = true;
@@ -94,9 +96,20 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   c.scorer_kind = sc.get("kind", c.scorer_kind);
   c.scorer = sc.get("path", c.scorer);
   c.perspective_rps = sc.get("requests_per_second", c.perspective_rps);
-  if (c.scorer_kind != "linear" && c.scorer_kind != "perspective") {
-    throw std::invalid_argument(fmt::format("{}: scorer.kind must be linear or perspective, found '{}'", sc.where("kind"),
-                                            c.scorer_kind));
+  auto& ts = c.torchscript;
+  ts.tokenizer = sc.get("tokenizer", std::string());
+  ts.activation = sc.get("activation", ts.activation);
+  ts.label_index = sc.get("label_index", ts.label_index);
+  ts.max_length = sc.get("max_length", ts.max_length);
+  ts.bos_id = sc.get("bos_id", ts.bos_id);
+  ts.eos_id = sc.get("eos_id", ts.eos_id);
+  ts.pad_id = sc.get("pad_id", ts.pad_id);
+  if (c.scorer_kind != "linear" && c.scorer_kind != "perspective" && c.scorer_kind != "torchscript") {
+    throw std::invalid_argument(fmt::format("{}: scorer.kind must be linear, perspective or torchscript, found '{}'",
+                                            sc.where("kind"), c.scorer_kind));
+  }
+  if (c.scorer_kind == "torchscript" && c.scorer.empty()) {
+    throw std::invalid_argument(fmt::format("{}: scorer.kind torchscript needs scorer.path (the .pt module)", sc.where()));
   }
   ConfigNode ev = root.child("evaluator");
   c.perplexity = ev.get("enabled", c.perplexity);
@@ -134,7 +147,11 @@ std::string dump_bench_config(const BenchConfig& c) {
     << "batch_size" << YAML::Value << c.generation.batch_size << YAML::EndMap;
   e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << c.scorer_kind
     << YAML::Key << "path" << YAML::Value << c.scorer << YAML::Key << "requests_per_second" << YAML::Value
-    << c.perspective_rps << YAML::EndMap;
+    << c.perspective_rps << YAML::Key << "tokenizer" << YAML::Value << c.torchscript.tokenizer.string() << YAML::Key
+    << "activation" << YAML::Value << c.torchscript.activation << YAML::Key << "label_index" << YAML::Value
+    << c.torchscript.label_index << YAML::Key << "max_length" << YAML::Value << c.torchscript.max_length << YAML::Key
+    << "bos_id" << YAML::Value << c.torchscript.bos_id << YAML::Key << "eos_id" << YAML::Value << c.torchscript.eos_id
+    << YAML::Key << "pad_id" << YAML::Value << c.torchscript.pad_id << YAML::EndMap;
   e << YAML::Key << "evaluator" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
     << c.perplexity << YAML::Key << "model" << YAML::Value << c.evaluator.model << YAML::Key << "tokenizer"
     << YAML::Value << c.evaluator.tokenizer << YAML::EndMap;
@@ -251,6 +268,11 @@ int run_bench(Args& args) {
     po.requests_per_second = c.perspective_rps;
     po.cache_path = c.scorer.empty() ? out_dir / "perspective-cache.jsonl" : std::filesystem::path(c.scorer);
     scorer = std::make_unique<PerspectiveScorer>(po);
+  } else if (c.scorer_kind == "torchscript") {
+    TorchScriptScorerOptions ts = c.torchscript;
+    ts.module = c.scorer;
+    ts.device = c.model.device;
+    scorer = std::make_unique<TorchScriptScorer>(ts);
   } else {
     scorer = std::make_unique<LinearScorer>(
         LinearScorer::load(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer)));
