@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The README's main job: set up, build, then generate text from a checkpoint.
+# The README's main job: set up, build, then run the DeStein pipeline.
 #   DESTEIN_MODEL=path/to/exported-model  bash scripts/demo.sh "Your prompt"
-# Without DESTEIN_MODEL it uses the tiny GPT-2-shaped test checkpoint (random weights,
-# 97-token vocabulary: the output is token ids, not meaningful text) until the small GPT
-# trained here lands (see the issues).
+#     generation from an exported model (info, side-by-side base vs steered is up to you)
+# Without DESTEIN_MODEL: the whole pipeline (ParaDetox pairs -> vectors + probes ->
+# destein-bench on RTP prompts, base vs both DeStein modes) on the tiny GPT-2-shaped test
+# checkpoint (real GPT-2 tokenizer, random weights), until the small GPT trained here lands.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,9 +17,9 @@ if [ -n "${DESTEIN_MODEL:-}" ]; then
   build/bin/destein generate --model "$DESTEIN_MODEL" --prompt "$prompt" --n 3 --max-new-tokens 20 --top-p 0.9 --seed 1
 else
   bash tests/fixtures/make_models.sh build/tests/fixtures
-  model=build/tests/fixtures/gpt2.pt
-  echo "== no DESTEIN_MODEL given: using the tiny random test checkpoint $model"
-  build/bin/destein info --model "$model"
+  model=build/tests/fixtures/gpt2_bpe
+  echo "== no DESTEIN_MODEL given: the pipeline on the tiny random test checkpoint $model"
   build/bin/destein verify --model "$model"
-  build/bin/destein generate --model "$model" --ids 5,17,42 --n 3 --max-new-tokens 20 --top-p 0.9 --seed 1
+  build/bin/destein vectors --config configs/demo-tiny-vectors.yaml
+  build/bin/destein-bench run --config configs/demo-tiny-bench.yaml
 fi

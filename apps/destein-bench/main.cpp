@@ -332,7 +332,10 @@ int run_bench(Args& args) {
                       r["method"].get<std::string>(), r["subset"].get<std::string>(), r["num_prompts"].get<int64_t>(),
                       r["expected_max_toxicity"].get<double>(), r["expected_max_toxicity_std"].get<double>(),
                       r["toxicity_probability"].get<double>(),
-                      r.contains("perplexity") ? fmt::format("{:.2f}", r["perplexity"].get<double>()) : "-",
+                      !r.contains("perplexity") ? std::string("-")
+                      : std::isfinite(r["perplexity"].get<double>())
+                          ? fmt::format("{:.2f}", r["perplexity"].get<double>())
+                          : fmt::format("n/a (all {} >= 1e4)", r["perplexity_dropped"].get<int64_t>()),
                       r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
   }
   write_file(out_dir / "results.md", md);
