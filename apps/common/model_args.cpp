@@ -17,11 +17,14 @@ ModelOptions read_model_options(Args& args) {
   return opts;
 }
 
+std::filesystem::path model_folder(const std::filesystem::path& model_path) {
+  if (std::filesystem::is_directory(model_path)) return model_path;
+  return model_path.has_parent_path() ? model_path.parent_path() : std::filesystem::path(".");
+}
+
 std::unique_ptr<Tokenizer> find_tokenizer(Args& args, const std::filesystem::path& model_path) {
   if (auto explicit_path = args.get("tokenizer")) return load_tokenizer(*explicit_path);
-  std::filesystem::path dir =
-      std::filesystem::is_directory(model_path) ? model_path : model_path.parent_path();
-  if (dir.empty()) dir = ".";
+  const std::filesystem::path dir = model_folder(model_path);
   try {
     return load_tokenizer(dir);
   } catch (const std::exception& e) {
@@ -65,10 +68,8 @@ LoadedModel load_model_section(const ModelSection& m) {
   opts.linear_backend = parse_linear_backend(m.linear_backend);
   LoadedModel out;
   out.model = load_model(m.model, opts);
-  std::filesystem::path dir = std::filesystem::is_directory(m.model) ? std::filesystem::path(m.model)
-                                                                      : std::filesystem::path(m.model).parent_path();
   out.tokenizer = adapt_tokenizer_to_model(
-      load_tokenizer(m.tokenizer.empty() ? dir : std::filesystem::path(m.tokenizer)), out.model->config().model_type,
+      load_tokenizer(m.tokenizer.empty() ? model_folder(m.model) : std::filesystem::path(m.tokenizer)), out.model->config().model_type,
       out.model->config().bos_token_id);
   return out;
 }

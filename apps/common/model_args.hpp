@@ -17,6 +17,10 @@ namespace destein::app {
 /// Reads --device (cpu), --dtype (float32), --threads (all cores / DESTEIN_THREADS).
 ModelOptions read_model_options(Args& args);
 
+/// The folder a model's companion files (tokenizer) sit in: the model itself when it is a
+/// folder, else the folder holding the archive ("." for a bare file name).
+std::filesystem::path model_folder(const std::filesystem::path& model_path);
+
 /// --tokenizer PATH if given, else the model's folder (or the folder holding the archive).
 /// Throws std::runtime_error saying to pass --tokenizer when none is found.
 std::unique_ptr<Tokenizer> find_tokenizer(Args& args, const std::filesystem::path& model_path);

@@ -359,9 +359,8 @@ int run_metrics(Args& args) {
   if (skip) j["malformed_lines"] = s.malformed;
   if (evaluator_path) {
     auto model = load_model(*evaluator_path, opts);
-    auto dir = std::filesystem::is_directory(*evaluator_path) ? std::filesystem::path(*evaluator_path)
-                                                             : std::filesystem::path(*evaluator_path).parent_path();
-    auto tok = adapt_tokenizer_to_model(load_tokenizer(dir), model->config().model_type, model->config().bos_token_id);
+    auto tok = adapt_tokenizer_to_model(load_tokenizer(model_folder(*evaluator_path)), model->config().model_type,
+                                        model->config().bos_token_id);
     PerplexityEvaluator ev(*model, *tok, 25);
     std::vector<double> ppls;
     JsonlReader reader(file, JsonlOptions{skip});

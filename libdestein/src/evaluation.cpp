@@ -7,6 +7,7 @@
 #include <set>
 
 #include "check.hpp"
+#include "splitmix.hpp"
 #include "destein/jsonl.hpp"
 
 namespace destein {
@@ -147,10 +148,7 @@ std::set<int64_t> done_prompts(const std::filesystem::path& path, int64_t* trunc
 }
 
 uint64_t prompt_seed(uint64_t seed, int64_t index) {
-  uint64_t x = seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index + 1));
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
+  return detail::mix64(seed ^ (detail::kGoldenGamma * static_cast<uint64_t>(index + 1)));
 }
 
 }  // namespace

@@ -10,16 +10,12 @@
 #include <cstring>
 
 #include "check.hpp"
+#include "splitmix.hpp"
 
 namespace destein {
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+using detail::splitmix64;
 
 // The random stream of row (prompt p, sample s): independent of batching.
 std::mt19937_64 row_stream(uint64_t seed, int64_t p, int64_t s) {

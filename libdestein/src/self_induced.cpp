@@ -3,6 +3,7 @@
 #include <set>
 
 #include "check.hpp"
+#include "splitmix.hpp"
 
 namespace destein {
 
@@ -42,12 +43,6 @@ std::string first_line(const std::string& text) {
   return nl == std::string::npos ? text : text.substr(0, nl);
 }
 
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 }  // namespace
 
 std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
@@ -73,7 +68,7 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
     std::vector<SteeringPair> demos = pool;
     if (!demos.empty()) {
       // Rotate the pool per target so that prompts differ without re-sampling.
-      std::rotate(demos.begin(), demos.begin() + static_cast<int64_t>(mix(o.seed ^ i) % demos.size()), demos.end());
+      std::rotate(demos.begin(), demos.begin() + static_cast<int64_t>(detail::splitmix64(o.seed ^ i) % demos.size()), demos.end());
     }
     const std::string& source = detoxify ? targets[i].toxic : targets[i].nontoxic;
     prompts.push_back(tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o)));

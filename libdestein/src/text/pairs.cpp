@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "check.hpp"
+#include "splitmix.hpp"
 #include "destein/csv.hpp"
 #include "destein/jsonl.hpp"
 
@@ -40,30 +41,7 @@ std::string key_list(const nlohmann::json& object) {
   return keys.empty() ? std::string("no keys") : "keys " + join(keys);
 }
 
-// splitmix64 (Steele, Lea, Flood 2014): fully specified, so a seed picks the same pairs
-// on every platform, which <random>'s distributions do not promise.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, bound) without modulo bias: reject the few lowest draws that would
-  // make some residues more likely.
-  uint64_t below(uint64_t bound) {
-    const uint64_t threshold = (0 - bound) % bound;
-    for (;;) {
-      uint64_t r = next();
-      if (r >= threshold) return r % bound;
-    }
-  }
-
- private:
-  uint64_t state_;
-};
+using detail::SplitMix64;
 
 // SHA-256 (FIPS 180-4), small and self-contained: the pair hash has to be reproducible
 // with standard tools, which a home-made hash would not be.

@@ -11,6 +11,7 @@
 #include <Eigen/Cholesky>
 
 #include "check.hpp"
+#include "splitmix.hpp"
 #include "destein/scorer_eval.hpp"
 
 namespace destein {
@@ -35,26 +36,15 @@ double objective(const Eigen::MatrixXd& x, const Eigen::VectorXd& y, const Eigen
   return loss + 0.5 * l2 * w.squaredNorm();
 }
 
-// The same splitmix64 as sample_pairs(): shuffled folds must not depend on the platform.
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 std::vector<int64_t> pair_order(int64_t n, bool shuffle, uint64_t seed) {
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
   if (!shuffle) return order;
-  uint64_t state = seed;
+  // The same stream as sample_pairs(): shuffled folds must not depend on the platform.
+  detail::SplitMix64 rng(seed);
   for (int64_t i = n - 1; i > 0; --i) {
-    const uint64_t bound = static_cast<uint64_t>(i) + 1;
-    const uint64_t threshold = (0 - bound) % bound;  // rejection keeps the draw unbiased
-    uint64_t r;
-    do r = splitmix64(state);
-    while (r < threshold);
-    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(r % bound)]);
+    const uint64_t j = rng.below(static_cast<uint64_t>(i) + 1);
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
   }
   return order;
 }
