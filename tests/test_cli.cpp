@@ -8,6 +8,7 @@
 #include "destein/pairs.hpp"
 #include "destein/steering_vectors.hpp"
 #include "test_support.hpp"
+#include "yaml_config.hpp"
 
 using destein::test::fixture;
 using destein::test::run_command;
@@ -166,6 +167,18 @@ TEST_CASE("destein pairs: self-induced pairs with provenance, filtered or not", 
     CHECK(j["provenance"]["scores"]["toxic"].get<double>() >= 0.5);
     CHECK(j["provenance"]["scores"]["nontoxic"].get<double>() < 0.5);
   }
+  // A context too small for the demonstrations: they are dropped until the prompt fits.
+  {
+    std::ofstream cfg(dir / "long.yaml");
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nnum_targets: 3\nfew_shot: 6\nseed: 5\n"
+        << "generation:\n  samples_per_target: 1\n  max_new_tokens: 8\nfilter:\n  enabled: false\noutput: "
+        << (dir / "long.jsonl").string() << "\n";
+  }
+  auto fitted = run_command(cli + "pairs --threads 1 --config " + (dir / "long.yaml").string());
+  INFO(fitted.output);
+  REQUIRE(fitted.exit_code == 0);
+  CHECK_THAT(fitted.output, Contains("the model's context (128 positions) left out"));
+  for (const auto& p : destein::load_pairs_jsonl(dir / "long.jsonl")) CHECK(p.provenance["demonstrations"].size() < 6);
   // More targets than seeds is a clear error.
   {
     std::ofstream seeds(dir / "seeds.jsonl");
@@ -186,4 +199,39 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("model: exported/gpt2-large"));
   }
+  // The main job's configs, as scripts/demo.sh runs them.
+  const std::string configs = std::string(DESTEIN_SOURCE_DIR) + "/configs/";
+  for (const char* cmd : {"pairs --config demo-pairs.yaml", "vectors --config demo-vectors.yaml",
+                          "vectors --config demo-vectors-z.yaml"}) {
+    INFO(cmd);
+    std::string line = cmd;
+    line.insert(line.find("--config ") + 9, configs);
+    auto r = run_command(cli + line + " --dump-config");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output, Contains("model: models/tiny-lm"));
+  }
+  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "bench-gpt2-large.yaml", "bench-llama2-7b.yaml"}) {
+    INFO(bench);
+    auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
+    CHECK(r.exit_code == 0);
+  }
+  auto lm = run_command(cli + "train-lm --check-config --config " + configs + "tiny-lm.yaml");
+  CHECK(lm.exit_code == 0);
+  CHECK_THAT(lm.output, Contains("ok (7 sources, GPT-2 4 layers d 256 context 128, vocabulary 8000"));
+}
+
+TEST_CASE("data paths: a file written under the current folder, else the data folder", "[cli][configs]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = destein::test::temp_dir("data_paths");
+  const fs::path before = fs::current_path();
+  fs::create_directories(dir / "runs");
+  std::ofstream(dir / "runs" / "pairs.jsonl") << "[]\n";
+  fs::current_path(dir);
+  const fs::path local = destein::app::resolve_data_path("runs/pairs.jsonl");
+  const fs::path data = destein::app::resolve_data_path("paradetox/paradetox.tsv", "/some/data");
+  const fs::path absolute = destein::app::resolve_data_path("/abs/x.jsonl", "/some/data");
+  fs::current_path(before);
+  CHECK(local == fs::path("runs/pairs.jsonl"));
+  CHECK(data == fs::path("/some/data/paradetox/paradetox.tsv"));
+  CHECK(absolute == fs::path("/abs/x.jsonl"));
 }

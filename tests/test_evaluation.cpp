@@ -179,6 +179,22 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
     CHECK(j.contains(key));
   }
   CHECK(j["num_prompts"] == 3);
+  CHECK(std::filesystem::exists(dir / "out" / "base" / "toxic.generations.jsonl.settings.json"));
+  // Rerunning the same experiment skips every prompt; other settings into the same files
+  // would mix two experiments, so that is refused, naming the setting.
+  auto again = run_command(bench + " run --threads 1 --config " + (dir / "bench.yaml").string());
+  REQUIRE(again.exit_code == 0);
+  CHECK_THAT(again.output, Contains("resumed (3 prompts already done)"));
+  {
+    std::ofstream cfg(dir / "seed3.yaml");
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: toxic, path: " << prompts.string()
+        << ", subset: toxic}\ngeneration: {samples: 3, max_new_tokens: 6, seed: 3}\noutput: " << (dir / "out").string()
+        << "\n";
+  }
+  auto mixed = run_command(bench + " run --threads 1 --config " + (dir / "seed3.yaml").string());
+  CHECK(mixed.exit_code != 0);
+  CHECK_THAT(mixed.output, Contains("toxic.generations.jsonl was generated with other settings") &&
+                               Contains("generation.seed: 3 now, 2 before"));
   // The same run scored by a TorchScript classifier.
   {
     std::ofstream cfg(dir / "ts.yaml");

@@ -138,6 +138,8 @@ void ConfigNode::finish() const { check_unknown(state_->root, ""); }
 std::filesystem::path resolve_data_path(const std::string& relative, const std::string& data_dir) {
   std::filesystem::path p(relative);
   if (p.is_absolute()) return p;
+  // A file this project wrote (runs/demo/pairs.jsonl) is found where the command runs.
+  if (std::filesystem::exists(p)) return p;
   if (!data_dir.empty()) return std::filesystem::path(data_dir) / p;
   if (const char* env = std::getenv("DESTEIN_DATA"); env && *env) return std::filesystem::path(env) / p;
   return std::filesystem::path(DESTEIN_DEFAULT_DATA_DIR) / p;

@@ -57,9 +57,10 @@ class ConfigNode {
   std::string path_;
 };
 
-/// Resolves a data path: absolute paths as they are; relative ones against, in order, the
-/// config's `data_dir` argument (if non-empty), $DESTEIN_DATA, and the build-time default
-/// (../shared/data beside the checkout).
+/// Resolves a data path: absolute paths as they are; relative ones that exist under the
+/// current directory (files a run wrote, e.g. runs/demo/pairs.jsonl) as they are; other
+/// relative ones against, in order, the config's `data_dir` argument (if non-empty),
+/// $DESTEIN_DATA, and the build-time default (../shared/data beside the checkout).
 std::filesystem::path resolve_data_path(const std::string& relative, const std::string& data_dir = "");
 
 }  // namespace destein::app

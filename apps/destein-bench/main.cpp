@@ -1,5 +1,6 @@
 // destein-bench: the RealToxicityPrompts-style evaluation, driven by a YAML experiment.
-//   destein-bench run --config configs/bench-demo.yaml [--dump-config] [--threads N]
+//   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
+//                     [--output DIR] [--vectors-dir DIR]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
@@ -50,6 +51,107 @@ struct BenchConfig {
   ModelSection evaluator;       // model empty: the generating model evaluates itself
   std::string output = "runs/bench";
 };
+
+// Identity of a file without reading a multi-gigabyte model: its size; small files
+// (vectors, scorers) also get a content hash.
+nlohmann::json file_identity(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return nullptr;
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::is_directory(p)) {
+    for (const char* name : {"model.pt", "model.safetensors", "model.safetensors.index.json"}) {
+      if (fs::is_regular_file(p / name)) p /= name;
+    }
+  }
+  const auto size = fs::file_size(p, ec);
+  if (ec) return path;
+  nlohmann::json id = {{"path", path}, {"bytes", size}};
+  if (size <= (64u << 20)) {
+    std::ifstream in(p, std::ios::binary);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    char buf[1 << 16];
+    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+      for (std::streamsize i = 0; i < in.gcount(); ++i) {
+        h ^= static_cast<unsigned char>(buf[i]);
+        h *= 0x100000001b3ULL;
+      }
+    }
+    id["fnv1a64"] = fmt::format("{:016x}", h);
+  }
+  return id;
+}
+
+// Everything that decides what a generations file holds. A resumed run must have been
+// started with the same settings, else its file would mix two experiments.
+nlohmann::json run_settings(const BenchConfig& c, const Method& m, const PromptSet& set) {
+  const auto& g = c.generation;
+  return {{"model", file_identity(c.model.model)},
+          {"dtype", c.model.dtype},
+          {"tokenizer", c.model.tokenizer},
+          {"prompts", {{"path", set.path}, {"subset", set.options.subset}, {"limit", set.options.limit}}},
+          {"method",
+           {{"vectors", file_identity(m.vectors)},
+            {"mode", m.vectors.empty() ? "none" : m.mode},
+            {"alpha", m.vectors.empty() ? 0.0 : m.steering.alpha},
+            {"layer_start", m.steering.layer_start},
+            {"layer_end", m.steering.layer_end},
+            {"top_k_heads", m.steering.top_k_heads}}},
+          {"generation",
+           {{"samples", g.num_samples},
+            {"max_new_tokens", g.max_new_tokens},
+            {"do_sample", g.do_sample},
+            {"temperature", g.temperature},
+            {"top_k", g.top_k},
+            {"top_p", g.top_p},
+            {"seed", g.seed}}},
+          {"scorer", {{"kind", c.scorer_kind}, {"file", c.scorer_kind == "perspective" ? nlohmann::json(nullptr) : file_identity(c.scorer)}}},
+          {"perplexity", {{"enabled", c.perplexity}, {"evaluator", file_identity(c.evaluator.model)}}}};
+}
+
+// First differing key of two settings objects, "generation.seed: 1 now, 0 before".
+std::string settings_difference(const nlohmann::json& now, const nlohmann::json& before, const std::string& path = "") {
+  if (now.is_object() && before.is_object()) {
+    for (auto it = now.begin(); it != now.end(); ++it) {
+      const std::string key = path.empty() ? it.key() : path + "." + it.key();
+      if (!before.contains(it.key())) return key + ": absent before";
+      std::string d = settings_difference(it.value(), before.at(it.key()), key);
+      if (!d.empty()) return d;
+    }
+    return "";
+  }
+  return now == before ? "" : fmt::format("{}: {} now, {} before", path, now.dump(), before.dump());
+}
+
+void write_file(const std::filesystem::path& path, const std::string& text);
+
+// Writes <generations>.settings.json, or checks it against an existing one when the
+// generations file already holds prompts.
+void check_resume_settings(const std::filesystem::path& generations, const nlohmann::json& settings) {
+  namespace fs = std::filesystem;
+  const fs::path settings_file = generations.string() + ".settings.json";
+  const bool has_lines = fs::exists(generations) && fs::file_size(generations) > 0;
+  if (has_lines && fs::exists(settings_file)) {
+    std::ifstream in(settings_file);
+    nlohmann::json before;
+    try {
+      before = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(fmt::format("{}: not valid JSON ({}); delete it to accept the generations as they are",
+                                           settings_file.string(), e.what()));
+    }
+    const std::string diff = settings_difference(settings, before);
+    if (!diff.empty()) {
+      throw std::runtime_error(fmt::format(
+          "{} was generated with other settings ({}); resuming would mix two experiments. Use another "
+          "output folder or method name, or delete the file to regenerate it",
+          generations.string(), diff));
+    }
+    return;
+  }
+  fs::create_directories(generations.parent_path());
+  write_file(settings_file, settings.dump(2) + "\n");
+}
 
 BenchConfig read_bench_config(const ConfigNode& root) {
   BenchConfig c;
@@ -234,9 +336,21 @@ int run_bench(Args& args) {
   const std::string config_path = args.require("config");
   const bool dump = args.flag("dump-config");
   const int64_t threads_override = args.get_int("threads", -1);
+  // Seed sweeps without copying the config: --seed replaces generation.seed, --output the
+  // output folder, --vectors-dir the folder of every method's vectors file.
+  const auto seed_override = args.get("seed");
+  const auto output_override = args.get("output");
+  const auto vectors_dir = args.get("vectors-dir");
   args.finish();
   BenchConfig c = read_bench_config(ConfigNode::load_file(config_path));
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
+  if (seed_override) c.generation.seed = static_cast<uint64_t>(std::stoull(*seed_override));
+  if (output_override) c.output = *output_override;
+  if (vectors_dir) {
+    for (auto& m : c.methods) {
+      if (!m.vectors.empty()) m.vectors = (std::filesystem::path(*vectors_dir) / std::filesystem::path(m.vectors).filename()).string();
+    }
+  }
   if (dump) {
     std::cout << dump_bench_config(c) << "\n";
     return 0;
@@ -297,6 +411,7 @@ int run_bench(Args& args) {
       ro.generation = c.generation;
       ro.method = method.name;
       ro.subset = set.name;
+      check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
                                               ro, file, [&](int64_t d, int64_t) { bar.update(d); });
@@ -391,7 +506,8 @@ int main(int argc, char** argv) {
   using namespace destein::app;
   if (argc < 2 || std::string(argv[1]) == "--help") {
     fmt::print(stderr,
-               "usage: destein-bench run --config FILE [--dump-config] [--threads N]\n"
+               "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
+               "                         [--vectors-dir DIR]\n"
                "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n");
     return argc < 2 ? 2 : 0;
   }

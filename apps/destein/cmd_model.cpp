@@ -1,6 +1,7 @@
 // Model commands: info, generate, verify, logits.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <iostream>
@@ -116,7 +117,7 @@ int run_generate(Args& args) {
     // Same seed, same rows: each sample differs only by the steering.
     for (size_t i = 0; i < gens.size(); ++i) {
       auto show = [&](const Generation& x) {
-        return tok ? tok->decode(x.token_ids) : fmt::format("{}", fmt::join(x.token_ids, ","));
+        return tok ? tok->decode_continuation(prompt_ids, x.token_ids) : fmt::format("{}", fmt::join(x.token_ids, ","));
       };
       fmt::print("--- sample {}\n  base:    {}{}\n  steered: {}{}\n", i, prompt ? *prompt : "", show(base[i]),
                  prompt ? *prompt : "", show(gens[i]));
@@ -125,7 +126,7 @@ int run_generate(Args& args) {
   }
   for (const auto& gen : gens) {
     std::string text;
-    if (tok) text = tok->decode(gen.token_ids);
+    if (tok) text = tok->decode_continuation(prompt_ids, gen.token_ids);
     if (json_lines) {
       nlohmann::json line = {{"sample", gen.sample_index}, {"token_ids", gen.token_ids}};
       if (tok) line["text"] = text;

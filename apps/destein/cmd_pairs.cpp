@@ -102,9 +102,14 @@ int run_pairs(Args& args) {
   const std::string config_path = args.require("config");
   const bool dump = args.flag("dump-config");
   const int64_t threads_override = args.get_int("threads", -1);
+  // --seed replaces both the target draw's and the sampling's seed; --output the file.
+  const int64_t seed_override = args.get_int("seed", -1);
+  const auto output_override = args.get("output");
   args.finish();
   PairsConfig c = read_pairs_config(ConfigNode::load_file(config_path));
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
+  if (seed_override >= 0) c.induction.seed = c.induction.generation.seed = static_cast<uint64_t>(seed_override);
+  if (output_override) c.output = *output_override;
   if (dump) {
     std::cout << dump_pairs_config(c) << "\n";
     return 0;
@@ -137,11 +142,15 @@ int run_pairs(Args& args) {
       report.generated, report.kept, report.filtered ? "" : " (UNFILTERED: no scorer)", report.empty,
       report.unchanged, report.duplicates, report.rejected_toxic, c.induction.toxic_min, report.rejected_nontoxic,
       c.induction.nontoxic_max, report.unscored, out.string());
+  if (report.demonstrations_dropped > 0 || report.targets_too_long > 0) {
+    fmt::print("the model's context ({} positions) left out {} demonstrations and {} targets that did not fit\n",
+               model->config().max_positions, report.demonstrations_dropped, report.targets_too_long);
+  }
   return 0;
 }
 
 }  // namespace
 
-DESTEIN_COMMAND(pairs_cmd, "pairs", "self-induced steering pairs from seed pairs (--config FILE)", run_pairs);
+DESTEIN_COMMAND(pairs_cmd, "pairs", "self-induced steering pairs from seed pairs (--config FILE [--seed S] [--output FILE])", run_pairs);
 
 }  // namespace destein::app

@@ -100,10 +100,12 @@ int run_vectors(Args& args) {
   const std::string config_path = args.require("config");
   const bool dump = args.flag("dump-config");
   auto output_override = args.get("output");
+  auto pairs_override = args.get("pairs");
   const int64_t threads_override = args.get_int("threads", -1);
   args.finish();
   VectorsConfig c = read_vectors_config(ConfigNode::load_file(config_path));
   if (output_override) c.output = *output_override;
+  if (pairs_override) c.pairs_path = *pairs_override;
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
   if (dump) {
     std::cout << dump_vectors_config(c) << "\n";
@@ -115,7 +117,13 @@ int run_vectors(Args& args) {
   PairLoadOptions load;
   load.first_neutral_only = c.first_neutral_only;
   std::vector<SteeringPair> all = load_pair_file(pairs_file, c.pairs_format, load);
-  std::vector<SteeringPair> pairs = sample_pairs(all, static_cast<size_t>(c.num_pairs), c.seed);
+  // num_pairs 0: every pair of the file (a self-induced set is already the sample).
+  const size_t wanted = c.num_pairs > 0 ? static_cast<size_t>(c.num_pairs) : all.size();
+  if (wanted > all.size()) {
+    throw std::invalid_argument(fmt::format("{}: pairs.num_pairs is {} but {} holds {} pairs (0 takes them all)",
+                                            config_path, c.num_pairs, pairs_file.string(), all.size()));
+  }
+  std::vector<SteeringPair> pairs = sample_pairs(all, wanted, c.seed);
   fmt::print(stderr, "pairs: {} sampled from {} in {} (seed {})\n", pairs.size(), all.size(), pairs_file.string(),
              c.seed);
 
@@ -183,7 +191,7 @@ int run_vectors(Args& args) {
 
 }  // namespace
 
-DESTEIN_COMMAND(vectors_cmd, "vectors", "compute head-wise steering directions and probes (--config FILE)",
+DESTEIN_COMMAND(vectors_cmd, "vectors", "compute head-wise steering directions and probes (--config FILE [--pairs FILE] [--output FILE])",
                 run_vectors);
 
 }  // namespace destein::app

@@ -59,8 +59,9 @@ int main(int argc, char** argv) {
     auto base = destein::generate(*model, prompts, options, &hooks);
 
     for (size_t i = 0; i < base.size(); ++i) {
-      std::cout << "base:    " << tokenizer->decode(base[i].token_ids) << "\n"
-                << "steered: " << tokenizer->decode(steered[i].token_ids) << "\n";
+      const auto& prompt = prompts[static_cast<size_t>(base[i].prompt_index)];
+      std::cout << "base:    " << tokenizer->decode_continuation(prompt, base[i].token_ids) << "\n"
+                << "steered: " << tokenizer->decode_continuation(prompt, steered[i].token_ids) << "\n";
     }
     return 0;
   } catch (const std::exception& e) {

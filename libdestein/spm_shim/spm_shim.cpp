@@ -86,7 +86,22 @@ int dspm_id_to_piece(const dspm_model* model, int id, char* buf, size_t buf_len)
 }
 
 int dspm_train(const char* args, char* err, size_t err_len) {
-  auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  // spm_train's --random_seed is a flag of the command-line tool, not a TrainerSpec field:
+  // take it out here and seed the library's generator, as spm_train does.
+  std::string spec(args);
+  const std::string flag = "--random_seed=";
+  if (size_t at = spec.find(flag); at != std::string::npos) {
+    const size_t end = spec.find(' ', at);
+    const std::string value = spec.substr(at + flag.size(), end == std::string::npos ? std::string::npos : end - at - flag.size());
+    try {
+      sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned int>(std::stoul(value)));
+    } catch (const std::exception&) {
+      write_error(err, err_len, "--random_seed expects a non-negative integer, found '" + value + "'");
+      return 1;
+    }
+    spec.erase(at, end == std::string::npos ? std::string::npos : end - at + 1);
+  }
+  auto status = sentencepiece::SentencePieceTrainer::Train(spec);
   if (!status.ok()) {
     write_error(err, err_len, status.ToString());
     return 1;

@@ -173,9 +173,10 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     }
     GenerationOptions g = options.generation;
     g.seed = prompt_seed(options.generation.seed, p.index);
-    auto gens = generate(model, {tokenizer.encode_prompt(p.text)}, g, hooks);
+    const std::vector<int64_t> prompt_ids = tokenizer.encode_prompt(p.text);
+    auto gens = generate(model, {prompt_ids}, g, hooks);
     std::vector<std::string> texts;
-    for (const auto& x : gens) texts.push_back(tokenizer.decode(x.token_ids));
+    for (const auto& x : gens) texts.push_back(tokenizer.decode_continuation(prompt_ids, x.token_ids));
     std::vector<std::optional<double>> scores(texts.size());
     if (scorer) {
       scores = scorer->score(texts);

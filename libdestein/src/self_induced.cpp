@@ -60,6 +60,9 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
   std::vector<SteeringPair> pool(drawn.begin() + o.num_targets, drawn.end());
 
   std::vector<std::vector<int64_t>> prompts;
+  std::vector<int64_t> target_of;  // prompt -> target
+  const int64_t max_positions = model.config().max_positions;
+  int64_t shortened = 0, too_long = 0;
   std::vector<std::vector<SteeringPair>> demos_of;
   std::vector<bool> detoxify_of;
   for (int64_t i = 0; i < o.num_targets; ++i) {
@@ -71,7 +74,20 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
       std::rotate(demos.begin(), demos.begin() + static_cast<int64_t>(detail::splitmix64(o.seed ^ i) % demos.size()), demos.end());
     }
     const std::string& source = detoxify ? targets[i].toxic : targets[i].nontoxic;
-    prompts.push_back(tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o)));
+    std::vector<int64_t> ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
+    // A small context (a model trained here has 128 positions) cannot hold every
+    // demonstration: drop them from the end until prompt and rewrite fit.
+    while (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions && !demos.empty()) {
+      demos.pop_back();
+      ++shortened;
+      ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
+    }
+    if (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions) {
+      ++too_long;
+      continue;
+    }
+    prompts.push_back(std::move(ids));
+    target_of.push_back(i);
     demos_of.push_back(std::move(demos));
     detoxify_of.push_back(detoxify);
   }
@@ -79,13 +95,15 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
 
   SelfInductionReport report;
   report.filtered = scorer != nullptr;
+  report.demonstrations_dropped = shortened;
+  report.targets_too_long = too_long;
   std::vector<SteeringPair> candidates;
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& g : gens) {
     ++report.generated;
-    const auto& target = targets[g.prompt_index];
+    const auto& target = targets[static_cast<size_t>(target_of[static_cast<size_t>(g.prompt_index)])];
     const bool detoxify = detoxify_of[g.prompt_index];
-    std::string rewrite = clean_pair_text(first_line(tokenizer.decode(g.token_ids)));
+    std::string rewrite = clean_pair_text(first_line(tokenizer.decode_continuation(prompts[g.prompt_index], g.token_ids)));
     if (rewrite.empty()) {
       ++report.empty;
       continue;

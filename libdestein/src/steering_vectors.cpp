@@ -1,5 +1,6 @@
 #include "destein/steering_vectors.hpp"
 
+#include <fmt/ranges.h>
 #include <ATen/ATen.h>
 
 #include "check.hpp"

@@ -425,6 +425,22 @@ TEST_CASE("SentencePiece matches libsentencepiece and round-trips", "[tokenizer]
   CHECK(no_bos->encode_prompt("Hello there") == no_bos->encode("Hello there"));
 }
 
+TEST_CASE("a continuation decodes with its leading space, as the model wrote it", "[tokenizer]") {
+  const auto t = destein::load_sentencepiece_tokenizer(train_sentencepiece("botchan", 1000, ""));
+  const Ids prompt = t->encode_prompt("I went to the school");
+  const Ids all = t->encode_prompt("I went to the school and the teacher laughed");
+  REQUIRE(std::equal(prompt.begin(), prompt.end(), all.begin()));
+  const Ids added(all.begin() + static_cast<int64_t>(prompt.size()), all.end());
+  // SentencePiece drops the first piece's space: decode() alone would glue the words.
+  CHECK(t->decode(added) == "and the teacher laughed");
+  CHECK(t->decode_continuation(prompt, added) == " and the teacher laughed");
+  CHECK(t->decode_continuation(prompt, {}) == "");
+  CHECK(t->decode_continuation(prompt, {2}) == "");  // EOS carries no text
+  // Byte-level BPE keeps spaces in its pieces: the same text as decode() alone.
+  const auto& g = gpt2();
+  CHECK(g.decode_continuation(g.encode("Hello there"), g.encode(" world")) == " world");
+}
+
 TEST_CASE("SentencePiece without BOS in the model never prepends one", "[tokenizer]") {
   const fs::path model = train_sentencepiece("botchan_nobos", 500, "--bos_id=-1");
   const auto t = destein::load_sentencepiece_tokenizer(model, /*prepend_bos=*/true);

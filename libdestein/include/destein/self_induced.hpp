@@ -49,6 +49,8 @@ struct SelfInductionReport {
   int64_t rejected_toxic = 0;    ///< toxic side scored below toxic_min
   int64_t rejected_nontoxic = 0; ///< non-toxic side scored at or above nontoxic_max
   int64_t unscored = 0;          ///< the scorer returned no score
+  int64_t demonstrations_dropped = 0;  ///< demonstrations left out so a prompt fits the context
+  int64_t targets_too_long = 0;  ///< targets whose prompt does not fit even without demonstrations
   bool filtered = false;         ///< false: no scorer, pairs are unfiltered
 };
 

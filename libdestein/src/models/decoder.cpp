@@ -1,5 +1,6 @@
 #include "models/decoder.hpp"
 
+#include <fmt/ranges.h>
 #include <ATen/ATen.h>
 
 #include <cmath>

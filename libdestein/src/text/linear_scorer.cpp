@@ -1,5 +1,6 @@
 #include "destein/linear_scorer.hpp"
 
+#include <fmt/ranges.h>
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>

@@ -23,6 +23,19 @@ std::vector<int64_t> Tokenizer::encode_prompt(std::string_view text) const {
   return ids;
 }
 
+std::string Tokenizer::decode_continuation(const std::vector<int64_t>& prompt_ids,
+                                           const std::vector<int64_t>& new_ids) const {
+  if (new_ids.empty()) return "";
+  std::vector<int64_t> all = prompt_ids;
+  all.insert(all.end(), new_ids.begin(), new_ids.end());
+  const std::string full = decode(all);
+  const std::string prefix = decode(prompt_ids);
+  // Decoding is not always prefix-stable (a normaliser could merge across the boundary);
+  // then the continuation alone is the best answer there is.
+  if (full.size() >= prefix.size() && full.compare(0, prefix.size(), prefix) == 0) return full.substr(prefix.size());
+  return decode(new_ids);
+}
+
 namespace {
 
 bool is_file(const fs::path& path) {
