@@ -11,6 +11,7 @@
 
 #include "args.hpp"
 #include "destein/evaluation.hpp"
+#include "destein/file_io.hpp"
 #include "destein/jsonl.hpp"
 #include "destein/linear_scorer.hpp"
 #include "destein/perspective.hpp"
@@ -109,22 +110,6 @@ nlohmann::json run_settings(const BenchConfig& c, const Method& m, const PromptS
           {"perplexity", {{"enabled", c.perplexity}, {"evaluator", file_identity(c.evaluator.model)}}}};
 }
 
-// First differing key of two settings objects, "generation.seed: 1 now, 0 before".
-std::string settings_difference(const nlohmann::json& now, const nlohmann::json& before, const std::string& path = "") {
-  if (now.is_object() && before.is_object()) {
-    for (auto it = now.begin(); it != now.end(); ++it) {
-      const std::string key = path.empty() ? it.key() : path + "." + it.key();
-      if (!before.contains(it.key())) return key + ": absent before";
-      std::string d = settings_difference(it.value(), before.at(it.key()), key);
-      if (!d.empty()) return d;
-    }
-    return "";
-  }
-  return now == before ? "" : fmt::format("{}: {} now, {} before", path, now.dump(), before.dump());
-}
-
-void write_file(const std::filesystem::path& path, const std::string& text);
-
 // Writes <generations>.settings.json, or checks it against an existing one when the
 // generations file already holds prompts.
 void check_resume_settings(const std::filesystem::path& generations, const nlohmann::json& settings) {
@@ -132,25 +117,17 @@ void check_resume_settings(const std::filesystem::path& generations, const nlohm
   const fs::path settings_file = generations.string() + ".settings.json";
   const bool has_lines = fs::exists(generations) && fs::file_size(generations) > 0;
   if (has_lines && fs::exists(settings_file)) {
-    std::ifstream in(settings_file);
-    nlohmann::json before;
-    try {
-      before = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(fmt::format("{}: not valid JSON ({}); delete it to accept the generations as they are",
-                                           settings_file.string(), e.what()));
-    }
-    const std::string diff = settings_difference(settings, before);
-    if (!diff.empty()) {
+    const nlohmann::json before = read_json_file(settings_file);
+    if (const auto diff = first_json_difference(settings, before)) {
       throw std::runtime_error(fmt::format(
           "{} was generated with other settings ({}); resuming would mix two experiments. Use another "
           "output folder or method name, or delete the file to regenerate it",
-          generations.string(), diff));
+          generations.string(), *diff));
     }
     return;
   }
   fs::create_directories(generations.parent_path());
-  write_file(settings_file, settings.dump(2) + "\n");
+  write_text_file(settings_file, settings.dump(2) + "\n");
 }
 
 BenchConfig read_bench_config(const ConfigNode& root) {
@@ -321,17 +298,6 @@ std::string tradeoff_svg(const std::vector<std::tuple<std::string, double, doubl
   return svg + "</svg>\n";
 }
 
-void write_file(const std::filesystem::path& path, const std::string& text) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    out.flush();
-    if (!out.good()) throw std::runtime_error(fmt::format("{}: write failed (disk full or not writable)", tmp.string()));
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 int run_bench(Args& args) {
   const std::string config_path = args.require("config");
   const bool dump = args.flag("dump-config");
@@ -362,7 +328,7 @@ int run_bench(Args& args) {
     if (!probe.good()) throw std::runtime_error(fmt::format("{}: output folder is not writable", out_dir.string()));
   }
   std::filesystem::remove(out_dir / ".write-test");
-  write_file(out_dir / "config.resolved.yaml", dump_bench_config(c) + "\n");
+  write_text_file(out_dir / "config.resolved.yaml", dump_bench_config(c) + "\n");
 
   LoadedModel gen = load_model_section(c.model);
   LoadedModel eval_own;
@@ -439,8 +405,8 @@ int run_bench(Args& args) {
       }
     }
   }
-  write_file(out_dir / "results.json", results.dump(2) + "\n");
-  write_file(out_dir / "results.csv", csv);
+  write_text_file(out_dir / "results.json", results.dump(2) + "\n");
+  write_text_file(out_dir / "results.csv", csv);
   std::string md = "| method | subset | prompts | EMT | TP | PPL | Dist-1 | Dist-2 | Dist-3 |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& r : results) {
     md += fmt::format("| {} | {} | {} | {:.3f} ± {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} |\n",
@@ -453,9 +419,9 @@ int run_bench(Args& args) {
                           : fmt::format("n/a (all {} >= 1e4)", r["perplexity_dropped"].get<int64_t>()),
                       r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
   }
-  write_file(out_dir / "results.md", md);
+  write_text_file(out_dir / "results.md", md);
   if (tradeoff.size() > 1) {
-    write_file(out_dir / "tradeoff.svg",
+    write_text_file(out_dir / "tradeoff.svg",
                tradeoff_svg(tradeoff, fmt::format("toxicity vs fluency on '{}' prompts", c.prompts.front().name)));
   }
   std::cout << md;

@@ -21,6 +21,7 @@
 
 #include "commands.hpp"
 #include "destein/checkpoint.hpp"
+#include "destein/file_io.hpp"
 #include "destein/generate.hpp"
 #include "destein/lm_corpus.hpp"
 #include "destein/lm_training.hpp"
@@ -150,28 +151,6 @@ json corpus_settings(const TrainLmConfig& c, const fs::path& data_dir) {
             {"seed", c.tokenizer_seed}}}};
 }
 
-json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", path.string()));
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw std::runtime_error(fmt::format("{}: not valid JSON ({})", path.string(), e.what()));
-  }
-}
-
-void write_file(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out.good()) throw std::runtime_error(fmt::format("cannot create '{}'", tmp.string()));
-    out << text;
-    out.close();
-    if (!out.good()) throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
-  }
-  fs::rename(tmp, path);
-}
-
 int64_t count_words(const std::string& text) {
   int64_t n = 0;
   bool in_word = false;
@@ -243,7 +222,7 @@ json prepare_corpus(const TrainLmConfig& c, const fs::path& data_dir, const fs::
       entry["documents"] = entry["documents"].get<int64_t>() + 1;
       entry["words"] = entry["words"].get<int64_t>() + count_words(d.text);
     }
-    write_file(dir / fmt::format("{}.txt", name), text);
+    write_text_file(dir / fmt::format("{}.txt", name), text);
     for (auto& [source, entry] : counts.items()) per_source[source][name] = entry;
   }
   json report = {{"settings", settings},
@@ -260,7 +239,7 @@ json prepare_corpus(const TrainLmConfig& c, const fs::path& data_dir, const fs::
                    {"documents_checked", overlap.documents_checked},
                    {"documents_removed", overlap.documents_removed},
                    {"matches", matches}}}};
-  write_file(report_path, report.dump(2) + "\n");  // last: marks the stage complete
+  write_text_file(report_path, report.dump(2) + "\n");  // last: marks the stage complete
   return report;
 }
 
@@ -457,8 +436,7 @@ std::string model_card(const TrainLmConfig& c, const json& report, const json& f
   line(fmt::format("| time | {:.1f} min of training steps on {} threads ({}) |",
                    figures["train_seconds"].get<double>() / 60, figures["threads"].get<int>(),
                    figures["machine"].get<std::string>()));
-  line(fmt::format("| throughput | {:.0f} tokens/s (last run segment), {:.0f} tokens/s over the whole training |",
-                   figures["tokens_per_second_last_run"].get<double>(),
+  line(fmt::format("| throughput | {:.0f} tokens/s (tokens seen / time of the training steps, all runs) |",
                    figures["tokens_seen"].get<double>() / figures["train_seconds"].get<double>()));
   line("");
   line("Held-out loss (nats per token) and perplexity:");
@@ -475,8 +453,9 @@ std::string model_card(const TrainLmConfig& c, const json& report, const json& f
                    figures["final_heldout_loss"].get<double>(), figures["heldout_tokens_scored"].get<int64_t>(),
                    s.context));
   line("");
-  line(fmt::format("## Samples\n\nNucleus sampling (top-p 0.9, {} new tokens, seed {}), from the exported "
-                   "checkpoint through destein's inference runtime:",
+  line(fmt::format("## Samples\n\nNucleus sampling (top-p 0.9, at most {} new tokens, seed {}), from the "
+                   "exported checkpoint through destein's inference runtime. ⏎ marks a sample that ended with "
+                   "`</s>`: the model learned that comments are short.",
                    c.sample_tokens, c.sample_seed));
   line("");
   for (const auto& [prompt, texts] : samples) {
@@ -621,7 +600,7 @@ int run_train_lm(Args& args) {
                                          c.train.shape.context)},
                   {"tokens_seen", result.tokens_seen},
                   {"train_seconds", result.train_seconds_total},
-                  {"tokens_per_second_last_run", result.tokens_per_second},
+                  {"tokens_per_second", static_cast<double>(result.tokens_seen) / result.train_seconds_total},
                   {"threads", threads_used},
                   {"machine", fmt::format("{} cores, OPENBLAS_CORETYPE={}", std::thread::hardware_concurrency(),
                                           coretype ? coretype : "unset")},
@@ -630,8 +609,8 @@ int run_train_lm(Args& args) {
                   {"final_heldout_loss_float32", result.final_heldout_loss},
                   {"corpus", report}};
   for (const auto& [step, loss] : result.heldout_curve) figures["heldout_curve"].push_back({step, loss});
-  write_file(ex / "training.json", figures.dump(2) + "\n");
-  write_file(ex / "MODEL_CARD.md", model_card(c, report, figures, samples));
+  write_text_file(ex / "training.json", figures.dump(2) + "\n");
+  write_text_file(ex / "MODEL_CARD.md", model_card(c, report, figures, samples));
   fmt::print(stderr, "exported {} ({}): held-out perplexity {:.1f}\n", ex.string(), c.export_dtype,
              std::exp(exported_loss));
   return 0;

@@ -17,6 +17,7 @@
 
 #include "check.hpp"
 #include "destein/checkpoint.hpp"
+#include "destein/file_io.hpp"
 #include "destein/safetensors.hpp"
 #include "splitmix.hpp"
 
@@ -88,14 +89,6 @@ uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325UL
   return h;
 }
 
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  DESTEIN_CHECK_IO(out.good(), "cannot create '{}'", path.string());
-  out << text;
-  out.close();
-  DESTEIN_CHECK_IO(out.good(), "failed writing '{}' (disk full?)", path.string());
-}
-
 // Checkpoint folders are "step-00001234"; a ".tmp" one is an interrupted write.
 std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) {
   std::vector<std::pair<int64_t, fs::path>> found;
@@ -111,20 +104,6 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) 
   }
   std::sort(found.begin(), found.end());
   return found;
-}
-
-// The first key whose values differ, as "key: a vs b" (nested keys joined by dots).
-std::optional<std::string> first_difference(const json& a, const json& b, const std::string& path = "") {
-  if (a.is_object() && b.is_object()) {
-    for (auto it = a.begin(); it != a.end(); ++it) {
-      const std::string key = path.empty() ? it.key() : path + "." + it.key();
-      if (!b.contains(it.key())) return key + ": absent in the checkpoint";
-      if (auto d = first_difference(it.value(), b.at(it.key()), key)) return d;
-    }
-    return std::nullopt;
-  }
-  if (a != b) return fmt::format("{}: {} now, {} in the checkpoint", path, a.dump(), b.dump());
-  return std::nullopt;
 }
 
 }  // namespace
@@ -430,18 +409,12 @@ int64_t LmTrainer::resume() {
   if (existing.empty()) return 0;
   const fs::path dir = existing.back().second;
   const fs::path state_path = dir / "state.json";
-  std::ifstream in(state_path);
-  json state;
-  try {
-    state = json::parse(in);
-  } catch (const json::exception& e) {
-    throw std::runtime_error(fmt::format("{}: not valid JSON ({})", state_path.string(), e.what()));
-  }
+  const json state = read_json_file(state_path);
   DESTEIN_CHECK_IO(state.value("format", "") == kStateFormat, "{}: not a destein training state",
                    state_path.string());
-  if (auto diff = first_difference(options_.to_json(), state.at("options"))) {
+  if (auto diff = first_json_difference(options_.to_json(), state.at("options"))) {
     throw std::runtime_error(fmt::format(
-        "cannot resume from {}: it was trained with other options ({}). Restore the options, or "
+        "cannot resume from {}: its training options differ from these ({}). Restore the options, or "
         "train into a new output folder",
         dir.string(), *diff));
   }

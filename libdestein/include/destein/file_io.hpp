@@ -1,0 +1,26 @@
+#pragma once
+/// Small file helpers the commands share: whole-file JSON reads whose errors name the
+/// file, atomic text writes, and the first difference between two settings objects (what
+/// resume checks report).
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace destein {
+
+/// Parses a whole file as JSON. Throws std::runtime_error naming the file when it cannot be
+/// opened or is not valid JSON.
+nlohmann::json read_json_file(const std::filesystem::path& path);
+
+/// Writes `text` to `path` through a temporary file and a rename, so a crash never leaves
+/// a half-written file. Throws std::runtime_error naming the file on failure.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+/// The first key (nested keys joined by dots) whose value differs between `now` and
+/// `before`, as "key: <now> now, <before> before"; nullopt when every key of `now` has the
+/// same value in `before`. Keys only `before` has are ignored.
+std::optional<std::string> first_json_difference(const nlohmann::json& now, const nlohmann::json& before);
+
+}  // namespace destein
