@@ -95,3 +95,21 @@ TEST_CASE("destein train-lm config errors name the key and line", "[cli][train_l
   CHECK(heads.exit_code != 0);
   CHECK_THAT(heads.output, Contains("heads.yaml") && Contains("model.n_heads"));
 }
+
+TEST_CASE("destein train-lm re-tokenizes when the tokenizer changed, and resume then refuses",
+          "[cli][train_lm]") {
+  const fs::path dir = destein::test::temp_dir("train_lm_cli_retokenize");
+  write(dir / "lm.yaml", micro_config(dir));
+  const std::string cli = std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "lm.yaml").string();
+  auto first = run_command(cli + " --stop-after 2");
+  INFO(first.output);
+  REQUIRE(first.exit_code == 0);
+  CHECK(fs::is_regular_file(dir / "run" / "corpus" / "train.tokens.json"));
+  // Another SentencePiece model of the same size in place of the trained one.
+  fs::copy_file(destein::test::fixture("llama_spm") / "tokenizer.model", dir / "run" / "tokenizer.model",
+                fs::copy_options::overwrite_existing);
+  auto second = run_command(cli);
+  INFO(second.output);
+  CHECK(second.exit_code != 0);
+  CHECK_THAT(second.output, Contains("tokenize train.txt") && Contains("other token streams"));
+}

@@ -68,18 +68,7 @@ nlohmann::json file_identity(const std::string& path) {
   const auto size = fs::file_size(p, ec);
   if (ec) return path;
   nlohmann::json id = {{"path", path}, {"bytes", size}};
-  if (size <= (64u << 20)) {
-    std::ifstream in(p, std::ios::binary);
-    uint64_t h = 0xcbf29ce484222325ULL;
-    char buf[1 << 16];
-    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
-      for (std::streamsize i = 0; i < in.gcount(); ++i) {
-        h ^= static_cast<unsigned char>(buf[i]);
-        h *= 0x100000001b3ULL;
-      }
-    }
-    id["fnv1a64"] = fmt::format("{:016x}", h);
-  }
+  if (size <= (64u << 20)) id["fnv1a64"] = file_fnv1a64(p);
   return id;
 }
 

@@ -280,9 +280,16 @@ std::vector<int32_t> read_tokens(const fs::path& path) {
   return ids;
 }
 
-// Stage 3: [BOS] document [EOS] for every document of a split, as one int32 stream.
-std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& token_file, const Tokenizer& tok) {
-  if (fs::is_regular_file(token_file)) return read_tokens(token_file);
+// Stage 3: [BOS] document [EOS] for every document of a split, as one int32 stream. The
+// cache is reused only when `<tokens>.json` says it came from this tokenizer and text.
+std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& token_file, const Tokenizer& tok,
+                                    const fs::path& tokenizer_file) {
+  const fs::path stamp_file = token_file.string() + ".json";
+  const nlohmann::json stamp = {{"tokenizer", file_fnv1a64(tokenizer_file)},
+                                {"text", file_fnv1a64(text_file)}};
+  if (fs::is_regular_file(token_file) && fs::is_regular_file(stamp_file) && read_json_file(stamp_file) == stamp) {
+    return read_tokens(token_file);
+  }
   std::ifstream in(text_file, std::ios::binary);
   if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", text_file.string()));
   const int64_t bos = *tok.bos_id(), eos = *tok.eos_id();
@@ -308,6 +315,7 @@ std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& t
     if (!out.good()) throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
   }
   fs::rename(tmp, token_file);
+  write_text_file(stamp_file, stamp.dump(2) + "\n");
   return ids;
 }
 
@@ -510,9 +518,9 @@ int run_train_lm(Args& args) {
     throw std::runtime_error(fmt::format("{}: expected {} pieces with <s> and </s>, found {} pieces", tok_path.string(),
                                          c.vocab_size, tok->vocab_size()));
   }
-  std::vector<int32_t> train_ids = prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok);
+  std::vector<int32_t> train_ids = prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok, tok_path);
   std::vector<int32_t> heldout_ids =
-      prepare_tokens(out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok);
+      prepare_tokens(out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok, tok_path);
   int64_t train_words = 0;
   for (const auto& [name, e] : report["sources"].items()) {
     if (e.contains("train")) train_words += e["train"]["words"].get<int64_t>();

@@ -16,6 +16,7 @@
 #include <fstream>
 
 #include "check.hpp"
+#include "fnv1a.hpp"
 #include "destein/checkpoint.hpp"
 #include "destein/file_io.hpp"
 #include "destein/safetensors.hpp"
@@ -78,15 +79,6 @@ at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   std::vector<int64_t> out(sizes.begin(), sizes.end() - 1);
   out.push_back(w.size(1));
   return y.view(out);
-}
-
-uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 // Checkpoint folders are "step-00001234"; a ".tmp" one is an interrupted write.
@@ -321,8 +313,8 @@ LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens, 
                         id, options_.shape.vocab_size);
     }
   }
-  data_fingerprint_ = fnv1a(train_.data(), train_.size() * sizeof(int32_t));
-  data_fingerprint_ = fnv1a(heldout_.data(), heldout_.size() * sizeof(int32_t), data_fingerprint_);
+  data_fingerprint_ = detail::fnv1a64(train_.data(), train_.size() * sizeof(int32_t));
+  data_fingerprint_ = detail::fnv1a64(heldout_.data(), heldout_.size() * sizeof(int32_t), data_fingerprint_);
 }
 
 at::Tensor LmTrainer::sample_batch(int64_t step) const {

@@ -19,6 +19,12 @@ TEST_CASE("text files are written whole and JSON read back with errors naming th
   CHECK_THROWS_WITH(destein::read_json_file(dir / "a.json"), Contains("a.json: not valid JSON"));
   CHECK_THROWS_WITH(destein::read_json_file(dir / "missing.json"), Contains("missing.json"));
   CHECK_THROWS_WITH(destein::write_text_file(dir / "no" / "such" / "dir.txt", "x"), Contains("dir.txt"));
+  // FNV-1a 64 test vectors: "" -> offset basis, "a" -> af63dc4c8601ec8c.
+  destein::write_text_file(dir / "empty", "");
+  destein::write_text_file(dir / "a", "a");
+  CHECK(destein::file_fnv1a64(dir / "empty") == "cbf29ce484222325");
+  CHECK(destein::file_fnv1a64(dir / "a") == "af63dc4c8601ec8c");
+  CHECK_THROWS_WITH(destein::file_fnv1a64(dir / "missing"), Contains("missing"));
 }
 
 TEST_CASE("the first differing setting is named by its dotted key", "[file_io]") {

@@ -18,6 +18,10 @@ nlohmann::json read_json_file(const std::filesystem::path& path);
 /// a half-written file. Throws std::runtime_error naming the file on failure.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
 
+/// FNV-1a 64 of a file's bytes as 16 hex digits: identifies a file a cache or a run was
+/// made from. Throws std::runtime_error naming the file when it cannot be read.
+std::string file_fnv1a64(const std::filesystem::path& path);
+
 /// The first key (nested keys joined by dots) whose value differs between `now` and
 /// `before`, as "key: <now> now, <before> before"; nullopt when every key of `now` has the
 /// same value in `before`. Keys only `before` has are ignored.

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "check.hpp"
+#include "fnv1a.hpp"
 
 namespace destein {
 namespace {
@@ -43,6 +44,16 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
     DESTEIN_CHECK_IO(out.good(), "failed writing '{}' (disk full or not writable?)", tmp.string());
   }
   std::filesystem::rename(tmp, path);
+}
+
+std::string file_fnv1a64(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", path.string());
+  uint64_t h = detail::kFnvOffset;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) h = detail::fnv1a64(buf, static_cast<size_t>(in.gcount()), h);
+  DESTEIN_CHECK_IO(!in.bad(), "error while reading '{}'", path.string());
+  return fmt::format("{:016x}", h);
 }
 
 std::optional<std::string> first_json_difference(const nlohmann::json& now, const nlohmann::json& before) {

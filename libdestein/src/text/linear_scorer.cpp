@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "check.hpp"
+#include "fnv1a.hpp"
 #include "destein/scorer_eval.hpp"
 
 namespace destein {
@@ -204,8 +205,7 @@ void tokenize(std::string_view text, std::vector<std::string>& out) {
 // ---------------------------------------------------------------------------------------
 // Hashing
 
-constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
-constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
+using detail::kFnvOffset;
 constexpr uint64_t kCombine = 0x9E3779B97F4A7C15ULL;
 constexpr uint64_t kWordSeed = 0x77u;  // per-token hash
 constexpr uint64_t kWordNgramSeed = 0x57000000ULL;
@@ -220,14 +220,7 @@ inline uint64_t fmix64(uint64_t k) {
   return k;
 }
 
-inline uint64_t fnv1a(const char* p, size_t n, uint64_t seed) {
-  uint64_t h = kFnvOffset ^ seed;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(p[i]);
-    h *= kFnvPrime;
-  }
-  return h;
-}
+inline uint64_t fnv1a(const char* p, size_t n, uint64_t seed) { return detail::fnv1a64(p, n, kFnvOffset ^ seed); }
 
 void check_feature_options(const LinearFeatureOptions& o) {
   DESTEIN_CHECK_ARG(o.hash_bits >= 10 && o.hash_bits <= 24,

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "check.hpp"
+#include "fnv1a.hpp"
 #include "destein/jsonl.hpp"
 #include "destein/scorer_data.hpp"
 #include "splitmix.hpp"
@@ -118,15 +119,7 @@ void read_paragraphs(const fs::path& p, std::string_view source, std::string_vie
   DESTEIN_CHECK_IO(!in.bad(), "error while reading '{}'", p.string());
 }
 
-uint64_t hash_words(std::string_view text) {
-  // FNV-1a: the key only needs to spread, not to resist anyone.
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : text) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
+uint64_t hash_words(std::string_view text) { return detail::fnv1a64(text.data(), text.size()); }
 
 // Offsets at which each word of normalised `text` starts, plus text.size() at the end.
 std::vector<size_t> word_starts(std::string_view text) {

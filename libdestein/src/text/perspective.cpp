@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "check.hpp"
+#include "fnv1a.hpp"
 
 namespace destein {
 namespace {
@@ -28,13 +29,10 @@ constexpr int kCacheVersion = 1;
 // probability of about 3e-8.
 std::string cache_key(const std::string& attribute, const std::vector<std::string>& languages,
                       const std::string& text) {
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = detail::kFnvOffset;
   auto feed = [&h](const std::string& s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 0x100000001b3ull;
-    }
-    h *= 0x100000001b3ull;  // the NUL separator: h ^= 0, then the multiply
+    h = detail::fnv1a64(s.data(), s.size(), h);
+    h *= detail::kFnvPrime;  // the NUL separator: h ^= 0, then the multiply
   };
   feed(attribute);
   for (const auto& language : languages) feed(language);
