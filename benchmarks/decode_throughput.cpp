@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "args.hpp"
+#include "python_baseline.hpp"
 #include "random_model.hpp"
 #include "destein/generate.hpp"
 #include "destein/model.hpp"
@@ -80,18 +81,9 @@ Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tok
 
 nlohmann::json run_python(int threads, const std::string& batches, int64_t prompt_len, int64_t new_tokens,
                           int repeats) {
-  const std::string cmd = fmt::format(
-      "/usr/bin/python3 {}/benchmarks/decode_throughput_eager.py --threads {} --batches {} "
-      "--prompt-len {} --new-tokens {} --repeats {}",
-      DESTEIN_SOURCE_DIR, threads, batches, prompt_len, new_tokens, repeats);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) throw std::runtime_error("cannot start " + cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  if (pclose(pipe) != 0) throw std::runtime_error("the eager PyTorch baseline failed: " + cmd);
-  return nlohmann::json::parse(out);
+  return bench::run_python_baseline(
+      "decode_throughput_eager.py", fmt::format("--threads {} --batches {} --prompt-len {} --new-tokens {} --repeats {}",
+                                                threads, batches, prompt_len, new_tokens, repeats));
 }
 
 }  // namespace

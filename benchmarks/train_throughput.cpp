@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "args.hpp"
+#include "python_baseline.hpp"
 #include "destein/lm_training.hpp"
 #include "destein/runtime.hpp"
 
@@ -56,17 +57,8 @@ int main(int argc, char** argv) {
                coretype ? coretype : "unset");
     fmt::print("destein train-lm step      {:>8.0f} tokens/s\n", ours);
     if (python) {
-      const std::string cmd = fmt::format("/usr/bin/python3 {}/benchmarks/train_throughput_eager.py --threads {} "
-                                          "--steps {} --warmup {}",
-                                          DESTEIN_SOURCE_DIR, threads, steps, warmup);
-      FILE* pipe = popen(cmd.c_str(), "r");
-      if (!pipe) throw std::runtime_error("cannot run " + cmd);
-      std::string out;
-      char buf[4096];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-      if (pclose(pipe) != 0) throw std::runtime_error("the PyTorch baseline failed: " + cmd);
-      const auto eager = nlohmann::json::parse(out);
+      const auto eager = bench::run_python_baseline(
+          "train_throughput_eager.py", fmt::format("--threads {} --steps {} --warmup {}", threads, steps, warmup));
       const double theirs = eager["tokens_per_s"].get<double>();
       fmt::print("PyTorch {} eager step   {:>8.0f} tokens/s\nratio destein / PyTorch     {:>8.2f}x\n",
                  eager["torch"].get<std::string>(), theirs, ours / theirs);
