@@ -92,4 +92,22 @@ std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, cons
   return pairs;
 }
 
+void read_generation_section(const ConfigNode& node, const std::string& samples_key, GenerationOptions& options) {
+  options.num_samples = node.get(samples_key, options.num_samples);
+  options.max_new_tokens = node.get("max_new_tokens", options.max_new_tokens);
+  options.top_p = node.get("top_p", options.top_p);
+  options.top_k = node.get("top_k", options.top_k);
+  options.temperature = node.get("temperature", options.temperature);
+  options.seed = node.get("seed", options.seed);
+  options.batch_size = node.get("batch_size", options.batch_size);
+}
+
+void emit_generation_section(YAML::Emitter& out, const std::string& samples_key, const GenerationOptions& options) {
+  out << YAML::Key << samples_key << YAML::Value << options.num_samples << YAML::Key << "max_new_tokens"
+      << YAML::Value << options.max_new_tokens << YAML::Key << "top_p" << YAML::Value << options.top_p << YAML::Key
+      << "top_k" << YAML::Value << options.top_k << YAML::Key << "temperature" << YAML::Value << options.temperature
+      << YAML::Key << "seed" << YAML::Value << options.seed << YAML::Key << "batch_size" << YAML::Value
+      << options.batch_size;
+}
+
 }  // namespace destein::app

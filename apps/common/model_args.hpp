@@ -9,6 +9,7 @@
 #include "args.hpp"
 #include "destein/pairs.hpp"
 #include "yaml_config.hpp"
+#include "destein/generate.hpp"
 #include "destein/model.hpp"
 #include "destein/tokenizer.hpp"
 
@@ -39,6 +40,13 @@ struct ModelSection {
 ModelSection read_model_section(const ConfigNode& root);
 /// Writes the same keys into an open YAML map.
 void emit_model_section(YAML::Emitter& out, const ModelSection& section);
+
+/// The sampling keys the YAML experiments share (`samples_key` is "samples" in
+/// destein-bench, "samples_per_target" in destein pairs): max_new_tokens, top_p, top_k,
+/// temperature, seed, batch_size. Absent keys keep the values already in `options`.
+void read_generation_section(const ConfigNode& node, const std::string& samples_key, GenerationOptions& options);
+/// Writes the same keys into an open YAML map.
+void emit_generation_section(YAML::Emitter& out, const std::string& samples_key, const GenerationOptions& options);
 
 struct LoadedModel {
   std::unique_ptr<Model> model;

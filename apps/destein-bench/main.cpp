@@ -62,7 +62,10 @@ nlohmann::json file_identity(const std::string& path) {
   fs::path p(path);
   if (fs::is_directory(p)) {
     for (const char* name : {"model.pt", "model.safetensors", "model.safetensors.index.json"}) {
-      if (fs::is_regular_file(p / name)) p /= name;
+      if (fs::is_regular_file(p / name)) {
+        p /= name;
+        break;
+      }
     }
   }
   const auto size = fs::file_size(p, ec);
@@ -153,13 +156,7 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   }
   if (c.methods.empty()) c.methods.push_back(Method{});
   ConfigNode g = root.child("generation");
-  c.generation.num_samples = g.get("samples", c.generation.num_samples);
-  c.generation.max_new_tokens = g.get("max_new_tokens", c.generation.max_new_tokens);
-  c.generation.top_p = g.get("top_p", c.generation.top_p);
-  c.generation.top_k = g.get("top_k", c.generation.top_k);
-  c.generation.temperature = g.get("temperature", c.generation.temperature);
-  c.generation.seed = g.get("seed", c.generation.seed);
-  c.generation.batch_size = g.get("batch_size", c.generation.batch_size);
+  read_generation_section(g, "samples", c.generation);
   ConfigNode sc = root.child("scorer");
   c.scorer_kind = sc.get("kind", c.scorer_kind);
   c.scorer = sc.get("path", c.scorer);
@@ -208,11 +205,8 @@ std::string dump_bench_config(const BenchConfig& c) {
       << m.steering.top_k_heads << YAML::EndMap;
   }
   e << YAML::EndSeq << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "samples" << YAML::Value << c.generation.num_samples << YAML::Key << "max_new_tokens"
-    << YAML::Value << c.generation.max_new_tokens << YAML::Key << "top_p" << YAML::Value << c.generation.top_p
-    << YAML::Key << "top_k" << YAML::Value << c.generation.top_k << YAML::Key << "temperature" << YAML::Value
-    << c.generation.temperature << YAML::Key << "seed" << YAML::Value << c.generation.seed << YAML::Key
-    << "batch_size" << YAML::Value << c.generation.batch_size << YAML::EndMap;
+  emit_generation_section(e, "samples", c.generation);
+  e << YAML::EndMap;
   e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << c.scorer_kind
     << YAML::Key << "path" << YAML::Value << c.scorer << YAML::Key << "requests_per_second" << YAML::Value
     << c.perspective_rps << YAML::Key << "tokenizer" << YAML::Value << c.torchscript.tokenizer.string() << YAML::Key

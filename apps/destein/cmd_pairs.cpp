@@ -52,13 +52,7 @@ PairsConfig read_pairs_config(const ConfigNode& root) {
   in.toxic_label = prompt.get("toxic_label", in.toxic_label);
   in.nontoxic_label = prompt.get("nontoxic_label", in.nontoxic_label);
   ConfigNode gen = root.child("generation");
-  in.generation.num_samples = gen.get("samples_per_target", in.generation.num_samples);
-  in.generation.max_new_tokens = gen.get("max_new_tokens", in.generation.max_new_tokens);
-  in.generation.temperature = gen.get("temperature", in.generation.temperature);
-  in.generation.top_p = gen.get("top_p", in.generation.top_p);
-  in.generation.top_k = gen.get("top_k", in.generation.top_k);
-  in.generation.seed = gen.get("seed", in.generation.seed);
-  in.generation.batch_size = gen.get("batch_size", in.generation.batch_size);
+  read_generation_section(gen, "samples_per_target", in.generation);
   ConfigNode filter = root.child("filter");
   c.scorer_enabled = filter.get("enabled", c.scorer_enabled);
   c.scorer_path = filter.get("scorer", c.scorer_path);
@@ -84,13 +78,8 @@ std::string dump_pairs_config(const PairsConfig& c) {
     << YAML::DoubleQuoted << in.instruction << YAML::Key << "toxic_label" << YAML::Value << in.toxic_label
     << YAML::Key << "nontoxic_label" << YAML::Value << in.nontoxic_label << YAML::EndMap;
   e << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "samples_per_target" << YAML::Value << in.generation.num_samples;
-  e << YAML::Key << "max_new_tokens" << YAML::Value << in.generation.max_new_tokens;
-  e << YAML::Key << "temperature" << YAML::Value << in.generation.temperature;
-  e << YAML::Key << "top_p" << YAML::Value << in.generation.top_p << YAML::Key << "top_k" << YAML::Value
-    << in.generation.top_k;
-  e << YAML::Key << "seed" << YAML::Value << in.generation.seed << YAML::Key << "batch_size" << YAML::Value
-    << in.generation.batch_size << YAML::EndMap;
+  emit_generation_section(e, "samples_per_target", in.generation);
+  e << YAML::EndMap;
   e << YAML::Key << "filter" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
     << c.scorer_enabled << YAML::Key << "scorer" << YAML::Value << c.scorer_path << YAML::Key << "toxic_min"
     << YAML::Value << in.toxic_min << YAML::Key << "nontoxic_max" << YAML::Value << in.nontoxic_max << YAML::EndMap;
