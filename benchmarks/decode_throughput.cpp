@@ -17,9 +17,9 @@
 #include "args.hpp"
 #include "python_baseline.hpp"
 #include "random_model.hpp"
-#include "destein/generate.hpp"
-#include "destein/model.hpp"
-#include "destein/runtime.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/runtime/device.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;

@@ -14,10 +14,10 @@
 #include <chrono>
 
 #include "args.hpp"
-#include "destein/evaluation.hpp"
-#include "destein/linear_scorer.hpp"
-#include "destein/runtime.hpp"
-#include "destein/steering.hpp"
+#include "destein/eval/harness.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/runtime/device.hpp"
+#include "destein/steer/steering.hpp"
 #include "random_model.hpp"
 #include "yaml_config.hpp"
 

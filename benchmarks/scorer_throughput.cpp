@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "args.hpp"
-#include "destein/linear_scorer.hpp"
-#include "destein/scorer_data.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/train/scorer_data.hpp"
 
 namespace {
 

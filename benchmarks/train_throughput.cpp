@@ -16,8 +16,8 @@
 
 #include "args.hpp"
 #include "python_baseline.hpp"
-#include "destein/lm_training.hpp"
-#include "destein/runtime.hpp"
+#include "destein/train/lm_training.hpp"
+#include "destein/runtime/device.hpp"
 
 using namespace destein;
 

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "destein/runtime.hpp"
+#include "destein/runtime/device.hpp"
 
 #include <algorithm>
 

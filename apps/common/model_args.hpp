@@ -7,11 +7,11 @@
 #include <string>
 
 #include "args.hpp"
-#include "destein/pairs.hpp"
+#include "destein/steer/pairs.hpp"
 #include "yaml_config.hpp"
-#include "destein/generate.hpp"
-#include "destein/model.hpp"
-#include "destein/tokenizer.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/text/tokenizer.hpp"
 
 namespace destein::app {
 

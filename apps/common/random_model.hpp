@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "destein/checkpoint.hpp"
+#include "destein/runtime/checkpoint.hpp"
 
 namespace destein::app {
 

@@ -6,9 +6,9 @@
 #include <optional>
 
 #include "args.hpp"
-#include "destein/hooks.hpp"
-#include "destein/model.hpp"
-#include "destein/steering.hpp"
+#include "destein/runtime/hooks.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/steer/steering.hpp"
 
 namespace destein::app {
 

@@ -7,9 +7,9 @@
 #include <iostream>
 
 #include "commands.hpp"
-#include "destein/generate.hpp"
-#include "destein/model.hpp"
-#include "destein/runtime.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/runtime/device.hpp"
 #include "model_args.hpp"
 #include "steering_args.hpp"
 

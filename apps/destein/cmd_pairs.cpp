@@ -6,9 +6,9 @@
 #include <iostream>
 
 #include "commands.hpp"
-#include "destein/linear_scorer.hpp"
-#include "destein/runtime.hpp"
-#include "destein/self_induced.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/runtime/device.hpp"
+#include "destein/steer/self_induced.hpp"
 #include "model_args.hpp"
 #include "progress.hpp"
 #include "yaml_config.hpp"

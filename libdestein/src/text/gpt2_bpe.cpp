@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "destein/tokenizer.hpp"
+#include "destein/text/tokenizer.hpp"
 
 namespace destein {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "destein/tokenizer.hpp"
+#include "destein/text/tokenizer.hpp"
 #include "text/spm_library.hpp"
 
 namespace destein {

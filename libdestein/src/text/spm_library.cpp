@@ -11,24 +11,14 @@
 #include <vector>
 
 #include "check.hpp"
+#include "install_paths.hpp"
 
 namespace destein::detail {
 namespace {
 
 std::vector<std::string> candidate_paths() {
   std::vector<std::string> paths;
-  if (const char* env = std::getenv("DESTEIN_SPM_LIBRARY")) paths.emplace_back(env);
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    std::filesystem::path dir = std::filesystem::path(exe).parent_path();
-    paths.push_back((dir / "libdestein_spm.so").string());
-    paths.push_back((dir / ".." / "lib" / "libdestein_spm.so").string());
-  }
-#ifdef DESTEIN_SPM_LIBRARY_PATH
-  paths.emplace_back(DESTEIN_SPM_LIBRARY_PATH);
-#endif
+  for (const auto& p : spm_module_candidates()) paths.push_back(p.string());
   return paths;
 }
 

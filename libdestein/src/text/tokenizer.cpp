@@ -1,6 +1,6 @@
 // What every tokenizer shares: prompt encoding and finding a model's tokenizer files.
 
-#include "destein/tokenizer.hpp"
+#include "destein/text/tokenizer.hpp"
 
 #include <filesystem>
 #include <string>

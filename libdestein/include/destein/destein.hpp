@@ -1,0 +1,39 @@
+#pragma once
+/// Everything destein offers, in one include. Each header below is one concept; the folders
+/// are the library's domains (docs/architecture.md):
+///   runtime/  checkpoints, model families, hooks, generation, devices
+///   text/     tokenizers
+///   steer/    steering pairs, self-induction, activations, probes, directions, the intervention
+///   eval/     prompts, metrics, the evaluation harness
+///   score/    toxicity scorers (linear, TorchScript, Perspective) and their figures
+///   train/    language-model corpus and training, scorer training data
+///   io/       CSV, JSON Lines, safetensors, file helpers
+///   experiment/  YAML experiments (bench, pairs, vectors, train-lm, scorer) as options structs
+
+#include "destein/eval/harness.hpp"
+#include "destein/eval/metrics.hpp"
+#include "destein/io/csv.hpp"
+#include "destein/io/file_io.hpp"
+#include "destein/io/jsonl.hpp"
+#include "destein/io/safetensors.hpp"
+#include "destein/runtime/checkpoint.hpp"
+#include "destein/runtime/device.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/hooks.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/runtime/model_config.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/score/perspective.hpp"
+#include "destein/score/scorer.hpp"
+#include "destein/score/scorer_eval.hpp"
+#include "destein/score/torchscript_scorer.hpp"
+#include "destein/steer/activations.hpp"
+#include "destein/steer/pairs.hpp"
+#include "destein/steer/probes.hpp"
+#include "destein/steer/self_induced.hpp"
+#include "destein/steer/steering.hpp"
+#include "destein/steer/steering_vectors.hpp"
+#include "destein/text/tokenizer.hpp"
+#include "destein/train/lm_corpus.hpp"
+#include "destein/train/lm_training.hpp"
+#include "destein/train/scorer_data.hpp"

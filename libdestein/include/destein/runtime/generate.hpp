@@ -1,0 +1,58 @@
+#pragma once
+/// Batched text generation with the KV cache: greedy or sampled (temperature, top-k,
+/// top-p), n samples per prompt, reproducible for a seed whatever the batch size.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "destein/runtime/hooks.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/text/tokenizer.hpp"
+
+namespace destein {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 20;
+  int64_t num_samples = 1;        ///< samples per prompt
+  bool do_sample = true;          ///< false: greedy
+  double temperature = 1.0;
+  int64_t top_k = 0;              ///< 0: off
+  double top_p = 1.0;             ///< 1: off
+  uint64_t seed = 0;
+  bool stop_at_eos = true;
+  int64_t eos_id = -1;            ///< -1: the model config's eos_token_id, if any
+  int64_t pad_id = -1;            ///< filler for finished rows; -1: eos or 0
+  int64_t batch_size = 0;         ///< rows (prompt x sample) per forward; 0: all at once
+};
+
+/// One continuation of one prompt.
+struct Generation {
+  int64_t prompt_index = 0;
+  int64_t sample_index = 0;
+  std::vector<int64_t> token_ids;  ///< new tokens only, EOS excluded
+  bool stopped_at_eos = false;
+};
+
+/// Called after each finished batch with (rows done, rows total).
+using GenerationProgress = std::function<void(int64_t done, int64_t total)>;
+
+/// Continues every prompt `num_samples` times. Row (p, s) draws its random numbers from
+/// its own stream seeded by (seed, p, s), so results do not depend on batch_size or on
+/// which other prompts share the batch. Prompts are left padded within a batch. Results
+/// are ordered by prompt, then sample. `hooks` (may be null) are active on every forward
+/// call, prompt and continuation alike. Throws std::invalid_argument for an empty prompt,
+/// bad options, or a prompt + max_new_tokens past the position limit.
+std::vector<Generation> generate(const Model& model,
+                                 const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerationOptions& options, const Hooks* hooks = nullptr,
+                                 const GenerationProgress& progress = {});
+
+/// Picks the next token from one row of logits (V) f32 with the options' warpers
+/// (temperature, top-k, top-p in Hugging Face's order) and a uniform draw u in [0, 1).
+/// Exposed for tests and for custom decoding loops.
+int64_t sample_token(const float* logits, int64_t vocab_size, const GenerationOptions& options,
+                     double uniform);
+
+}  // namespace destein

@@ -1,0 +1,55 @@
+#pragma once
+/// DeStein's head-wise detoxification directions and probe accuracies, and their file
+/// format: safetensors with `directions` F32 (L, H, Dh), optional `probe_accuracy`
+/// F32 (L, H), and metadata `format` = `destein-vectors/1`, `site`, `last_k`,
+/// `num_pairs`, `pair_hash`, the prefixes and a model hint.
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "destein/steer/activations.hpp"
+#include "destein/runtime/model_config.hpp"
+
+namespace destein {
+
+inline constexpr const char* kSteeringVectorsFormat = "destein-vectors/1";
+
+struct SteeringVectors {
+  at::Tensor directions;      ///< (L, H, Dh) f32: sum over pairs of toxic - non-toxic
+  at::Tensor probe_accuracy;  ///< (L, H) f32 test accuracy per head, or undefined
+  SteeringSite site = SteeringSite::kAttnOut;
+  int64_t last_k = 8;
+  int64_t num_pairs = 0;
+  std::string pair_hash;
+  std::string toxic_prefix;
+  std::string nontoxic_prefix;
+  std::string model_type;     ///< model hint; empty when unknown
+  std::map<std::string, std::string> extra_metadata;  ///< anything else the file carried
+
+  int64_t layers() const { return directions.size(0); }
+  int64_t heads() const { return directions.size(1); }
+  int64_t head_dim() const { return directions.size(2); }
+};
+
+/// Directions from paired activations (N, L, H, Dh) each: sum over pairs of toxic -
+/// non-toxic, (L, H, Dh).
+at::Tensor directions_from_activations(const at::Tensor& toxic, const at::Tensor& nontoxic);
+
+/// Writes the vectors file (atomically). Throws std::invalid_argument for inconsistent shapes.
+void save_steering_vectors(const std::filesystem::path& path, const SteeringVectors& vectors);
+
+/// Reads a vectors file. A file with only `directions` and `format`/`site` metadata loads
+/// too. Throws std::runtime_error naming the file for a missing or foreign file, a wrong
+/// format string, an unknown site, wrong ranks or shapes, or NaN / infinite / all-zero
+/// head directions (naming the first layer and head).
+SteeringVectors load_steering_vectors(const std::filesystem::path& path);
+
+/// Throws std::invalid_argument naming every dimension that differs between the vectors
+/// (L, H, Dh, model_type hint) and the model.
+void check_vectors_match_model(const SteeringVectors& vectors, const ModelConfig& config,
+                               const std::string& vectors_name = "steering vectors");
+
+}  // namespace destein

@@ -1,0 +1,148 @@
+#include "destein/io/safetensors.hpp"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <fstream>
+
+#include "check.hpp"
+
+namespace destein {
+namespace {
+
+struct DtypeInfo {
+  const char* name;
+  c10::ScalarType type;
+};
+
+constexpr DtypeInfo kDtypes[] = {
+    {"F64", c10::kDouble}, {"F32", c10::kFloat},  {"F16", c10::kHalf},  {"BF16", c10::kBFloat16},
+    {"I64", c10::kLong},   {"I32", c10::kInt},    {"I16", c10::kShort}, {"I8", c10::kChar},
+    {"U8", c10::kByte},    {"BOOL", c10::kBool},
+};
+
+c10::ScalarType dtype_from_name(const std::string& name, const std::string& where) {
+  for (const auto& d : kDtypes) {
+    if (name == d.name) return d.type;
+  }
+  throw std::runtime_error(fmt::format("{}: unsupported dtype '{}'", where, name));
+}
+
+const char* dtype_to_name(c10::ScalarType type) {
+  for (const auto& d : kDtypes) {
+    if (type == d.type) return d.name;
+  }
+  throw std::invalid_argument(
+      fmt::format("safetensors: cannot store dtype {}", c10::toString(type)));
+}
+
+}  // namespace
+
+SafetensorsFile read_safetensors(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  std::ifstream in(path, std::ios::binary);
+  DESTEIN_CHECK_IO(in.good(), "{}: cannot open safetensors file", file);
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  DESTEIN_CHECK_IO(file_size >= 8, "{}: not a safetensors file (only {} bytes)", file, file_size);
+
+  unsigned char len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  DESTEIN_CHECK_IO(header_len <= file_size - 8 && header_len < (uint64_t{1} << 30),
+                   "{}: not a safetensors file or truncated (header length {} for a file of {} "
+                   "bytes)",
+                   file, header_len, file_size);
+  std::string header_text(header_len, '\0');
+  in.read(header_text.data(), static_cast<std::streamsize>(header_len));
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(header_text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", file, e.what()));
+  }
+  DESTEIN_CHECK_IO(header.is_object(), "{}: safetensors header is not a JSON object", file);
+
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = file_size - data_start;
+  SafetensorsFile out;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (entry.is_object()) {
+        for (const auto& [k, v] : entry.items()) {
+          out.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
+        }
+      }
+      continue;
+    }
+    const std::string where = fmt::format("{}: tensor '{}'", file, name);
+    DESTEIN_CHECK_IO(entry.is_object() && entry.contains("dtype") && entry.contains("shape") &&
+                         entry.contains("data_offsets"),
+                     "{}: entry needs dtype, shape and data_offsets", where);
+    c10::ScalarType dtype = dtype_from_name(entry["dtype"].get<std::string>(), where);
+    std::vector<int64_t> shape = entry["shape"].get<std::vector<int64_t>>();
+    auto offsets = entry["data_offsets"].get<std::vector<uint64_t>>();
+    DESTEIN_CHECK_IO(offsets.size() == 2 && offsets[0] <= offsets[1] && offsets[1] <= data_size,
+                     "{}: data_offsets out of range (data section holds {} bytes; the file may "
+                     "be truncated)",
+                     where, data_size);
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    DESTEIN_CHECK_IO(nbytes == offsets[1] - offsets[0],
+                     "{}: shape {} needs {} bytes but data_offsets span {}", where,
+                     entry["shape"].dump(), nbytes, offsets[1] - offsets[0]);
+    in.seekg(static_cast<std::streamoff>(data_start + offsets[0]));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
+    DESTEIN_CHECK_IO(in.good(), "{}: read failed (truncated file?)", where);
+    out.tensors.emplace(name, std::move(t));
+  }
+  return out;
+}
+
+void write_safetensors(const std::filesystem::path& path,
+                       const std::map<std::string, at::Tensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> ordered;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    DESTEIN_CHECK_ARG(tensor.defined(), "write_safetensors: tensor '{}' is undefined", name);
+    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    header[name] = {{"dtype", dtype_to_name(t.scalar_type())},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+    ordered.push_back(t);
+  }
+  std::string header_text = header.dump();
+  // The format asks for the data to start 8-byte aligned; pad the header with spaces.
+  while (header_text.size() % 8 != 0) header_text.push_back(' ');
+
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    DESTEIN_CHECK_IO(out.good(), "{}: cannot open for writing", tmp.string());
+    uint64_t len = header_text.size();
+    unsigned char len_bytes[8];
+    for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>((len >> (8 * i)) & 0xff);
+    out.write(reinterpret_cast<const char*>(len_bytes), 8);
+    out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
+    for (const auto& t : ordered) {
+      out.write(static_cast<const char*>(t.data_ptr()),
+                static_cast<std::streamsize>(t.numel() * t.element_size()));
+    }
+    out.flush();
+    DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?)", tmp.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  DESTEIN_CHECK_IO(!ec, "{}: cannot move the written file into place: {}", path.string(),
+                   ec.message());
+}
+
+}  // namespace destein

@@ -1,0 +1,200 @@
+#include "destein/runtime/checkpoint.hpp"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "check.hpp"
+#include "destein/io/safetensors.hpp"
+
+namespace destein {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string first_line(const std::string& text) {
+  auto nl = text.find('\n');
+  return nl == std::string::npos ? text : text.substr(0, nl);
+}
+
+json parse_json_text(const std::string& text, const std::string& where) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed JSON: {}", where, e.what()));
+  }
+}
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path);
+  DESTEIN_CHECK_IO(in.good(), "{}: cannot open", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_json_text(ss.str(), path.string());
+}
+
+ReferenceLogits parse_reference(const json& j, const std::string& where) {
+  ReferenceLogits ref;
+  try {
+    ref.source = j.value("source", "");
+    for (const auto& c : j.at("cases")) {
+      ref.inputs.push_back(c.at("input_ids").get<std::vector<int64_t>>());
+      ref.last_logits.push_back(c.at("last_logits").get<std::vector<float>>());
+    }
+  } catch (const json::exception& e) {
+    throw std::runtime_error(fmt::format(
+        "{}: reference.json must be {{\"source\", \"cases\": [{{\"input_ids\", \"last_logits\"}}]}}: {}",
+        where, e.what()));
+  }
+  return ref;
+}
+
+Checkpoint load_archive(const fs::path& path) {
+  const std::string file = path.string();
+  torch::jit::ExtraFilesMap extra{{"config.json", ""}, {"reference.json", ""}};
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(file, c10::Device(c10::kCPU), extra);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(fmt::format(
+        "{}: not a TorchScript archive, or a truncated one ({})", file,
+        first_line(e.what_without_backtrace())));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("{}: cannot read TorchScript archive: {}", file,
+                                         first_line(e.what())));
+  }
+  DESTEIN_CHECK_IO(!extra["config.json"].empty(),
+                   "{}: the archive has no extra file 'config.json' (export it with "
+                   "tools/export_checkpoint.py, or pass _extra_files={{'config.json': ...}} "
+                   "to torch.jit.save)",
+                   file);
+  Checkpoint ckpt;
+  ckpt.source = path;
+  ckpt.config = ModelConfig::from_hf_json(
+      parse_json_text(extra["config.json"], file + ":config.json"), file);
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    ckpt.tensors.emplace(p.name, p.value.detach());
+  }
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) {
+    ckpt.tensors.emplace(b.name, b.value.detach());
+  }
+  if (!extra["reference.json"].empty()) {
+    ckpt.reference = parse_reference(
+        parse_json_text(extra["reference.json"], file + ":reference.json"),
+        file + ":reference.json");
+  }
+  return ckpt;
+}
+
+Checkpoint load_folder(const fs::path& dir) {
+  if (fs::exists(dir / "model.pt")) return load_archive(dir / "model.pt");
+  const fs::path config_path = dir / "config.json";
+  DESTEIN_CHECK_IO(fs::exists(config_path),
+                   "{}: model folder has no config.json (expected config.json with "
+                   "model.safetensors or model.safetensors.index.json, or a model.pt archive)",
+                   dir.string());
+  Checkpoint ckpt;
+  ckpt.source = dir;
+  ckpt.config = ModelConfig::from_hf_json(read_json_file(config_path), config_path.string());
+
+  std::vector<fs::path> shards;
+  if (fs::exists(dir / "model.safetensors")) {
+    shards.push_back(dir / "model.safetensors");
+  } else if (fs::exists(dir / "model.safetensors.index.json")) {
+    const fs::path index_path = dir / "model.safetensors.index.json";
+    json index = read_json_file(index_path);
+    DESTEIN_CHECK_IO(index.contains("weight_map") && index["weight_map"].is_object(),
+                     "{}: expected a 'weight_map' object", index_path.string());
+    std::set<std::string> files;
+    for (const auto& [name, shard] : index["weight_map"].items()) files.insert(shard.get<std::string>());
+    for (const auto& f : files) shards.push_back(dir / f);
+  } else {
+    throw std::runtime_error(fmt::format(
+        "{}: no model.safetensors, model.safetensors.index.json or model.pt in the folder",
+        dir.string()));
+  }
+  for (const auto& shard : shards) {
+    DESTEIN_CHECK_IO(fs::exists(shard), "{}: shard listed in the index is missing", shard.string());
+    auto file = read_safetensors(shard);
+    for (auto& [name, t] : file.tensors) ckpt.tensors.emplace(name, std::move(t));
+  }
+  if (fs::exists(dir / "reference.json")) {
+    ckpt.reference = parse_reference(read_json_file(dir / "reference.json"),
+                                     (dir / "reference.json").string());
+  }
+  return ckpt;
+}
+
+// A tree of the dotted parameter names, so that the archive's modules nest the way the
+// Hugging Face model's do (transformer -> h -> 0 -> attn -> c_attn -> weight).
+struct NameTree {
+  std::map<std::string, at::Tensor> leaves;
+  std::map<std::string, NameTree> children;
+};
+
+torch::jit::Module build_module(const NameTree& tree, const std::string& qualified, int& counter) {
+  torch::jit::Module module(c10::QualifiedName(fmt::format("__torch__.destein.M{}", counter++)));
+  for (const auto& [name, child] : tree.children) {
+    module.register_module(name, build_module(child, qualified + "." + name, counter));
+  }
+  for (const auto& [name, tensor] : tree.leaves) {
+    module.register_parameter(name, tensor.detach().to(at::kCPU).contiguous(), /*is_buffer=*/false);
+  }
+  return module;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const fs::path& path) {
+  DESTEIN_CHECK_IO(fs::exists(path), "{}: no such file or folder", path.string());
+  if (fs::is_directory(path)) return load_folder(path);
+  return load_archive(path);
+}
+
+void save_checkpoint(const fs::path& path, const json& hf_config,
+                     const std::map<std::string, at::Tensor>& tensors,
+                     const std::optional<ReferenceLogits>& reference) {
+  NameTree root;
+  for (const auto& [name, tensor] : tensors) {
+    NameTree* node = &root;
+    size_t start = 0;
+    while (true) {
+      size_t dot = name.find('.', start);
+      if (dot == std::string::npos) {
+        std::string leaf = name.substr(start);
+        DESTEIN_CHECK_ARG(!leaf.empty() && !node->children.count(leaf),
+                          "save_checkpoint: parameter name '{}' clashes with a module name", name);
+        node->leaves[leaf] = tensor;
+        break;
+      }
+      node = &node->children[name.substr(start, dot - start)];
+      start = dot + 1;
+    }
+  }
+  int counter = 0;
+  torch::jit::Module module = build_module(root, "", counter);
+  torch::jit::ExtraFilesMap extra{{"config.json", hf_config.dump(2)}};
+  if (reference) {
+    json cases = json::array();
+    for (size_t i = 0; i < reference->inputs.size(); ++i) {
+      cases.push_back({{"input_ids", reference->inputs[i]}, {"last_logits", reference->last_logits[i]}});
+    }
+    extra["reference.json"] = json{{"source", reference->source}, {"cases", cases}}.dump();
+  }
+  const std::string tmp = path.string() + ".tmp";
+  try {
+    module.save(tmp, extra);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(
+        fmt::format("{}: cannot write archive: {}", path.string(), first_line(e.what_without_backtrace())));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  DESTEIN_CHECK_IO(!ec, "{}: cannot move the written archive into place: {}", path.string(),
+                   ec.message());
+}
+
+}  // namespace destein

@@ -1,0 +1,408 @@
+#include "runtime/families/decoder.hpp"
+
+#include <fmt/ranges.h>
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <dlfcn.h>
+#include <limits>
+
+#include "check.hpp"
+#include "destein/runtime/device.hpp"
+
+namespace destein {
+namespace {
+bool blas_kernel_is_generic();
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Weights
+
+WeightFetcher::WeightFetcher(const Checkpoint& checkpoint, const ModelOptions& options)
+    : checkpoint_(checkpoint), options_(options) {}
+
+bool WeightFetcher::has(const std::string& name) const { return checkpoint_.tensors.count(name) > 0; }
+
+at::Tensor WeightFetcher::get(const std::string& name, const std::vector<int64_t>& shape) {
+  auto it = checkpoint_.tensors.find(name);
+  DESTEIN_CHECK_IO(it != checkpoint_.tensors.end(),
+                   "{}: parameter '{}' is missing (model_type {}; expected shape {})",
+                   checkpoint_.source.string(), name, checkpoint_.config.model_type,
+                   c10::str(c10::IntArrayRef(shape)));
+  const at::Tensor& t = it->second;
+  DESTEIN_CHECK_IO(shape.empty() || t.sizes() == c10::IntArrayRef(shape),
+                   "{}: parameter '{}' has shape {}, expected {} (from config.json)",
+                   checkpoint_.source.string(), name, c10::str(t.sizes()),
+                   c10::str(c10::IntArrayRef(shape)));
+  DESTEIN_CHECK_IO(at::isFloatingType(t.scalar_type()),
+                   "{}: parameter '{}' has dtype {}, expected a floating type",
+                   checkpoint_.source.string(), name, c10::toString(t.scalar_type()));
+  return t.to(options_.device, options_.dtype).contiguous();
+}
+
+at::Tensor WeightFetcher::get_optional(const std::string& name, const std::vector<int64_t>& shape) {
+  return has(name) ? get(name, shape) : at::Tensor();
+}
+
+// ---------------------------------------------------------------------------------------
+// Cache
+
+void KVCache::select_rows(const at::Tensor& rows) {
+  for (auto& k : keys_) k = k.index_select(0, rows.to(k.device()));
+  for (auto& v : values_) v = v.index_select(0, rows.to(v.device()));
+  batch_ = rows.size(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Model
+
+DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights weights,
+                           const ModelOptions& options)
+    : arch_(std::move(arch)), weights_(std::move(weights)) {
+  config_ = std::move(config);
+  device_ = options.device;
+  dtype_ = options.dtype;
+  if (arch_.positions == PositionKind::kRotary) {
+    // Hugging Face computes the inverse frequencies in float32; so do we.
+    const int64_t dh = config_.head_dim;
+    at::Tensor exponents = at::arange(0, dh, 2, at::kFloat) / static_cast<float>(dh);
+    inv_freq_ = (1.0 / at::pow(at::scalar_tensor(config_.rope_theta, at::kFloat), exponents))
+                    .to(device_);
+  }
+  // Count each stored tensor once (tied heads share the embedding).
+  std::set<const void*> seen;
+  auto count = [&](const at::Tensor& t) {
+    if (t.defined() && seen.insert(t.data_ptr()).second) parameter_count_ += t.numel();
+  };
+  count(weights_.token_embedding);
+  count(weights_.position_embedding);
+  count(weights_.project_in.weight);
+  count(weights_.project_out.weight);
+  count(weights_.final_norm.weight);
+  count(weights_.final_norm.bias);
+  count(weights_.lm_head);
+  for (const auto& l : weights_.layers) {
+    for (const at::Tensor* t : {&l.attn_norm.weight, &l.attn_norm.bias, &l.mlp_norm.weight,
+                                &l.mlp_norm.bias, &l.qkv.weight, &l.qkv.bias, &l.out.weight,
+                                &l.out.bias, &l.fc_in.weight, &l.fc_in.bias, &l.fc_out.weight,
+                                &l.fc_out.bias}) {
+      count(*t);
+    }
+  }
+  lm_head_.weight = weights_.lm_head;
+  if (!config_.tie_word_embeddings) weights_.lm_head = at::Tensor();  // lm_head_ owns it now
+  const bool onednn_possible = at::hasMKLDNN() && device_.is_cpu() && dtype_ == at::kFloat;
+  DESTEIN_CHECK_ARG(options.linear_backend != LinearBackend::kOneDnn || onednn_possible,
+                    "linear backend onednn needs float32 on cpu and a LibTorch built with oneDNN");
+  // Auto packs for oneDNN only where it pays: when the BLAS runs a generic kernel (an
+  // OpenBLAS that did not recognise the CPU), and while the second copy of the layer
+  // weights stays below 4 GiB. With a BLAS that knows the CPU the plain GEMM path measured
+  // as fast or faster (docs/performance.md).
+  const bool small_enough = parameter_count_ * 4 < (int64_t{4} << 30);
+  const bool pack = onednn_possible && (options.linear_backend == LinearBackend::kOneDnn ||
+                                        (options.linear_backend == LinearBackend::kAuto && small_enough &&
+                                         blas_kernel_is_generic()));
+  prepare_linears(pack);
+}
+
+void DecoderModel::prepare_linears(bool pack) {
+  auto prepare = [pack](Linear& l, bool allow_pack) {
+    if (!l.weight.defined()) return;
+    l.out_features = l.weight.size(0);
+    l.weight_t = l.weight.t().contiguous();
+    if (pack && allow_pack) {
+      l.packed_weight = l.weight.contiguous().to_mkldnn();
+      if (l.bias.defined()) l.packed_bias = l.bias.contiguous().to_mkldnn();
+    }
+    l.weight = at::Tensor();
+  };
+  for (auto& layer : weights_.layers) {
+    prepare(layer.qkv, true);
+    prepare(layer.out, true);
+    prepare(layer.fc_in, true);
+    prepare(layer.fc_out, true);
+  }
+  prepare(weights_.project_in, true);
+  prepare(weights_.project_out, true);
+  // The output head stays on the GEMM path: oneDNN measured 1.5-8x slower on a
+  // 50k-row head than a plain GEMM on the (in, out) layout.
+  prepare(lm_head_, false);
+  if (pack) linear_backend_ = "onednn";
+}
+
+KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
+  DESTEIN_CHECK_ARG(batch > 0 && capacity > 0, "make_cache: batch ({}) and capacity ({}) must be positive",
+                    batch, capacity);
+  KVCache cache;
+  auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    cache.keys_.push_back(at::empty({batch, config_.n_kv_heads, capacity, config_.head_dim}, opts));
+    cache.values_.push_back(at::empty({batch, config_.n_kv_heads, capacity, config_.head_dim}, opts));
+  }
+  cache.capacity_ = capacity;
+  cache.batch_ = batch;
+  return cache;
+}
+
+namespace {
+
+// OpenBLAS names the kernel it picked; "Prescott" (SSE3) is its fallback for CPUs its
+// table does not know, e.g. recent Xeons under OpenBLAS 0.3.21. Other BLAS: not generic.
+bool blas_kernel_is_generic() {
+  using CoreName = char* (*)();
+  auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!fn) return false;
+  const std::string core = fn();
+  return core == "Prescott" || core == "Core2" || core == "Penryn" || core == "Dunnington" ||
+         core == "Nehalem" || core == "Atom" || core == "Katmai" || core == "Northwood" || core == "Banias";
+}
+
+bool present(const Linear& l) { return l.weight_t.defined() || l.weight.defined(); }
+
+// Below this many rows (decoding a few sequences) oneDNN's inner product is slower than a
+// plain GEMM on the (in, out) layout; above it, much faster (docs/performance.md).
+constexpr int64_t kPackedMinRows = 8;
+
+at::Tensor linear(const at::Tensor& x, const Linear& l) {
+  auto sizes = x.sizes().vec();
+  at::Tensor x2 = x.reshape({-1, sizes.back()});
+  sizes.back() = l.out_features;
+  if (l.packed_weight.defined() && x2.size(0) >= kPackedMinRows) {
+    at::Tensor xm = x2.contiguous().to_mkldnn();
+    at::Tensor y = l.packed_bias.defined() ? at::mkldnn_linear(xm, l.packed_weight, l.packed_bias)
+                                           : at::mkldnn_linear(xm, l.packed_weight);
+    return y.to_dense().view(sizes);
+  }
+  at::Tensor y = l.bias.defined() ? at::addmm(l.bias, x2, l.weight_t) : at::mm(x2, l.weight_t);
+  return y.view(sizes);
+}
+
+at::Tensor activate(const at::Tensor& x, const std::string& name) {
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "gelu") return at::gelu(x);
+  if (name == "relu") return at::relu(x);
+  if (name == "silu" || name == "swish") return at::silu(x);
+  throw std::invalid_argument(fmt::format(
+      "unsupported activation '{}': expected gelu_new, gelu, relu or silu", name));
+}
+
+// (..., Dh) -> (..., Dh): the rotate-half of Hugging Face's LLaMA.
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+at::Tensor DecoderModel::norm(const at::Tensor& x, const Norm& n) const {
+  if (arch_.norm == NormKind::kLayerNorm) {
+    return at::layer_norm(x, {x.size(-1)}, n.weight, n.bias, config_.norm_eps);
+  }
+  // RMSNorm as Hugging Face computes it: in float32, weight applied after the cast back.
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
+  return n.weight * normed.to(x.scalar_type());
+}
+
+at::Tensor DecoderModel::mlp(const at::Tensor& x, const LayerWeights& w) const {
+  at::Tensor h = linear(x, w.fc_in);
+  if (arch_.mlp == MlpKind::kGated) {
+    auto parts = h.chunk(2, -1);  // [gate, up]
+    h = activate(parts[0], arch_.activation) * parts[1];
+  } else {
+    h = activate(h, arch_.activation);
+  }
+  return linear(h, w.fc_out);
+}
+
+ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOptions& opt) const {
+  const ModelConfig& c = config_;
+  DESTEIN_CHECK_ARG(input_ids.defined() && input_ids.dim() == 2 && input_ids.size(1) > 0,
+                    "forward: input_ids must be (batch, seq) with seq > 0, found {}",
+                    input_ids.defined() ? c10::str(input_ids.sizes()) : "undefined");
+  DESTEIN_CHECK_ARG(!at::isFloatingType(input_ids.scalar_type()),
+                    "forward: input_ids must hold integer token ids, found {}",
+                    c10::toString(input_ids.scalar_type()));
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  at::Tensor ids = input_ids.to(device_, at::kLong);
+  {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    DESTEIN_CHECK_ARG(lo >= 0 && hi < c.vocab_size,
+                      "forward: token id {} is outside the vocabulary [0, {})", lo < 0 ? lo : hi,
+                      c.vocab_size);
+  }
+  if (opt.hooks && !opt.hooks->empty()) {
+    DESTEIN_CHECK_ARG(opt.hooks->max_layer() < c.n_layers,
+                      "forward: a hook names layer {}, but the model has layers 0..{}",
+                      opt.hooks->max_layer(), c.n_layers - 1);
+  }
+  KVCache* cache = opt.cache;
+  const int64_t past = cache ? cache->length_ : 0;
+  const int64_t total = past + T;
+  if (cache) {
+    DESTEIN_CHECK_ARG(cache->batch_ == B, "forward: cache holds {} rows, input has {}", cache->batch_, B);
+    DESTEIN_CHECK_ARG(total <= cache->capacity_,
+                      "forward: cache capacity {} is too small for {} cached + {} new positions",
+                      cache->capacity_, past, T);
+  }
+
+  // (B, total) bool: which timeline positions hold real tokens.
+  at::Tensor key_mask;
+  if (opt.attention_mask.defined()) {
+    DESTEIN_CHECK_ARG(opt.attention_mask.dim() == 2 && opt.attention_mask.size(0) == B &&
+                          opt.attention_mask.size(1) == total,
+                      "forward: attention_mask must be ({}, {}) = (batch, cached + new), found {}",
+                      B, total, c10::str(opt.attention_mask.sizes()));
+    key_mask = opt.attention_mask.to(device_).ne(0);
+  } else {
+    key_mask = at::ones({B, total}, at::TensorOptions().dtype(at::kBool).device(device_));
+  }
+  // Position of a token = number of real tokens before it, as HF generate() computes it.
+  at::Tensor positions = (key_mask.to(at::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);  // (B, T)
+  at::Tensor token_mask = key_mask.narrow(1, past, T);                                            // (B, T)
+  {
+    const int64_t max_pos = positions.max().item<int64_t>();
+    DESTEIN_CHECK_ARG(max_pos < c.max_positions,
+                      "forward: position {} is past the model's limit of {} positions "
+                      "(max_position_embeddings / n_positions)",
+                      max_pos, c.max_positions);
+  }
+
+  // Additive attention bias (B, 1, T, total) in f32: 0 where a query may look, the most
+  // negative finite float elsewhere (finite so that fully masked padding rows stay finite
+  // and cannot poison real rows through 0 * NaN).
+  at::Tensor bias;
+  {
+    at::Tensor q_index = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
+    at::Tensor k_index = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
+    at::Tensor allowed = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // (T, total)
+    if (c.sliding_window) {
+      allowed = allowed & (k_index.unsqueeze(0) > q_index.unsqueeze(1) - *c.sliding_window);
+    }
+    allowed = allowed.unsqueeze(0) & key_mask.unsqueeze(1);  // (B, T, total)
+    bias = at::zeros({B, T, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
+               .masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest())
+               .unsqueeze(1);
+  }
+
+  at::Tensor cos, sin;  // (B, 1, T, Dh)
+  if (arch_.positions == PositionKind::kRotary) {
+    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (B, T, Dh/2)
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    cos = emb.cos().to(dtype_).unsqueeze(1);
+    sin = emb.sin().to(dtype_).unsqueeze(1);
+  }
+
+  const Hooks* hooks = (opt.hooks && !opt.hooks->empty()) ? opt.hooks : nullptr;
+  auto hook = [&](int64_t layer, HookSite site, at::Tensor x) {
+    if (hooks && hooks->has(layer, site)) return hooks->run(layer, site, std::move(x), token_mask, past);
+    return x;
+  };
+
+  at::Tensor x = at::embedding(weights_.token_embedding, ids);  // (B, T, E)
+  if (present(weights_.project_in)) x = linear(x, weights_.project_in);
+  if (arch_.positions == PositionKind::kLearned) {
+    x = x + at::embedding(weights_.position_embedding, positions + weights_.position_offset);
+  }
+
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim, G = H / Hkv;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    x = hook(l, HookSite::kResidPre, std::move(x));  // (B, T, d)
+
+    at::Tensor h = arch_.pre_norm ? norm(x, w.attn_norm) : x;
+    at::Tensor qkv = linear(h, w.qkv);  // (B, T, (H + 2 Hkv) Dh)
+    at::Tensor q = qkv.narrow(-1, 0, H * Dh).view({B, T, H, Dh}).transpose(1, 2);          // (B, H, T, Dh)
+    at::Tensor k = qkv.narrow(-1, H * Dh, Hkv * Dh).view({B, T, Hkv, Dh}).transpose(1, 2); // (B, Hkv, T, Dh)
+    at::Tensor v = qkv.narrow(-1, (H + Hkv) * Dh, Hkv * Dh).view({B, T, Hkv, Dh}).transpose(1, 2);
+    if (arch_.positions == PositionKind::kRotary) {
+      q = q * cos + rotate_half(q) * sin;
+      k = k * cos + rotate_half(k) * sin;
+    }
+    at::Tensor keys = k, values = v;  // (B, Hkv, S, Dh)
+    if (cache) {
+      cache->keys_[l].narrow(2, past, T).copy_(k);
+      cache->values_[l].narrow(2, past, T).copy_(v);
+      keys = cache->keys_[l].narrow(2, 0, total);
+      values = cache->values_[l].narrow(2, 0, total);
+    }
+    // Grouped-query attention without copying K/V: the G query heads that share a KV head
+    // are stacked along the query axis.
+    at::Tensor qg = (q * scale).reshape({B, Hkv, G * T, Dh});
+    at::Tensor scores = at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
+    at::Tensor probs = (scores.to(at::kFloat) + bias).softmax(-1).to(dtype_);
+    at::Tensor z = at::matmul(probs.view({B, Hkv, G * T, total}), values)  // (B, Hkv, G T, Dh)
+                       .view({B, H, T, Dh})
+                       .transpose(1, 2);                                   // (B, T, H, Dh)
+    z = hook(l, HookSite::kAttnZ, std::move(z));
+    at::Tensor attn_out = linear(z.reshape({B, T, H * Dh}), w.out);  // (B, T, d)
+    attn_out = hook(l, HookSite::kAttnOut, std::move(attn_out));
+
+    x = x + attn_out;
+    if (!arch_.pre_norm) x = norm(x, w.attn_norm);
+    at::Tensor mlp_out = mlp(arch_.pre_norm ? norm(x, w.mlp_norm) : x, w);
+    mlp_out = hook(l, HookSite::kMlpOut, std::move(mlp_out));
+    x = x + mlp_out;
+    if (!arch_.pre_norm) x = norm(x, w.mlp_norm);
+    x = hook(l, HookSite::kResidPost, std::move(x));
+  }
+  if (cache) cache->length_ = total;
+
+  ForwardOutput out;
+  if (opt.logits == LogitsFor::kNone) return out;
+  if (opt.logits == LogitsFor::kLast) x = x.narrow(1, T - 1, 1);
+  if (weights_.final_norm.weight.defined()) x = norm(x, weights_.final_norm);
+  if (present(weights_.project_out)) x = linear(x, weights_.project_out);
+  out.logits = linear(x, lm_head_).to(at::kFloat);  // (B, T or 1, V)
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Factory
+
+namespace {
+const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)>& families() {
+  static const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)> table = {
+      {"gpt2", &build_gpt2}, {"llama", &build_llama}, {"mistral", &build_llama}, {"opt", &build_opt}};
+  return table;
+}
+}  // namespace
+
+LinearBackend parse_linear_backend(const std::string& name) {
+  if (name == "auto") return LinearBackend::kAuto;
+  if (name == "blas") return LinearBackend::kBlas;
+  if (name == "onednn") return LinearBackend::kOneDnn;
+  throw std::invalid_argument(fmt::format("unknown linear backend '{}': expected auto, blas or onednn", name));
+}
+
+std::vector<std::string> known_model_types() {
+  std::vector<std::string> names;
+  for (const auto& [name, fn] : families()) names.push_back(name);
+  return names;
+}
+
+std::unique_ptr<Model> build_model(const Checkpoint& checkpoint, const ModelOptions& options) {
+  set_threads(options.threads);
+  auto it = families().find(checkpoint.config.model_type);
+  DESTEIN_CHECK_ARG(it != families().end(), "{}: unknown model_type '{}': known are {}",
+                    checkpoint.source.string(), checkpoint.config.model_type,
+                    fmt::join(known_model_types(), ", "));
+  DESTEIN_CHECK_ARG(!(options.device.is_cpu() && options.dtype == c10::kHalf),
+                    "float16 compute is not supported on cpu by LibTorch; use float32 or "
+                    "bfloat16 on cpu, or float16 on cuda");
+  DESTEIN_CHECK_ARG(at::isFloatingType(options.dtype), "compute dtype must be floating point, found {}",
+                    c10::toString(options.dtype));
+  WeightFetcher fetch(checkpoint, options);
+  Architecture arch;
+  DecoderWeights weights;
+  it->second(fetch, arch, weights);
+  activate(at::zeros({1}), arch.activation);  // reject an unsupported activation at load time
+  return std::make_unique<DecoderModel>(checkpoint.config, std::move(arch), std::move(weights), options);
+}
+
+std::unique_ptr<Model> load_model(const std::filesystem::path& path, const ModelOptions& options) {
+  return build_model(load_checkpoint(path), options);
+}
+
+}  // namespace destein

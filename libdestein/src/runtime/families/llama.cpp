@@ -1,0 +1,47 @@
+// LLaMA family (LLaMA-2, Mistral): RMSNorm, rotary positions in Hugging Face's
+// rotate-half convention, SwiGLU MLP, grouped-query attention, untied head by default.
+#include "runtime/families/decoder.hpp"
+
+#include <ATen/ATen.h>
+
+namespace destein {
+
+void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
+  const ModelConfig& c = fetch.config();
+  const std::string p = fetch.has("model.embed_tokens.weight") ? "model." : "";
+  const int64_t d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  arch.norm = NormKind::kRMSNorm;
+  arch.positions = PositionKind::kRotary;
+  arch.mlp = MlpKind::kGated;
+  arch.activation = c.activation;
+  arch.pre_norm = true;
+
+  w.token_embedding = fetch.get(p + "embed_tokens.weight", {v, d});
+  w.final_norm = {fetch.get(p + "norm.weight", {d}), {}};
+  w.lm_head = c.tie_word_embeddings && !fetch.has("lm_head.weight")
+                  ? w.token_embedding
+                  : fetch.get("lm_head.weight", {v, d});
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string l = p + "layers." + std::to_string(i) + ".";
+    LayerWeights lw;
+    lw.attn_norm = {fetch.get(l + "input_layernorm.weight", {d}), {}};
+    lw.mlp_norm = {fetch.get(l + "post_attention_layernorm.weight", {d}), {}};
+    lw.qkv.weight = at::cat({fetch.get(l + "self_attn.q_proj.weight", {q_dim, d}),
+                             fetch.get(l + "self_attn.k_proj.weight", {kv_dim, d}),
+                             fetch.get(l + "self_attn.v_proj.weight", {kv_dim, d})});
+    lw.out.weight = fetch.get(l + "self_attn.o_proj.weight", {d, q_dim});
+    if (c.attention_bias) {
+      lw.qkv.bias = at::cat({fetch.get(l + "self_attn.q_proj.bias", {q_dim}),
+                             fetch.get(l + "self_attn.k_proj.bias", {kv_dim}),
+                             fetch.get(l + "self_attn.v_proj.bias", {kv_dim})});
+      lw.out.bias = fetch.get_optional(l + "self_attn.o_proj.bias", {d});
+    }
+    lw.fc_in.weight = at::cat({fetch.get(l + "mlp.gate_proj.weight", {f, d}),
+                               fetch.get(l + "mlp.up_proj.weight", {f, d})});
+    lw.fc_out.weight = fetch.get(l + "mlp.down_proj.weight", {d, f});
+    w.layers.push_back(std::move(lw));
+  }
+}
+
+}  // namespace destein

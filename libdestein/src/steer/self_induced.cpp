@@ -1,0 +1,179 @@
+#include "destein/steer/self_induced.hpp"
+
+#include <set>
+
+#include "check.hpp"
+#include "splitmix.hpp"
+
+namespace destein {
+
+InductionDirection parse_induction_direction(const std::string& name) {
+  if (name == "detoxify") return InductionDirection::kDetoxify;
+  if (name == "toxify") return InductionDirection::kToxify;
+  if (name == "both") return InductionDirection::kBoth;
+  throw std::invalid_argument(
+      fmt::format("unknown induction direction '{}': expected detoxify, toxify or both", name));
+}
+
+std::string induction_direction_name(InductionDirection d) {
+  switch (d) {
+    case InductionDirection::kDetoxify: return "detoxify";
+    case InductionDirection::kToxify: return "toxify";
+    default: return "both";
+  }
+}
+
+std::string induction_prompt(const std::vector<SteeringPair>& demos, const std::string& source, bool detoxify,
+                             const SelfInductionOptions& o) {
+  const std::string& from = detoxify ? o.toxic_label : o.nontoxic_label;
+  const std::string& to = detoxify ? o.nontoxic_label : o.toxic_label;
+  std::string prompt = o.instruction.empty() ? "" : o.instruction + "\n";
+  for (const auto& d : demos) {
+    prompt += fmt::format("{}: {}\n{}: {}\n", from, detoxify ? d.toxic : d.nontoxic, to,
+                          detoxify ? d.nontoxic : d.toxic);
+  }
+  prompt += fmt::format("{}: {}\n{}:", from, source, to);
+  return prompt;
+}
+
+namespace {
+// The rewrite is the generated text up to the first line break.
+std::string first_line(const std::string& text) {
+  const size_t nl = text.find('\n');
+  return nl == std::string::npos ? text : text.substr(0, nl);
+}
+
+}  // namespace
+
+std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
+                                            const std::vector<SteeringPair>& seeds, const SelfInductionOptions& o,
+                                            ToxicityScorer* scorer, SelfInductionReport* report_out,
+                                            const GenerationProgress& progress) {
+  DESTEIN_CHECK_ARG(o.num_targets > 0 && o.few_shot >= 0, "self-induction: num_targets must be > 0 and few_shot >= 0");
+  const size_t needed = static_cast<size_t>(o.num_targets + o.few_shot);
+  DESTEIN_CHECK_ARG(seeds.size() >= needed,
+                    "self-induction: {} seed pairs are too few for {} targets + {} demonstrations", seeds.size(),
+                    o.num_targets, o.few_shot);
+  // Targets and a disjoint pool of demonstrations, both drawn by the seed.
+  std::vector<SteeringPair> drawn = sample_pairs(seeds, needed, o.seed);
+  std::vector<SteeringPair> targets(drawn.begin(), drawn.begin() + o.num_targets);
+  std::vector<SteeringPair> pool(drawn.begin() + o.num_targets, drawn.end());
+
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<int64_t> target_of;  // prompt -> target
+  const int64_t max_positions = model.config().max_positions;
+  int64_t shortened = 0, too_long = 0;
+  std::vector<std::vector<SteeringPair>> demos_of;
+  std::vector<bool> detoxify_of;
+  for (int64_t i = 0; i < o.num_targets; ++i) {
+    const bool detoxify = o.direction == InductionDirection::kDetoxify ||
+                          (o.direction == InductionDirection::kBoth && i % 2 == 0);
+    std::vector<SteeringPair> demos = pool;
+    if (!demos.empty()) {
+      // Rotate the pool per target so that prompts differ without re-sampling.
+      std::rotate(demos.begin(), demos.begin() + static_cast<int64_t>(detail::splitmix64(o.seed ^ i) % demos.size()), demos.end());
+    }
+    const std::string& source = detoxify ? targets[i].toxic : targets[i].nontoxic;
+    std::vector<int64_t> ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
+    // A small context (a model trained here has 128 positions) cannot hold every
+    // demonstration: drop them from the end until prompt and rewrite fit.
+    while (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions && !demos.empty()) {
+      demos.pop_back();
+      ++shortened;
+      ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
+    }
+    if (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions) {
+      ++too_long;
+      continue;
+    }
+    prompts.push_back(std::move(ids));
+    target_of.push_back(i);
+    demos_of.push_back(std::move(demos));
+    detoxify_of.push_back(detoxify);
+  }
+  std::vector<Generation> gens = generate(model, prompts, o.generation, nullptr, progress);
+
+  SelfInductionReport report;
+  report.filtered = scorer != nullptr;
+  report.demonstrations_dropped = shortened;
+  report.targets_too_long = too_long;
+  std::vector<SteeringPair> candidates;
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const auto& g : gens) {
+    ++report.generated;
+    const auto& target = targets[static_cast<size_t>(target_of[static_cast<size_t>(g.prompt_index)])];
+    const bool detoxify = detoxify_of[g.prompt_index];
+    std::string rewrite = clean_pair_text(first_line(tokenizer.decode_continuation(prompts[g.prompt_index], g.token_ids)));
+    if (rewrite.empty()) {
+      ++report.empty;
+      continue;
+    }
+    SteeringPair p;
+    p.toxic = detoxify ? target.toxic : rewrite;
+    p.nontoxic = detoxify ? rewrite : target.nontoxic;
+    if (p.toxic == p.nontoxic) {
+      ++report.unchanged;
+      continue;
+    }
+    if (!seen.insert({p.toxic, p.nontoxic}).second) {
+      ++report.duplicates;
+      continue;
+    }
+    nlohmann::json demos = nlohmann::json::array();
+    for (const auto& d : demos_of[g.prompt_index]) demos.push_back(d.provenance);
+    p.provenance = {
+        {"method", "self-induced"},
+        {"direction", detoxify ? "detoxify" : "toxify"},
+        {"seed_pair", target.provenance},
+        {"demonstrations", demos},
+        {"model", o.model_name},
+        {"sample", g.sample_index},
+        {"sampling",
+         {{"do_sample", o.generation.do_sample},
+          {"temperature", o.generation.temperature},
+          {"top_p", o.generation.top_p},
+          {"top_k", o.generation.top_k},
+          {"max_new_tokens", o.generation.max_new_tokens},
+          {"seed", o.generation.seed}}},
+        {"filter", scorer ? scorer->name() : "none (unfiltered)"}};
+    candidates.push_back(std::move(p));
+  }
+
+  std::vector<SteeringPair> kept;
+  if (!scorer) {
+    kept = std::move(candidates);
+  } else {
+    std::vector<std::string> texts;
+    for (const auto& p : candidates) {
+      texts.push_back(p.toxic);
+      texts.push_back(p.nontoxic);
+    }
+    auto scores = scorer->score(texts);
+    DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer->name(),
+                     scores.size(), texts.size());
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const auto& st = scores[2 * i];
+      const auto& sn = scores[2 * i + 1];
+      if (!st || !sn) {
+        ++report.unscored;
+        continue;
+      }
+      if (*st < o.toxic_min) {
+        ++report.rejected_toxic;
+        continue;
+      }
+      if (*sn >= o.nontoxic_max) {
+        ++report.rejected_nontoxic;
+        continue;
+      }
+      candidates[i].provenance["scores"] = {{"toxic", *st}, {"nontoxic", *sn}};
+      candidates[i].provenance["thresholds"] = {{"toxic_min", o.toxic_min}, {"nontoxic_max", o.nontoxic_max}};
+      kept.push_back(std::move(candidates[i]));
+    }
+  }
+  report.kept = static_cast<int64_t>(kept.size());
+  if (report_out) *report_out = report;
+  return kept;
+}
+
+}  // namespace destein
