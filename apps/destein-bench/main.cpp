@@ -19,8 +19,9 @@
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
 #include "model_args.hpp"
-#include "progress.hpp"
-#include "yaml_config.hpp"
+#include "destein/experiment/progress.hpp"
+#include "destein/experiment/config_node.hpp"
+#include "destein/io/data_folder.hpp"
 
 namespace destein::app {
 namespace {
@@ -128,7 +129,7 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   c.generation.max_new_tokens = 20;
   c.generation.top_p = 0.9;
   c.generation.batch_size = 0;
-  c.model = read_model_section(root);
+  model_section_schema().read(root, c.model);
   c.data_dir = root.get("data_dir", c.data_dir);
   for (const auto& p : root.list("prompts")) {
     PromptSet s;
@@ -156,7 +157,7 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   }
   if (c.methods.empty()) c.methods.push_back(Method{});
   ConfigNode g = root.child("generation");
-  read_generation_section(g, "samples", c.generation);
+  generation_schema("samples").read(g, c.generation);
   ConfigNode sc = root.child("scorer");
   c.scorer_kind = sc.get("kind", c.scorer_kind);
   c.scorer = sc.get("path", c.scorer);
@@ -188,7 +189,7 @@ BenchConfig read_bench_config(const ConfigNode& root) {
 std::string dump_bench_config(const BenchConfig& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
-  emit_model_section(e, c.model);
+  model_section_schema().emit(e, c.model);
   e << YAML::Key << "data_dir" << YAML::Value << c.data_dir;
   e << YAML::Key << "prompts" << YAML::Value << YAML::BeginSeq;
   for (const auto& p : c.prompts) {
@@ -205,7 +206,7 @@ std::string dump_bench_config(const BenchConfig& c) {
       << m.steering.top_k_heads << YAML::EndMap;
   }
   e << YAML::EndSeq << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
-  emit_generation_section(e, "samples", c.generation);
+  generation_schema("samples").emit(e, c.generation);
   e << YAML::EndMap;
   e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << c.scorer_kind
     << YAML::Key << "path" << YAML::Value << c.scorer << YAML::Key << "requests_per_second" << YAML::Value
@@ -282,14 +283,14 @@ std::string tradeoff_svg(const std::vector<std::tuple<std::string, double, doubl
 }
 
 int run_bench(Args& args) {
-  const std::string config_path = args.require("config");
-  const bool dump = args.flag("dump-config");
-  const int64_t threads_override = args.get_int("threads", -1);
+  const std::string config_path = args.require("config", "the experiment YAML (e.g. configs/demo.yaml)");
+  const bool dump = args.flag("dump-config", "print the fully resolved experiment and exit");
+  const int64_t threads_override = args.get_int("threads", -1, "LibTorch threads (-1: the config's)");
   // Seed sweeps without copying the config: --seed replaces generation.seed, --output the
   // output folder, --vectors-dir the folder of every method's vectors file.
-  const auto seed_override = args.get("seed");
-  const auto output_override = args.get("output");
-  const auto vectors_dir = args.get("vectors-dir");
+  const auto seed_override = args.get("seed", "replaces generation.seed");
+  const auto output_override = args.get("output", "the output folder (replaces output:)");
+  const auto vectors_dir = args.get("vectors-dir", "folder that relative vectors paths are read from");
   args.finish();
   BenchConfig c = read_bench_config(ConfigNode::load_file(config_path));
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
@@ -413,9 +414,9 @@ int run_bench(Args& args) {
 }
 
 int run_metrics(Args& args) {
-  const std::string file = args.require("generations");
-  auto evaluator_path = args.get("evaluator");
-  const bool skip = args.flag("skip-malformed");
+  const std::string file = args.require("generations", "a generations file written by destein-bench run");
+  auto evaluator_path = args.get("evaluator", "a model to measure perplexity under");
+  const bool skip = args.flag("skip-malformed", "skip (and count) malformed lines instead of failing");
   ModelOptions opts = read_model_options(args);
   args.finish();
   EvalSummary s = summarize_generations(file, skip);
@@ -467,6 +468,12 @@ int main(int argc, char** argv) {
     if (cmd == "metrics") return run_metrics(args);
     fmt::print(stderr, "destein-bench: unknown command '{}' (run, metrics)\n", cmd);
     return 2;
+  } catch (const HelpRequested& help) {
+    fmt::print("usage: destein-bench {} [options]\n{}\n\n{}", cmd,
+               cmd == "run" ? "runs a YAML experiment: generations, scores, perplexity, results.{json,csv,md}, plots"
+                            : "recomputes every metric of a generations file",
+               help.what());
+    return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
     return 1;

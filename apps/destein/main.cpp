@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   try {
     destein::app::Args args(argc, argv, 2);
     return it->second.run(args);
+  } catch (const destein::app::HelpRequested& help) {
+    fmt::print("usage: destein {} [options]\n{}\n\n{}", argv[1], it->second.summary, help.what());
+    return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein {}: error: {}\n", argv[1], e.what());
     return 1;

@@ -8,7 +8,8 @@
 #include "destein/steer/pairs.hpp"
 #include "destein/steer/steering_vectors.hpp"
 #include "test_support.hpp"
-#include "yaml_config.hpp"
+#include "destein/experiment/config_node.hpp"
+#include "destein/io/data_folder.hpp"
 
 using destein::test::fixture;
 using destein::test::run_command;
@@ -227,9 +228,9 @@ TEST_CASE("data paths: a file written under the current folder, else the data fo
   fs::create_directories(dir / "runs");
   std::ofstream(dir / "runs" / "pairs.jsonl") << "[]\n";
   fs::current_path(dir);
-  const fs::path local = destein::app::resolve_data_path("runs/pairs.jsonl");
-  const fs::path data = destein::app::resolve_data_path("paradetox/paradetox.tsv", "/some/data");
-  const fs::path absolute = destein::app::resolve_data_path("/abs/x.jsonl", "/some/data");
+  const fs::path local = destein::resolve_data_path("runs/pairs.jsonl");
+  const fs::path data = destein::resolve_data_path("paradetox/paradetox.tsv", "/some/data");
+  const fs::path absolute = destein::resolve_data_path("/abs/x.jsonl", "/some/data");
   fs::current_path(before);
   CHECK(local == fs::path("runs/pairs.jsonl"));
   CHECK(data == fs::path("/some/data/paradetox/paradetox.tsv"));

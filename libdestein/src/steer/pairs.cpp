@@ -357,4 +357,19 @@ std::string pair_set_hash(const std::vector<SteeringPair>& pairs) {
   return sha.hex_digest();
 }
 
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
+                                         const PairLoadOptions& options, int64_t* identical_dropped) {
+  std::string f = format;
+  if (f == "auto") f = path.extension() == ".tsv" ? "paradetox" : "jsonl";
+  if (f != "jsonl" && f != "paradetox") {
+    throw std::invalid_argument(fmt::format("pair file format must be auto, jsonl or paradetox, found '{}'", format));
+  }
+  auto pairs = f == "paradetox" ? load_paradetox(path, options) : load_pairs_jsonl(path, options);
+  const size_t before = pairs.size();
+  pairs.erase(std::remove_if(pairs.begin(), pairs.end(), [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
+              pairs.end());
+  if (identical_dropped) *identical_dropped = static_cast<int64_t>(before - pairs.size());
+  return pairs;
+}
+
 }  // namespace destein

@@ -57,6 +57,7 @@ SpmLibrary load_library() {
     bind(handle, "dspm_id_to_piece", lib.id_to_piece, path);
     bind(handle, "dspm_train", lib.train, path);
     bind(handle, "dspm_free_buffer", lib.free_buffer, path);
+    lib.path = path;
     return lib;
   }
   throw std::runtime_error(
@@ -82,3 +83,7 @@ const SpmLibrary& spm_library() {
 }
 
 }  // namespace destein::detail
+
+namespace destein {
+std::filesystem::path sentencepiece_module_path() { return detail::spm_library().path; }
+}  // namespace destein

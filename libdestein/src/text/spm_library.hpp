@@ -2,6 +2,8 @@
 // spm_shim_api.h for why sentencepiece is never linked directly.
 #pragma once
 
+#include <string>
+
 #include "text/spm_shim_api.h"
 
 namespace destein::detail {
@@ -20,10 +22,11 @@ struct SpmLibrary {
   decltype(&dspm_id_to_piece) id_to_piece;
   decltype(&dspm_train) train;
   decltype(&dspm_free_buffer) free_buffer;
+  std::string path;  ///< the file that was loaded
 };
 
-/// The loaded shim. Looks in $DESTEIN_SPM_LIBRARY, then next to the running program
-/// (and its ../lib), then the build-time path. Throws std::runtime_error listing the
+/// The loaded shim. Looks in $DESTEIN_SPM_LIBRARY, then beside the library itself
+/// (installed: <libdir>/destein/), then the build-time path (install_paths.hpp). Throws std::runtime_error listing the
 /// places tried when none loads.
 const SpmLibrary& spm_library();
 

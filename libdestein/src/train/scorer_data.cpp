@@ -261,30 +261,6 @@ std::vector<LabeledText> load_labeled_set(const fs::path& data_dir, std::string_
   return out;
 }
 
-fs::path resolve_data_dir(const std::string& configured) {
-  fs::path dir;
-  std::string origin;
-  if (!configured.empty()) {
-    dir = configured;
-    origin = "data_dir in the config or --data-dir";
-  } else if (const char* env = std::getenv("DESTEIN_DATA"); env && *env) {
-    dir = env;
-    origin = "$DESTEIN_DATA";
-  } else {
-#ifdef DESTEIN_DEFAULT_DATA_DIR
-    dir = DESTEIN_DEFAULT_DATA_DIR;
-#else
-    dir = "../shared/data";
-#endif
-    origin = "the build default DESTEIN_DEFAULT_DATA_DIR";
-  }
-  DESTEIN_CHECK_IO(fs::is_directory(dir),
-                   "data folder '{}' (from {}) does not exist; set data_dir in the config or "
-                   "DESTEIN_DATA",
-                   dir.string(), origin);
-  return dir;
-}
-
 std::vector<RtpPrompt> load_rtp_prompts(const fs::path& jsonl) {
   std::vector<RtpPrompt> out;
   JsonlReader reader(jsonl);

@@ -86,6 +86,13 @@ std::vector<SteeringPair> sample_pairs(const std::vector<SteeringPair>& pairs, s
 
 /// The pairs without exact duplicates (same toxic and same non-toxic text after
 /// clean_pair_text()); the first occurrence is kept, order is preserved.
+/// A pair file by `format`: "paradetox" (the TSV), "jsonl", or "auto" (.tsv is ParaDetox,
+/// anything else JSON Lines), without pairs whose two sides are identical (ParaDetox has
+/// rows whose rewrite is unchanged); `identical_dropped` (may be null) counts those.
+/// Throws std::invalid_argument for another format, and what the readers throw.
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
+                                         const PairLoadOptions& options = {}, int64_t* identical_dropped = nullptr);
+
 std::vector<SteeringPair> deduplicate_pairs(const std::vector<SteeringPair>& pairs);
 
 /// Writes `pairs` as JSON Lines objects {"toxic", "nontoxic", "provenance"} (provenance

@@ -81,4 +81,9 @@ std::unique_ptr<Tokenizer> adapt_tokenizer_to_model(std::unique_ptr<Tokenizer> t
 /// Throws std::runtime_error with the trainer's message on failure.
 void train_sentencepiece(const std::string& trainer_args);
 
+/// The SentencePiece module (libdestein_spm.so) this process uses, loading it on first
+/// call: $DESTEIN_SPM_LIBRARY, else beside the installed library (<libdir>/destein/), else
+/// the build tree. Throws std::runtime_error listing the places tried when none loads.
+std::filesystem::path sentencepiece_module_path();
+
 }  // namespace destein

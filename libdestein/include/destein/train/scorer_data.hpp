@@ -17,6 +17,8 @@
 
 #include "destein/score/linear_scorer.hpp"
 
+#include "destein/io/data_folder.hpp"  // resolve_data_dir
+
 namespace destein {
 
 /// What a labelled set is for: fitting the scorer, or measuring it.
@@ -43,11 +45,6 @@ const LabeledSetSpec& labeled_set(std::string_view name);
 /// file and line for a missing file or a malformed row.
 std::vector<LabeledText> load_labeled_set(const std::filesystem::path& data_dir,
                                           std::string_view name);
-
-/// The data folder: `configured` when not empty, else $DESTEIN_DATA, else the build's
-/// DESTEIN_DEFAULT_DATA_DIR. Throws std::runtime_error naming the candidate and where it
-/// came from when it is not a folder.
-std::filesystem::path resolve_data_dir(const std::string& configured);
 
 /// An RTP prompt with its Perspective toxicity.
 struct RtpPrompt {

@@ -1,4 +1,4 @@
-#include "progress.hpp"
+#include "destein/experiment/progress.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
-namespace destein::app {
+namespace destein {
 
 namespace {
 std::string format_seconds(double s) {
@@ -64,4 +64,4 @@ void ProgressBar::draw(bool final_line) {
   std::fflush(stderr);
 }
 
-}  // namespace destein::app
+}  // namespace destein

@@ -1,8 +1,9 @@
 #pragma once
-// YAML experiment files mapped onto plain options structs. Every read records its key
-// path; finish() then reports any key nobody read, with file and line, so a misspelt
-// option is an error instead of a silently ignored default. Type errors name the key
-// path, the line and what was expected.
+/// A parsed YAML experiment file that remembers which keys were read. Every read records
+/// its key path; finish() then reports any key nobody read, with file and line, so a
+/// misspelt option is an error instead of a silently ignored default. Type errors name
+/// the key path, the line and what was expected. Schema (schema.hpp) maps a ConfigNode
+/// onto an options struct.
 
 #include <yaml-cpp/yaml.h>
 
@@ -13,8 +14,9 @@
 #include <string>
 #include <vector>
 
-namespace destein::app {
+namespace destein {
 
+/// A mapping (or the document) inside a parsed YAML file; cheap to copy.
 class ConfigNode {
  public:
   /// Parses a YAML file; a syntax error names file:line:column.
@@ -57,10 +59,5 @@ class ConfigNode {
   std::string path_;
 };
 
-/// Resolves a data path: absolute paths as they are; relative ones that exist under the
-/// current directory (files a run wrote, e.g. runs/demo/pairs.jsonl) as they are; other
-/// relative ones against, in order, the config's `data_dir` argument (if non-empty),
-/// $DESTEIN_DATA, and the build-time default (../shared/data beside the checkout).
-std::filesystem::path resolve_data_path(const std::string& relative, const std::string& data_dir = "");
 
-}  // namespace destein::app
+}  // namespace destein

@@ -1,4 +1,4 @@
-#include "yaml_config.hpp"
+#include "destein/experiment/config_node.hpp"
 
 #include <fmt/format.h>
 
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-namespace destein::app {
+namespace destein {
 
 namespace {
 template <typename T>
@@ -135,16 +135,6 @@ void ConfigNode::check_unknown(const YAML::Node& node, const std::string& path) 
 
 void ConfigNode::finish() const { check_unknown(state_->root, ""); }
 
-std::filesystem::path resolve_data_path(const std::string& relative, const std::string& data_dir) {
-  std::filesystem::path p(relative);
-  if (p.is_absolute()) return p;
-  // A file this project wrote (runs/demo/pairs.jsonl) is found where the command runs.
-  if (std::filesystem::exists(p)) return p;
-  if (!data_dir.empty()) return std::filesystem::path(data_dir) / p;
-  if (const char* env = std::getenv("DESTEIN_DATA"); env && *env) return std::filesystem::path(env) / p;
-  return std::filesystem::path(DESTEIN_DEFAULT_DATA_DIR) / p;
-}
-
 template bool ConfigNode::get<bool>(const std::string&, const bool&) const;
 template int ConfigNode::get<int>(const std::string&, const int&) const;
 template int64_t ConfigNode::get<int64_t>(const std::string&, const int64_t&) const;
@@ -154,7 +144,16 @@ template std::string ConfigNode::get<std::string>(const std::string&, const std:
 template std::vector<std::string> ConfigNode::get<std::vector<std::string>>(const std::string&,
                                                                            const std::vector<std::string>&) const;
 template std::vector<double> ConfigNode::get<std::vector<double>>(const std::string&, const std::vector<double>&) const;
-template std::string ConfigNode::require<std::string>(const std::string&) const;
+template std::vector<int64_t> ConfigNode::get<std::vector<int64_t>>(const std::string&,
+                                                                   const std::vector<int64_t>&) const;
+template bool ConfigNode::require<bool>(const std::string&) const;
+template int ConfigNode::require<int>(const std::string&) const;
 template int64_t ConfigNode::require<int64_t>(const std::string&) const;
+template uint64_t ConfigNode::require<uint64_t>(const std::string&) const;
+template double ConfigNode::require<double>(const std::string&) const;
+template std::string ConfigNode::require<std::string>(const std::string&) const;
+template std::vector<std::string> ConfigNode::require<std::vector<std::string>>(const std::string&) const;
+template std::vector<double> ConfigNode::require<std::vector<double>>(const std::string&) const;
+template std::vector<int64_t> ConfigNode::require<std::vector<int64_t>>(const std::string&) const;
 
-}  // namespace destein::app
+}  // namespace destein

@@ -1,13 +1,15 @@
 #pragma once
-// A progress bar with rate and ETA on stderr for every long stage. On a terminal it
-// redraws one line; otherwise (logs, CI) it prints a line at most every 10 seconds.
+/// A progress bar with rate and ETA on stderr for every long stage of an experiment. On a
+/// terminal it redraws one line; otherwise (logs, CI) it prints a line at most every 10
+/// seconds.
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 
-namespace destein::app {
+namespace destein {
 
+/// `ProgressBar bar("activations", n, "texts"); ... bar.update(done); ... bar.finish();`
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total, std::string unit = "items", int64_t already_done = 0);
@@ -25,4 +27,4 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
-}  // namespace destein::app
+}  // namespace destein

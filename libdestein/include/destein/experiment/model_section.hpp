@@ -1,0 +1,50 @@
+#pragma once
+/// The keys every experiment that runs a model shares: the model and where it runs (at
+/// the top of the file), and the sampling keys of a `generation:` section.
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "destein/experiment/schema.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/text/tokenizer.hpp"
+
+namespace destein {
+
+/// `model`, `tokenizer`, `device`, `dtype`, `threads`, `linear_backend`.
+struct ModelSection {
+  std::string model;
+  std::string tokenizer;  ///< empty: next to the model
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  int threads = 0;        ///< 0: all cores
+  std::string linear_backend = "auto";
+};
+
+/// The model keys, `model` required; device spelling, dtype and linear_backend checked (a
+/// config written for a GPU machine still parses on one without; availability is checked
+/// when loading).
+Schema<ModelSection> model_section_schema();
+
+/// The keys of a `generation:` section: `samples_key` (num_samples; "samples" in the
+/// harness, "samples_per_target" in self-induction), max_new_tokens, top_p, top_k,
+/// temperature, seed, batch_size.
+Schema<GenerationOptions> generation_schema(const std::string& samples_key);
+
+/// The folder a model's companion files (tokenizer) sit in: the model itself when it is a
+/// folder, else the folder holding the archive ("." for a bare file name).
+std::filesystem::path model_folder(const std::filesystem::path& model_path);
+
+/// A model and its tokenizer, adapted to each other (adapt_tokenizer_to_model).
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+/// Loads the section's model on its device and dtype, and its tokenizer (`tokenizer`, or
+/// the model's folder). Throws what load_model() and load_tokenizer() throw.
+LoadedModel load_model_section(const ModelSection& section);
+
+}  // namespace destein

@@ -1,0 +1,615 @@
+#include "destein/experiment/train_lm_experiment.hpp"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+#include <nlohmann/json.hpp>
+
+#include "destein/runtime/checkpoint.hpp"
+#include "destein/io/file_io.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/train/lm_corpus.hpp"
+#include "destein/train/lm_training.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/runtime/device.hpp"
+#include "destein/train/scorer_data.hpp"
+#include "destein/text/tokenizer.hpp"
+#include "destein/experiment/progress.hpp"
+#include "destein/io/data_folder.hpp"
+
+#include "destein/experiment/progress.hpp"
+#include "destein/io/data_folder.hpp"
+
+namespace destein {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad_key(const ConfigNode& node, const std::string& key, const std::string& what) {
+  throw std::invalid_argument(fmt::format("{}: key {}: {}", node.where(key), node.path_of(key), what));
+}
+
+// The settings that decide the corpus and the tokenizer: a cached corpus is reused only
+// when they are unchanged.
+json corpus_settings(const TrainLmExperiment& c, const fs::path& data_dir) {
+  return {{"data_dir", fs::absolute(data_dir).lexically_normal().string()},
+          {"sources", c.sources},
+          {"heldout_fraction", c.heldout_fraction},
+          {"split_seed", c.split_seed},
+          {"rtp_min_chars", c.rtp_min_chars},
+          {"toxic_keep_fraction", c.toxic_keep_fraction},
+          {"max_documents_per_source", c.max_documents},
+          {"tokenizer",
+           {{"vocab_size", c.vocab_size},
+            {"model_type", c.tokenizer_type},
+            {"character_coverage", c.character_coverage},
+            {"input_sentence_size", c.input_sentence_size},
+            {"seed", c.tokenizer_seed}}}};
+}
+
+int64_t count_words(const std::string& text) {
+  int64_t n = 0;
+  bool in_word = false;
+  for (char ch : text) {
+    const bool space = ch == ' ';
+    if (!space && !in_word) ++n;
+    in_word = !space;
+  }
+  return n;
+}
+
+// Stage 1: documents -> corpus/train.txt, corpus/heldout.txt (one per line) + report.
+json prepare_corpus(const TrainLmExperiment& c, const fs::path& data_dir, const fs::path& dir) {
+  const fs::path report_path = dir / "report.json";
+  const json settings = corpus_settings(c, data_dir);
+  if (fs::is_regular_file(report_path)) {
+    json report = read_json_file(report_path);
+    if (report.value("settings", json()) == settings) {
+      fmt::print(stderr, "corpus: reusing {}\n", dir.string());
+      return report;
+    }
+    throw std::runtime_error(fmt::format(
+        "{} was prepared with other corpus or tokenizer settings than {}: train into a new output "
+        "folder, or delete {} to rebuild it",
+        report_path.string(), c.config_path, dir.parent_path().string()));
+  }
+  fs::create_directories(dir);
+  std::vector<LmDocument> docs;
+  json per_source = json::object();
+  for (const auto& name : c.sources) {
+    auto part = load_lm_source(data_dir, name);
+    if (c.max_documents > 0 && static_cast<int64_t>(part.size()) > c.max_documents) part.resize(c.max_documents);
+    int64_t words = 0;
+    for (const auto& d : part) words += count_words(d.text);
+    per_source[name] = {{"documents_read", part.size()}, {"words_read", words}};
+    fmt::print(stderr, "corpus: {:<26} {:>8} documents {:>10} words\n", name, part.size(), words);
+    for (auto& d : part) docs.push_back(std::move(d));
+  }
+  const int64_t duplicates = remove_duplicate_documents(docs);
+  const int64_t toxic_dropped = thin_toxic_documents(docs, c.toxic_keep_fraction, c.split_seed);
+  if (c.toxic_keep_fraction < 1.0) {
+    fmt::print(stderr, "corpus: kept {:.0f}% of the documents labelled toxic: {} dropped\n", 100 * c.toxic_keep_fraction,
+               toxic_dropped);
+  }
+  const auto rtp_texts = load_rtp_prompt_texts(data_dir);
+  PromptOverlapFilter filter(rtp_texts, static_cast<size_t>(c.rtp_min_chars));
+  const auto t0 = std::chrono::steady_clock::now();
+  OverlapReport overlap = filter.remove_overlaps(docs);
+  const double overlap_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(stderr,
+             "corpus: {} duplicate documents dropped; RTP overlap: {} of {} documents contain one of {} "
+             "prompts ({} prompts under {} characters not searched; {:.1f} s)\n",
+             duplicates, overlap.documents_removed, overlap.documents_checked, overlap.prompts_checked,
+             overlap.prompts_too_short, c.rtp_min_chars, overlap_seconds);
+  json matches = json::array();
+  for (const auto& [prompt, source] : overlap.matches) {
+    matches.push_back({{"prompt", prompt}, {"source", source}});
+    fmt::print(stderr, "  removed a {} document containing the RTP prompt \"{}\"\n", source, prompt);
+  }
+  DocumentSplit split = split_documents(docs, c.heldout_fraction, c.split_seed);
+  for (auto [name, part] : {std::pair{"train", &split.train}, std::pair{"heldout", &split.heldout}}) {
+    std::string text;
+    json counts = json::object();
+    for (const auto& d : *part) {
+      text += d.text;
+      text += '\n';
+      auto& entry = counts[d.source];
+      if (entry.is_null()) entry = {{"documents", 0}, {"words", 0}};
+      entry["documents"] = entry["documents"].get<int64_t>() + 1;
+      entry["words"] = entry["words"].get<int64_t>() + count_words(d.text);
+    }
+    write_text_file(dir / fmt::format("{}.txt", name), text);
+    for (auto& [source, entry] : counts.items()) per_source[source][name] = entry;
+  }
+  json report = {{"settings", settings},
+                 {"sources", per_source},
+                 {"duplicates_removed", duplicates},
+                 {"toxic_labelled_dropped", toxic_dropped},
+                 {"train_documents", split.train.size()},
+                 {"heldout_documents", split.heldout.size()},
+                 {"rtp_overlap",
+                  {{"rtp_prompts_read", rtp_texts.size()},
+                   {"prompts_checked", overlap.prompts_checked},
+                   {"prompts_too_short", overlap.prompts_too_short},
+                   {"min_chars", c.rtp_min_chars},
+                   {"documents_checked", overlap.documents_checked},
+                   {"documents_removed", overlap.documents_removed},
+                   {"matches", matches}}}};
+  write_text_file(report_path, report.dump(2) + "\n");  // last: marks the stage complete
+  return report;
+}
+
+// Stage 2: the SentencePiece model, trained on the training documents only.
+fs::path prepare_tokenizer(const TrainLmExperiment& c, const fs::path& out, int threads) {
+  const fs::path model = out / "tokenizer.model";
+  if (fs::is_regular_file(model)) {
+    fmt::print(stderr, "tokenizer: reusing {}\n", model.string());
+    return model;
+  }
+  const fs::path prefix = out / "tokenizer.tmp";
+  fmt::print(stderr, "tokenizer: training a {}-piece SentencePiece {} model ...\n", c.vocab_size, c.tokenizer_type);
+  // <s> = 1 starts every document and every prompt, </s> = 2 ends documents; no padding id.
+  train_sentencepiece(fmt::format(
+      "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} "
+      "--byte_fallback=true --split_digits=true --input_sentence_size={} --shuffle_input_sentence=true "
+      "--max_sentence_length=16384 --random_seed={} --num_threads={} --unk_id=0 --bos_id=1 --eos_id=2 "
+      "--pad_id=-1 --minloglevel=1",
+      (out / "corpus" / "train.txt").string(), prefix.string(), c.vocab_size, c.tokenizer_type,
+      c.character_coverage, c.input_sentence_size, c.tokenizer_seed, std::max(1, threads)));
+  fs::rename(prefix.string() + ".vocab", out / "tokenizer.vocab");
+  fs::rename(prefix.string() + ".model", model);
+  return model;
+}
+
+std::vector<int32_t> read_tokens(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", path.string()));
+  const auto bytes = fs::file_size(path);
+  if (bytes % sizeof(int32_t) != 0) {
+    throw std::runtime_error(fmt::format("{}: {} bytes is not a whole number of int32 tokens (truncated?); "
+                                         "delete it to re-tokenize",
+                                         path.string(), bytes));
+  }
+  std::vector<int32_t> ids(bytes / sizeof(int32_t));
+  in.read(reinterpret_cast<char*>(ids.data()), static_cast<std::streamsize>(bytes));
+  if (!in.good()) throw std::runtime_error(fmt::format("failed reading '{}'", path.string()));
+  return ids;
+}
+
+// Stage 3: [BOS] document [EOS] for every document of a split, as one int32 stream. The
+// cache is reused only when `<tokens>.json` says it came from this tokenizer and text.
+std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& token_file, const Tokenizer& tok,
+                                    const fs::path& tokenizer_file) {
+  const fs::path stamp_file = token_file.string() + ".json";
+  const nlohmann::json stamp = {{"tokenizer", file_fnv1a64(tokenizer_file)},
+                                {"text", file_fnv1a64(text_file)}};
+  if (fs::is_regular_file(token_file) && fs::is_regular_file(stamp_file) && read_json_file(stamp_file) == stamp) {
+    return read_tokens(token_file);
+  }
+  std::ifstream in(text_file, std::ios::binary);
+  if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", text_file.string()));
+  const int64_t bos = *tok.bos_id(), eos = *tok.eos_id();
+  std::vector<int32_t> ids;
+  std::string line;
+  const auto total = static_cast<int64_t>(fs::file_size(text_file));
+  ProgressBar bar("tokenize " + text_file.filename().string(), total, "bytes");
+  int64_t done = 0;
+  while (std::getline(in, line)) {
+    done += static_cast<int64_t>(line.size()) + 1;
+    ids.push_back(static_cast<int32_t>(bos));
+    for (int64_t id : tok.encode(line)) ids.push_back(static_cast<int32_t>(id));
+    ids.push_back(static_cast<int32_t>(eos));
+    if ((done & 0xffff) < static_cast<int64_t>(line.size()) + 1) bar.update(done);
+  }
+  bar.update(total);
+  bar.finish();
+  const fs::path tmp = token_file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * sizeof(int32_t)));
+    out.close();
+    if (!out.good()) throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
+  }
+  fs::rename(tmp, token_file);
+  write_text_file(stamp_file, stamp.dump(2) + "\n");
+  return ids;
+}
+
+std::string fmt_count(double n) {
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+// Weights as they will be stored, plus reference logits computed by the training forward
+// from those very (rounded) weights: `destein verify` on the export then checks the
+// inference runtime against the trainer.
+std::map<std::string, at::Tensor> export_weights(const Gpt2Trainable& model, c10::ScalarType dtype,
+                                                 const std::vector<int32_t>& heldout, ReferenceLogits& reference) {
+  at::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> stored;
+  for (const auto& [name, t] : model.parameters()) stored[name] = t.detach().to(dtype).contiguous();
+  Gpt2Trainable rounded(model.shape(), stored);
+  reference.source = fmt::format("destein train-lm training forward ({} weights)", dtype_name(dtype));
+  for (int64_t len : {int64_t{8}, int64_t{24}, std::min<int64_t>(64, model.shape().context)}) {
+    std::vector<int64_t> ids(heldout.begin(), heldout.begin() + len);
+    at::Tensor logits = rounded.logits(at::tensor(ids, at::kLong).unsqueeze(0)).select(1, len - 1).squeeze(0);
+    logits = logits.contiguous();
+    reference.inputs.push_back(ids);
+    reference.last_logits.emplace_back(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  }
+  return stored;
+}
+
+std::string model_card(const TrainLmExperiment& c, const json& report, const json& figures,
+                       const std::vector<std::pair<std::string, std::vector<std::string>>>& samples) {
+  std::string md;
+  auto line = [&](const std::string& s) { md += s + "\n"; };
+  const auto& s = c.train.shape;
+  line("# tiny-lm: a small GPT-2 trained from scratch by `destein train-lm`");
+  line("");
+  line("**Content warning:** the training text includes toxic web comments on purpose, so the model "
+       "writes toxic text as web text does.");
+  line("");
+  line("A GPT-2-architecture language model trained on this project's machine, for running the "
+       "whole DeStein pipeline (self-induced pairs, steering vectors, RealToxicityPrompts-style "
+       "evaluation) offline in minutes. It is a demonstration model, not a general-purpose LM: "
+       "its fluency is far below GPT-2's, and numbers measured on it say what the method does at "
+       "this scale only.");
+  line("");
+  line("Written by `destein train-lm` from the figures of the run; the command that reproduces it:");
+  line("");
+  line(fmt::format("    build/bin/destein train-lm --config {}", c.config_path));
+  line("");
+  line("## Model");
+  line("");
+  line("| | |");
+  line("|---|---|");
+  line(fmt::format("| architecture | GPT-2 (pre-LN, gelu_new, learned positions, tied output head) |"));
+  line(fmt::format("| layers / heads / d_model / d_ff | {} / {} / {} / {} |", s.n_layers, s.n_heads, s.d_model, s.ff()));
+  line(fmt::format("| context | {} tokens |", s.context));
+  line(fmt::format("| parameters | {} ({}) |", figures["parameters"].get<int64_t>(),
+                   fmt_count(figures["parameters"].get<double>())));
+  line(fmt::format("| storage | {} (`model.pt`, TorchScript archive with Hugging Face names) |", c.export_dtype));
+  line(fmt::format("| tokenizer | SentencePiece {}, {} pieces, byte fallback; `<s>`=1 starts a document, "
+                   "`</s>`=2 ends it |",
+                   c.tokenizer_type, c.vocab_size));
+  line("");
+  line("## Training data");
+  line("");
+  line("Read from the shared data folder (never copied into the repository):");
+  line("");
+  line("| source | documents (train) | words (train) | documents (held-out) |");
+  line("|---|---|---|---|");
+  for (const auto& name : c.sources) {
+    const json& e = report["sources"][name];
+    line(fmt::format("| {} | {} | {} | {} |", name, e.contains("train") ? e["train"]["documents"].get<int64_t>() : 0,
+                     e.contains("train") ? e["train"]["words"].get<int64_t>() : 0,
+                     e.contains("heldout") ? e["heldout"]["documents"].get<int64_t>() : 0));
+  }
+  line("");
+  line(fmt::format("Files: `lm/goemotions/{{train,dev,test}}.tsv`, `lm/reddit_post_comment/reddit_post_comment.jsonl`, "
+                   "`lm/wikitext-2-tokenized/{{valid,test}}.txt` (headings dropped, tokenised punctuation rejoined) "
+                   "and the text columns of the classifier's training sets (`detox_civil_comments/dev_*`, "
+                   "`davidson_hate_offensive`, `olid`, `toxic_spans/comments.csv`), as far as they are listed "
+                   "above. Left out: every file under `rtp/` (evaluation), the classifier's held-out sets "
+                   "(they measure the scorer), ParaDetox (the steering-pair seeds), and the two books "
+                   "(`tinyshakespeare`, `botchan`), whose style is far from web comments."));
+  line("");
+  const json& o = report["rtp_overlap"];
+  if (c.toxic_keep_fraction < 1.0) {
+    line(fmt::format("The classifier sets are far more toxic than web text: about a third of their texts are "
+                     "labelled toxic (by their own annotations), and a model trained on all of them writes "
+                     "toxic text after almost any prompt. A seeded {:.0f}% of the texts labelled toxic was kept "
+                     "({} dropped), and every other text; the model still sees plenty of toxic language.",
+                     100 * c.toxic_keep_fraction, report["toxic_labelled_dropped"].get<int64_t>()));
+    line("");
+  }
+  line(fmt::format("{} duplicate documents were dropped. **RealToxicityPrompts overlap:** every document "
+                   "was searched for each of the {} distinct RTP prompts of at least {} characters "
+                   "(lower-cased, whitespace-normalised substring match; {} shorter prompts were not searched). "
+                   "{} documents contained a prompt and were removed:",
+                   report["duplicates_removed"].get<int64_t>(), o["prompts_checked"].get<int64_t>(),
+                   o["min_chars"].get<int64_t>(), o["prompts_too_short"].get<int64_t>(),
+                   o["documents_removed"].get<int64_t>()));
+  line("");
+  for (const auto& m : o["matches"]) {
+    line(fmt::format("- \"{}\" ({})", m["prompt"].get<std::string>(), m["source"].get<std::string>()));
+  }
+  line("");
+  line(fmt::format("Held-out split: {:.0f}% of the documents by a seeded hash of their text (seed {}), "
+                   "{} documents, {} tokens.",
+                   100 * c.heldout_fraction, c.split_seed, report["heldout_documents"].get<int64_t>(),
+                   figures["heldout_tokens"].get<int64_t>()));
+  line("");
+  line("## Training");
+  line("");
+  const auto& opt = c.train.optimizer;
+  line("| | |");
+  line("|---|---|");
+  line(fmt::format("| training tokens | {} ({} documents) |", figures["train_tokens"].get<int64_t>(),
+                   report["train_documents"].get<int64_t>()));
+  line(fmt::format("| steps x batch x context | {} x {} x {} = {} tokens seen ({:.2f} epochs) |", opt.total_steps,
+                   c.train.batch_size, s.context, figures["tokens_seen"].get<int64_t>(),
+                   figures["tokens_seen"].get<double>() / figures["train_tokens"].get<double>()));
+  line(fmt::format("| optimizer | AdamW, lr {} peak -> {} (linear warmup {} steps, cosine decay), betas ({}, {}), "
+                   "weight decay {}, gradient clip {} |",
+                   opt.learning_rate, opt.min_learning_rate, opt.warmup_steps, opt.beta1, opt.beta2,
+                   opt.weight_decay, opt.grad_clip));
+  line(fmt::format("| seed | {} (initialisation and batches) |", c.train.seed));
+  line(fmt::format("| time | {:.1f} min of training steps on {} threads ({}) |",
+                   figures["train_seconds"].get<double>() / 60, figures["threads"].get<int>(),
+                   figures["machine"].get<std::string>()));
+  line(fmt::format("| throughput | {:.0f} tokens/s (tokens seen / time of the training steps, all runs) |",
+                   figures["tokens_seen"].get<double>() / figures["train_seconds"].get<double>()));
+  line("");
+  line("Held-out loss (nats per token) and perplexity:");
+  line("");
+  line("| step | loss | perplexity |");
+  line("|---|---|---|");
+  for (const auto& p : figures["heldout_curve"]) {
+    line(fmt::format("| {} | {:.3f} | {:.1f} |", p[0].get<int64_t>(), p[1].get<double>(), std::exp(p[1].get<double>())));
+  }
+  line("");
+  line(fmt::format("**Held-out perplexity of the exported ({}) model: {:.1f}** (loss {:.3f}, over {} held-out tokens "
+                   "in windows of {}).",
+                   c.export_dtype, std::exp(figures["final_heldout_loss"].get<double>()),
+                   figures["final_heldout_loss"].get<double>(), figures["heldout_tokens_scored"].get<int64_t>(),
+                   s.context));
+  line("");
+  line(fmt::format("## Samples\n\nNucleus sampling (top-p 0.9, at most {} new tokens, seed {}), from the "
+                   "exported checkpoint through destein's inference runtime. ⏎ marks a sample that ended with "
+                   "`</s>`: the model learned that comments are short.",
+                   c.sample_tokens, c.sample_seed));
+  line("");
+  for (const auto& [prompt, texts] : samples) {
+    for (const auto& t : texts) line(fmt::format("- **{}**{}", prompt, t));
+  }
+  line("");
+  line("## Files");
+  line("");
+  line("- `model.pt`: weights and `config.json` (+ `reference.json`: logits of the training forward on "
+       "three held-out inputs, so `destein verify --model <this folder>` checks the inference runtime "
+       "against the trainer).");
+  line("- `tokenizer.model`: the SentencePiece model.");
+  line("- `training.json`: every figure above, machine-readable.");
+  return md;
+}
+
+}  // namespace
+
+Schema<TrainLmExperiment> train_lm_experiment_schema() {
+  using E = TrainLmExperiment;
+  Schema<E> corpus;
+  corpus.field("sources", &E::sources)
+      .field("heldout_fraction", &E::heldout_fraction)
+      .field("split_seed", &E::split_seed)
+      .field("rtp_min_chars", &E::rtp_min_chars)
+      .field("toxic_keep_fraction", &E::toxic_keep_fraction)
+      .field("max_documents_per_source", &E::max_documents)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.sources.empty()) bad_key(n, "sources", "expected at least one source");
+        if (c.heldout_fraction <= 0 || c.heldout_fraction >= 0.5) bad_key(n, "heldout_fraction", "expected a value in (0, 0.5)");
+        if (c.toxic_keep_fraction < 0 || c.toxic_keep_fraction > 1) bad_key(n, "toxic_keep_fraction", "expected a value in [0, 1]");
+      });
+  Schema<E> tokenizer;
+  tokenizer.field("vocab_size", &E::vocab_size)
+      .field("model_type", &E::tokenizer_type)
+      .field("character_coverage", &E::character_coverage)
+      .field("input_sentence_size", &E::input_sentence_size)
+      .field("seed", &E::tokenizer_seed)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.vocab_size < 300) bad_key(n, "vocab_size", "expected at least 300 (bytes plus pieces)");
+        if (c.tokenizer_type != "bpe" && c.tokenizer_type != "unigram") bad_key(n, "model_type", "expected bpe or unigram");
+      });
+  Schema<GptShape> model;
+  model.field("context", &GptShape::context)
+      .field("d_model", &GptShape::d_model)
+      .field("n_layers", &GptShape::n_layers)
+      .field("n_heads", &GptShape::n_heads)
+      .field("d_ff", &GptShape::d_ff)
+      .check([](const GptShape& s, const ConfigNode& n) {
+        if (s.n_heads <= 0 || s.d_model % s.n_heads != 0) bad_key(n, "n_heads", fmt::format("must divide d_model ({})", s.d_model));
+      });
+  Schema<LmTrainOptions> training;
+  training.field("steps", [](LmTrainOptions& t) -> int64_t& { return t.optimizer.total_steps; })
+      .field("batch_size", &LmTrainOptions::batch_size)
+      .field("learning_rate", [](LmTrainOptions& t) -> double& { return t.optimizer.learning_rate; })
+      .field("min_learning_rate", [](LmTrainOptions& t) -> double& { return t.optimizer.min_learning_rate; })
+      .field("warmup_steps", [](LmTrainOptions& t) -> int64_t& { return t.optimizer.warmup_steps; })
+      .field("weight_decay", [](LmTrainOptions& t) -> double& { return t.optimizer.weight_decay; })
+      .field("beta1", [](LmTrainOptions& t) -> double& { return t.optimizer.beta1; })
+      .field("beta2", [](LmTrainOptions& t) -> double& { return t.optimizer.beta2; })
+      .field("grad_clip", [](LmTrainOptions& t) -> double& { return t.optimizer.grad_clip; })
+      .field("seed", &LmTrainOptions::seed)
+      .field("eval_every", &LmTrainOptions::eval_every)
+      .field("eval_tokens", &LmTrainOptions::eval_tokens)
+      .field("checkpoint_every", &LmTrainOptions::checkpoint_every)
+      .field("keep_checkpoints", &LmTrainOptions::keep_checkpoints)
+      .field("log_every", &LmTrainOptions::log_every)
+      .check([](const LmTrainOptions& t, const ConfigNode& n) {
+        if (t.optimizer.total_steps <= 0) bad_key(n, "steps", "expected a positive number of steps");
+        if (t.batch_size <= 0) bad_key(n, "batch_size", "expected a positive batch size");
+      });
+  Schema<E> ex;
+  ex.field("dir", &E::export_dir)
+      .field("dtype", &E::export_dtype)
+      .field("sample_prompts", &E::sample_prompts)
+      .field("samples_per_prompt", &E::samples_per_prompt)
+      .field("sample_tokens", &E::sample_tokens)
+      .field("sample_seed", &E::sample_seed)
+      .check([](const E& c, const ConfigNode& n) {
+        try {
+          parse_dtype(c.export_dtype);
+        } catch (const std::exception& e) {
+          bad_key(n, "dtype", e.what());
+        }
+      });
+  Schema<E> s;
+  s.field("data_dir", &E::data_dir)
+      .section("corpus", [](E& e) -> E& { return e; }, corpus)
+      .section("tokenizer", [](E& e) -> E& { return e; }, tokenizer)
+      .section("model", [](E& e) -> GptShape& { return e.train.shape; }, model)
+      .section("training", &E::train, training)
+      .field("threads", &E::threads)
+      .field("output", &E::output)
+      .section("export", [](E& e) -> E& { return e; }, ex);
+  return s;
+}
+
+TrainLmExperiment load_train_lm_experiment(const std::filesystem::path& yaml) {
+  TrainLmExperiment e = train_lm_experiment_schema().load(ConfigNode::load_file(yaml));
+  e.train.shape.vocab_size = e.vocab_size;
+  e.config_path = yaml.string();
+  return e;
+}
+
+std::string dump_train_lm_experiment(const TrainLmExperiment& e) { return train_lm_experiment_schema().dump(e); }
+
+void check_train_lm_experiment(const TrainLmExperiment& c) {
+  const auto known = lm_source_names();
+  for (const auto& s : c.sources) {
+    if (std::find(known.begin(), known.end(), s) == known.end()) load_lm_source(resolve_data_dir(c.data_dir), s);
+  }
+}
+
+TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, int64_t stop_after) {
+  TrainLmExperiment c = experiment;
+  c.train.shape.vocab_size = c.vocab_size;
+  TrainLmRunReport run_report;
+  set_threads(c.threads);
+  const int threads_used = destein::threads();
+
+  const fs::path out(c.output);
+  fs::create_directories(out);
+  const fs::path data_dir = resolve_data_dir(c.data_dir);
+  const json report = prepare_corpus(c, data_dir, out / "corpus");
+  const fs::path tok_path = prepare_tokenizer(c, out, threads_used);
+  auto tok = load_sentencepiece_tokenizer(tok_path, true);
+  if (tok->vocab_size() != c.vocab_size || !tok->bos_id() || !tok->eos_id()) {
+    throw std::runtime_error(fmt::format("{}: expected {} pieces with <s> and </s>, found {} pieces", tok_path.string(),
+                                         c.vocab_size, tok->vocab_size()));
+  }
+  std::vector<int32_t> train_ids = prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok, tok_path);
+  std::vector<int32_t> heldout_ids =
+      prepare_tokens(out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok, tok_path);
+  int64_t train_words = 0;
+  for (const auto& [name, e] : report["sources"].items()) {
+    if (e.contains("train")) train_words += e["train"]["words"].get<int64_t>();
+  }
+  fmt::print(stderr, "tokens: {} train, {} held-out ({:.2f} tokens per word, BOS and EOS included)\n",
+             train_ids.size(), heldout_ids.size(),
+             static_cast<double>(train_ids.size()) / static_cast<double>(std::max<int64_t>(1, train_words)));
+
+  LmTrainer trainer(c.train, train_ids, heldout_ids, out / "checkpoints");
+  const int64_t resumed = trainer.resume();
+  fmt::print(stderr, "model: GPT-2 {} layers, d {}, {} heads, context {}: {} parameters; {} threads\n",
+             c.train.shape.n_layers, c.train.shape.d_model, c.train.shape.n_heads, c.train.shape.context,
+             trainer.model().parameter_count(), threads_used);
+  if (resumed > 0) fmt::print(stderr, "training: resumed from step {}\n", resumed);
+  std::ofstream log(out / "train_log.jsonl", std::ios::app);
+  const auto start = std::chrono::steady_clock::now();
+  LmTrainResult result = trainer.train(
+      [&](const TrainProgress& p) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double per_step = elapsed / static_cast<double>(p.step - resumed);
+        std::string extra;
+        if (p.heldout_loss) extra += fmt::format("  held-out {:.3f} (ppl {:.1f})", *p.heldout_loss, std::exp(*p.heldout_loss));
+        if (p.checkpoint) extra += "  [checkpoint]";
+        fmt::print(stderr, "step {:>6}/{}  loss {:.3f}  lr {:.2e}  |g| {:.2f}  {:.0f} tok/s  ETA {:.1f} min{}\n", p.step,
+                   p.total_steps, p.loss, p.learning_rate, p.grad_norm, p.tokens_per_second,
+                   per_step * static_cast<double>(p.total_steps - p.step) / 60.0, extra);
+        json entry = {{"step", p.step}, {"loss", p.loss}, {"lr", p.learning_rate}, {"grad_norm", p.grad_norm},
+                      {"tokens_per_second", p.tokens_per_second}};
+        if (p.heldout_loss) entry["heldout_loss"] = *p.heldout_loss;
+        log << entry.dump() << "\n" << std::flush;
+      },
+      stop_after);
+  if (trainer.step() < c.train.optimizer.total_steps) {
+    fmt::print(stderr, "training: stopped at step {} of {} (--stop-after); rerun the same command to resume\n",
+               trainer.step(), c.train.optimizer.total_steps);
+    run_report.step = trainer.step();
+    return run_report;
+  }
+
+  // The final model next to its tokenizer: `--model <output>` works as it is.
+  const auto bos = tok->bos_id(), eos = tok->eos_id();
+  ReferenceLogits reference;
+  {
+    auto weights = export_weights(trainer.model(), at::kFloat, heldout_ids, reference);
+    save_checkpoint(out / "model.pt", gpt2_hf_config(c.train.shape, bos, eos), weights, reference);
+  }
+  fmt::print(stderr, "wrote {} (float32)\n", (out / "model.pt").string());
+  run_report.step = trainer.step();
+  run_report.finished = true;
+  run_report.model = out / "model.pt";
+  if (c.export_dir.empty()) return run_report;
+
+  const fs::path ex(c.export_dir);
+  fs::create_directories(ex);
+  const c10::ScalarType dtype = parse_dtype(c.export_dtype);
+  ReferenceLogits ex_reference;
+  auto stored = export_weights(trainer.model(), dtype, heldout_ids, ex_reference);
+  save_checkpoint(ex / "model.pt", gpt2_hf_config(c.train.shape, bos, eos), stored, ex_reference);
+  fs::copy_file(tok_path, ex / "tokenizer.model", fs::copy_options::overwrite_existing);
+
+  // Held-out loss of the stored (rounded) weights, and samples through the inference runtime.
+  const double exported_loss = mean_heldout_loss(Gpt2Trainable(c.train.shape, stored), heldout_ids,
+                                                c.train.batch_size, c.train.eval_tokens);
+  ModelOptions mopts;
+  mopts.threads = threads_used;
+  auto model = load_model(ex / "model.pt", mopts);
+  GenerationOptions g;
+  g.max_new_tokens = c.sample_tokens;
+  g.num_samples = c.samples_per_prompt;
+  g.top_p = 0.9;
+  g.seed = c.sample_seed;
+  std::vector<std::vector<int64_t>> prompt_ids;
+  for (const auto& p : c.sample_prompts) prompt_ids.push_back(tok->encode_prompt(p));
+  auto gens = generate(*model, prompt_ids, g);
+  std::vector<std::pair<std::string, std::vector<std::string>>> samples;
+  for (size_t i = 0; i < c.sample_prompts.size(); ++i) samples.push_back({c.sample_prompts[i], {}});
+  for (const auto& gen : gens) {
+    const std::string text = tok->decode_continuation(prompt_ids[static_cast<size_t>(gen.prompt_index)], gen.token_ids);
+    samples[static_cast<size_t>(gen.prompt_index)].second.push_back(text + (gen.stopped_at_eos ? " ⏎" : ""));
+  }
+
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  json figures = {{"parameters", trainer.model().parameter_count()},
+                  {"train_tokens", train_ids.size()},
+                  {"heldout_tokens", heldout_ids.size()},
+                  {"heldout_tokens_scored",
+                   std::min<int64_t>(c.train.eval_tokens > 0 ? c.train.eval_tokens : INT64_MAX,
+                                     (static_cast<int64_t>(heldout_ids.size()) - 1) / c.train.shape.context *
+                                         c.train.shape.context)},
+                  {"tokens_seen", result.tokens_seen},
+                  {"train_seconds", result.train_seconds_total},
+                  {"tokens_per_second", static_cast<double>(result.tokens_seen) / result.train_seconds_total},
+                  {"threads", threads_used},
+                  {"machine", fmt::format("{} cores, OPENBLAS_CORETYPE={}", std::thread::hardware_concurrency(),
+                                          coretype ? coretype : "unset")},
+                  {"heldout_curve", json::array()},
+                  {"final_heldout_loss", exported_loss},
+                  {"final_heldout_loss_float32", result.final_heldout_loss},
+                  {"corpus", report}};
+  for (const auto& [step, loss] : result.heldout_curve) figures["heldout_curve"].push_back({step, loss});
+  write_text_file(ex / "training.json", figures.dump(2) + "\n");
+  write_text_file(ex / "MODEL_CARD.md", model_card(c, report, figures, samples));
+  fmt::print(stderr, "exported {} ({}): held-out perplexity {:.1f}\n", ex.string(), c.export_dtype,
+             std::exp(exported_loss));
+  run_report.exported = ex;
+  run_report.exported_heldout_loss = exported_loss;
+  return run_report;
+}
+
+
+}  // namespace destein

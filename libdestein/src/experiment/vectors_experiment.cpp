@@ -1,0 +1,149 @@
+#include "destein/experiment/vectors_experiment.hpp"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "destein/experiment/progress.hpp"
+#include "destein/io/data_folder.hpp"
+#include "destein/runtime/device.hpp"
+#include "destein/steer/activations.hpp"
+#include "destein/steer/steering_vectors.hpp"
+
+namespace destein {
+
+Schema<VectorsExperiment> vectors_experiment_schema() {
+  using E = VectorsExperiment;
+  Schema<E> pairs;
+  pairs.field("path", &E::pairs_path)
+      .field("format", &E::pairs_format)
+      .field("num_pairs", &E::num_pairs)
+      .field("seed", &E::seed)
+      .field("first_neutral_only", &E::first_neutral_only)
+      .field("toxic_prefix", [](E& e) -> std::string& { return e.prefixes.toxic; })
+      .field("nontoxic_prefix", [](E& e) -> std::string& { return e.prefixes.nontoxic; });
+  Schema<E> probes;
+  probes.field("enabled", &E::probes)
+      .field("split", [](E& e) -> std::string& { return e.probe.split; })
+      .field("folds", [](E& e) -> int& { return e.probe.folds; })
+      .field("l2", [](E& e) -> double& { return e.probe.l2; })
+      .field("shuffle", [](E& e) -> bool& { return e.probe.shuffle; })
+      .field("seed", [](E& e) -> uint64_t& { return e.probe.seed; })
+      .field("test_fraction", [](E& e) -> double& { return e.probe.test_fraction; });
+  Schema<E> s;
+  s.include(&E::model, model_section_schema())
+      .field("data_dir", &E::data_dir)
+      .section("pairs", [](E& e) -> E& { return e; }, pairs)
+      .field("site", &E::site)
+      .field("last_k", &E::last_k)
+      .field("batch_size", &E::batch_size)
+      .section("probes", [](E& e) -> E& { return e; }, probes)
+      .field("output", &E::output)
+      .field("heatmap", &E::heatmap)
+      .check([](const E& e, const ConfigNode& node) {
+        try {
+          parse_steering_site(e.site);
+        } catch (const std::exception& ex) {
+          throw std::invalid_argument(fmt::format("{}: key site: {}", node.where("site"), ex.what()));
+        }
+        if (e.pairs_format != "auto" && e.pairs_format != "jsonl" && e.pairs_format != "paradetox") {
+          throw std::invalid_argument(fmt::format("{}: pairs.format must be auto, jsonl or paradetox, found '{}'",
+                                                  node.where(), e.pairs_format));
+        }
+      });
+  return s;
+}
+
+VectorsExperiment load_vectors_experiment(const std::filesystem::path& yaml) {
+  return vectors_experiment_schema().load(ConfigNode::load_file(yaml));
+}
+
+std::string dump_vectors_experiment(const VectorsExperiment& e) { return vectors_experiment_schema().dump(e); }
+
+VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
+  VectorsRunReport report;
+  // Pairs: a JSONL file of ours, or the ParaDetox TSV.
+  report.pairs_source = resolve_data_path(c.pairs_path, c.data_dir);
+  PairLoadOptions load;
+  load.first_neutral_only = c.first_neutral_only;
+  std::vector<SteeringPair> all = load_pair_file(report.pairs_source, c.pairs_format, load);
+  // num_pairs 0: every pair of the file (a self-induced set is already the sample).
+  const size_t wanted = c.num_pairs > 0 ? static_cast<size_t>(c.num_pairs) : all.size();
+  if (wanted > all.size()) {
+    throw std::invalid_argument(fmt::format("pairs.num_pairs is {} but {} holds {} pairs (0 takes them all)",
+                                            c.num_pairs, report.pairs_source.string(), all.size()));
+  }
+  std::vector<SteeringPair> pairs = sample_pairs(all, wanted, c.seed);
+  report.pairs_available = static_cast<int64_t>(all.size());
+  report.pairs_used = static_cast<int64_t>(pairs.size());
+  fmt::print(stderr, "pairs: {} sampled from {} in {} (seed {})\n", pairs.size(), all.size(),
+             report.pairs_source.string(), c.seed);
+
+  LoadedModel loaded = load_model_section(c.model);
+  const auto& model = loaded.model;
+  const auto& tok = loaded.tokenizer;
+
+  std::vector<std::vector<int64_t>> toxic_ids, nontoxic_ids;
+  for (const auto& p : pairs) {
+    toxic_ids.push_back(tok->encode_prompt(c.prefixes.toxic + p.toxic));
+    nontoxic_ids.push_back(tok->encode_prompt(c.prefixes.nontoxic + p.nontoxic));
+  }
+  ActivationOptions aopts;
+  aopts.site = parse_steering_site(c.site);
+  aopts.last_k = c.last_k;
+  aopts.batch_size = c.batch_size;
+  ProgressBar bar("activations", static_cast<int64_t>(2 * pairs.size()), "texts");
+  at::Tensor toxic = capture_site_activations(*model, toxic_ids, aopts, [&](int64_t done, int64_t) { bar.update(done); });
+  at::Tensor nontoxic = capture_site_activations(*model, nontoxic_ids, aopts, [&](int64_t done, int64_t) {
+    bar.update(static_cast<int64_t>(pairs.size()) + done);
+  });
+  bar.finish();
+
+  SteeringVectors v;
+  v.directions = directions_from_activations(toxic, nontoxic);
+  v.site = aopts.site;
+  v.last_k = c.last_k;
+  v.num_pairs = static_cast<int64_t>(pairs.size());
+  v.pair_hash = pair_set_hash(pairs);
+  v.toxic_prefix = c.prefixes.toxic;
+  v.nontoxic_prefix = c.prefixes.nontoxic;
+  v.model_type = model->config().model_type;
+  v.extra_metadata["model"] = c.model.model;
+  v.extra_metadata["pairs_source"] = report.pairs_source.string();
+  v.extra_metadata["pairs_seed"] = std::to_string(c.seed);
+
+  const std::filesystem::path out(c.output);
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  std::filesystem::path stem = out;
+  stem.replace_extension();
+  if (c.probes) {
+    toxic = toxic.contiguous();
+    nontoxic = nontoxic.contiguous();
+    const auto& cfg = model->config();
+    ProbeOptions popts = c.probe;
+    popts.threads = std::max(1, threads());
+    ProbeResults r = train_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
+                                  cfg.n_heads, cfg.head_dim, popts);
+    v.probe_accuracy = at::tensor(r.accuracy).view({cfg.n_layers, cfg.n_heads});
+    v.extra_metadata["probe_split"] = popts.split;
+    v.extra_metadata["probe_test_samples"] = std::to_string(r.test_samples);
+    report.heatmap = c.heatmap.empty() ? stem.string() + ".probes.svg" : c.heatmap;
+    write_probe_heatmap_svg(report.heatmap, r,
+                            fmt::format("{}: probe accuracy by head ({} pairs, {})", cfg.model_type, v.num_pairs,
+                                        popts.split));
+    report.probe_mean_accuracy = v.probe_accuracy.mean().item<float>();
+    report.probe_best_accuracy = v.probe_accuracy.max().item<float>();
+  }
+  save_steering_vectors(out, v);
+  report.vectors = out;
+  report.pairs = stem.string() + ".pairs.jsonl";
+  write_pairs_jsonl(report.pairs, pairs);
+  report.site = steering_site_name(v.site);
+  report.layers = v.layers();
+  report.heads = v.heads();
+  report.head_dim = v.head_dim();
+  return report;
+}
+
+}  // namespace destein

@@ -1,0 +1,165 @@
+// Experiments as a library API: the table-driven YAML mapping (errors, round trip) and
+// experiments loaded from YAML, changed in code and run without the CLI.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include "destein/experiment/pairs_experiment.hpp"
+#include "destein/experiment/schema.hpp"
+#include "destein/experiment/vectors_experiment.hpp"
+#include "destein/runtime/model.hpp"
+#include "destein/steer/pairs.hpp"
+#include "destein/steer/steering_vectors.hpp"
+#include "test_support.hpp"
+
+using Catch::Matchers::Contains;
+using destein::test::fixture;
+
+namespace {
+
+struct Inner {
+  double rate = 0.5;
+  std::vector<std::string> names = {"a"};
+};
+struct Item {
+  std::string name;
+  int64_t size = 1;
+};
+struct Outer {
+  std::string title;
+  int count = 3;
+  bool on = false;
+  Inner inner;
+  uint64_t nested_seed = 7;
+  std::vector<Item> items = {{"default", 1}};
+};
+
+destein::Schema<Outer> outer_schema() {
+  destein::Schema<Inner> inner;
+  inner.field("rate", &Inner::rate).field("names", &Inner::names);
+  destein::Schema<Item> item;
+  item.field("name", &Item::name).required().field("size", &Item::size);
+  destein::Schema<Outer> s;
+  s.field("title", &Outer::title).required()
+      .field("count", &Outer::count)
+      .field("on", &Outer::on)
+      .section("inner", &Outer::inner, inner)
+      .field("seed", [](Outer& o) -> uint64_t& { return o.nested_seed; })
+      .list("items", &Outer::items, item)
+      .check([](const Outer& o, const destein::ConfigNode& n) {
+        if (o.count < 0) throw std::invalid_argument(n.where("count") + ": key count: expected >= 0");
+      });
+  return s;
+}
+
+Outer load(const std::string& yaml) {
+  return outer_schema().load(destein::ConfigNode::load_string(yaml, "t.yaml"));
+}
+
+}  // namespace
+
+TEST_CASE("schema: keys map onto members, nested sections, lists and accessors", "[experiment]") {
+  Outer o = load("title: \" spaced \"\ncount: 5\ninner:\n  rate: 0.25\n  names: [x, y]\nseed: 11\n"
+                 "items:\n  - {name: p, size: 4}\n  - name: q\n");
+  CHECK(o.title == " spaced ");
+  CHECK(o.count == 5);
+  CHECK_FALSE(o.on);  // absent: the default
+  CHECK(o.inner.rate == 0.25);
+  CHECK(o.inner.names == std::vector<std::string>{"x", "y"});
+  CHECK(o.nested_seed == 11);
+  REQUIRE(o.items.size() == 2);
+  CHECK(o.items[0].name == "p");
+  CHECK(o.items[0].size == 4);
+  CHECK(o.items[1].size == 1);  // the item's default
+  // Absent list: the default list stays.
+  CHECK(load("title: t\n").items.size() == 1);
+
+  // Dump and read back: the same options, spaces kept.
+  const std::string dumped = outer_schema().dump(o);
+  Outer back = load(dumped);
+  CHECK(back.title == o.title);
+  CHECK(back.count == o.count);
+  CHECK(back.inner.rate == o.inner.rate);
+  CHECK(back.inner.names == o.inner.names);
+  CHECK(back.nested_seed == o.nested_seed);
+  REQUIRE(back.items.size() == 2);
+  CHECK(back.items[1].name == "q");
+}
+
+TEST_CASE("schema: unknown keys, wrong types, missing keys and checks name file and line", "[experiment]") {
+  CHECK_THROWS_WITH(load("title: t\ncount: 2\ninner:\n  rte: 1\n"), Contains("t.yaml:4") && Contains("unknown key inner.rte"));
+  CHECK_THROWS_WITH(load("title: t\ncount: two\n"),
+                    Contains("t.yaml:2") && Contains("count") && Contains("expected an integer") && Contains("'two'"));
+  CHECK_THROWS_WITH(load("count: 2\n"), Contains("missing required key title"));
+  CHECK_THROWS_WITH(load("title: t\nitems:\n  - size: 2\n"), Contains("missing required key items[0].name"));
+  CHECK_THROWS_WITH(load("title: t\ninner: 3\n"), Contains("t.yaml:2") && Contains("expected a mapping"));
+  CHECK_THROWS_WITH(load("title: t\ncount: -1\n"), Contains("t.yaml:2") && Contains("expected >= 0"));
+}
+
+TEST_CASE("a vectors experiment loaded from YAML, changed in code, run through the library", "[experiment]") {
+  auto dir = destein::test::temp_dir("experiment_vectors");
+  {
+    std::ofstream pairs(dir / "pairs.jsonl");
+    for (int i = 0; i < 8; ++i) {
+      pairs << nlohmann::json::array({"you are a stupid idiot number " + std::to_string(i),
+                                      "you are a kind person number " + std::to_string(i)})
+                   .dump()
+            << "\n";
+    }
+    std::ofstream cfg(dir / "vectors.yaml");
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\npairs:\n  path: "
+        << (dir / "pairs.jsonl").string() << "\n  num_pairs: 8\nsite: z\nlast_k: 2\nprobes:\n  split: kfold\n"
+        << "  folds: 2\noutput: " << (dir / "from_yaml.safetensors").string() << "\n";
+  }
+  destein::VectorsExperiment e = destein::load_vectors_experiment(dir / "vectors.yaml");
+  CHECK(e.num_pairs == 8);
+  CHECK(e.probe.split == "kfold");
+  // Changed in code: fewer pairs, another file.
+  e.num_pairs = 6;
+  e.output = (dir / "changed.safetensors").string();
+  const destein::VectorsRunReport r = destein::run_vectors_experiment(e);
+  CHECK(r.pairs_used == 6);
+  CHECK(r.pairs_available == 8);
+  CHECK_FALSE(std::filesystem::exists(dir / "from_yaml.safetensors"));
+  const auto v = destein::load_steering_vectors(dir / "changed.safetensors");
+  auto model = destein::load_model(fixture("gpt2_bpe"));
+  CHECK(v.num_pairs == 6);
+  CHECK(v.site == destein::SteeringSite::kHookZ);
+  CHECK(v.layers() == model->config().n_layers);
+  CHECK(v.heads() == model->config().n_heads);
+  CHECK(v.head_dim() == model->config().head_dim);
+  CHECK(v.probe_accuracy.defined());
+  // The pairs written beside it are the sample the experiment asked for.
+  const auto used = destein::load_pairs_jsonl(r.pairs);
+  CHECK(used.size() == 6);
+  CHECK(v.pair_hash == destein::pair_set_hash(used));
+  // The dump of the changed experiment reads back as the changed experiment.
+  std::ofstream(dir / "dumped.yaml") << destein::dump_vectors_experiment(e);
+  const auto again = destein::load_vectors_experiment(dir / "dumped.yaml");
+  CHECK(again.num_pairs == 6);
+  CHECK(again.output == e.output);
+  CHECK(again.site == "z");
+}
+
+TEST_CASE("a pairs experiment runs through the library with the filter turned off in code", "[experiment]") {
+  auto dir = destein::test::temp_dir("experiment_pairs");
+  {
+    std::ofstream cfg(dir / "pairs.yaml");
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\nnum_targets: 3\nfew_shot: 2\nseed: 5\n"
+        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 6\noutput: " << (dir / "p.jsonl").string() << "\n";
+  }
+  destein::PairsExperiment e = destein::load_pairs_experiment(dir / "pairs.yaml");
+  CHECK(e.induction.generation.num_samples == 2);
+  CHECK(e.induction.generation.temperature == 0.7);  // the experiment's default, not generation's
+  e.scorer_enabled = false;
+  const auto report = destein::run_pairs_experiment(e);
+  CHECK(report.induction.generated == 6);
+  CHECK_FALSE(report.induction.filtered);
+  const auto pairs = destein::load_pairs_jsonl(dir / "p.jsonl");
+  CHECK(static_cast<int64_t>(pairs.size()) == report.induction.kept);
+  REQUIRE_FALSE(pairs.empty());
+  CHECK(pairs[0].provenance["filter"] == "none (unfiltered)");
+  // A bad direction is refused at load time, naming the file and line.
+  std::ofstream(dir / "bad.yaml") << "model: m\ndirection: sideways\n";
+  CHECK_THROWS_WITH(destein::load_pairs_experiment(dir / "bad.yaml"), Contains("bad.yaml:2") && Contains("direction"));
+}
