@@ -62,6 +62,7 @@ VectorsConfig read_vectors_config(const ConfigNode& root) {
   c.probe.shuffle = probes.get("shuffle", c.probe.shuffle);
   c.probe.seed = probes.get("seed", c.probe.seed);
   c.probe.test_fraction = probes.get("test_fraction", c.probe.test_fraction);
+  c.probe.standardize = probes.get("standardize", c.probe.standardize);
   c.output = root.get("output", c.output);
   c.heatmap = root.get("heatmap", c.heatmap);
   root.finish();
@@ -90,7 +91,8 @@ std::string dump_vectors_config(const VectorsConfig& c) {
   e << YAML::Key << "enabled" << YAML::Value << c.probes << YAML::Key << "split" << YAML::Value << c.probe.split;
   e << YAML::Key << "folds" << YAML::Value << c.probe.folds << YAML::Key << "l2" << YAML::Value << c.probe.l2;
   e << YAML::Key << "shuffle" << YAML::Value << c.probe.shuffle << YAML::Key << "seed" << YAML::Value << c.probe.seed;
-  e << YAML::Key << "test_fraction" << YAML::Value << c.probe.test_fraction << YAML::EndMap;
+  e << YAML::Key << "test_fraction" << YAML::Value << c.probe.test_fraction;
+  e << YAML::Key << "standardize" << YAML::Value << c.probe.standardize << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << c.output << YAML::Key << "heatmap" << YAML::Value << c.heatmap;
   e << YAML::EndMap;
   return e.c_str();
@@ -173,6 +175,18 @@ int run_vectors(Args& args) {
     ProbeResults r = train_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
                                   cfg.n_heads, cfg.head_dim, popts);
     v.probe_accuracy = at::tensor(r.accuracy).view({cfg.n_layers, cfg.n_heads});
+    // The probes the gate runs: refitted on every pair (the accuracies above are held out).
+    GateProbes gp = fit_gate_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
+                                    cfg.n_heads, cfg.head_dim, popts);
+    const std::vector<int64_t> lhf = {cfg.n_layers, cfg.n_heads, cfg.head_dim};
+    v.probe_weight = at::tensor(gp.weight).view(lhf);
+    v.probe_bias = at::tensor(gp.bias).view({cfg.n_layers, cfg.n_heads});
+    v.probe_feature_mean = at::tensor(gp.feature_mean).view(lhf);
+    v.probe_feature_scale = at::tensor(gp.feature_scale).view(lhf);
+    v.extra_metadata["probe_l2"] = fmt::format("{}", popts.l2);
+    v.extra_metadata["probe_standardize"] = popts.standardize ? "true" : "false";
+    v.extra_metadata["gate_probes_fit"] = "all pairs";
+    if (gp.unconverged_fits) fmt::print(stderr, "gate probes: {} fits did not converge\n", gp.unconverged_fits);
     v.extra_metadata["probe_split"] = popts.split;
     v.extra_metadata["probe_test_samples"] = std::to_string(r.test_samples);
     const std::string heatmap = c.heatmap.empty() ? stem.string() + ".probes.svg" : c.heatmap;
