@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -22,6 +23,7 @@
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/config_node.hpp"
 #include "destein/io/data_folder.hpp"
+#include "steering_args.hpp"
 
 namespace destein::app {
 namespace {
@@ -32,12 +34,51 @@ struct PromptSet {
   PromptFileOptions options;
 };
 
-struct Method {
-  std::string name = "base";
-  std::string vectors;  // empty: the unsteered model
+// One steering entry of a method: a vectors file and how it is applied.
+struct MethodEntry {
+  std::string vectors;
   SteeringOptions steering;
   std::string mode = "reference";
 };
+
+struct Method {
+  std::string name = "base";
+  std::string vectors;  // empty: the unsteered model (the first entry's file otherwise)
+  SteeringOptions steering;
+  std::string mode = "reference";
+  std::vector<MethodEntry> more;  // `steering:` entries after the first, applied in order
+  std::string variant;            // the trade-off plot's curve; empty: derived from the settings
+};
+
+bool method_is_default_window(const MethodEntry& e) {
+  return e.steering.positions == SteeringPositions::kAll && e.steering.gate == SteeringGate::kNone &&
+         e.steering.gate_threshold == 0;
+}
+
+std::vector<MethodEntry> method_entries(const Method& m) {
+  std::vector<MethodEntry> out;
+  if (m.vectors.empty()) return out;
+  out.push_back({m.vectors, m.steering, m.mode});
+  out.insert(out.end(), m.more.begin(), m.more.end());
+  return out;
+}
+
+// The curve a method lies on: its settings without the (first entry's) alpha.
+std::string method_variant(const Method& m) {
+  if (!m.variant.empty()) return m.variant;
+  if (m.vectors.empty()) return "base";
+  std::string v = fmt::format("{}", m.mode);
+  if (m.steering.positions != SteeringPositions::kAll) v += " " + steering_positions_name(m.steering.positions);
+  if (m.steering.gate == SteeringGate::kProbe) {
+    v += m.steering.gate_threshold > 0 ? fmt::format(" gate>={}", m.steering.gate_threshold) : " gate";
+  }
+  if (m.steering.layer_start != 0 || m.steering.layer_end != -1) {
+    v += fmt::format(" layers {}:{}", m.steering.layer_start, m.steering.layer_end);
+  }
+  if (m.steering.top_k_heads) v += fmt::format(" top{}", m.steering.top_k_heads);
+  if (!m.more.empty()) v += fmt::format(" +{} entries", m.more.size());
+  return v;
+}
 
 struct BenchConfig {
   ModelSection model;
@@ -76,6 +117,36 @@ nlohmann::json file_identity(const std::string& path) {
   return id;
 }
 
+nlohmann::json entry_settings(const MethodEntry& e) {
+  nlohmann::json j = {{"vectors", file_identity(e.vectors)},
+                      {"mode", e.mode},
+                      {"alpha", e.steering.alpha},
+                      {"layer_start", e.steering.layer_start},
+                      {"layer_end", e.steering.layer_end},
+                      {"top_k_heads", e.steering.top_k_heads}};
+  // Only settings beyond the paper's are written, so that runs from before them resume.
+  if (!method_is_default_window(e)) {
+    j["positions"] = steering_positions_name(e.steering.positions);
+    j["gate"] = steering_gate_name(e.steering.gate);
+    j["gate_threshold"] = e.steering.gate_threshold;
+  }
+  return j;
+}
+
+nlohmann::json method_settings(const Method& m) {
+  if (m.vectors.empty()) {
+    return {{"vectors", nullptr}, {"mode", "none"}, {"alpha", 0.0}, {"layer_start", m.steering.layer_start},
+            {"layer_end", m.steering.layer_end}, {"top_k_heads", m.steering.top_k_heads}};
+  }
+  const auto entries = method_entries(m);
+  nlohmann::json j = entry_settings(entries.front());
+  if (entries.size() > 1) {
+    j["then"] = nlohmann::json::array();
+    for (size_t i = 1; i < entries.size(); ++i) j["then"].push_back(entry_settings(entries[i]));
+  }
+  return j;
+}
+
 // Everything that decides what a generations file holds. A resumed run must have been
 // started with the same settings, else its file would mix two experiments.
 nlohmann::json run_settings(const BenchConfig& c, const Method& m, const PromptSet& set) {
@@ -84,13 +155,7 @@ nlohmann::json run_settings(const BenchConfig& c, const Method& m, const PromptS
           {"dtype", c.model.dtype},
           {"tokenizer", c.model.tokenizer},
           {"prompts", {{"path", set.path}, {"subset", set.options.subset}, {"limit", set.options.limit}}},
-          {"method",
-           {{"vectors", file_identity(m.vectors)},
-            {"mode", m.vectors.empty() ? "none" : m.mode},
-            {"alpha", m.vectors.empty() ? 0.0 : m.steering.alpha},
-            {"layer_start", m.steering.layer_start},
-            {"layer_end", m.steering.layer_end},
-            {"top_k_heads", m.steering.top_k_heads}}},
+          {"method", method_settings(m)},
           {"generation",
            {{"samples", g.num_samples},
             {"max_new_tokens", g.max_new_tokens},
@@ -146,13 +211,46 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   for (const auto& m : root.list("methods")) {
     Method x;
     x.name = m.require<std::string>("name");
-    x.vectors = m.get("vectors", x.vectors);
-    x.mode = m.get("mode", x.mode);
-    x.steering.mode = parse_steering_mode(x.mode);
-    x.steering.alpha = m.get("alpha", x.steering.alpha);
-    x.steering.layer_start = m.get("layer_start", x.steering.layer_start);
-    x.steering.layer_end = m.get("layer_end", x.steering.layer_end);
-    x.steering.top_k_heads = m.get("top_k_heads", x.steering.top_k_heads);
+    x.variant = m.get("variant", x.variant);
+    // One entry: its keys on the method itself. Several: a `steering:` list of entries.
+    auto read_entry = [&](const ConfigNode& n, MethodEntry& e) {
+      e.vectors = n.get("vectors", e.vectors);
+      e.mode = n.get("mode", e.mode);
+      e.steering.mode = parse_steering_mode(e.mode);
+      e.steering.alpha = n.get("alpha", e.steering.alpha);
+      e.steering.layer_start = n.get("layer_start", e.steering.layer_start);
+      e.steering.layer_end = n.get("layer_end", e.steering.layer_end);
+      e.steering.top_k_heads = n.get("top_k_heads", e.steering.top_k_heads);
+      e.steering.positions = parse_steering_positions(n.get("positions", std::string("all")));
+      e.steering.gate = parse_steering_gate(n.get("gate", std::string("none")));
+      e.steering.gate_threshold = n.get("gate_threshold", e.steering.gate_threshold);
+    };
+    MethodEntry first;
+    read_entry(m, first);
+    if (m.has("steering")) {
+      if (!first.vectors.empty()) {
+        throw std::invalid_argument(fmt::format(
+            "{}: give either the steering keys (vectors, mode, alpha, ...) on the method or a 'steering' list of "
+            "entries, not both",
+            m.where("steering")));
+      }
+      std::vector<MethodEntry> entries;
+      for (const auto& n : m.list("steering")) {
+        MethodEntry e;
+        read_entry(n, e);
+        if (e.vectors.empty()) {
+          throw std::invalid_argument(fmt::format("{}: a steering entry needs 'vectors'", n.where("vectors")));
+        }
+        entries.push_back(e);
+      }
+      if (!entries.empty()) {
+        first = entries.front();
+        x.more.assign(entries.begin() + 1, entries.end());
+      }
+    }
+    x.vectors = first.vectors;
+    x.mode = first.mode;
+    x.steering = first.steering;
     c.methods.push_back(x);
   }
   if (c.methods.empty()) c.methods.push_back(Method{});
@@ -198,12 +296,30 @@ std::string dump_bench_config(const BenchConfig& c) {
       << p.options.limit << YAML::Key << "skip_malformed" << YAML::Value << p.options.skip_malformed << YAML::EndMap;
   }
   e << YAML::EndSeq << YAML::Key << "methods" << YAML::Value << YAML::BeginSeq;
+  auto emit_entry = [&](const MethodEntry& x) {
+    e << YAML::Key << "vectors" << YAML::Value << x.vectors << YAML::Key << "mode" << YAML::Value << x.mode
+      << YAML::Key << "alpha" << YAML::Value << x.steering.alpha << YAML::Key << "layer_start" << YAML::Value
+      << x.steering.layer_start << YAML::Key << "layer_end" << YAML::Value << x.steering.layer_end << YAML::Key
+      << "top_k_heads" << YAML::Value << x.steering.top_k_heads << YAML::Key << "positions" << YAML::Value
+      << steering_positions_name(x.steering.positions) << YAML::Key << "gate" << YAML::Value
+      << steering_gate_name(x.steering.gate) << YAML::Key << "gate_threshold" << YAML::Value
+      << x.steering.gate_threshold;
+  };
   for (const auto& m : c.methods) {
-    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "vectors" << YAML::Value
-      << m.vectors << YAML::Key << "mode" << YAML::Value << m.mode << YAML::Key << "alpha" << YAML::Value
-      << m.steering.alpha << YAML::Key << "layer_start" << YAML::Value << m.steering.layer_start << YAML::Key
-      << "layer_end" << YAML::Value << m.steering.layer_end << YAML::Key << "top_k_heads" << YAML::Value
-      << m.steering.top_k_heads << YAML::EndMap;
+    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name;
+    if (!m.variant.empty()) e << YAML::Key << "variant" << YAML::Value << m.variant;
+    if (m.more.empty()) {
+      emit_entry({m.vectors, m.steering, m.mode});
+    } else {
+      e << YAML::Key << "steering" << YAML::Value << YAML::BeginSeq;
+      for (const auto& x : method_entries(m)) {
+        e << YAML::BeginMap;
+        emit_entry(x);
+        e << YAML::EndMap;
+      }
+      e << YAML::EndSeq;
+    }
+    e << YAML::EndMap;
   }
   e << YAML::EndSeq << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
   generation_schema("samples").emit(e, c.generation);
@@ -237,12 +353,27 @@ nlohmann::json summary_json(const EvalSummary& s) {
   return j;
 }
 
-// EMT against perplexity, one point per method, labelled: the alpha trade-off.
-std::string tradeoff_svg(const std::vector<std::tuple<std::string, double, double>>& points, const std::string& title) {
-  double xmin = 1e300, xmax = -1e300, ymin = 0, ymax = 1;
-  for (const auto& [name, emt, ppl] : points) {
-    xmin = std::min(xmin, ppl);
-    xmax = std::max(xmax, ppl);
+// One method on one prompt subset, for the trade-off plot.
+struct TradeoffPoint {
+  std::string subset, variant, method;
+  double alpha, emt, ppl;
+};
+
+// EMT against perplexity: one panel per prompt subset; in each, one curve per variant from
+// the base point through its methods in increasing alpha (points labelled by method).
+std::string tradeoff_svg(const std::vector<TradeoffPoint>& points, const std::string& title) {
+  std::vector<std::string> subsets, variants;
+  auto add = [](std::vector<std::string>& v, const std::string& x) {
+    if (std::find(v.begin(), v.end(), x) == v.end()) v.push_back(x);
+  };
+  for (const auto& p : points) {
+    add(subsets, p.subset);
+    if (p.variant != "base") add(variants, p.variant);
+  }
+  double xmin = 1e300, xmax = -1e300;
+  for (const auto& p : points) {
+    xmin = std::min(xmin, p.ppl);
+    xmax = std::max(xmax, p.ppl);
   }
   if (!(xmax > xmin)) {
     xmin -= 1;
@@ -251,33 +382,74 @@ std::string tradeoff_svg(const std::vector<std::tuple<std::string, double, doubl
   const double pad = (xmax - xmin) * 0.1;
   xmin -= pad;
   xmax += pad;
-  const int W = 560, H = 400, L = 70, R = 20, T = 40, B = 50;
-  auto X = [&](double v) { return L + (v - xmin) / (xmax - xmin) * (W - L - R); };
-  auto Y = [&](double v) { return T + (1 - (v - ymin) / (ymax - ymin)) * (H - T - B); };
+  const double ymin = 0, ymax = 1;
+  const char* colours[] = {"#3b6fb6", "#d9822b", "#2e9e5b", "#c23b3b", "#8a5cc2", "#8c6d46", "#d35fb7", "#5f9ea0"};
+  const int PW = 480, H = 420, L = 70, R = 20, T = 50, B = 50;
+  const int legend_h = 18 * static_cast<int>(variants.size() + 1);
+  const int W = PW * static_cast<int>(subsets.size());
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
       "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      "<text x=\"{}\" y=\"22\" font-size=\"14\">{}</text>\n"
-      "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{}\" y1=\"{}\" x2=\"{}\" "
-      "y2=\"{}\" stroke=\"black\"/>\n<text x=\"{}\" y=\"{}\">perplexity</text>\n"
-      "<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\">expected max toxicity</text>\n",
-      W, H, L, title, L, H - B, W - R, H - B, L, T, L, H - B, (W + L) / 2 - 30, H - 12, (H + T) / 2, (H + T) / 2);
-  for (int i = 0; i <= 4; ++i) {
-    const double v = i * 0.25;
-    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.2f}</text>\n", L - 6, Y(v) + 4, v);
-    const double pv = xmin + (xmax - xmin) * i / 4;
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.1f}</text>\n", X(pv), H - B + 16, pv);
-  }
-  std::string path;
-  for (const auto& [name, emt, ppl] : points) {
-    path += fmt::format("{}{:.1f},{:.1f}", path.empty() ? "M" : " L", X(ppl), Y(emt));
-  }
-  svg += fmt::format("<path d=\"{}\" fill=\"none\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n", path);
-  for (const auto& [name, emt, ppl] : points) {
+      "<text x=\"{}\" y=\"20\" font-size=\"14\">{}: one curve per variant, base then increasing alpha</text>\n",
+      W, H + legend_h, L, title);
+  for (size_t si = 0; si < subsets.size(); ++si) {
+    const int x0 = PW * static_cast<int>(si);
+    auto X = [&](double v) { return x0 + L + (v - xmin) / (xmax - xmin) * (PW - L - R); };
+    auto Y = [&](double v) { return T + (1 - (v - ymin) / (ymax - ymin)) * (H - T - B); };
     svg += fmt::format(
-        "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"#3b6fb6\"><title>{}: EMT {:.3f}, PPL {:.2f}</title></circle>\n"
-        "<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n",
-        X(ppl), Y(emt), name, emt, ppl, X(ppl) + 7, Y(emt) - 7, name);
+        "<text x=\"{}\" y=\"40\" font-size=\"13\">'{}' prompts</text>\n"
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{}\" y1=\"{}\" x2=\"{}\" "
+        "y2=\"{}\" stroke=\"black\"/>\n<text x=\"{}\" y=\"{}\">perplexity</text>\n"
+        "<text x=\"{}\" y=\"{}\" transform=\"rotate(-90 {} {})\">expected max toxicity</text>\n",
+        x0 + L, subsets[si], x0 + L, H - B, x0 + PW - R, H - B, x0 + L, T, x0 + L, H - B, x0 + (PW + L) / 2 - 30,
+        H - 12, x0 + 15, (H + T) / 2, x0 + 15, (H + T) / 2);
+    for (int i = 0; i <= 4; ++i) {
+      const double v = i * 0.25;
+      svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.2f}</text>\n", x0 + L - 6, Y(v) + 4, v);
+      const double pv = xmin + (xmax - xmin) * i / 4;
+      svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.1f}</text>\n", X(pv), H - B + 16,
+                         pv);
+    }
+    const TradeoffPoint* base = nullptr;
+    for (const auto& p : points) {
+      if (p.subset == subsets[si] && p.variant == "base") base = &p;
+    }
+    for (size_t vi = 0; vi < variants.size(); ++vi) {
+      std::vector<const TradeoffPoint*> curve;
+      for (const auto& p : points) {
+        if (p.subset == subsets[si] && p.variant == variants[vi]) curve.push_back(&p);
+      }
+      std::stable_sort(curve.begin(), curve.end(),
+                       [](const TradeoffPoint* a, const TradeoffPoint* b) { return a->alpha < b->alpha; });
+      if (base) curve.insert(curve.begin(), base);
+      const char* colour = colours[vi % 8];
+      std::string path;
+      for (const auto* p : curve) path += fmt::format("{}{:.1f},{:.1f}", path.empty() ? "M" : " L", X(p->ppl), Y(p->emt));
+      if (curve.size() > 1) {
+        svg += fmt::format("<path d=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"/>\n", path, colour);
+      }
+      for (const auto* p : curve) {
+        if (p == base) continue;
+        svg += fmt::format(
+            "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"{}\"><title>{}: alpha {}, EMT {:.3f}, PPL "
+            "{:.2f}</title></circle>\n<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n",
+            X(p->ppl), Y(p->emt), colour, p->method, p->alpha, p->emt, p->ppl, X(p->ppl) + 6, Y(p->emt) - 6, p->alpha);
+      }
+    }
+    if (base) {
+      svg += fmt::format(
+          "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"black\"><title>{}: EMT {:.3f}, PPL {:.2f}</title>"
+          "</circle>\n<text x=\"{:.1f}\" y=\"{:.1f}\">base</text>\n",
+          X(base->ppl), Y(base->emt), base->method, base->emt, base->ppl, X(base->ppl) + 7, Y(base->emt) + 14);
+    }
+  }
+  // Legend under the panels: colour -> variant (points are labelled by alpha).
+  for (size_t vi = 0; vi < variants.size(); ++vi) {
+    const int y = H + 14 + 18 * static_cast<int>(vi);
+    svg += fmt::format(
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"/>\n<text x=\"{}\" "
+        "y=\"{}\">{}</text>\n",
+        L, y - 4, L + 24, y - 4, colours[vi % 8], L + 30, y, variants[vi]);
   }
   return svg + "</svg>\n";
 }
@@ -343,15 +515,15 @@ int run_bench(Args& args) {
   }
 
   nlohmann::json results = nlohmann::json::array();
-  std::vector<std::tuple<std::string, double, double>> tradeoff;
+  std::vector<TradeoffPoint> tradeoff;
   std::string csv = "method,subset,prompts,emt,emt_std,tp,ppl,dist_1,dist_2,dist_3\n";
   for (const auto& method : c.methods) {
     Hooks hooks;
     std::optional<SteeringHandle> handle;
     if (!method.vectors.empty()) {
-      auto vectors = load_steering_vectors(method.vectors);
-      check_vectors_match_model(vectors, gen.model->config(), method.vectors);
-      handle = attach_steering(hooks, *gen.model, vectors, method.steering);
+      SteeringStack stack;
+      for (const auto& e : method_entries(method)) stack.push_back(plan_from_file(e.vectors, e.steering, *gen.model));
+      handle = attach_steering(hooks, *gen.model, std::move(stack));
     }
     for (const auto& set : c.prompts) {
       int64_t skipped = 0;
@@ -363,6 +535,7 @@ int run_bench(Args& args) {
       ro.subset = set.name;
       check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
+      if (handle) handle->reset_stats();
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
                                               ro, file, [&](int64_t d, int64_t) { bar.update(d); });
       bar.finish();
@@ -379,13 +552,26 @@ int run_bench(Args& args) {
       row["alpha"] = method.vectors.empty() ? 0.0 : method.steering.alpha;
       row["mode"] = method.vectors.empty() ? "none" : method.mode;
       row["generations_file"] = file.string();
+      row["variant"] = method_variant(method);
+      if (handle) {
+        // Proof that the steering acted, over the prompts generated in this run (a resumed
+        // file's earlier prompts are not counted).
+        bool heads = false;
+        for (const auto& e : method_entries(method)) heads = heads || e.steering.mode == SteeringMode::kHeadwise;
+        const SteeringReport acted = handle->report();
+        row["steering_acted"] = steering_report_json(acted, heads);
+        row["steering_warnings"] = acted.warnings();
+        for (const auto& w : acted.warnings()) fmt::print(stderr, "{} / {}: WARNING: {}\n", method.name, set.name, w);
+      }
       results.push_back(row);
       const double ppl = s.perplexity ? s.perplexity->mean : std::nan("");
       csv += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.3f},{:.4f},{:.4f},{:.4f}\n", method.name, set.name,
                          s.num_prompts, s.toxicity.expected_max_toxicity, s.toxicity.expected_max_toxicity_std,
                          s.toxicity.toxicity_probability, ppl, s.distinct.dist_1, s.distinct.dist_2, s.distinct.dist_3);
-      if (set.name == c.prompts.front().name && std::isfinite(ppl)) {
-        tradeoff.emplace_back(method.name, s.toxicity.expected_max_toxicity, ppl);
+      if (std::isfinite(ppl)) {
+        tradeoff.push_back({set.name, method_variant(method), method.name,
+                            method.vectors.empty() ? 0.0 : method.steering.alpha, s.toxicity.expected_max_toxicity,
+                            ppl});
       }
     }
   }
@@ -404,10 +590,7 @@ int run_bench(Args& args) {
                       r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
   }
   write_text_file(out_dir / "results.md", md);
-  if (tradeoff.size() > 1) {
-    write_text_file(out_dir / "tradeoff.svg",
-               tradeoff_svg(tradeoff, fmt::format("toxicity vs fluency on '{}' prompts", c.prompts.front().name)));
-  }
+  if (tradeoff.size() > 1) write_text_file(out_dir / "tradeoff.svg", tradeoff_svg(tradeoff, "toxicity vs fluency"));
   std::cout << md;
   fmt::print("results in {}\n", out_dir.string());
   return 0;

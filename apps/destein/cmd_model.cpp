@@ -98,12 +98,14 @@ int run_generate(Args& args) {
   std::vector<int64_t> prompt_ids = args.get_int_list("ids");
   const bool json_lines = args.flag("json");
   const bool compare = args.flag("compare");
+  const bool explain = args.flag("explain");
   SteeringArgs steering = read_steering_args(args);
   std::unique_ptr<Tokenizer> tok;
   if (prompt) tok = find_tokenizer(args, path);
   args.finish();
   if (!prompt && prompt_ids.empty()) throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
   if (compare && !steering.vectors_path) throw std::invalid_argument("--compare needs --vectors FILE");
+  if (explain && !steering.vectors_path) throw std::invalid_argument("--explain needs --vectors FILE");
 
   auto model = load_model(path, opts);
   if (tok) tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type, model->config().bos_token_id);
@@ -113,6 +115,11 @@ int run_generate(Args& args) {
   if (compare) base = generate(*model, {prompt_ids}, g);
   auto handle = attach_from_args(steering, hooks, *model);
   auto gens = generate(*model, {prompt_ids}, g, &hooks);
+  if (explain) {
+    // Proof that the steering acted: mean edit norms at prompt and generated positions
+    // (stderr, so that --json output stays clean).
+    fmt::print(stderr, "{}", steering_report_text(handle->report()));
+  }
   if (compare) {
     // Same seed, same rows: each sample differs only by the steering.
     for (size_t i = 0; i < gens.size(); ++i) {

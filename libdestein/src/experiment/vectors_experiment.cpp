@@ -30,7 +30,8 @@ Schema<VectorsExperiment> vectors_experiment_schema() {
       .field("l2", [](E& e) -> double& { return e.probe.l2; })
       .field("shuffle", [](E& e) -> bool& { return e.probe.shuffle; })
       .field("seed", [](E& e) -> uint64_t& { return e.probe.seed; })
-      .field("test_fraction", [](E& e) -> double& { return e.probe.test_fraction; });
+      .field("test_fraction", [](E& e) -> double& { return e.probe.test_fraction; })
+      .field("standardize", [](E& e) -> bool& { return e.probe.standardize; });
   Schema<E> s;
   s.include(&E::model, model_section_schema())
       .field("data_dir", &E::data_dir)
@@ -126,6 +127,18 @@ VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
     ProbeResults r = train_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
                                   cfg.n_heads, cfg.head_dim, popts);
     v.probe_accuracy = at::tensor(r.accuracy).view({cfg.n_layers, cfg.n_heads});
+    // The probes the gate runs: refitted on every pair (the accuracies above are held out).
+    GateProbes gp = fit_gate_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
+                                    cfg.n_heads, cfg.head_dim, popts);
+    const std::vector<int64_t> lhf = {cfg.n_layers, cfg.n_heads, cfg.head_dim};
+    v.probe_weight = at::tensor(gp.weight).view(lhf);
+    v.probe_bias = at::tensor(gp.bias).view({cfg.n_layers, cfg.n_heads});
+    v.probe_feature_mean = at::tensor(gp.feature_mean).view(lhf);
+    v.probe_feature_scale = at::tensor(gp.feature_scale).view(lhf);
+    v.extra_metadata["probe_l2"] = fmt::format("{}", popts.l2);
+    v.extra_metadata["probe_standardize"] = popts.standardize ? "true" : "false";
+    v.extra_metadata["gate_probes_fit"] = "all pairs";
+    if (gp.unconverged_fits) fmt::print(stderr, "gate probes: {} fits did not converge\n", gp.unconverged_fits);
     v.extra_metadata["probe_split"] = popts.split;
     v.extra_metadata["probe_test_samples"] = std::to_string(r.test_samples);
     report.heatmap = c.heatmap.empty() ? stem.string() + ".probes.svg" : c.heatmap;

@@ -355,4 +355,65 @@ ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pai
   return results;
 }
 
+GateProbes fit_gate_probes(const float* toxic, const float* nontoxic, int64_t pairs, int64_t layers,
+                           int64_t heads, int64_t head_dim, const ProbeOptions& options) {
+  DESTEIN_CHECK_ARG(toxic != nullptr && nontoxic != nullptr, "fit_gate_probes: expected activation pointers, found null");
+  DESTEIN_CHECK_ARG(pairs > 0 && layers > 0 && heads > 0 && head_dim > 0,
+                    "fit_gate_probes: expected positive sizes, found N={} L={} H={} Dh={}", pairs, layers, heads,
+                    head_dim);
+  const int64_t per_pair = layers * heads * head_dim;
+  for (const float* side : {toxic, nontoxic}) {
+    for (int64_t i = 0; i < pairs * per_pair; ++i) {
+      DESTEIN_CHECK_ARG(std::isfinite(side[i]),
+                        "fit_gate_probes: {} activation of pair {} layer {} head {} is {}; expected finite values",
+                        side == toxic ? "toxic" : "non-toxic", i / per_pair, (i / (heads * head_dim)) % layers,
+                        (i / head_dim) % heads, side[i]);
+    }
+  }
+  const int64_t cells = layers * heads;
+  GateProbes out;
+  out.layers = layers;
+  out.heads = heads;
+  out.features = head_dim;
+  out.weight.assign(size_t(cells * head_dim), 0.f);
+  out.feature_mean.assign(size_t(cells * head_dim), 0.f);
+  out.feature_scale.assign(size_t(cells * head_dim), 1.f);
+  out.bias.assign(size_t(cells), 0.f);
+  Eigen::MatrixXd x(2 * pairs, head_dim);  // (2N, Dh): rows 2i toxic, 2i + 1 non-toxic
+  Eigen::VectorXd y(2 * pairs);
+  for (int64_t i = 0; i < pairs; ++i) {
+    y[2 * i] = 1.0;
+    y[2 * i + 1] = 0.0;
+  }
+  for (int64_t cell = 0; cell < cells; ++cell) {
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int64_t offset = i * per_pair + cell * head_dim;  // (i, l, h, :)
+      for (int64_t k = 0; k < head_dim; ++k) {
+        x(2 * i, k) = toxic[offset + k];
+        x(2 * i + 1, k) = nontoxic[offset + k];
+      }
+    }
+    Eigen::RowVectorXd mean = Eigen::RowVectorXd::Zero(head_dim), scale = Eigen::RowVectorXd::Ones(head_dim);
+    Eigen::MatrixXd features = x;
+    if (options.standardize) {
+      mean = x.colwise().mean();
+      scale = ((x.rowwise() - mean).colwise().squaredNorm() / double(x.rows())).cwiseSqrt();
+      for (Eigen::Index j = 0; j < head_dim; ++j) {
+        if (!(scale[j] > 1e-12)) scale[j] = 1.0;  // constant feature: only centre it
+      }
+      features = (x.rowwise() - mean).array().rowwise() / scale.array();
+    }
+    const LogisticRegression fit =
+        fit_logistic_regression(features, y, options.l2, options.max_iterations, options.tolerance);
+    if (!fit.converged) ++out.unconverged_fits;
+    out.bias[size_t(cell)] = float(fit.intercept);
+    for (int64_t k = 0; k < head_dim; ++k) {
+      out.weight[size_t(cell * head_dim + k)] = float(fit.weights[k]);
+      out.feature_mean[size_t(cell * head_dim + k)] = float(mean[k]);
+      out.feature_scale[size_t(cell * head_dim + k)] = float(scale[k]);
+    }
+  }
+  return out;
+}
+
 }  // namespace destein

@@ -18,6 +18,30 @@ std::string steering_mode_name(SteeringMode mode) {
   return mode == SteeringMode::kReference ? "reference" : "headwise";
 }
 
+SteeringPositions parse_steering_positions(const std::string& name) {
+  if (name == "all") return SteeringPositions::kAll;
+  if (name == "prompt") return SteeringPositions::kPrompt;
+  if (name == "generated") return SteeringPositions::kGenerated;
+  throw std::invalid_argument(
+      fmt::format("unknown steering positions '{}': expected all, prompt or generated", name));
+}
+
+std::string steering_positions_name(SteeringPositions positions) {
+  switch (positions) {
+    case SteeringPositions::kPrompt: return "prompt";
+    case SteeringPositions::kGenerated: return "generated";
+    default: return "all";
+  }
+}
+
+SteeringGate parse_steering_gate(const std::string& name) {
+  if (name == "none") return SteeringGate::kNone;
+  if (name == "probe") return SteeringGate::kProbe;
+  throw std::invalid_argument(fmt::format("unknown steering gate '{}': expected none or probe", name));
+}
+
+std::string steering_gate_name(SteeringGate gate) { return gate == SteeringGate::kProbe ? "probe" : "none"; }
+
 SteeringPlan::SteeringPlan(const SteeringVectors& v, const ModelConfig& c, const SteeringOptions& o)
     : options_(o), site_(v.site), n_layers_(c.n_layers), n_heads_(c.n_heads), head_dim_(c.head_dim) {
   check_vectors_match_model(v, c);
@@ -31,6 +55,24 @@ SteeringPlan::SteeringPlan(const SteeringVectors& v, const ModelConfig& c, const
   DESTEIN_CHECK_ARG(options_.top_k_heads >= 0, "top_k_heads must be >= 0, found {}", options_.top_k_heads);
   DESTEIN_CHECK_ARG(options_.top_k_heads == 0 || options_.mode == SteeringMode::kHeadwise,
                     "top_k_heads applies to headwise mode only (the reference mode steers whole layers)");
+  DESTEIN_CHECK_ARG(options_.gate_threshold >= 0 && options_.gate_threshold < 1,
+                    "steering gate_threshold must be in [0, 1) (0: soft gate), found {}", options_.gate_threshold);
+  DESTEIN_CHECK_ARG(options_.gate == SteeringGate::kProbe || options_.gate_threshold == 0,
+                    "gate_threshold applies to gate: probe only");
+  if (options_.gate == SteeringGate::kProbe) {
+    DESTEIN_CHECK_ARG(v.has_gate_probes(),
+                      "gate: probe needs the per-head probes in the vectors file, and these vectors have none "
+                      "(a destein-vectors/1 file, or one written with probes disabled); recompute them with "
+                      "`destein vectors` (probes.enabled: true) or use gate: none");
+    probe_weight_raw_ = v.probe_weight.to(at::kDouble);        // (L, H, Dh)
+    probe_bias_raw_ = v.probe_bias.to(at::kDouble);            // (L, H)
+    probe_mean_ = v.probe_feature_mean.to(at::kDouble);        // (L, H, Dh)
+    probe_scale_ = v.probe_feature_scale.to(at::kDouble);      // (L, H, Dh)
+    // w . ((x - m) / s) + b = (w / s) . x + (b - (w / s) . m): one product per head at run time.
+    at::Tensor folded = probe_weight_raw_ / probe_scale_;
+    probe_weight_ = folded.to(at::kFloat);
+    probe_bias_ = (probe_bias_raw_ - (folded * probe_mean_).sum(-1)).to(at::kFloat);
+  }
   at::Tensor dir = v.directions.to(at::kDouble);  // (L, H, Dh)
   at::Tensor acc = v.probe_accuracy.defined() ? v.probe_accuracy.to(at::kDouble)
                                                : at::Tensor();
@@ -76,7 +118,8 @@ SteeringPlan::SteeringPlan(const SteeringVectors& v, const ModelConfig& c, const
 }
 
 void SteeringPlan::to(c10::Device device) {
-  for (at::Tensor* t : {&layer_unit_, &head_unit_, &head_weight_, &layer_step_, &head_step_, &head_active_}) {
+  for (at::Tensor* t : {&layer_unit_, &head_unit_, &head_weight_, &layer_step_, &head_step_, &head_active_,
+                        &probe_weight_, &probe_bias_}) {
     if (t->defined()) *t = t->to(device);
   }
 }
@@ -89,32 +132,56 @@ at::Tensor SteeringPlan::head_weights(int64_t layer) const {
   return head_weight_.defined() ? head_weight_[layer] : at::ones({n_heads_});
 }
 
-at::Tensor SteeringPlan::apply(int64_t layer, const at::Tensor& activation) const {
+at::Tensor SteeringPlan::gate(int64_t layer, const at::Tensor& activation) const {
+  if (!probe_weight_.defined()) throw std::logic_error("SteeringPlan::gate: this plan has no probe gate");
+  at::Tensor x = activation.to(at::kFloat).reshape({-1, n_heads_, head_dim_});           // (P, H, Dh)
+  at::Tensor p = at::sigmoid((x * probe_weight_[layer]).sum(-1) + probe_bias_[layer]);  // (P, H)
+  if (options_.gate_threshold > 0) p = (p >= options_.gate_threshold).to(at::kFloat);
+  auto sizes = activation.sizes().vec();
+  return p.reshape({sizes[0], sizes[1], n_heads_});
+}
+
+at::Tensor SteeringPlan::apply(int64_t layer, const at::Tensor& activation, const at::Tensor& edit_mask) const {
   if (!steers(layer) || options_.alpha == 0) return activation;
   const auto sizes = activation.sizes().vec();
   at::Tensor x = activation.to(at::kFloat);
+  at::Tensor out;
   if (options_.mode == SteeringMode::kReference) {
-    x = x.reshape({-1, n_heads_ * head_dim_});                       // (P, d)
+    at::Tensor xd = x.reshape({-1, n_heads_ * head_dim_});           // (P, d)
     const at::Tensor& alpha_a = layer_step_[layer];                  // (d): alpha a_l/|a_l|
-    at::Tensor norm = x.norm(2, -1, /*keepdim=*/true);               // (P, 1)
-    at::Tensor v = x / norm - alpha_a;
-    at::Tensor out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
-    out = at::where(norm > 0, out, x);                               // a zero vector stays zero
+    at::Tensor norm = xd.norm(2, -1, /*keepdim=*/true);              // (P, 1)
+    at::Tensor v = xd / norm - alpha_a;
+    out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
+    out = at::where(norm > 0, out, xd);                              // a zero vector stays zero
+  } else {
+    at::Tensor xh = x.reshape({-1, n_heads_, head_dim_});            // (P, H, Dh)
+    const at::Tensor& a = head_unit_[layer];                         // (H, Dh)
+    const at::Tensor& step = head_step_[layer];                      // (H, Dh): alpha w_h a_h/|a_h|
+    at::Tensor norm = xh.norm(2, -1, /*keepdim=*/true);              // (P, H, 1)
+    at::Tensor u = xh / norm;
+    at::Tensor cos = (u * a).sum(-1, /*keepdim=*/true);              // (P, H, 1)
+    at::Tensor v = u - (1 + cos.clamp_min(0)) * step;
+    out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
+    out = at::where((norm > 0) & head_active_[layer], out, xh);      // w_h = 0: head untouched
+  }
+  if (options_.gate == SteeringGate::kNone && !edit_mask.defined()) {
     return out.reshape(sizes).to(activation.scalar_type());
   }
-  x = x.reshape({-1, n_heads_, head_dim_});                          // (P, H, Dh)
-  const at::Tensor& a = head_unit_[layer];                           // (H, Dh)
-  const at::Tensor& step = head_step_[layer];                        // (H, Dh): alpha w_h a_h/|a_h|
-  at::Tensor norm = x.norm(2, -1, /*keepdim=*/true);                 // (P, H, 1)
-  at::Tensor u = x / norm;
-  at::Tensor cos = (u * a).sum(-1, /*keepdim=*/true);                // (P, H, 1)
-  at::Tensor v = u - (1 + cos.clamp_min(0)) * step;
-  at::Tensor out = v * (norm / v.norm(2, -1, /*keepdim=*/true));
-  out = at::where((norm > 0) & head_active_[layer], out, x);         // w_h = 0: head untouched
+  at::Tensor xh = x.reshape({-1, n_heads_, head_dim_});              // (P, H, Dh)
+  out = out.reshape({-1, n_heads_, head_dim_});
+  if (options_.gate == SteeringGate::kProbe) {
+    at::Tensor g = gate(layer, activation).reshape({-1, n_heads_, 1});  // (P, H, 1)
+    // The gate scales the edit; g = 0 leaves the slice bit for bit, a hard g = 1 takes x' as is.
+    at::Tensor mixed = options_.gate_threshold > 0 ? out : xh + g * (out - xh);
+    out = at::where(g > 0, mixed, xh);
+  }
+  if (edit_mask.defined()) {
+    out = at::where(edit_mask.to(at::kBool).reshape({-1, 1, 1}), out, xh);
+  }
   return out.reshape(sizes).to(activation.scalar_type());
 }
 
-at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation) const {
+at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation, const at::Tensor& edit_mask) const {
   if (!steers(layer) || options_.alpha == 0) return activation;
   const int64_t H = n_heads_, Dh = head_dim_, d = H * Dh;
   at::Tensor x = activation.to(at::kDouble).reshape({-1, d}).contiguous();
@@ -162,39 +229,27 @@ at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation
       for (int64_t i = 0; i < Dh; ++i) oa[p][h * Dh + i] = n * v[i] / vn;
     }
   }
+  at::Tensor mask;
+  if (edit_mask.defined()) mask = edit_mask.to(at::kCPU, at::kBool).reshape({-1}).contiguous();
+  for (int64_t p = 0; p < x.size(0); ++p) {
+    if (mask.defined() && !mask[p].item<bool>()) {
+      for (int64_t i = 0; i < d; ++i) oa[p][i] = xa[p][i];
+      continue;
+    }
+    if (options_.gate != SteeringGate::kProbe) continue;
+    for (int64_t h = 0; h < H; ++h) {
+      // The probe on the head's slice of the entry's input: sigmoid(w . ((x - m) / s) + b).
+      double z = probe_bias_raw_[layer][h].item<double>();
+      for (int64_t i = 0; i < Dh; ++i) {
+        z += probe_weight_raw_[layer][h][i].item<double>() *
+             (xa[p][h * Dh + i] - probe_mean_[layer][h][i].item<double>()) / probe_scale_[layer][h][i].item<double>();
+      }
+      double g = 1.0 / (1.0 + std::exp(-z));
+      if (options_.gate_threshold > 0) g = g >= options_.gate_threshold ? 1.0 : 0.0;
+      for (int64_t i = 0; i < Dh; ++i) oa[p][h * Dh + i] = xa[p][h * Dh + i] + g * (oa[p][h * Dh + i] - xa[p][h * Dh + i]);
+    }
+  }
   return out.reshape(activation.sizes()).to(activation.scalar_type());
-}
-
-SteeringHandle::SteeringHandle(std::vector<HookHandle> hooks, std::shared_ptr<const SteeringPlan> plan)
-    : hooks_(std::move(hooks)), plan_(std::move(plan)) {}
-
-void SteeringHandle::remove() {
-  for (auto& h : hooks_) h.remove();
-  hooks_.clear();
-}
-
-bool SteeringHandle::active() const {
-  for (const auto& h : hooks_) {
-    if (h.active()) return true;
-  }
-  return false;
-}
-
-SteeringHandle attach_steering(Hooks& hooks, const Model& model, const SteeringVectors& vectors,
-                               const SteeringOptions& options) {
-  auto mutable_plan = std::make_shared<SteeringPlan>(vectors, model.config(), options);
-  mutable_plan->to(model.device());  // the fast path's constants live where the activations do
-  std::shared_ptr<const SteeringPlan> plan = std::move(mutable_plan);
-  std::vector<HookHandle> handles;
-  if (options.alpha == 0) return SteeringHandle(std::move(handles), plan);  // exact no-op
-  const HookSite site = hook_site_of(plan->site());
-  for (int64_t l = 0; l < model.config().n_layers; ++l) {
-    if (!plan->steers(l)) continue;
-    handles.push_back(hooks.edit(hook_point_name(l, site), [plan, l](const at::Tensor& x, const HookContext&) {
-      return plan->apply(l, x);
-    }));
-  }
-  return SteeringHandle(std::move(handles), plan);
 }
 
 }  // namespace destein

@@ -25,6 +25,22 @@ void save_steering_vectors(const std::filesystem::path& path, const SteeringVect
                       c10::str(v.probe_accuracy.sizes()), c10::str(v.directions.sizes().slice(0, 2)));
     tensors["probe_accuracy"] = v.probe_accuracy.to(at::kFloat).contiguous();
   }
+  const bool any_probe = v.probe_weight.defined() || v.probe_bias.defined() || v.probe_feature_mean.defined() ||
+                         v.probe_feature_scale.defined();
+  if (any_probe) {
+    const auto lh = v.directions.sizes().slice(0, 2);
+    const auto lhf = v.directions.sizes();
+    auto check = [&](const at::Tensor& t, const char* name, c10::IntArrayRef want) {
+      DESTEIN_CHECK_ARG(t.defined() && t.sizes() == want,
+                        "save_steering_vectors: {} {} must be {} (gate probes: give all four tensors or none)",
+                        name, t.defined() ? c10::str(t.sizes()) : "undefined", c10::str(want));
+      tensors[name] = t.to(at::kFloat).contiguous();
+    };
+    check(v.probe_weight, "probe_weight", lhf);
+    check(v.probe_bias, "probe_bias", lh);
+    check(v.probe_feature_mean, "probe_feature_mean", lhf);
+    check(v.probe_feature_scale, "probe_feature_scale", lhf);
+  }
   std::map<std::string, std::string> meta = v.extra_metadata;
   meta["format"] = kSteeringVectorsFormat;
   meta["site"] = steering_site_name(v.site);
@@ -58,9 +74,11 @@ SteeringVectors load_steering_vectors(const std::filesystem::path& path) {
   DESTEIN_CHECK_IO(std::filesystem::exists(path), "{}: no such vectors file", file);
   SafetensorsFile f = read_safetensors(path);
   auto format = f.metadata.find("format");
-  DESTEIN_CHECK_IO(format != f.metadata.end() && format->second == kSteeringVectorsFormat,
-                   "{}: not a destein vectors file (metadata format = '{}', expected '{}')", file,
-                   format == f.metadata.end() ? "" : format->second, kSteeringVectorsFormat);
+  DESTEIN_CHECK_IO(format != f.metadata.end() &&
+                       (format->second == kSteeringVectorsFormat || format->second == kSteeringVectorsFormatV1),
+                   "{}: not a destein vectors file (metadata format = '{}', expected '{}' or '{}')", file,
+                   format == f.metadata.end() ? "" : format->second, kSteeringVectorsFormat,
+                   kSteeringVectorsFormatV1);
   auto site = f.metadata.find("site");
   DESTEIN_CHECK_IO(site != f.metadata.end(), "{}: metadata has no 'site' (attn_out or hook_z)", file);
   SteeringVectors v;
@@ -82,6 +100,28 @@ SteeringVectors load_steering_vectors(const std::filesystem::path& path) {
     v.probe_accuracy = acc->second.to(at::kFloat);
     DESTEIN_CHECK_IO(at::isfinite(v.probe_accuracy).all().item<bool>(), "{}: 'probe_accuracy' holds NaN or inf",
                      file);
+  }
+  {
+    const char* names[] = {"probe_weight", "probe_bias", "probe_feature_mean", "probe_feature_scale"};
+    at::Tensor* slots[] = {&v.probe_weight, &v.probe_bias, &v.probe_feature_mean, &v.probe_feature_scale};
+    int found = 0;
+    for (int i = 0; i < 4; ++i) found += f.tensors.count(names[i]) ? 1 : 0;
+    DESTEIN_CHECK_IO(found == 0 || found == 4,
+                     "{}: holds {} of the 4 gate probe tensors (probe_weight, probe_bias, probe_feature_mean, "
+                     "probe_feature_scale); expected all or none",
+                     file, found);
+    for (int i = 0; found == 4 && i < 4; ++i) {
+      const at::Tensor& t = f.tensors.at(names[i]);
+      const auto want = i == 1 ? v.directions.sizes().slice(0, 2) : v.directions.sizes();
+      DESTEIN_CHECK_IO(t.sizes() == want, "{}: '{}' has shape {}, expected {}", file, names[i], c10::str(t.sizes()),
+                       c10::str(want));
+      *slots[i] = t.to(at::kFloat);
+      DESTEIN_CHECK_IO(at::isfinite(*slots[i]).all().item<bool>(), "{}: '{}' holds NaN or inf", file, names[i]);
+    }
+    if (found == 4) {
+      DESTEIN_CHECK_IO((v.probe_feature_scale > 0).all().item<bool>(), "{}: 'probe_feature_scale' holds values <= 0",
+                       file);
+    }
   }
   at::Tensor finite = at::isfinite(v.directions).all(-1);  // (L, H)
   if (!finite.all().item<bool>()) {

@@ -85,6 +85,23 @@ ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pai
                           int64_t layers, int64_t heads, int64_t head_dim,
                           const ProbeOptions& options = {});
 
+/// Per-head probes for use at inference (the probe gate of steering): one logistic
+/// regression per (layer, head) fitted on both sides of *every* pair (no split), with the
+/// options' l2, max_iterations and tolerance. With `standardize`, features are z-scored
+/// by the mean and standard deviation of all 2N samples (a constant feature: scale 1);
+/// without, mean 0 and scale 1. P(toxic | x) = sigmoid(weight . ((x - mean) / scale) + bias).
+/// All vectors row-major: weight, feature_mean, feature_scale (L, H, F), bias (L, H), F = Dh.
+struct GateProbes {
+  int64_t layers = 0, heads = 0, features = 0;
+  std::vector<float> weight, bias, feature_mean, feature_scale;
+  int64_t unconverged_fits = 0;
+};
+
+/// Fits GateProbes on activations laid out as for train_probes(). Throws
+/// std::invalid_argument as train_probes() does (split options are ignored).
+GateProbes fit_gate_probes(const float* toxic, const float* nontoxic, int64_t pairs, int64_t layers,
+                           int64_t heads, int64_t head_dim, const ProbeOptions& options = {});
+
 /// A fitted binary logistic regression: P(y = 1 | x) = sigmoid(weights . x + intercept).
 struct LogisticRegression {
   Eigen::VectorXd weights;
