@@ -98,6 +98,9 @@ TEST_CASE("MPT loads from a sharded safetensors folder and a torch.save .bin lik
   std::ofstream(dir / "config.json") << mpt_config().dump();
   std::ofstream(dir / "pytorch_model.bin", std::ios::binary) << std::string("\x80\x02\x8a\x0alegacy", 10);
   CHECK_THROWS_WITH(load_checkpoint(dir), Contains("pytorch_model.bin") && Contains("not a zip file"));
+  // torch.save(model.state_dict()) pickles an OrderedDict: refused with the way out.
+  CHECK_THROWS_WITH(load_checkpoint(fixture("mpt_bin_ordered")),
+                    Contains("pytorch_model.bin") && Contains("OrderedDict") && Contains("torch.save(dict("));
 }
 
 TEST_CASE("MPT's ALiBi slopes follow gen_slopes for any head count", "[mpt]") {

@@ -112,10 +112,17 @@ std::map<std::string, at::Tensor> read_torch_zip_state_dict(const fs::path& path
     root = torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt,
                                              c10::Device(c10::kCPU), reader);
   } catch (const c10::Error& e) {
+    const std::string what = first_line(e.what_without_backtrace());
+    // LibTorch's unpickler reads collections.OrderedDict as None (it only expects one in
+    // a tensor's backward hooks), so torch.save(model.state_dict()) fails here.
+    const bool ordered = what.find("got None") != std::string::npos;
     throw std::runtime_error(fmt::format(
-        "{}: cannot read it as a torch.save state dict ({}); convert it to safetensors "
+        "{}: cannot read it as a torch.save state dict ({}){}; convert it to safetensors "
         "(docs/checkpoints.md)",
-        file, first_line(e.what_without_backtrace())));
+        file, what,
+        ordered ? ": it holds a collections.OrderedDict, which LibTorch cannot unpickle; "
+                  "re-save it as a plain dict, torch.save(dict(state_dict), path), or"
+                : ""));
   }
   DESTEIN_CHECK_IO(root.isGenericDict(),
                    "{}: expected a state dict (a dict of name -> tensor), found {}", file,
