@@ -11,6 +11,7 @@ packages=(
   libeigen3-dev libfmt-dev catch2 libyaml-cpp-dev nlohmann-json3-dev
   libcurl4-openssl-dev    # Perspective API client
   libpcre2-dev            # Unicode-class regex for the GPT-2 pre-tokeniser (\p{L}, lookahead)
+  libicu-dev              # Unicode NFC, the normalizer of GPT-NeoX (MPT) tokenizers
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
 )
 

@@ -3,6 +3,12 @@
 
     python3 tools/export_checkpoint.py gpt2-large --out exported/gpt2-large
     python3 tools/export_checkpoint.py /path/to/llama-2-7b --out exported/llama2-7b --dtype float16
+    python3 tools/export_checkpoint.py /path/to/mpt-7b --out exported/mpt-7b --dtype bfloat16
+
+MPT loads through transformers' own MptForCausalLM (transformers >= 4.31); pass
+--trust-remote-code to run MosaicML's modeling code shipped with the checkpoint instead
+(needed for MPT options transformers' port lacks, e.g. attn_config.qk_ln). Both name the
+parameters the same way (transformer.blocks.N.attn.Wqkv.weight, ...).
 
 The output folder holds `model.pt`, a TorchScript archive whose named parameters carry the
 Hugging Face names (`transformer.h.0.attn.c_attn.weight`, ...) with the extra files
@@ -70,6 +76,23 @@ def export_state_dict(state_dict, config, out_path, reference_cases=None, source
     os.replace(tmp, out_path)
 
 
+def _plain_config(config):
+    """config.to_dict() with nested config objects (MptConfig.attn_config is an
+    MptAttentionConfig in transformers) turned into plain dicts, so it serialises as the
+    config.json the checkpoint ships."""
+    def plain(v):
+        if hasattr(v, "to_dict"):
+            return plain(v.to_dict())
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, torch.dtype):
+            return str(v).replace("torch.", "")
+        return v
+    return plain(config.to_dict())
+
+
 def _reference_inputs(tokenizer, vocab_size):
     texts = ["The quick brown fox jumps over the lazy dog.",
              "I can't believe you would say something like that",
@@ -89,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="output folder (model.pt + tokenizer), or a .pt file")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                     help="storage dtype of the exported weights")
+    ap.add_argument("--trust-remote-code", action="store_true",
+                    help="run the modeling code shipped with the checkpoint (MosaicML's MPT)")
     args = ap.parse_args(argv)
     try:
         import transformers
@@ -97,10 +122,11 @@ def main(argv=None):
         sys.exit("export_checkpoint.py: transformers is not installed (pip install transformers)")
 
     dtype = getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32,
+                                                 trust_remote_code=args.trust_remote_code)
     model.eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     except Exception:  # a model folder without tokenizer files
         tokenizer = None
     cases = []
@@ -117,7 +143,7 @@ def main(argv=None):
         archive = os.path.join(out, "model.pt")
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
-    export_state_dict(state, model.config.to_dict(), archive, cases,
+    export_state_dict(state, _plain_config(model.config), archive, cases,
                       source=f"transformers {transformers.__version__} {args.model} (float32 logits)")
     print(f"wrote {archive}")
 

@@ -218,7 +218,7 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
 }
 
 TEST_CASE("the shipped benchmark configs parse", "[eval][configs]") {
-  for (const char* name : {"bench-gpt2-large", "bench-llama2-7b"}) {
+  for (const char* name : {"bench-gpt2-large", "bench-llama2-7b", "bench-mpt-7b"}) {
     INFO(name);
     auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + DESTEIN_SOURCE_DIR +
                          "/configs/" + name + ".yaml");

@@ -339,6 +339,95 @@ TEST_CASE("GPT-2 BPE from a Hugging Face tokenizer.json", "[tokenizer]") {
   }
 }
 
+// GPT-2's byte-to-character table (encoder.py bytes_to_unicode), written out here so the
+// synthetic vocabularies below need no tokenizer code.
+std::string byte_char(int b) {
+  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+  int cp = b;
+  if (!printable) {
+    int n = 0;
+    for (int x = 0; x < b; ++x) {
+      const bool p = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF);
+      if (!p) ++n;
+    }
+    cp = 256 + n;
+  }
+  std::string out;
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tokens", "[tokenizer]") {
+  TempDir dir;
+  // The layout of EleutherAI/gpt-neox-20b's (and mosaicml/mpt-7b's) tokenizer.json on a tiny
+  // vocabulary: ids 0, 1 special; byte b has id 2 + b; four merges; runs of 2 and 3 spaces
+  // as non-special added tokens, which Hugging Face cuts out of the text before BPE.
+  json vocab = {{"<|endoftext|>", 0}, {"<|padding|>", 1}};
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = 2 + b;
+  const std::string G = byte_char(' ');  // "\u0120"
+  vocab[G + "c"] = 258;
+  vocab["at"] = 259;
+  vocab[G + "cat"] = 260;
+  vocab["he"] = 261;
+  auto added = [](int id, const std::string& content, bool special) {
+    return json{{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
+                {"rstrip", false},   {"normalized", !special}, {"special", special}};
+  };
+  json root = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", json::array({added(0, "<|endoftext|>", true), added(1, "<|padding|>", true),
+                                    added(262, "  ", false), added(263, "   ", false)})},
+      {"normalizer", {{"type", "NFC"}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"model",
+       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"vocab", vocab},
+        {"merges", json::array({G + " c", "a t", G + "c at", "h e"})}}},
+  };
+  const fs::path file = dir.path() / "tokenizer.json";
+  write_file(file, root.dump());
+  const auto t = destein::load_tokenizer(dir.path());
+  CHECK(t->kind() == "gpt2-bpe");
+  CHECK(t->vocab_size() == 264);
+  CHECK(t->eos_id() == 0);
+  const int64_t c = 2 + 'c', space = 2 + ' ';
+  CHECK(t->encode(" cat") == Ids{260});
+  CHECK(t->encode("he cat") == Ids{261, 260});
+  // Two spaces are one added token; "cat" then has no space in front. Without the added
+  // token the regex would split "he", " ", " cat".
+  CHECK(t->encode("he  cat") == Ids{261, 262, c, 259});
+  // Four spaces: the longest match (three) first, then " cat".
+  CHECK(t->encode("he    cat") == Ids{261, 263, 260});
+  CHECK(t->encode("  ") == Ids{262});
+  CHECK(t->encode(" ") == Ids{space});
+  // NFC: e + combining acute becomes U+00E9, bytes C3 A9.
+  CHECK(t->encode("e\xCC\x81") == Ids{2 + 0xC3, 2 + 0xA9});
+  CHECK(t->encode("\xC3\xA9") == Ids{2 + 0xC3, 2 + 0xA9});
+  // Special tokens never come from text; they are left out of decoded text.
+  CHECK(t->encode("<|padding|>") != Ids{1});
+  CHECK(t->decode({0, 261, 262, 260, 1}) == "he   cat");
+
+  SECTION("an added token with lstrip/rstrip/single_word is refused, not matched wrongly") {
+    root["added_tokens"][2]["lstrip"] = true;
+    write_file(file, root.dump());
+    REQUIRE_THROWS_WITH(destein::load_tokenizer(file), Contains("added_tokens[2]") && Contains("lstrip"));
+  }
+  SECTION("a normalizer other than NFC is refused") {
+    root["normalizer"] = {{"type", "NFKC"}};
+    write_file(file, root.dump());
+    REQUIRE_THROWS_WITH(destein::load_tokenizer(file), Contains("normalizer") && Contains("NFKC"));
+  }
+}
+
 TEST_CASE("GPT-2 BPE load errors name the file and line", "[tokenizer]") {
   TempDir dir;
   const fs::path vocab = dir.path() / "vocab.json";

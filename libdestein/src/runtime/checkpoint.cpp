@@ -1,6 +1,8 @@
 #include "destein/runtime/checkpoint.hpp"
 
 #include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/script.h>
 
 #include <fstream>
@@ -89,6 +91,70 @@ Checkpoint load_archive(const fs::path& path) {
   return ckpt;
 }
 
+// A state dict written by torch.save in its zip format (PyTorch >= 1.6, what Hugging Face
+// writes as pytorch_model*.bin): data.pkl holds a dict of name -> tensor, whose storages
+// are the records data/<key>. LibTorch's own unpickler reads it; nothing runs Python code.
+std::map<std::string, at::Tensor> read_torch_zip_state_dict(const fs::path& path) {
+  const std::string file = path.string();
+  {
+    std::ifstream in(path, std::ios::binary);
+    DESTEIN_CHECK_IO(in.good(), "{}: cannot open the file", file);
+    char magic[4] = {0, 0, 0, 0};
+    in.read(magic, 4);
+    DESTEIN_CHECK_IO(magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4,
+                     "{}: not a zip file; only torch.save's zip format (PyTorch >= 1.6) is read, "
+                     "not the legacy pickle format: convert it (docs/checkpoints.md)",
+                     file);
+  }
+  c10::IValue root;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(file);
+    root = torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt,
+                                             c10::Device(c10::kCPU), reader);
+  } catch (const c10::Error& e) {
+    const std::string what = first_line(e.what_without_backtrace());
+    // LibTorch's unpickler reads collections.OrderedDict as None (it only expects one in
+    // a tensor's backward hooks), so torch.save(model.state_dict()) fails here.
+    const bool ordered = what.find("got None") != std::string::npos;
+    throw std::runtime_error(fmt::format(
+        "{}: cannot read it as a torch.save state dict ({}){}; convert it to safetensors "
+        "(docs/checkpoints.md)",
+        file, what,
+        ordered ? ": it holds a collections.OrderedDict, which LibTorch cannot unpickle; "
+                  "re-save it as a plain dict, torch.save(dict(state_dict), path), or"
+                : ""));
+  }
+  DESTEIN_CHECK_IO(root.isGenericDict(),
+                   "{}: expected a state dict (a dict of name -> tensor), found {}", file,
+                   root.tagKind());
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& entry : root.toGenericDict()) {
+    DESTEIN_CHECK_IO(entry.key().isString(), "{}: state dict key of type {}, expected a string",
+                     file, entry.key().tagKind());
+    DESTEIN_CHECK_IO(entry.value().isTensor(), "{}: state dict entry '{}' is a {}, expected a tensor",
+                     file, entry.key().toStringRef(), entry.value().tagKind());
+    tensors.emplace(entry.key().toStringRef(), entry.value().toTensor().contiguous());
+  }
+  return tensors;
+}
+
+// The shard files named by a Hugging Face index (model.safetensors.index.json or
+// pytorch_model.bin.index.json), each once.
+std::vector<fs::path> indexed_shards(const fs::path& index_path) {
+  json index = read_json_file(index_path);
+  DESTEIN_CHECK_IO(index.contains("weight_map") && index["weight_map"].is_object(),
+                   "{}: expected a 'weight_map' object", index_path.string());
+  std::set<std::string> files;
+  for (const auto& [name, shard] : index["weight_map"].items()) {
+    DESTEIN_CHECK_IO(shard.is_string(), "{}: weight_map['{}'] must be a file name, found {}",
+                     index_path.string(), name, shard.dump());
+    files.insert(shard.get<std::string>());
+  }
+  std::vector<fs::path> shards;
+  for (const auto& f : files) shards.push_back(index_path.parent_path() / f);
+  return shards;
+}
+
 Checkpoint load_folder(const fs::path& dir) {
   if (fs::exists(dir / "model.pt")) return load_archive(dir / "model.pt");
   const fs::path config_path = dir / "config.json";
@@ -100,26 +166,33 @@ Checkpoint load_folder(const fs::path& dir) {
   ckpt.source = dir;
   ckpt.config = ModelConfig::from_hf_json(read_json_file(config_path), config_path.string());
 
+  // Safetensors first, as Hugging Face prefers them; then torch.save zip shards.
   std::vector<fs::path> shards;
+  bool pickled = false;
   if (fs::exists(dir / "model.safetensors")) {
     shards.push_back(dir / "model.safetensors");
   } else if (fs::exists(dir / "model.safetensors.index.json")) {
-    const fs::path index_path = dir / "model.safetensors.index.json";
-    json index = read_json_file(index_path);
-    DESTEIN_CHECK_IO(index.contains("weight_map") && index["weight_map"].is_object(),
-                     "{}: expected a 'weight_map' object", index_path.string());
-    std::set<std::string> files;
-    for (const auto& [name, shard] : index["weight_map"].items()) files.insert(shard.get<std::string>());
-    for (const auto& f : files) shards.push_back(dir / f);
+    shards = indexed_shards(dir / "model.safetensors.index.json");
+  } else if (fs::exists(dir / "pytorch_model.bin")) {
+    shards.push_back(dir / "pytorch_model.bin");
+    pickled = true;
+  } else if (fs::exists(dir / "pytorch_model.bin.index.json")) {
+    shards = indexed_shards(dir / "pytorch_model.bin.index.json");
+    pickled = true;
   } else {
     throw std::runtime_error(fmt::format(
-        "{}: no model.safetensors, model.safetensors.index.json or model.pt in the folder",
+        "{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+        "pytorch_model.bin.index.json or model.pt in the folder",
         dir.string()));
   }
   for (const auto& shard : shards) {
     DESTEIN_CHECK_IO(fs::exists(shard), "{}: shard listed in the index is missing", shard.string());
-    auto file = read_safetensors(shard);
-    for (auto& [name, t] : file.tensors) ckpt.tensors.emplace(name, std::move(t));
+    if (pickled) {
+      for (auto& [name, t] : read_torch_zip_state_dict(shard)) ckpt.tensors.emplace(name, std::move(t));
+    } else {
+      auto file = read_safetensors(shard);
+      for (auto& [name, t] : file.tensors) ckpt.tensors.emplace(name, std::move(t));
+    }
   }
   if (fs::exists(dir / "reference.json")) {
     ckpt.reference = parse_reference(read_json_file(dir / "reference.json"),

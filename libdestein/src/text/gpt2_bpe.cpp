@@ -8,6 +8,8 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
 
 #include <algorithm>
 #include <array>
@@ -276,13 +278,30 @@ uint64_t pair_key(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
+// Unicode NFC (the normalizer of GPT-NeoX's tokenizer.json, MPT's tokenizer), by ICU.
+// ASCII text is always in NFC and skips the conversion.
+std::string nfc(std::string_view text) {
+  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+    return std::string(text);
+  }
+  UErrorCode err = U_ZERO_ERROR;
+  const icu::Normalizer2* normalizer = icu::Normalizer2::getNFCInstance(err);
+  DESTEIN_CHECK_IO(U_SUCCESS(err), "ICU: cannot load the NFC normalizer ({})", u_errorName(err));
+  const icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+  const icu::UnicodeString normalized = normalizer->normalize(u, err);
+  DESTEIN_CHECK_IO(U_SUCCESS(err), "ICU: NFC normalisation failed ({})", u_errorName(err));
+  std::string out;
+  normalized.toUTF8String(out);
+  return out;
+}
+
 // What the two loaders hand over: token strings by id, merges as token-string pairs.
 struct BpeSpec {
   std::vector<std::pair<std::string, int64_t>> vocab;  // token string (byte-mapped), id
   struct AddedToken {
     std::string content;  // raw text, not byte-mapped
     int64_t id;
-    bool special;
+    bool special;  // special tokens never come from text; the others are matched in it
   };
   std::vector<AddedToken> added;
   struct MergeSpec {
@@ -292,11 +311,12 @@ struct BpeSpec {
   std::vector<MergeSpec> merges;
   std::string source;  // file named in load errors
   bool add_prefix_space = false;
+  bool nfc = false;  // normalizer NFC (GPT-NeoX)
 };
 
 class Gpt2BpeTokenizer final : public Tokenizer {
  public:
-  explicit Gpt2BpeTokenizer(const BpeSpec& spec) : add_prefix_space_(spec.add_prefix_space) {
+  explicit Gpt2BpeTokenizer(const BpeSpec& spec) : add_prefix_space_(spec.add_prefix_space), nfc_(spec.nfc) {
     gpt2_pattern();  // compile errors surface at load time, not at the first encode
 
     int64_t max_id = -1;
@@ -324,6 +344,9 @@ class Gpt2BpeTokenizer final : public Tokenizer {
                        added.content, added.id);
       id_to_bytes_[added.id] = added.content;
       is_special_[added.id] = added.special;
+      if (!added.special && !added.content.empty()) {
+        text_tokens_.emplace_back(added.content, static_cast<int32_t>(added.id));
+      }
     }
 
     const ByteMap& map = byte_map();
@@ -378,9 +401,49 @@ class Gpt2BpeTokenizer final : public Tokenizer {
       repaired = replace_invalid_utf8(text);
       text = repaired;
     }
+    std::string normalized;
+    if (nfc_) {
+      normalized = nfc(text);
+      text = normalized;
+    }
+    if (text_tokens_.empty()) return encode_segment(text);
+    // As Hugging Face's added vocabulary: non-special added tokens are cut out of the text
+    // first (leftmost, then longest match); the pieces between are pre-tokenised apart.
+    std::vector<int64_t> ids;
+    size_t start = 0;
+    for (size_t i = 0; i < text.size();) {
+      size_t best_len = 0;
+      int32_t best_id = -1;
+      for (const auto& [content, id] : text_tokens_) {
+        if (content.size() > best_len && text.compare(i, content.size(), content) == 0) {
+          best_len = content.size();
+          best_id = id;
+        }
+      }
+      if (best_len == 0) {
+        ++i;
+        continue;
+      }
+      if (i > start) {
+        const auto piece = encode_segment(text.substr(start, i - start));
+        ids.insert(ids.end(), piece.begin(), piece.end());
+      }
+      ids.push_back(best_id);
+      i += best_len;
+      start = i;
+    }
+    if (start < text.size()) {
+      const auto piece = encode_segment(text.substr(start));
+      ids.insert(ids.end(), piece.begin(), piece.end());
+    }
+    return ids;
+  }
+
+  std::vector<int64_t> encode_segment(std::string_view text) const {
+    std::string prefixed;
     if (add_prefix_space_ && !text.empty() && text.front() != ' ') {
-      repaired = " " + std::string(text);
-      text = repaired;
+      prefixed = " " + std::string(text);
+      text = prefixed;
     }
 
     const Gpt2Pattern& pattern = gpt2_pattern();
@@ -488,6 +551,8 @@ class Gpt2BpeTokenizer final : public Tokenizer {
   std::vector<bool> is_special_;
   std::optional<int64_t> end_of_text_;
   bool add_prefix_space_ = false;
+  bool nfc_ = false;
+  std::vector<std::pair<std::string, int32_t>> text_tokens_;  // non-special added tokens
 
   mutable std::shared_mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
@@ -568,9 +633,12 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer_json(const fs::path& tokenizer_js
                    "found {}; only GPT-2 byte-level BPE is supported",
                    file, pre == root.end() ? std::string("none") : pre->dump());
   const auto normalizer = root.find("normalizer");
-  DESTEIN_CHECK_IO(normalizer == root.end() || normalizer->is_null(),
-                   "tokenizer file '{}': normalizer {} is not supported (GPT-2 has none)", file,
-                   normalizer == root.end() ? std::string() : normalizer->dump());
+  const bool nfc = normalizer != root.end() && normalizer->is_object() &&
+                   normalizer->value("type", "") == "NFC";
+  DESTEIN_CHECK_IO(normalizer == root.end() || normalizer->is_null() || nfc,
+                   "tokenizer file '{}': normalizer {} is not supported (GPT-2 has none, "
+                   "GPT-NeoX NFC)",
+                   file, normalizer == root.end() ? std::string() : normalizer->dump());
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const auto it = model.find(key);
     DESTEIN_CHECK_IO(it == model.end() || it->is_null() || (it->is_string() && it->empty()),
@@ -583,6 +651,7 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer_json(const fs::path& tokenizer_js
   BpeSpec spec;
   spec.source = file;
   spec.add_prefix_space = pre->value("add_prefix_space", false);
+  spec.nfc = nfc;
   const auto vocab = model.find("vocab");
   DESTEIN_CHECK_IO(vocab != model.end() && vocab->is_object(),
                    "tokenizer file '{}': model.vocab must be an object mapping token to id", file);
@@ -626,8 +695,17 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer_json(const fs::path& tokenizer_js
                        "tokenizer file '{}': added_tokens[{}] needs an integer \"id\" and a "
                        "string \"content\", found {}",
                        file, i, token.dump());
-      spec.added.push_back({token["content"].get<std::string>(), token["id"].get<int64_t>(),
-                            token.value("special", false)});
+      const bool special = token.value("special", false);
+      if (!special) {
+        // Matched in text: only the plain kind (GPT-NeoX's runs of spaces) is implemented.
+        for (const char* flag : {"single_word", "lstrip", "rstrip"}) {
+          DESTEIN_CHECK_IO(!token.value(flag, false),
+                           "tokenizer file '{}': added_tokens[{}] (\"{}\") has {} = true, "
+                           "which is not supported",
+                           file, i, token["content"].get<std::string>(), flag);
+        }
+      }
+      spec.added.push_back({token["content"].get<std::string>(), token["id"].get<int64_t>(), special});
     }
   }
   return std::make_unique<Gpt2BpeTokenizer>(spec);

@@ -1,5 +1,5 @@
 #pragma once
-/// Native forward passes of decoder-only transformers (GPT-2, LLaMA/Mistral, OPT) with
+/// Native forward passes of decoder-only transformers (GPT-2, LLaMA/Mistral, OPT, MPT) with
 /// named hook points and a KV cache.
 ///
 ///   auto model = destein::load_model("gpt2-large.pt", {.threads = 0});
@@ -107,7 +107,7 @@ class Model {
 };
 
 /// Builds the native model for `checkpoint.config.model_type` ("gpt2", "llama",
-/// "mistral", "opt"). Throws std::invalid_argument for an unknown model_type (listing the
+/// "mistral", "opt", "mpt"). Throws std::invalid_argument for an unknown model_type (listing the
 /// known ones), std::runtime_error for a missing or wrongly shaped parameter (naming it,
 /// expected and found shapes).
 std::unique_ptr<Model> build_model(const Checkpoint& checkpoint, const ModelOptions& options = {});

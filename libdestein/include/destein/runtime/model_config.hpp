@@ -13,7 +13,7 @@ namespace destein {
 /// Built from the model's Hugging Face `config.json`; unknown keys are ignored, missing
 /// required ones are errors naming the key.
 struct ModelConfig {
-  std::string model_type;          ///< "gpt2", "llama", "mistral", "opt"
+  std::string model_type;          ///< "gpt2", "llama", "mistral", "opt", "mpt"
   int64_t vocab_size = 0;
   int64_t n_layers = 0;
   int64_t n_heads = 0;
@@ -31,6 +31,15 @@ struct ModelConfig {
   bool pre_norm = true;            ///< OPT's do_layer_norm_before
   bool final_norm = true;          ///< OPT-350m has none
   int64_t word_embed_proj_dim = 0; ///< OPT project_in/out; == d_model when absent
+  // MPT (MosaicML) attention and output options; the defaults are the other families'.
+  bool alibi = false;              ///< ALiBi attention bias (MPT attn_config.alibi)
+  double alibi_bias_max = 8.0;     ///< slopes 2^(-alibi_bias_max * i / H'), H' = next power of 2
+  bool learned_positions = true;   ///< MPT learned_pos_emb (ignored, as by MPT, when alibi)
+  std::optional<double> clip_qkv;  ///< clamp the fused q, k, v to [-clip_qkv, clip_qkv]
+  bool qk_ln = false;              ///< LayerNorm of q and k over all heads before attention
+  std::optional<double> softmax_scale;  ///< attention scale; default 1 / sqrt(head_dim)
+  double logit_scale = 1.0;        ///< logits are multiplied by this (MPT logit_scale)
+  bool bias = true;                ///< false: no bias in any linear or norm (MPT no_bias)
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;
   std::optional<int64_t> pad_token_id;

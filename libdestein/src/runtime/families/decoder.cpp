@@ -69,6 +69,7 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
     inv_freq_ = (1.0 / at::pow(at::scalar_tensor(config_.rope_theta, at::kFloat), exponents))
                     .to(device_);
   }
+  if (arch_.alibi) slopes_ = alibi_slopes(config_.n_heads, arch_.alibi_bias_max).view({1, -1, 1, 1}).to(device_);
   // Count each stored tensor once (tied heads share the embedding).
   std::set<const void*> seen;
   auto count = [&](const at::Tensor& t) {
@@ -85,7 +86,8 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
     for (const at::Tensor* t : {&l.attn_norm.weight, &l.attn_norm.bias, &l.mlp_norm.weight,
                                 &l.mlp_norm.bias, &l.qkv.weight, &l.qkv.bias, &l.out.weight,
                                 &l.out.bias, &l.fc_in.weight, &l.fc_in.bias, &l.fc_out.weight,
-                                &l.fc_out.bias}) {
+                                &l.fc_out.bias, &l.q_norm.weight, &l.q_norm.bias,
+                                &l.k_norm.weight, &l.k_norm.bias}) {
       count(*t);
     }
   }
@@ -258,7 +260,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     key_mask = at::ones({B, total}, at::TensorOptions().dtype(at::kBool).device(device_));
   }
   // Position of a token = number of real tokens before it, as HF generate() computes it.
-  at::Tensor positions = (key_mask.to(at::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);  // (B, T)
+  at::Tensor timeline_positions = (key_mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // (B, total)
+  at::Tensor positions = timeline_positions.narrow(1, past, T);                            // (B, T)
   at::Tensor token_mask = key_mask.narrow(1, past, T);                                            // (B, T)
   {
     const int64_t max_pos = positions.max().item<int64_t>();
@@ -280,9 +283,19 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
       allowed = allowed & (k_index.unsqueeze(0) > q_index.unsqueeze(1) - *c.sliding_window);
     }
     allowed = allowed.unsqueeze(0) & key_mask.unsqueeze(1);  // (B, T, total)
-    bias = at::zeros({B, T, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
-               .masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest())
-               .unsqueeze(1);
+    if (arch_.alibi) {
+      // ALiBi (B, H, T, total): slope_h * (key position - query position), the positions
+      // counting real tokens only, so a left-padded row sees the biases it sees alone.
+      // MPT adds slope_h * (key index - last index) instead: the same up to a constant per
+      // query row, which softmax cancels.
+      at::Tensor distance = (timeline_positions.unsqueeze(1) - positions.unsqueeze(2)).to(at::kFloat);  // (B, T, total)
+      bias = (slopes_ * distance.unsqueeze(1))
+                 .masked_fill_(allowed.logical_not().unsqueeze(1), std::numeric_limits<float>::lowest());
+    } else {
+      bias = at::zeros({B, T, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
+                 .masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest())
+                 .unsqueeze(1);
+    }
   }
 
   at::Tensor cos, sin;  // (B, 1, T, Dh)
@@ -306,15 +319,21 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   }
 
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim, G = H / Hkv;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  const double scale = arch_.softmax_scale > 0 ? arch_.softmax_scale : 1.0 / std::sqrt(static_cast<double>(Dh));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     x = hook(l, HookSite::kResidPre, std::move(x));  // (B, T, d)
 
     at::Tensor h = arch_.pre_norm ? norm(x, w.attn_norm) : x;
     at::Tensor qkv = linear(h, w.qkv);  // (B, T, (H + 2 Hkv) Dh)
-    at::Tensor q = qkv.narrow(-1, 0, H * Dh).view({B, T, H, Dh}).transpose(1, 2);          // (B, H, T, Dh)
-    at::Tensor k = qkv.narrow(-1, H * Dh, Hkv * Dh).view({B, T, Hkv, Dh}).transpose(1, 2); // (B, Hkv, T, Dh)
+    if (arch_.clip_qkv) qkv = qkv.clamp(-*arch_.clip_qkv, *arch_.clip_qkv);
+    at::Tensor q_flat = qkv.narrow(-1, 0, H * Dh), k_flat = qkv.narrow(-1, H * Dh, Hkv * Dh);
+    if (w.q_norm.weight.defined()) {  // MPT qk_ln: one LayerNorm over all heads
+      q_flat = at::layer_norm(q_flat, {H * Dh}, w.q_norm.weight, w.q_norm.bias, c.norm_eps);
+      k_flat = at::layer_norm(k_flat, {Hkv * Dh}, w.k_norm.weight, w.k_norm.bias, c.norm_eps);
+    }
+    at::Tensor q = q_flat.view({B, T, H, Dh}).transpose(1, 2);    // (B, H, T, Dh)
+    at::Tensor k = k_flat.view({B, T, Hkv, Dh}).transpose(1, 2);  // (B, Hkv, T, Dh)
     at::Tensor v = qkv.narrow(-1, (H + Hkv) * Dh, Hkv * Dh).view({B, T, Hkv, Dh}).transpose(1, 2);
     if (arch_.positions == PositionKind::kRotary) {
       q = q * cos + rotate_half(q) * sin;
@@ -355,7 +374,19 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   if (weights_.final_norm.weight.defined()) x = norm(x, weights_.final_norm);
   if (present(weights_.project_out)) x = linear(x, weights_.project_out);
   out.logits = linear(x, lm_head_).to(at::kFloat);  // (B, T or 1, V)
+  if (arch_.logit_scale != 1.0) out.logits.mul_(arch_.logit_scale);
   return out;
+}
+
+at::Tensor alibi_slopes(int64_t n_heads, double alibi_bias_max) {
+  int64_t padded = 1;
+  while (padded < n_heads) padded *= 2;
+  at::Tensor m = at::arange(1, padded + 1, at::kFloat) * static_cast<float>(alibi_bias_max / padded);
+  at::Tensor slopes = 1.0 / at::pow(2.0, m);  // (H')
+  if (padded != n_heads) {
+    slopes = at::cat({slopes.slice(0, 1, padded, 2), slopes.slice(0, 0, padded, 2)}).narrow(0, 0, n_heads);
+  }
+  return slopes;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -364,7 +395,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
 namespace {
 const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)>& families() {
   static const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)> table = {
-      {"gpt2", &build_gpt2}, {"llama", &build_llama}, {"mistral", &build_llama}, {"opt", &build_opt}};
+      {"gpt2", &build_gpt2}, {"llama", &build_llama}, {"mistral", &build_llama}, {"opt", &build_opt},
+      {"mpt", &build_mpt}};
   return table;
 }
 }  // namespace

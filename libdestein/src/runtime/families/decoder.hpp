@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,7 +19,7 @@
 namespace destein {
 
 enum class NormKind { kLayerNorm, kRMSNorm };
-enum class PositionKind { kLearned, kRotary };
+enum class PositionKind { kLearned, kRotary, kNone };
 enum class MlpKind { kPlain, kGated };
 
 struct Linear {
@@ -46,6 +47,8 @@ struct LayerWeights {
   Linear out;     // (d, H*Dh)
   Linear fc_in;   // plain: (F, d); gated: (2F, d) = [gate; up]
   Linear fc_out;  // (d, F)
+  Norm q_norm;    // (H*Dh) MPT qk_ln: LayerNorm of all query heads together; else undefined
+  Norm k_norm;    // (Hkv*Dh)
 };
 
 struct DecoderWeights {
@@ -65,6 +68,11 @@ struct Architecture {
   MlpKind mlp = MlpKind::kPlain;
   std::string activation = "gelu_new";
   bool pre_norm = true;
+  bool alibi = false;               // MPT: per-head linear bias on key distance
+  double alibi_bias_max = 8.0;
+  std::optional<double> clip_qkv;   // MPT: clamp the fused q, k, v
+  double softmax_scale = 0.0;       // 0: 1 / sqrt(Dh)
+  double logit_scale = 1.0;
 };
 
 /// Hands out checkpoint tensors by name, checking shapes and converting to the compute
@@ -91,6 +99,12 @@ using FamilyBuilder =
 void build_gpt2(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
 void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
 void build_opt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
+void build_mpt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
+
+/// MPT's ALiBi slopes (MosaicML gen_slopes): for H' = the next power of two >= H,
+/// s_i = 2^(-alibi_bias_max * i / H'), i = 1..H'; when H' != H the odd-indexed slopes
+/// (s_2, s_4, ...) come first, then s_1, s_3, ..., cut to H. (H) float32.
+at::Tensor alibi_slopes(int64_t n_heads, double alibi_bias_max);
 
 class DecoderModel : public Model {
  public:
@@ -107,6 +121,7 @@ class DecoderModel : public Model {
   Architecture arch_;
   DecoderWeights weights_;
   at::Tensor inv_freq_;  // (Dh/2) f32, rotary only
+  at::Tensor slopes_;    // (1, H, 1, 1) f32, ALiBi only
   Linear lm_head_;       // the output head as a Linear (packed when the backend allows)
 };
 
