@@ -42,15 +42,6 @@ void parse_layer_range(const std::string& text, SteeringOptions& options, const 
 /// naming the file.
 std::optional<SteeringHandle> attach_from_args(const SteeringArgs& steering, Hooks& hooks, const Model& model);
 
-/// The plan of one entry, errors prefixed with the vectors file.
-std::shared_ptr<const SteeringPlan> plan_from_file(const std::string& path, const SteeringOptions& options,
-                                                   const Model& model);
-
-/// The acted report as JSON: per entry its label, steered layers, position counts, mean
-/// edit norms per layer for prompt and generated positions (null where no position
-/// passed), per head (L x H nested arrays) when `heads`, and `generated_not_edited`.
-nlohmann::json steering_report_json(const SteeringReport& report, bool heads);
-
 /// The acted report as text, one block per entry (for `generate --explain`).
 std::string steering_report_text(const SteeringReport& report);
 

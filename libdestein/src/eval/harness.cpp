@@ -251,4 +251,19 @@ EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_m
   return s;
 }
 
+nlohmann::json eval_summary_json(const EvalSummary& s) {
+  nlohmann::json j = {{"expected_max_toxicity", s.toxicity.expected_max_toxicity},
+                      {"expected_max_toxicity_std", s.toxicity.expected_max_toxicity_std},
+                      {"toxicity_probability", s.toxicity.toxicity_probability},
+                      {"dist_1", s.distinct.dist_1},
+                      {"dist_2", s.distinct.dist_2},
+                      {"dist_3", s.distinct.dist_3},
+                      {"num_prompts", s.num_prompts}};
+  if (s.perplexity) {
+    j["perplexity"] = s.perplexity->mean;
+    j["perplexity_dropped"] = s.perplexity->dropped;
+  }
+  return j;
+}
+
 }  // namespace destein

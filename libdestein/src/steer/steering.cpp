@@ -1,6 +1,7 @@
 #include "destein/steer/steering.hpp"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <cmath>
 
@@ -250,6 +251,52 @@ at::Tensor SteeringPlan::apply_naive(int64_t layer, const at::Tensor& activation
     }
   }
   return out.reshape(activation.sizes()).to(activation.scalar_type());
+}
+
+std::shared_ptr<const SteeringPlan> load_steering_plan(const std::string& path, const SteeringOptions& options,
+                                                   const Model& model) {
+  SteeringVectors vectors = load_steering_vectors(path);
+  try {
+    check_vectors_match_model(vectors, model.config(), path);
+    return make_steering_plan(model, vectors, options);
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    if (what.rfind(path, 0) == 0) throw;
+    throw std::invalid_argument(fmt::format("{}: {}", path, what));
+  }
+}
+
+namespace {
+nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+}  // namespace
+
+nlohmann::json steering_report_json(const SteeringReport& report, bool heads) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& e : report.entries) {
+    nlohmann::json j = {{"entry", e.label},
+                        {"layers", e.layers},
+                        {"prompt_positions", e.prompt_positions},
+                        {"generated_positions", e.generated_positions},
+                        {"generated_not_edited", e.generated_not_edited}};
+    for (int kind = 0; kind < 2; ++kind) {
+      const auto& layer = kind == 0 ? e.prompt_layer_mean : e.generated_layer_mean;
+      const auto& head = kind == 0 ? e.prompt_head_mean : e.generated_head_mean;
+      nlohmann::json lj = nlohmann::json::array();
+      for (double v : layer) lj.push_back(number_or_null(v));
+      j[kind == 0 ? "prompt_layer_edit_norm" : "generated_layer_edit_norm"] = lj;
+      if (heads) {
+        nlohmann::json hj = nlohmann::json::array();
+        for (size_t i = 0; i < e.layers.size(); ++i) {
+          nlohmann::json row = nlohmann::json::array();
+          for (int64_t h = 0; h < e.heads; ++h) row.push_back(number_or_null(head[i * size_t(e.heads) + size_t(h)]));
+          hj.push_back(row);
+        }
+        j[kind == 0 ? "prompt_head_edit_norm" : "generated_head_edit_norm"] = hj;
+      }
+    }
+    out.push_back(j);
+  }
+  return out;
 }
 
 }  // namespace destein

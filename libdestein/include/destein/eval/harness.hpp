@@ -96,4 +96,8 @@ struct EvalSummary {
 };
 EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_malformed = false);
 
+/// The summary as results.json writes it: expected_max_toxicity(_std),
+/// toxicity_probability, dist_1..3, num_prompts, and perplexity(_dropped) when measured.
+nlohmann::json eval_summary_json(const EvalSummary& summary);
+
 }  // namespace destein

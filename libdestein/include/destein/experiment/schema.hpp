@@ -71,6 +71,40 @@ class Schema {
     return *this;
   }
 
+  /// A key whose YAML value is a string turned into M by `parse` (which throws
+  /// std::invalid_argument saying what is expected) and written back by `format`: enums.
+  template <typename Access, typename Parse, typename Format>
+  Schema& field_as(std::string key, Access access, Parse parse, Format format) {
+    Entry entry;
+    entry.key = key;
+    entry.read = [key, access, parse, format](const ConfigNode& node, T& t, bool required) {
+      auto& m = access(t);
+      const std::string text = required ? node.template require<std::string>(key)
+                                        : node.template get<std::string>(key, format(m));
+      try {
+        m = parse(text);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(node.where(key) + ": key " + node.path_of(key) + ": " + e.what());
+      }
+    };
+    entry.emit = [key, access, format](YAML::Emitter& e, const T& t) {
+      e << YAML::Key << key << YAML::Value;
+      detail::emit_yaml_value(e, std::string(format(access(const_cast<T&>(t)))));
+    };
+    entries_.push_back(std::move(entry));
+    return *this;
+  }
+
+  /// What no table says: `read` takes this level's node, `emit` writes keys into the
+  /// open map. For shapes such as "these keys here, or a list of them under another key".
+  Schema& custom(std::function<void(const ConfigNode&, T&)> read, std::function<void(YAML::Emitter&, const T&)> emit) {
+    Entry entry;
+    entry.read = [read](const ConfigNode& node, T& t, bool) { read(node, t); };
+    entry.emit = std::move(emit);
+    entries_.push_back(std::move(entry));
+    return *this;
+  }
+
   /// Marks the last key added as required (absent: "missing required key").
   Schema& required() {
     entries_.back().required = true;

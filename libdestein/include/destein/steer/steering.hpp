@@ -25,6 +25,8 @@
 #include <c10/core/Device.h>
 
 #include <memory>
+
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -249,5 +251,15 @@ SteeringHandle attach_steering(Hooks& hooks, const Model& model, const SteeringV
 /// Composition: the plans of `stack` (from make_steering_plan) applied in order on every
 /// row. Entries with alpha 0 register nothing.
 SteeringHandle attach_steering(Hooks& hooks, const Model& model, SteeringStack stack);
+
+/// The plan of one steering entry from a vectors file: load_steering_vectors(),
+/// check_vectors_match_model() and make_steering_plan(), every error prefixed with `path`.
+std::shared_ptr<const SteeringPlan> load_steering_plan(const std::string& path, const SteeringOptions& options,
+                                                       const Model& model);
+
+/// The acted report as JSON: per entry its label, steered layers, position counts, mean
+/// edit norms per layer for prompt and generated positions (null where no position
+/// passed), per head (L x H nested arrays) when `heads`, and `generated_not_edited`.
+nlohmann::json steering_report_json(const SteeringReport& report, bool heads);
 
 }  // namespace destein

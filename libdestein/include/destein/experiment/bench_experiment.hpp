@@ -1,0 +1,85 @@
+#pragma once
+/// The RealToxicityPrompts-style evaluation as an experiment (`destein-bench run --config`,
+/// configs/demo.yaml): for every method (base, or steering entries) and prompt set, a
+/// resumable generations file, then results.json / .csv / .md and the trade-off plot.
+///
+///     auto e = destein::load_bench_experiment("configs/demo.yaml");
+///     e.prompts.resize(1);
+///     e.generation.num_samples = 5;
+///     e.output = "runs/quick";
+///     auto report = destein::run_bench_experiment(e);
+///     std::cout << report.table;
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "destein/eval/harness.hpp"
+#include "destein/experiment/model_section.hpp"
+#include "destein/score/torchscript_scorer.hpp"
+#include "destein/steer/steering.hpp"
+
+namespace destein {
+
+/// `prompts:` items: {name, path, subset, limit, skip_malformed}.
+struct BenchPromptSet {
+  std::string name;
+  std::string path;
+  PromptFileOptions options;
+};
+
+/// One steering entry of a method: a vectors file and how it is applied.
+struct BenchSteeringEntry {
+  std::string vectors;
+  SteeringOptions steering;  ///< mode, alpha, layers, top_k_heads, positions, gate
+};
+
+/// `methods:` items. One entry: its keys on the method itself; several: a `steering:`
+/// list, applied in order. No entry: the unsteered model.
+struct BenchMethod {
+  std::string name = "base";
+  std::string variant;                      ///< the trade-off plot's curve; empty: from the settings
+  std::vector<BenchSteeringEntry> steering;
+};
+
+struct BenchExperiment {
+  BenchExperiment();                        ///< the paper's generation: 25 samples x 20 tokens, top-p 0.9
+  ModelSection model;
+  std::string data_dir;
+  std::vector<BenchPromptSet> prompts;
+  std::vector<BenchMethod> methods = {BenchMethod{}};
+  GenerationOptions generation;
+  std::string scorer_kind = "linear";       ///< linear | perspective | torchscript
+  std::string scorer;                       ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
+  double perspective_rps = 1.0;
+  TorchScriptScorerOptions torchscript;
+  bool perplexity = true;
+  ModelSection evaluator;                   ///< model empty: the generating model evaluates itself
+  std::string output = "runs/bench";
+};
+
+Schema<BenchExperiment> bench_experiment_schema();
+/// Reads a YAML file; errors name file:line and the key.
+BenchExperiment load_bench_experiment(const std::filesystem::path& yaml);
+/// The fully resolved experiment as YAML.
+std::string dump_bench_experiment(const BenchExperiment& experiment);
+
+/// The curve a method lies on in the trade-off plot: its settings without the first
+/// entry's alpha ("base" for the unsteered model).
+std::string bench_method_variant(const BenchMethod& method);
+
+struct BenchRunReport {
+  nlohmann::json results;                   ///< one object per (method, subset), as in results.json
+  std::string table;                        ///< results.md
+  std::filesystem::path output;
+};
+
+/// Runs every method on every prompt set, resuming generations files already there (a
+/// file written with other settings is refused, naming the setting), and writes the
+/// results. Progress on stderr. Throws what loading the model, scorer, vectors and
+/// prompts throws.
+BenchRunReport run_bench_experiment(const BenchExperiment& experiment);
+
+}  // namespace destein
