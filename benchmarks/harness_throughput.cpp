@@ -10,7 +10,7 @@
 //   build/bin/harness_throughput [--part all|batching|steering] [--prompts 8] [--samples 25]
 //                                [--new-tokens 20] [--rounds 2] [--mode reference|headwise]
 //                                [--threads N] [--batch-prompts 32] [--widths 1,4,16]
-//                                [--no-perplexity]
+//                                [--no-perplexity] [--models gpt2,tiny]
 // A random model of GPT-2-small shape with the real GPT-2 tokenizer, on real
 // RealToxicityPrompts prompts (rtp/100), scored by the offline scorer.
 #include <ATen/ATen.h>
@@ -127,6 +127,7 @@ int main(int argc, char** argv) {
     const int64_t batch_prompts = args.get_int("batch-prompts", 32);
     const auto widths = parse_list(args.get_or("widths", "1,4,16"));
     const bool perplexity = !args.flag("no-perplexity");
+    const std::string models = args.get_or("models", "gpt2,tiny");
     args.finish();
     if (part != "all" && part != "batching" && part != "steering") {
       throw std::invalid_argument("--part must be all, batching or steering, found '" + part + "'");
@@ -148,14 +149,18 @@ int main(int argc, char** argv) {
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(app::resolve_data_path("rtp/100/test.jsonl"), bo);
       fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
-      batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer, perplexity,
-                    widths, samples, new_tokens, rounds);
+      if (models.find("gpt2") != std::string::npos) {
+        batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer,
+                      perplexity, widths, samples, new_tokens, rounds);
+      }
       app::ModelSection tiny_section;
       tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
       tiny_section.threads = threads;
       auto tiny = app::load_model_section(tiny_section);
-      batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer, perplexity, widths,
-                    samples, new_tokens, rounds);
+      if (models.find("tiny") != std::string::npos) {
+        batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer, perplexity, widths,
+                      samples, new_tokens, rounds);
+      }
       if (part == "batching") return 0;
     }
 

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "destein/runtime/model.hpp"
+#include "runtime/row_stable.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
@@ -96,4 +97,27 @@ TEST_CASE("row-stable backend: named, and refused where it cannot run", "[model]
   CHECK_THROWS_WITH(load_model(fixture("gpt2.pt"), o), Catch::Matchers::Contains("float32 on cpu"));
   o.linear_backend = LinearBackend::kAuto;
   CHECK(load_model(fixture("gpt2.pt"), o)->linear_backend() == "blas");
+}
+
+TEST_CASE("row-stable GEMM: the product, whatever the row count", "[model][stable]") {
+  at::manual_seed(5);
+  const int64_t K = 300, N = 37;  // K past one depth block, N past two panels (a partial one)
+  at::Tensor w = at::randn({K, N}), bias = at::randn({N}), x = at::randn({100, K});
+  at::Tensor packed = destein::detail::pack_stable_weight(w);
+  CHECK(packed.sizes() == c10::IntArrayRef({3, K, 16}));
+  at::Tensor all = destein::detail::stable_linear(x, packed, N, bias);  // (100, N)
+  // Against a double-precision product computed by ATen, an independent path.
+  at::Tensor ref = (x.to(at::kDouble).mm(w.to(at::kDouble)) + bias.to(at::kDouble)).to(at::kFloat);
+  CHECK(max_abs_diff(all, ref) < 1e-3);
+  // Any row count, any offset: the same bits per row.
+  for (int64_t start : {0, 1, 7}) {
+    for (int64_t m : {1, 5, 6, 13, 25, 93}) {
+      INFO("rows " << start << ".." << start + m);
+      at::Tensor part = destein::detail::stable_linear(x.narrow(0, start, m).contiguous(), packed, N, bias);
+      CHECK(at::equal(part, all.narrow(0, start, m)));
+    }
+  }
+  // Without bias.
+  at::Tensor nb = destein::detail::stable_linear(x, packed, N, at::Tensor());
+  CHECK(max_abs_diff(nb + bias, all) < 1e-4);
 }

@@ -25,7 +25,7 @@ namespace {
 constexpr int64_t kNR = 16;   // columns per panel (two AVX2 registers)
 constexpr int64_t kMR = 6;    // rows per register block
 constexpr int64_t kKC = 256;  // depth per pass: a (256, 16) weight block is 16 KiB, in L1
-constexpr int64_t kMC = 96;   // rows per pass: their (96, 256) input block stays in L2
+constexpr int64_t kMC = 256;  // rows per pass at most: their (256, 256) input block stays in L2
 
 bool cpu_has_avx2_fma() {
 #if DESTEIN_X86
@@ -133,28 +133,43 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
   at::parallel_for(0, NB, grain, [&](int64_t jb0, int64_t jb1) {
     float tail[kMR * kNR];
     float tail_bias[kNR];
-    for (int64_t i0 = 0; i0 < M; i0 += kMC) {
-      const int64_t mc = std::min(kMC, M - i0);
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kc = std::min(kKC, K - k0);
-        const bool first = k0 == 0, last = k0 + kc == K;
-        for (int64_t jb = jb0; jb < jb1; ++jb) {
-          const float* w = wp + (jb * K + k0) * kNR;
-          const int64_t n0 = jb * kNR, nw = std::min(kNR, N - n0);
-          for (int64_t i = i0; i < i0 + mc; i += kMR) {
-            const int64_t rows = std::min(kMR, i0 + mc - i);
-            const float* xs = xp + i * K + k0;
-            if (nw == kNR) {
-              micro(vec, rows, xs, K, w, kc, yp + i * N + n0, N, first, last && bp ? bp + n0 : nullptr);
-              continue;
+    // Every pass streams the weights once more, so the passes are evened out: 300 rows are
+    // two passes of 150, not 256 + 44.
+    const int64_t passes = (M + kMC - 1) / kMC, pass_rows = (M + passes - 1) / passes;
+    for (int64_t i0 = 0; i0 < M; i0 += pass_rows) {
+      const int64_t mc = std::min(pass_rows, M - i0);
+      // Panels in groups of 16 (256 columns): the group's accumulators, (rows, 256), stay
+      // in L2 while the depth blocks go by, instead of every panel of the thread.
+      for (int64_t g0 = jb0; g0 < jb1; g0 += 16) {
+        const int64_t g1 = std::min(jb1, g0 + 16);
+        for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+          const int64_t kc = std::min(kKC, K - k0);
+          const bool first = k0 == 0, last = k0 + kc == K;
+          for (int64_t jb = g0; jb < g1; ++jb) {
+            const float* w = wp + (jb * K + k0) * kNR;
+            const int64_t n0 = jb * kNR, nw = std::min(kNR, N - n0);
+            // Rows in blocks of at most kMR, evened out (25 rows: five blocks of 5, not four
+            // of 6 and a lone row running at a sixth of the speed). The block size changes
+            // no element's chain.
+            const int64_t nblocks = (mc + kMR - 1) / kMR, small = mc / nblocks, big_blocks = mc % nblocks;
+            for (int64_t blk = 0, i = i0; blk < nblocks; ++blk) {
+              const int64_t rows = small + (blk < big_blocks ? 1 : 0);
+              const int64_t i_next = i + rows;
+              const float* xs = xp + i * K + k0;
+              if (nw == kNR) {
+                micro(vec, rows, xs, K, w, kc, yp + i * N + n0, N, first, last && bp ? bp + n0 : nullptr);
+                i = i_next;
+                continue;
+              }
+              // Last, partial panel: through a 16-wide buffer.
+              for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t n = 0; n < kNR; ++n) tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
+              }
+              for (int64_t n = 0; n < kNR; ++n) tail_bias[n] = bp && n < nw ? bp[n0 + n] : 0.0f;
+              micro(vec, rows, xs, K, w, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
+              i = i_next;
             }
-            // Last, partial panel: through a 16-wide buffer.
-            for (int64_t r = 0; r < rows; ++r) {
-              for (int64_t n = 0; n < kNR; ++n) tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
-            }
-            for (int64_t n = 0; n < kNR; ++n) tail_bias[n] = bp && n < nw ? bp[n0 + n] : 0.0f;
-            micro(vec, rows, xs, K, w, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
-            for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
           }
         }
       }
