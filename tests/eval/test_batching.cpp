@@ -13,6 +13,7 @@
 
 using namespace destein;
 using destein::test::fixture;
+using destein::test::run_command;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -175,4 +176,40 @@ TEST_CASE("batched perplexity equals prompt-by-prompt perplexity", "[eval][perpl
     }
   }
   CHECK_THROWS_WITH(ev.perplexities(prompts, {{"x"}}), Contains("3 prompts but 1"));
+}
+
+TEST_CASE("destein-bench: prompts per batch from YAML or the command line, resumable at another width",
+          "[eval][cli][batching]") {
+  auto dir = destein::test::temp_dir("bench_cli_batching");
+  auto prompts = write_prompts(dir);
+  const std::string bench = DESTEIN_BENCH;
+  auto config = [&](const std::string& name, const std::string& generation) {
+    std::ofstream cfg(dir / name);
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: all, path: " << prompts.string()
+        << ", limit: 5}\ngeneration: {samples: 2, max_new_tokens: 5, seed: 2" << generation
+        << "}\nevaluator: {enabled: false}\noutput: " << (dir / "out").string() << "\n";
+    return (dir / name).string();
+  };
+  auto bad = run_command(bench + " run --dump-config --config " + config("bad.yaml", ", prompts_per_batch: many"));
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.output, Contains("bad.yaml:") && Contains("prompts_per_batch must be a positive integer or auto") &&
+                             Contains("'many'"));
+  auto dump = run_command(bench + " run --dump-config --config " + config("ok.yaml", ", prompts_per_batch: 3"));
+  CHECK_THAT(dump.output, Contains("prompts_per_batch: 3") && Contains("pipelined: false"));
+  auto cli_bad = run_command(bench + " run --prompts-per-batch 0 --config " + config("ok.yaml", ""));
+  CHECK(cli_bad.exit_code != 0);
+  CHECK_THAT(cli_bad.output, Contains("--prompts-per-batch must be a positive integer"));
+  // A run at width 3, then the same experiment at width 2 resumes it (nothing to do): the
+  // width is not a setting that refuses a resume. Stage shares are in results.json.
+  auto first = run_command(bench + " run --threads 1 --config " + config("ok.yaml", ", prompts_per_batch: 3"));
+  INFO(first.output);
+  REQUIRE(first.exit_code == 0);
+  CHECK_THAT(first.output, Contains("3 prompts per batch") && Contains("generate"));
+  auto again = run_command(bench + " run --threads 1 --prompts-per-batch 2 --config " + config("ok.yaml", ""));
+  INFO(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK_THAT(again.output, Contains("resumed (5 prompts already done"));
+  auto results = nlohmann::json::parse(read_all(dir / "out" / "results.json"));
+  CHECK(results[0]["prompts_per_batch"].get<int64_t>() == 2);
+  CHECK(results[0]["stages"].contains("generate"));
 }
