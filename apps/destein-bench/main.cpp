@@ -1,6 +1,6 @@
 // destein-bench: the RealToxicityPrompts-style evaluation, driven by a YAML experiment.
 //   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
-//                     [--output DIR] [--vectors-dir DIR]
+//                     [--output DIR] [--vectors-dir DIR] [--prompts-per-batch N]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
@@ -86,6 +86,9 @@ struct BenchConfig {
   std::vector<PromptSet> prompts;
   std::vector<Method> methods;
   GenerationOptions generation;
+  int64_t prompts_per_batch = 0;  // generation.prompts_per_batch; 0: auto
+  int64_t max_rows = 0;           // generation.max_rows; 0: the device's default
+  bool pipelined = false;         // generation.pipelined
   std::string scorer_kind = "linear";  // linear | perspective | torchscript
   TorchScriptScorerOptions torchscript;
   std::string scorer;           // linear: weights file (empty: the project's); perspective: cache file
@@ -256,6 +259,26 @@ BenchConfig read_bench_config(const ConfigNode& root) {
   if (c.methods.empty()) c.methods.push_back(Method{});
   ConfigNode g = root.child("generation");
   generation_schema("samples").read(g, c.generation);
+  // prompts_per_batch and pipelining change how fast, not what: they stay out of
+  // run_settings(), so a run may resume with other values.
+  const std::string ppb = g.get("prompts_per_batch", std::string("auto"));
+  if (ppb != "auto") {
+    try {
+      size_t used = 0;
+      c.prompts_per_batch = std::stoll(ppb, &used);
+      if (used != ppb.size() || c.prompts_per_batch < 1) throw std::invalid_argument(ppb);
+    } catch (const std::exception&) {
+      throw std::invalid_argument(fmt::format("{}: generation.prompts_per_batch must be a positive integer or auto, found '{}'",
+                                              g.where("prompts_per_batch"), ppb));
+    }
+  }
+  c.max_rows = g.get("max_rows", c.max_rows);
+  if (c.max_rows < 0) {
+    throw std::invalid_argument(fmt::format("{}: generation.max_rows must be >= 0 (0: {} on cpu, {} on cuda), found {}",
+                                            g.where("max_rows"), default_max_rows(c10::Device(c10::kCPU)),
+                                            default_max_rows(c10::Device(c10::kCUDA)), c.max_rows));
+  }
+  c.pipelined = g.get("pipelined", c.pipelined);
   ConfigNode sc = root.child("scorer");
   c.scorer_kind = sc.get("kind", c.scorer_kind);
   c.scorer = sc.get("path", c.scorer);
@@ -323,6 +346,9 @@ std::string dump_bench_config(const BenchConfig& c) {
   }
   e << YAML::EndSeq << YAML::Key << "generation" << YAML::Value << YAML::BeginMap;
   generation_schema("samples").emit(e, c.generation);
+  e << YAML::Key << "prompts_per_batch" << YAML::Value
+    << (c.prompts_per_batch > 0 ? std::to_string(c.prompts_per_batch) : std::string("auto")) << YAML::Key
+    << "max_rows" << YAML::Value << c.max_rows << YAML::Key << "pipelined" << YAML::Value << c.pipelined;
   e << YAML::EndMap;
   e << YAML::Key << "scorer" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << c.scorer_kind
     << YAML::Key << "path" << YAML::Value << c.scorer << YAML::Key << "requests_per_second" << YAML::Value
@@ -463,11 +489,17 @@ int run_bench(Args& args) {
   const auto seed_override = args.get("seed", "replaces generation.seed");
   const auto output_override = args.get("output", "the output folder (replaces output:)");
   const auto vectors_dir = args.get("vectors-dir", "folder that relative vectors paths are read from");
+  const int64_t prompts_per_batch =
+      args.get_int("prompts-per-batch", -1, "prompts per forward (replaces generation.prompts_per_batch)");
   args.finish();
   BenchConfig c = read_bench_config(ConfigNode::load_file(config_path));
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
   if (seed_override) c.generation.seed = static_cast<uint64_t>(std::stoull(*seed_override));
   if (output_override) c.output = *output_override;
+  if (prompts_per_batch == 0 || prompts_per_batch < -1) {
+    throw std::invalid_argument(fmt::format("--prompts-per-batch must be a positive integer, found {}", prompts_per_batch));
+  }
+  if (prompts_per_batch > 0) c.prompts_per_batch = prompts_per_batch;
   if (vectors_dir) {
     for (auto& m : c.methods) {
       if (!m.vectors.empty()) m.vectors = (std::filesystem::path(*vectors_dir) / std::filesystem::path(m.vectors).filename()).string();
@@ -533,12 +565,24 @@ int run_bench(Args& args) {
       ro.generation = c.generation;
       ro.method = method.name;
       ro.subset = set.name;
+      ro.prompts_per_batch = c.prompts_per_batch;
+      ro.max_rows = c.max_rows;
+      ro.pipelined = c.pipelined;
       check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
       if (handle) handle->reset_stats();
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
                                               ro, file, [&](int64_t d, int64_t) { bar.update(d); });
       bar.finish();
+      const nlohmann::json stages = stage_times_json(rep.times);
+      if (rep.prompts_done > 0) {
+        fmt::print(stderr, "{}: {} prompts per batch{}; wall {:.1f} s: generate {:.0f}%, detokenize {:.0f}%, score {:.0f}%, "
+                           "perplexity {:.0f}%, write {:.0f}%, waiting {:.0f}%\n",
+                   file.string(), rep.prompts_per_batch, c.pipelined ? ", pipelined" : "", rep.times.wall,
+                   stages["generate"]["share"].get<double>() * 100, stages["detokenize"]["share"].get<double>() * 100,
+                   stages["score"]["share"].get<double>() * 100, stages["perplexity"]["share"].get<double>() * 100,
+                   stages["write"]["share"].get<double>() * 100, stages["wait"]["share"].get<double>() * 100);
+      }
       if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {
         fmt::print(stderr, "{}: resumed ({} prompts already done{})\n", file.string(), rep.prompts_resumed,
                    rep.truncated_bytes ? fmt::format(", cut a partial line of {} bytes", rep.truncated_bytes) : "");
@@ -553,6 +597,9 @@ int run_bench(Args& args) {
       row["mode"] = method.vectors.empty() ? "none" : method.mode;
       row["generations_file"] = file.string();
       row["variant"] = method_variant(method);
+      row["prompts_per_batch"] = rep.prompts_per_batch;
+      row["pipelined"] = c.pipelined;
+      row["stages"] = stages;
       if (handle) {
         // Proof that the steering acted, over the prompts generated in this run (a resumed
         // file's earlier prompts are not counted).
@@ -640,7 +687,7 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help") {
     fmt::print(stderr,
                "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
-               "                         [--vectors-dir DIR]\n"
+               "                         [--vectors-dir DIR] [--prompts-per-batch N]\n"
                "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n");
     return argc < 2 ? 2 : 0;
   }
