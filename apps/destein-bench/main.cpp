@@ -20,6 +20,7 @@
 #include "destein/steer/steering.hpp"
 #include "model_args.hpp"
 #include "progress.hpp"
+#include "stop_signal.hpp"
 #include "yaml_config.hpp"
 
 namespace destein::app {
@@ -362,8 +363,16 @@ int run_bench(Args& args) {
       ro.subset = set.name;
       check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
+      // A stop request ends the run after the prompt just written (each prompt's line is
+      // complete and flushed before the callback), so a rerun resumes after it.
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
-                                              ro, file, [&](int64_t d, int64_t) { bar.update(d); });
+                                              ro, file, [&](int64_t d, int64_t) {
+                                                bar.update(d);
+                                                check_stop(fmt::format(
+                                                    "{} holds every prompt finished so far; rerun the same command "
+                                                    "to resume",
+                                                    file.string()));
+                                              });
       bar.finish();
       if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {
         fmt::print(stderr, "{}: resumed ({} prompts already done{})\n", file.string(), rep.prompts_resumed,
@@ -461,12 +470,16 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  install_stop_handlers();
   try {
     Args args(argc, argv, 2);
     if (cmd == "run") return run_bench(args);
     if (cmd == "metrics") return run_metrics(args);
     fmt::print(stderr, "destein-bench: unknown command '{}' (run, metrics)\n", cmd);
     return 2;
+  } catch (const StopRequested& e) {
+    fmt::print(stderr, "destein-bench {}: stopped by {}: {}\n", cmd, e.signal_name(), e.what());
+    return e.exit_code();
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
     return 1;

@@ -11,6 +11,7 @@
 #include "destein/steer/self_induced.hpp"
 #include "model_args.hpp"
 #include "progress.hpp"
+#include "stop_signal.hpp"
 #include "yaml_config.hpp"
 
 namespace destein::app {
@@ -119,8 +120,12 @@ int run_pairs(Args& args) {
   const int64_t rows = c.induction.num_targets * c.induction.generation.num_samples;
   ProgressBar bar("self-induction", rows, "rewrites");
   SelfInductionReport report;
-  auto pairs = self_induce_pairs(*model, *tok, seeds, c.induction, scorer.get(), &report,
-                                 [&](int64_t done, int64_t) { bar.update(done); });
+  // The pairs file is written in one go at the end: a stop request between generation
+  // batches drops the rewrites so far and writes nothing (a rerun draws the same ones).
+  auto pairs = self_induce_pairs(*model, *tok, seeds, c.induction, scorer.get(), &report, [&](int64_t done, int64_t) {
+    bar.update(done);
+    check_stop(fmt::format("nothing was written ({} comes out at the end); rerun the same command", c.output));
+  });
   bar.finish();
   const std::filesystem::path out(c.output);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
