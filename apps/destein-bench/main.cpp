@@ -24,6 +24,7 @@
 #include "destein/experiment/config_node.hpp"
 #include "destein/io/data_folder.hpp"
 #include "steering_args.hpp"
+#include "destein/experiment/stop_request.hpp"
 
 namespace destein::app {
 namespace {
@@ -571,8 +572,16 @@ int run_bench(Args& args) {
       check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
       if (handle) handle->reset_stats();
+      // A stop request ends the run after the prompt just written (each prompt's line is
+      // complete and flushed before the callback), so a rerun resumes after it.
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), evaluator.get(),
-                                              ro, file, [&](int64_t d, int64_t) { bar.update(d); });
+                                              ro, file, [&](int64_t d, int64_t) {
+                                                bar.update(d);
+                                                check_stop(fmt::format(
+                                                    "{} holds every prompt finished so far; rerun the same command "
+                                                    "to resume",
+                                                    file.string()));
+                                              });
       bar.finish();
       const nlohmann::json stages = stage_times_json(rep.times);
       if (rep.prompts_done > 0) {
@@ -692,6 +701,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  destein::install_stop_handlers();
   try {
     Args args(argc, argv, 2);
     if (cmd == "run") return run_bench(args);
@@ -704,6 +714,9 @@ int main(int argc, char** argv) {
                             : "recomputes every metric of a generations file",
                help.what());
     return 0;
+  } catch (const destein::StopRequested& e) {
+    fmt::print(stderr, "destein-bench {}: stopped by {}: {}\n", cmd, e.signal_name(), e.what());
+    return e.exit_code();
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
     return 1;
