@@ -212,8 +212,8 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("model: models/tiny-lm"));
   }
-  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "bench-gpt2-large.yaml", "bench-llama2-7b.yaml",
-                            "bench-mpt-7b.yaml"}) {
+  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "demo-gate-sweep.yaml", "bench-gpt2-large.yaml",
+                            "bench-llama2-7b.yaml", "bench-mpt-7b.yaml"}) {
     INFO(bench);
     auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
     CHECK(r.exit_code == 0);

@@ -369,6 +369,21 @@ TEST_CASE("probes: the SVG heatmap is well formed and has one cell per head", "[
   CHECK_THAT(svg, Contains("planted &lt;test&gt; &amp; &quot;friends&quot;"));
   CHECK_THAT(svg, Contains(">0.50<") && Contains(">1.00<"));  // legend ends
   CHECK(balanced_tags(svg));
+  // The colour bar's caption (10 px) starts below the title (13 px bold, baseline and a
+  // descender of 4 px) whatever the title's length: they used to overlap.
+  {
+    const std::string long_title(120, 'W');
+    const std::string s2 = destein::probe_heatmap_svg(r, long_title);
+    auto baseline = [&](const std::string& marker) {
+      const size_t at = s2.find(marker);
+      REQUIRE(at != std::string::npos);
+      const size_t y = s2.find(" y=\"", s2.rfind("<text", at));
+      return std::stod(s2.substr(y + 4));
+    };
+    const double title_y = baseline(">" + long_title + "</text>");
+    const double caption_y = baseline(">test accuracy</text>");
+    CHECK(caption_y - 10 >= title_y + 4);
+  }
 
   destein::ProbeHeatmapOptions sorted;
   sorted.sort_heads = true;
