@@ -1,10 +1,16 @@
-// Throughput of the evaluation harness (generation + scoring, written to a generations
-// file) with and without steering, and the steering overhead as a ratio measured in the
-// same run. Base and steered passes alternate (ABAB...) so that drifts in machine load
-// hit both alike.
+// Throughput of the evaluation harness (generation + scoring + perplexity, written to a
+// generations file):
+//  * batching: prompts/s at 1, 4 and 16 prompts per forward pass, sequential and
+//    pipelined, on the GPT-2-small shape and on the committed tiny model, with the ratios
+//    to one prompt per batch measured in the same run; the runs of one model alternate
+//    (round-robin) so that drifts in machine load hit all alike;
+//  * steering: with and without steering, and the steering overhead as a ratio measured in
+//    the same run (base and steered passes alternate, ABAB...).
 //
-//   build/bin/harness_throughput [--prompts 8] [--samples 25] [--new-tokens 20] [--rounds 2]
-//                                [--mode reference|headwise] [--threads N]
+//   build/bin/harness_throughput [--part all|batching|steering] [--prompts 8] [--samples 25]
+//                                [--new-tokens 20] [--rounds 2] [--mode reference|headwise]
+//                                [--threads N] [--batch-prompts 32] [--widths 1,4,16]
+//                                [--no-perplexity] [--models gpt2,tiny]
 // A random model of GPT-2-small shape with the real GPT-2 tokenizer, on real
 // RealToxicityPrompts prompts (rtp/100), scored by the offline scorer.
 #include <ATen/ATen.h>
@@ -12,18 +18,102 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
+#include "model_args.hpp"
 #include "random_model.hpp"
 #include "destein/experiment/config_node.hpp"
 #include "destein/io/data_folder.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// prompts/s of the whole harness at each width, sequential and pipelined, alternating.
+void batching_part(const std::string& title, const Model& model, const Tokenizer& tok,
+                   const std::vector<EvalPrompt>& prompts, ToxicityScorer& scorer, bool perplexity,
+                   const std::vector<int64_t>& widths, int64_t samples, int64_t new_tokens, int rounds) {
+  PerplexityEvaluator ev(model, tok, 25);
+  EvalRunOptions ro;
+  ro.generation.num_samples = samples;
+  ro.generation.max_new_tokens = new_tokens;
+  ro.generation.top_p = 0.9;
+  ro.generation.stop_at_eos = false;  // every row makes new_tokens tokens: equal work
+  const auto dir = std::filesystem::temp_directory_path() / "destein_harness_batching";
+  std::filesystem::create_directories(dir);
+  struct Cell {
+    int64_t width;
+    bool pipelined;
+    double seconds = 0;
+    EvalStageTimes stages;
+  };
+  std::vector<Cell> cells;
+  for (int64_t w : widths) {
+    for (bool p : {false, true}) cells.push_back({w, p});
+  }
+  std::string reference;
+  bool identical = true;
+  for (int round = 0; round < rounds + 1; ++round) {  // round 0 warms up
+    for (auto& c : cells) {
+      ro.prompts_per_batch = c.width;
+      ro.pipelined = c.pipelined;
+      const auto file = dir / "run.jsonl";
+      std::filesystem::remove(file);
+      auto t = Clock::now();
+      auto rep = run_generation_eval(model, tok, prompts, nullptr, &scorer, perplexity ? &ev : nullptr, ro, file);
+      const double s = std::chrono::duration<double>(Clock::now() - t).count();
+      std::ifstream in(file);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (reference.empty()) reference = text;
+      identical = identical && text == reference;
+      if (round == 0) continue;
+      c.seconds += s;
+      c.stages.generate += rep.times.generate;
+      c.stages.detokenize += rep.times.detokenize;
+      c.stages.score += rep.times.score;
+      c.stages.perplexity += rep.times.perplexity;
+      c.stages.write += rep.times.write;
+      c.stages.wait += rep.times.wait;
+      c.stages.wall += rep.times.wall;
+    }
+  }
+  std::filesystem::remove_all(dir);
+  fmt::print("\n{}: {} prompts x {} samples x {} new tokens, perplexity {}, {} rounds\n", title, prompts.size(),
+             samples, new_tokens, perplexity ? "on (same model)" : "off", rounds);
+  fmt::print("{:>8} {:>10} {:>10} {:>9}   stage shares of wall: generate / detokenize / score / perplexity / write / "
+             "wait\n",
+             "prompts", "mode", "prompts/s", "vs N=1");
+  const double base = cells.front().seconds;
+  for (const auto& c : cells) {
+    const double P = static_cast<double>(prompts.size()) * rounds;
+    auto share = [&](double x) { return 100 * x / c.stages.wall; };
+    fmt::print("{:>8} {:>10} {:>10.3f} {:>8.2f}x   {:.0f}% / {:.1f}% / {:.1f}% / {:.0f}% / {:.1f}% / {:.0f}%\n", c.width,
+               c.pipelined ? "pipelined" : "sequential", P / c.seconds, base / c.seconds, share(c.stages.generate),
+               share(c.stages.detokenize), share(c.stages.score), share(c.stages.perplexity), share(c.stages.write),
+               share(c.stages.wait));
+  }
+  fmt::print("generations files identical across widths and modes: {}\n", identical ? "yes" : "NO");
+}
+
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    out.push_back(std::stoll(text.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   try {
@@ -34,7 +124,15 @@ int main(int argc, char** argv) {
     const int64_t new_tokens = args.get_int("new-tokens", 20);
     const int rounds = static_cast<int>(args.get_int("rounds", 2));
     const std::string mode = args.get_or("mode", "reference");
+    const std::string part = args.get_or("part", "all");
+    const int64_t batch_prompts = args.get_int("batch-prompts", 32);
+    const auto widths = parse_list(args.get_or("widths", "1,4,16"));
+    const bool perplexity = !args.flag("no-perplexity");
+    const std::string models = args.get_or("models", "gpt2,tiny");
     args.finish();
+    if (part != "all" && part != "batching" && part != "steering") {
+      throw std::invalid_argument("--part must be all, batching or steering, found '" + part + "'");
+    }
 
     set_threads(threads);
     at::manual_seed(0);
@@ -47,6 +145,25 @@ int main(int argc, char** argv) {
     po.limit = n_prompts;
     auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
     auto scorer = LinearScorer::load(default_scorer_path());
+    if (part != "steering") {
+      PromptFileOptions bo;
+      bo.limit = batch_prompts;
+      auto batch_set = load_eval_prompts(app::resolve_data_path("rtp/100/test.jsonl"), bo);
+      fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
+      if (models.find("gpt2") != std::string::npos) {
+        batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer,
+                      perplexity, widths, samples, new_tokens, rounds);
+      }
+      app::ModelSection tiny_section;
+      tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
+      tiny_section.threads = threads;
+      auto tiny = app::load_model_section(tiny_section);
+      if (models.find("tiny") != std::string::npos) {
+        batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer, perplexity, widths,
+                      samples, new_tokens, rounds);
+      }
+      if (part == "batching") return 0;
+    }
 
     SteeringVectors vectors;
     vectors.directions = at::randn({12, 12, 64});

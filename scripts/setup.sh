@@ -13,6 +13,7 @@ packages=(
   libpcre2-dev            # Unicode-class regex for the GPT-2 pre-tokeniser (\p{L}, lookahead)
   libicu-dev              # Unicode NFC, the normalizer of GPT-NeoX (MPT) tokenizers
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
+  clang-14 libclang-rt-14-dev  # only for scripts/fuzz.sh (libFuzzer)
 )
 
 missing=()

@@ -23,6 +23,7 @@
 #include "model_args.hpp"
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/bench_experiment.hpp"
+#include "destein/experiment/stop_request.hpp"
 
 namespace destein::app {
 namespace {
@@ -36,11 +37,17 @@ int run_bench(Args& args) {
   const auto seed_override = args.get("seed", "replaces generation.seed");
   const auto output_override = args.get("output", "the output folder (replaces output:)");
   const auto vectors_dir = args.get("vectors-dir", "folder that the methods' vectors files are read from");
+  const int64_t prompts_per_batch =
+      args.get_int("prompts-per-batch", -1, "prompts per forward (replaces generation.prompts_per_batch)");
   args.finish();
+  if (prompts_per_batch == 0 || prompts_per_batch < -1) {
+    throw std::invalid_argument(fmt::format("--prompts-per-batch must be a positive integer, found {}", prompts_per_batch));
+  }
   BenchExperiment c = load_bench_experiment(config_path);
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
   if (seed_override) c.generation.seed = static_cast<uint64_t>(std::stoull(*seed_override));
   if (output_override) c.output = *output_override;
+  if (prompts_per_batch > 0) c.prompts_per_batch = prompts_per_batch;
   if (vectors_dir) {
     for (auto& m : c.methods) {
       for (auto& e : m.steering) {
@@ -102,11 +109,12 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help") {
     fmt::print(stderr,
                "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
-               "                         [--vectors-dir DIR]\n"
+               "                         [--vectors-dir DIR] [--prompts-per-batch N]\n"
                "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  destein::install_stop_handlers();
   try {
     Args args(argc, argv, 2);
     if (cmd == "run") return run_bench(args);
@@ -119,6 +127,9 @@ int main(int argc, char** argv) {
                             : "recomputes every metric of a generations file",
                help.what());
     return 0;
+  } catch (const destein::StopRequested& e) {
+    fmt::print(stderr, "destein-bench {}: stopped by {}: {}\n", cmd, e.signal_name(), e.what());
+    return e.exit_code();
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
     return 1;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "destein/experiment/stop_request.hpp"
 
 namespace destein::app {
 std::map<std::string, Command>& command_table() {
@@ -32,12 +33,16 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
+  destein::install_stop_handlers();
   try {
     destein::app::Args args(argc, argv, 2);
     return it->second.run(args);
   } catch (const destein::app::HelpRequested& help) {
     fmt::print("usage: destein {} [options]\n{}\n\n{}", argv[1], it->second.summary, help.what());
     return 0;
+  } catch (const destein::StopRequested& e) {
+    fmt::print(stderr, "destein {}: stopped by {}: {}\n", argv[1], e.signal_name(), e.what());
+    return e.exit_code();
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein {}: error: {}\n", argv[1], e.what());
     return 1;

@@ -1,5 +1,6 @@
 // The `destein` CLI contract that outside checks rely on, and its error exits.
 #include <catch2/catch.hpp>
+#include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -211,8 +212,8 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("model: models/tiny-lm"));
   }
-  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "bench-gpt2-large.yaml", "bench-llama2-7b.yaml",
-                            "bench-mpt-7b.yaml"}) {
+  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "demo-gate-sweep.yaml", "bench-gpt2-large.yaml",
+                            "bench-llama2-7b.yaml", "bench-mpt-7b.yaml"}) {
     INFO(bench);
     auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
     CHECK(r.exit_code == 0);
@@ -220,6 +221,44 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
   auto lm = run_command(cli + "train-lm --check-config --config " + configs + "tiny-lm.yaml");
   CHECK(lm.exit_code == 0);
   CHECK_THAT(lm.output, Contains("ok (7 sources, GPT-2 4 layers d 256 context 128, vocabulary 8000"));
+}
+
+TEST_CASE("the paper's configs: self-induced pairs, hook_z vectors for headwise mode", "[cli][configs]") {
+  const std::string configs = std::string(DESTEIN_SOURCE_DIR) + "/configs/";
+  const YAML::Node pairs = YAML::LoadFile(configs + "pairs.yaml");
+  const YAML::Node attn = YAML::LoadFile(configs + "vectors.yaml");
+  const YAML::Node z = YAML::LoadFile(configs + "vectors-hook-z.yaml");
+  // Both vectors configs read the pairs `destein pairs` writes (self-induced), not ParaDetox.
+  CHECK(attn["pairs"]["path"].as<std::string>() == pairs["output"].as<std::string>());
+  CHECK(z["pairs"]["path"].as<std::string>() == pairs["output"].as<std::string>());
+  CHECK(attn["site"].as<std::string>() == "attn_out");
+  CHECK(z["site"].as<std::string>() == "hook_z");
+  const YAML::Node bench = YAML::LoadFile(configs + "bench-gpt2-large.yaml");
+  int headwise = 0, reference = 0;
+  for (const auto& m : bench["methods"]) {
+    if (!m["mode"]) continue;
+    const std::string mode = m["mode"].as<std::string>();
+    INFO(m["name"].as<std::string>());
+    if (mode == "headwise") {
+      ++headwise;
+      CHECK(m["vectors"].as<std::string>() == z["output"].as<std::string>());
+    } else {
+      ++reference;
+      CHECK(m["vectors"].as<std::string>() == attn["output"].as<std::string>());
+    }
+  }
+  CHECK(headwise >= 1);
+  CHECK(reference >= 1);
+  // LLaMA2-7B: the same layout under runs/llama2-7b/.
+  for (const auto& m : YAML::LoadFile(configs + "bench-llama2-7b.yaml")["methods"]) {
+    if (!m["mode"]) continue;
+    INFO(m["name"].as<std::string>());
+    const bool hook_z = m["vectors"].as<std::string>().find("vectors.hook_z.safetensors") != std::string::npos;
+    CHECK(hook_z == (m["mode"].as<std::string>() == "headwise"));
+  }
+  auto z_dump = run_command(std::string(DESTEIN_CLI) + " vectors --dump-config --config " + configs + "vectors-hook-z.yaml");
+  CHECK(z_dump.exit_code == 0);
+  CHECK_THAT(z_dump.output, Contains("site: hook_z"));
 }
 
 TEST_CASE("data paths: a file written under the current folder, else the data folder", "[cli][configs]") {

@@ -35,16 +35,33 @@ const fs::path kParadetox = fs::path(DESTEIN_DEFAULT_DATA_DIR) / "paradetox" / "
 
 }  // namespace
 
-TEST_CASE("pairs: cleaning strips whitespace and trailing periods", "[pairs]") {
+TEST_CASE("pairs: cleaning is the reference's (prefix + text).strip(\" .\").strip(\".\")", "[pairs]") {
   using destein::clean_pair_text;
-  CHECK(clean_pair_text("  he is an idiot.  ") == "he is an idiot");
+  using destein::steering_input_text;
+  // Worked out by hand from Python's str.strip semantics (only ' ' and '.' are stripped).
+  CHECK(clean_pair_text("x . .") == "x");  // the old strip().rstrip(".").strip() gave "x ."
+  CHECK(clean_pair_text("he is an idiot.  ") == "he is an idiot");
   CHECK(clean_pair_text("ok.. ") == "ok");
-  CHECK(clean_pair_text("\twait . . .\n") == "wait . .");  // Python: strip().rstrip('.').strip()
+  CHECK(clean_pair_text("  leading kept") == "  leading kept");  // after a prefix: not at an end
+  CHECK(clean_pair_text("tab\t") == "tab\t");                    // strip(" .") keeps \t and \n
+  CHECK(clean_pair_text("line one\nline two.") == "line one\nline two");
   CHECK(clean_pair_text("what ?") == "what ?");
   CHECK(clean_pair_text("a.b") == "a.b");
-  CHECK(clean_pair_text("line one\nline two.") == "line one\nline two");
   CHECK(clean_pair_text(" ... ") == "");
   CHECK(clean_pair_text("") == "");
+  const std::string p = "The following text is kind: ";
+  CHECK(steering_input_text(p, "x . .") == "The following text is kind: x");
+  CHECK(steering_input_text(p, " hi.") == "The following text is kind:  hi");
+  CHECK(steering_input_text(p, "...hi") == "The following text is kind: ...hi");
+  CHECK(steering_input_text(p, "wait .\n") == "The following text is kind: wait .\n");
+  CHECK(steering_input_text(p, " . ") == "The following text is kind:");  // strips into the prefix
+  CHECK(steering_input_text("", " ..hi. . ") == "hi");
+  CHECK(steering_input_text(". .", "x") == "x");
+  // A text cleaned first gives the same model input as the raw text.
+  for (const char* raw : {"x . .", " hi.", "wait .\n", "a. b .  "}) {
+    INFO(raw);
+    CHECK(steering_input_text(p, clean_pair_text(raw)) == steering_input_text(p, raw));
+  }
 }
 
 TEST_CASE("pairs: the prefixes are the reference's templates", "[pairs]") {
@@ -68,7 +85,7 @@ TEST_CASE("pairs: JSON Lines in both layouts, with provenance", "[pairs]") {
   CHECK(pairs[0].toxic == "you idiot");
   CHECK(pairs[0].nontoxic == "you silly person");
   CHECK(pairs[0].provenance == nlohmann::json({{"source", "layouts.jsonl"}, {"line", 1}}));
-  CHECK(pairs[1].toxic == "shut up");
+  CHECK(pairs[1].toxic == " shut up");  // the start is kept, as after the reference's prefix
   CHECK(pairs[1].provenance["line"] == 3);
   CHECK(pairs[2].nontoxic == "b");
   CHECK(pairs[2].provenance == nlohmann::json({{"seed", 4}, {"model", "gpt2"}}));
@@ -213,7 +230,7 @@ TEST_CASE("pairs: sampling is seeded, without replacement, in input order", "[pa
 
 TEST_CASE("pairs: deduplication after cleaning keeps first occurrences", "[pairs]") {
   std::vector<destein::SteeringPair> pairs = {
-      {"a", "b", {{"id", 0}}}, {"a.", " b ", {{"id", 1}}}, {"a", "c", {{"id", 2}}},
+      {"a", "b", {{"id", 0}}}, {"a.", "b ", {{"id", 1}}}, {"a", "c", {{"id", 2}}},
       {"a b", "c", {{"id", 3}}}, {"a", "b c", {{"id", 4}}}, {"a", "b", {{"id", 5}}}};
   auto unique = destein::deduplicate_pairs(pairs);
   std::vector<int> ids;
@@ -244,13 +261,13 @@ TEST_CASE("pairs: write then read gives the same pairs", "[pairs]") {
 }
 
 TEST_CASE("pairs: the set hash is SHA-256 of the cleaned texts", "[pairs]") {
-  // Expected values from Python: hashlib.sha256(b"".join(t.encode() + b"\0" ...)).hexdigest()
+  // Expected values from Python: hashlib.sha256(b"".join(t.rstrip(" .").encode() + b"\0" ...)).hexdigest()
   CHECK(destein::pair_set_hash({}) ==
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   std::vector<destein::SteeringPair> pairs = {{" Hello there. ", "hi.", {{"row", 1}}},
                                               {"you idiot", "you person", nullptr}};
   CHECK(destein::pair_set_hash(pairs) ==
-        "60fe4a3b1ed04f50737449fd73f5acfd51e9b088c79dc8c7961afec184d76ba7");
+        "d42dc7ffbdad48c2e42dc99f224e0534dd1905c779a47b6ebc938f75951d7029");
   // Longer than one 64-byte block, with UTF-8 and a newline.
   std::vector<destein::SteeringPair> longer = {
       {std::string(70, 'x'), "caf\xC3\xA9 \xE2\x80\x94 ok", nullptr}, {"a\nb", "c", nullptr}};
@@ -259,8 +276,17 @@ TEST_CASE("pairs: the set hash is SHA-256 of the cleaned texts", "[pairs]") {
   // Provenance does not count; order does.
   pairs[0].provenance = {{"row", 2}};
   CHECK(destein::pair_set_hash(pairs) ==
-        "60fe4a3b1ed04f50737449fd73f5acfd51e9b088c79dc8c7961afec184d76ba7");
+        "d42dc7ffbdad48c2e42dc99f224e0534dd1905c779a47b6ebc938f75951d7029");
   std::swap(pairs[0], pairs[1]);
   CHECK(destein::pair_set_hash(pairs) !=
-        "60fe4a3b1ed04f50737449fd73f5acfd51e9b088c79dc8c7961afec184d76ba7");
+        "d42dc7ffbdad48c2e42dc99f224e0534dd1905c779a47b6ebc938f75951d7029");
+}
+
+TEST_CASE("pairs: probe groups follow the cleaned toxic text", "[pairs]") {
+  std::vector<destein::SteeringPair> pairs = {
+      {"you idiot", "you person", nullptr}, {"shut up", "be quiet", nullptr},
+      {"you idiot.", "you silly person", nullptr}, {"you idiot!", "you person", nullptr},
+      {"shut up", "please stop", nullptr}};
+  CHECK(destein::pair_groups_by_toxic_text(pairs) == std::vector<int64_t>{0, 1, 0, 2, 1});
+  CHECK(destein::pair_groups_by_toxic_text({}).empty());
 }

@@ -369,6 +369,21 @@ TEST_CASE("probes: the SVG heatmap is well formed and has one cell per head", "[
   CHECK_THAT(svg, Contains("planted &lt;test&gt; &amp; &quot;friends&quot;"));
   CHECK_THAT(svg, Contains(">0.50<") && Contains(">1.00<"));  // legend ends
   CHECK(balanced_tags(svg));
+  // The colour bar's caption (10 px) starts below the title (13 px bold, baseline and a
+  // descender of 4 px) whatever the title's length: they used to overlap.
+  {
+    const std::string long_title(120, 'W');
+    const std::string s2 = destein::probe_heatmap_svg(r, long_title);
+    auto baseline = [&](const std::string& marker) {
+      const size_t at = s2.find(marker);
+      REQUIRE(at != std::string::npos);
+      const size_t y = s2.find(" y=\"", s2.rfind("<text", at));
+      return std::stod(s2.substr(y + 4));
+    };
+    const double title_y = baseline(">" + long_title + "</text>");
+    const double caption_y = baseline(">test accuracy</text>");
+    CHECK(caption_y - 10 >= title_y + 4);
+  }
 
   destein::ProbeHeatmapOptions sorted;
   sorted.sort_heads = true;
@@ -422,4 +437,38 @@ TEST_CASE("probes: timing at GPT2-large's shape", "[.probes-timing]") {
                 << " s, unconverged " << r.unconverged_fits << "\n";
     }
   }
+}
+
+TEST_CASE("probes: pairs sharing a toxic text never straddle a split", "[probes]") {
+  // Pairs 0 and 2 are copies of text A, pairs 1 and 3 of text B (Dh 2, one head):
+  //   A: toxic (1, 0), non-toxic (-1, 0);   B: toxic (-1, 1), non-toxic (1, -1).
+  // Trained on both A and B, w ~ (1, 2) separates all four samples, so a split that puts a
+  // copy of each text on both sides scores 1. Trained on A alone, w = (c, 0) by symmetry,
+  // which gets every B sample wrong (and the other way round): grouped splits score 0.
+  const std::vector<float> toxic = {1, 0, -1, 1, 1, 0, -1, 1};
+  const std::vector<float> nontoxic = {-1, 0, 1, -1, -1, 0, 1, -1};
+  destein::ProbeOptions o;
+  o.l2 = 1e-2;
+  o.test_fraction = 0.5;
+  for (const char* split : {"holdout", "kfold"}) {
+    INFO(split);
+    o.split = split;
+    o.folds = 2;
+    o.groups.clear();
+    CHECK(destein::train_probes(toxic.data(), nontoxic.data(), 4, 1, 1, 2, o).accuracy[0] == 1.0f);
+    o.groups = {7, 3, 7, 3};  // any labels; the toxic text's
+    const auto grouped = destein::train_probes(toxic.data(), nontoxic.data(), 4, 1, 1, 2, o);
+    CHECK(grouped.accuracy[0] == 0.0f);
+    CHECK(grouped.auc[0] == 0.0f);
+  }
+  o.groups = {0, 0, 0, 0};  // one text: no split possible
+  o.split = "holdout";
+  CHECK_THROWS_WITH(destein::train_probes(toxic.data(), nontoxic.data(), 4, 1, 1, 2, o),
+                    Contains("leaves 0 training and 4 test pairs"));
+  o.split = "kfold";
+  CHECK_THROWS_WITH(destein::train_probes(toxic.data(), nontoxic.data(), 4, 1, 1, 2, o),
+                    Contains("leave 1 non-empty fold"));
+  o.groups = {0, 1};
+  CHECK_THROWS_WITH(destein::train_probes(toxic.data(), nontoxic.data(), 4, 1, 1, 2, o),
+                    Contains("one group label per pair (4), found 2"));
 }

@@ -8,6 +8,9 @@
 #include "destein/steer/steering.hpp"
 #include "test_support.hpp"
 
+#include <cmath>
+#include <map>
+
 using namespace destein;
 using destein::test::fixture;
 using destein::test::max_abs_diff;
@@ -160,22 +163,158 @@ TEST_CASE("fast steering equals the naive per-position, per-head formulas", "[st
   }
 }
 
-TEST_CASE("the reference mode scales head slices by 1 + accuracy", "[steering]") {
-  auto model = load_model(fixture("gpt2.pt"));
-  const auto& c = model->config();
-  SteeringVectors v = random_vectors(c, SteeringSite::kAttnOut, true, 9);
-  SteeringOptions o;
-  o.alpha = 1.0;
-  SteeringPlan plan(v, c, o);
-  // Steering a zero-angle input: x = a_l exactly gives x' = |x| normalize(0) -> handled;
-  // instead check the direction used: x' - x for a tiny alpha is along -a_l.
-  o.alpha = 1e-3;
-  SteeringPlan small(v, c, o);
-  at::Tensor x = at::randn({1, 1, c.d_model});
-  at::Tensor delta = (small.apply(0, x) - x).flatten().to(at::kDouble);
-  at::Tensor a = (v.directions[0] * (1 + v.probe_accuracy[0]).unsqueeze(-1)).flatten().to(at::kDouble);
-  // The change is -alpha |x| (a_hat - (a_hat.u) u) to first order: its component along a_hat is negative.
-  CHECK(at::dot(delta, a).item<double>() < 0);
+namespace {
+
+// A model configuration of the given shape, no weights: SteeringPlan needs only the shape.
+ModelConfig shape_config(int64_t layers, int64_t heads, int64_t head_dim) {
+  ModelConfig c;
+  c.model_type = "gpt2";
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = heads;
+  c.head_dim = head_dim;
+  c.d_model = heads * head_dim;
+  return c;
+}
+
+// 2 layers, 2 heads of dimension 2, directions and accuracies chosen so that every plan
+// value can be worked out by hand (below).
+SteeringVectors hand_vectors(SteeringSite site, bool with_probes) {
+  SteeringVectors v;
+  v.directions = at::tensor({3.0f, 4.0f, 0.0f, 5.0f,     // layer 0: head 0 (3, 4), head 1 (0, 5)
+                             1.0f, 0.0f, 0.0f, -2.0f})  // layer 1: head 0 (1, 0), head 1 (0, -2)
+                     .view({2, 2, 2});
+  if (with_probes) v.probe_accuracy = at::tensor({0.9f, 0.6f, 0.7f, 0.4f}).view({2, 2});
+  v.site = site;
+  v.model_type = "gpt2";
+  return v;
+}
+
+at::Tensor doubles(std::vector<double> values) { return at::tensor(values, at::kDouble); }
+
+}  // namespace
+
+TEST_CASE("steering plan values of a hand-computed 2-layer, 2-head case", "[steering]") {
+  const ModelConfig c = shape_config(2, 2, 2);
+  const double alpha = 0.5, r = std::sqrt(1 + alpha * alpha);
+  SECTION("reference mode: a_l = concat_h (1 + acc_lh) dir_lh") {
+    // a_0 = (1.9*3, 1.9*4, 1.6*0, 1.6*5) = (5.7, 7.6, 0, 8), |a_0|^2 = 154.25;
+    // a_1 = (1.7*1, 1.7*0, 1.4*0, 1.4*-2) = (1.7, 0, 0, -2.8), |a_1|^2 = 10.73.
+    // For a unit x orthogonal to a_l: x' = (x - alpha a_l/|a_l|) / sqrt(1 + alpha^2).
+    SteeringOptions o;
+    o.alpha = alpha;
+    SteeringPlan plan(hand_vectors(SteeringSite::kAttnOut, true), c, o);
+    const double n0 = std::sqrt(154.25), n1 = std::sqrt(10.73);
+    at::Tensor x0 = at::tensor({0.0f, 0.0f, 1.0f, 0.0f}).view({1, 1, 4});
+    at::Tensor e0 = doubles({-alpha * 5.7 / n0 / r, -alpha * 7.6 / n0 / r, 1 / r, -alpha * 8 / n0 / r});
+    CHECK(max_abs_diff(plan.apply(0, x0).flatten(), e0) < 1e-6);
+    at::Tensor x1 = at::tensor({0.0f, 1.0f, 0.0f, 0.0f}).view({1, 1, 4});
+    at::Tensor e1 = doubles({-alpha * 1.7 / n1 / r, 1 / r, 0, alpha * 2.8 / n1 / r});
+    CHECK(max_abs_diff(plan.apply(1, x1).flatten(), e1) < 1e-6);
+    // Norm preserved for any x: |(3, -1, 2, 0.5)| stays sqrt(14.25).
+    at::Tensor x = at::tensor({3.0f, -1.0f, 2.0f, 0.5f}).view({1, 1, 4});
+    CHECK(std::abs(plan.apply(0, x).norm().item<double>() - std::sqrt(14.25)) < 1e-5);
+    // Without probes a_0 = (3, 4, 0, 5), |a_0|^2 = 50.
+    SteeringPlan bare(hand_vectors(SteeringSite::kAttnOut, false), c, o);
+    const double m0 = std::sqrt(50.0);
+    CHECK(max_abs_diff(bare.apply(0, x0).flatten(),
+                       doubles({-alpha * 3 / m0 / r, -alpha * 4 / m0 / r, 1 / r, -alpha * 5 / m0 / r})) < 1e-6);
+  }
+  SECTION("headwise weights: clamp((acc - 0.5) / (max acc - 0.5), 0, 1) and top-K") {
+    SteeringOptions o;
+    o.mode = SteeringMode::kHeadwise;
+    o.alpha = alpha;
+    // max acc 0.9: w = (0.4, 0.1, 0.2, -0.1) / 0.4 = (1, 0.25, 0.5, 0 clamped).
+    SteeringPlan plan(hand_vectors(SteeringSite::kHookZ, true), c, o);
+    CHECK(max_abs_diff(plan.head_weights(0), doubles({1, 0.25})) < 1e-6);
+    CHECK(max_abs_diff(plan.head_weights(1), doubles({0.5, 0})) < 1e-6);
+    // Top-2 by accuracy: 0.9 (layer 0 head 0) and 0.7 (layer 1 head 0) keep their weights.
+    o.top_k_heads = 2;
+    SteeringPlan top2(hand_vectors(SteeringSite::kHookZ, true), c, o);
+    CHECK(max_abs_diff(top2.head_weights(0), doubles({1, 0})) < 1e-6);
+    CHECK(max_abs_diff(top2.head_weights(1), doubles({0.5, 0})) < 1e-6);
+    o.top_k_heads = 1;
+    SteeringPlan top1(hand_vectors(SteeringSite::kHookZ, true), c, o);
+    CHECK(max_abs_diff(top1.head_weights(1), doubles({0, 0})) < 1e-6);
+    // Ties go to the earlier (layer, head): accuracies (0.8, 0.8, 0.8, 0.6), top 2 -> the
+    // first two, both weight (0.8 - 0.5) / (0.8 - 0.5) = 1.
+    SteeringVectors tied = hand_vectors(SteeringSite::kHookZ, true);
+    tied.probe_accuracy = at::tensor({0.8f, 0.8f, 0.8f, 0.6f}).view({2, 2});
+    o.top_k_heads = 2;
+    SteeringPlan ties(tied, c, o);
+    CHECK(max_abs_diff(ties.head_weights(0), doubles({1, 1})) < 1e-6);
+    CHECK(max_abs_diff(ties.head_weights(1), doubles({0, 0})) < 1e-6);
+  }
+  SECTION("headwise intervention with the cosine term") {
+    SteeringOptions o;
+    o.mode = SteeringMode::kHeadwise;
+    o.alpha = alpha;
+    SteeringPlan plan(hand_vectors(SteeringSite::kHookZ, true), c, o);
+    const double s = std::sqrt(2.0), h = 1 / s;
+    // Layer 0, head 0 (w 1, unit direction (0.6, 0.8)); z = (0.8, -0.6) is orthogonal, cos 0:
+    // v = z - 0.5 (0.6, 0.8) = (0.5, -1), z' = (0.5, -1) / sqrt(1.25).
+    // Head 1 (w 0.25, unit direction (0, 1)); z = (1, 1), cos = 1/sqrt 2:
+    // v = (h, h - 0.5 * 0.25 * (1 + h)), z' = sqrt 2 v / |v|.
+    at::Tensor z0 = at::tensor({0.8f, -0.6f, 1.0f, 1.0f}).view({1, 1, 2, 2});
+    const double k = alpha * 0.25 * (1 + h);
+    const double vn = std::sqrt(h * h + (h - k) * (h - k));
+    at::Tensor e0 = doubles({0.5 / std::sqrt(1.25), -1 / std::sqrt(1.25), s * h / vn, s * (h - k) / vn});
+    CHECK(max_abs_diff(plan.apply(0, z0).flatten(), e0) < 1e-6);
+    // Layer 1, head 0 (w 0.5, unit direction (1, 0)); z = (-1, 1), cos = -1/sqrt 2 clamps to
+    // 0: v = (-h - 0.25, h), z' = sqrt 2 v / |v|. Head 1 has w 0: untouched.
+    at::Tensor z1 = at::tensor({-1.0f, 1.0f, 0.3f, -0.7f}).view({1, 1, 2, 2});
+    const double wn = std::sqrt((h + 0.25) * (h + 0.25) + h * h);
+    at::Tensor e1 = doubles({s * (-h - 0.25) / wn, s * h / wn, 0.3, -0.7});
+    CHECK(max_abs_diff(plan.apply(1, z1).flatten(), e1) < 1e-6);
+  }
+}
+
+TEST_CASE("both interventions equal an independent PyTorch implementation of the formulas", "[steering]") {
+  // tests/fixtures/make_steering.py: written from the paper's and the notebook's formulas
+  // in float64 PyTorch, 3 layers, 4 heads, Dh 5, alpha 0.45.
+  SafetensorsFile f = read_safetensors(fixture("steering_reference.safetensors"));
+  const ModelConfig c = shape_config(3, 4, 5);
+  const double alpha = std::stod(f.metadata.at("alpha"));
+  const auto& t = f.tensors;
+  SteeringVectors v;
+  v.directions = t.at("directions");
+  v.probe_accuracy = t.at("probe_accuracy");
+  v.model_type = "gpt2";
+  SECTION("reference mode, with and without probe accuracies") {
+    v.site = SteeringSite::kAttnOut;
+    SteeringOptions o;
+    o.alpha = alpha;
+    SteeringPlan plan(v, c, o);
+    SteeringVectors bare = v;
+    bare.probe_accuracy = at::Tensor();
+    SteeringPlan plain(bare, c, o);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      INFO("layer " << l);
+      const at::Tensor& x = t.at("x_attn_out");
+      CHECK(max_abs_diff(plan.apply(l, x), t.at("reference." + std::to_string(l))) < 1e-5);
+      CHECK(max_abs_diff(plan.apply_naive(l, x), t.at("reference." + std::to_string(l))) < 1e-5);
+      CHECK(max_abs_diff(plain.apply(l, x), t.at("reference_noprobe." + std::to_string(l))) < 1e-5);
+    }
+  }
+  SECTION("headwise mode, all heads and top-5") {
+    v.site = SteeringSite::kHookZ;
+    for (int64_t top_k : {0, 5}) {
+      SteeringOptions o;
+      o.mode = SteeringMode::kHeadwise;
+      o.alpha = alpha;
+      o.top_k_heads = top_k;
+      SteeringPlan plan(v, c, o);
+      const std::string tag = "top" + std::to_string(top_k);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        INFO(tag << " layer " << l);
+        CHECK(max_abs_diff(plan.head_weights(l), t.at("headwise_weights." + tag)[l]) < 1e-6);
+        const at::Tensor& z = t.at("x_hook_z");
+        const at::Tensor expected = t.at("headwise." + tag + "." + std::to_string(l));
+        CHECK(max_abs_diff(plan.apply(l, z), expected) < 1e-5);
+        CHECK(max_abs_diff(plan.apply_naive(l, z), expected) < 1e-5);
+      }
+    }
+  }
 }
 
 TEST_CASE("alpha 0 is bit-identical and steering changes every family's output", "[steering]") {
@@ -233,17 +372,29 @@ TEST_CASE("steering acts through the KV cache during generation", "[steering][ge
     seq.push_back(model->forward(at::tensor(seq, at::kLong).unsqueeze(0), fo).logits[0][-1].argmax().item<int64_t>());
   }
   CHECK(std::vector<int64_t>(seq.begin() + 3, seq.end()) == steered[0].token_ids);
-  // A layer range steers only those layers.
+  // A layer range steers only those layers. Observers see the edited activation: layer 0's
+  // output must be the unsteered one, bit for bit, and layer 1's the plan applied to the
+  // unsteered layer-1 activation (its input is unchanged since layer 0 is not steered).
   handle.remove();
   o.layer_start = 1;
   o.layer_end = 2;
-  std::vector<int64_t> touched;
-  auto spy = hooks.observe("blocks.*.hook_attn_out", [&](const at::Tensor&, const HookContext& ctx) {
-    touched.push_back(ctx.layer);
+  std::map<int64_t, at::Tensor> touched;
+  auto spy = hooks.observe("blocks.*.hook_attn_out", [&](const at::Tensor& x, const HookContext& ctx) {
+    touched[ctx.layer] = x.clone();
   });
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{5, 17, 42, 8}, at::kLong).unsqueeze(0);
+  model->forward(ids, fo);
+  REQUIRE(touched.size() == 2);
+  const std::map<int64_t, at::Tensor> unsteered = touched;
+  touched.clear();
   auto ranged = attach_steering(hooks, *model, v, o);
   CHECK(ranged.plan()->steers(1));
   CHECK_FALSE(ranged.plan()->steers(0));
+  model->forward(ids, fo);
+  REQUIRE(touched.size() == 2);
+  CHECK(at::equal(touched[0], unsteered.at(0)));
+  CHECK(max_abs_diff(touched[1], unsteered.at(1)) > 1e-3);
+  CHECK(max_abs_diff(touched[1], ranged.plan()->apply(1, unsteered.at(1))) < 1e-6);
 }
 
 TEST_CASE("vectors files round-trip and are checked against the model", "[steering][vectors]") {

@@ -2,9 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <exception>
 #include <fstream>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "check.hpp"
 #include "splitmix.hpp"
@@ -78,28 +83,50 @@ std::vector<double> PerplexityEvaluator::nll_sums(const std::vector<std::vector<
     // Token t is predicted at position t - 1; count only real (unpadded) predictions.
     at::Tensor target = ids.narrow(1, 1, T - 1).to(logp.device());
     at::Tensor picked = logp.narrow(1, 0, T - 1).gather(2, target.unsqueeze(-1)).squeeze(-1);  // (B, T-1)
-    at::Tensor valid = (mask.narrow(1, 0, T - 1) * mask.narrow(1, 1, T - 1)).to(at::kDouble);
-    at::Tensor sums = -(picked.to(at::kCPU, at::kDouble) * valid).sum(1);
-    for (int64_t b = 0; b < B; ++b) out[start + b] = sums[b].item<double>();
+    // Summed in order over the sequence's own predictions only: a vectorised sum over the
+    // padded row would group the terms by the padding width, i.e. by the batch.
+    at::Tensor host = picked.to(at::kCPU, at::kDouble).contiguous();
+    const double* lp = host.data_ptr<double>();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = static_cast<int64_t>(seqs[start + b].size());
+      double sum = 0;
+      for (int64_t t = T - n; t < T - 1; ++t) sum -= lp[b * (T - 1) + t];
+      out[start + b] = sum;
+    }
   }
   return out;
 }
 
 std::vector<double> PerplexityEvaluator::perplexities(const std::string& prompt,
                                                       const std::vector<std::string>& continuations) const {
-  std::vector<std::vector<int64_t>> seqs = {tokenizer_.encode_prompt(prompt)};
-  for (const auto& c : continuations) seqs.push_back(tokenizer_.encode_prompt(prompt + c));
+  return perplexities(std::vector<std::string>{prompt}, std::vector<std::vector<std::string>>{continuations})[0];
+}
+
+std::vector<std::vector<double>> PerplexityEvaluator::perplexities(
+    const std::vector<std::string>& prompts, const std::vector<std::vector<std::string>>& continuations) const {
+  DESTEIN_CHECK_ARG(prompts.size() == continuations.size(),
+                    "perplexities: {} prompts but {} lists of continuations", prompts.size(), continuations.size());
   const int64_t max_len = model_.config().max_positions;
-  for (auto& s : seqs) {
-    if (static_cast<int64_t>(s.size()) > max_len) s.resize(static_cast<size_t>(max_len));
+  std::vector<std::vector<int64_t>> seqs;
+  auto add = [&](const std::string& text) {
+    seqs.push_back(tokenizer_.encode_prompt(text));
+    if (static_cast<int64_t>(seqs.back().size()) > max_len) seqs.back().resize(static_cast<size_t>(max_len));
+  };
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    add(prompts[i]);
+    for (const auto& c : continuations[i]) add(prompts[i] + c);
   }
   std::vector<double> nll = nll_sums(seqs);
-  std::vector<double> out;
-  const int64_t n_prompt = static_cast<int64_t>(seqs[0].size());
-  for (size_t i = 1; i < seqs.size(); ++i) {
-    const int64_t n = static_cast<int64_t>(seqs[i].size());
-    out.push_back(n > n_prompt ? conditional_perplexity(nll[i], nll[0], n, n_prompt)
-                               : std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::vector<double>> out(prompts.size());
+  size_t at = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const size_t p = at++;
+    const int64_t n_prompt = static_cast<int64_t>(seqs[p].size());
+    for (size_t j = 0; j < continuations[i].size(); ++j, ++at) {
+      const int64_t n = static_cast<int64_t>(seqs[at].size());
+      out[i].push_back(n > n_prompt ? conditional_perplexity(nll[at], nll[p], n, n_prompt)
+                                    : std::numeric_limits<double>::quiet_NaN());
+    }
   }
   return out;
 }
@@ -153,58 +180,207 @@ uint64_t prompt_seed(uint64_t seed, int64_t index) {
 
 }  // namespace
 
+int64_t default_max_rows(const c10::Device& device) { return device.is_cpu() ? 100 : 800; }
+
+nlohmann::json stage_times_json(const EvalStageTimes& t) {
+  auto stage = [&](double s) {
+    return nlohmann::json{{"seconds", s}, {"share", t.wall > 0 ? s / t.wall : 0.0}};
+  };
+  return {{"generate", stage(t.generate)},     {"detokenize", stage(t.detokenize)}, {"score", stage(t.score)},
+          {"perplexity", stage(t.perplexity)}, {"write", stage(t.write)},           {"wait", stage(t.wait)},
+          {"wall_seconds", t.wall}};
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One batch of prompts between generation and the file.
+struct Batch {
+  std::vector<const EvalPrompt*> prompts;
+  std::vector<std::vector<int64_t>> prompt_ids;
+  std::vector<Generation> gens;  // prompt-major, num_samples per prompt
+};
+
+}  // namespace
+
 EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer,
                                   const std::vector<EvalPrompt>& prompts, const Hooks* hooks, ToxicityScorer* scorer,
                                   const PerplexityEvaluator* evaluator, const EvalRunOptions& options,
                                   const std::filesystem::path& output,
                                   const std::function<void(int64_t, int64_t)>& progress) {
+  const auto t_start = Clock::now();
   EvalRunReport report;
+  DESTEIN_CHECK_ARG(options.prompts_per_batch >= 0, "prompts_per_batch must be >= 0 (0 = auto), found {}",
+                    options.prompts_per_batch);
+  DESTEIN_CHECK_ARG(options.max_rows >= 0, "max_rows must be >= 0 (0 = the device's default), found {}",
+                    options.max_rows);
+  const int64_t samples = std::max<int64_t>(1, options.generation.num_samples);
+  const int64_t max_rows = options.max_rows > 0 ? options.max_rows : default_max_rows(model.device());
+  const int64_t per_batch =
+      options.prompts_per_batch > 0 ? options.prompts_per_batch : std::max<int64_t>(1, max_rows / samples);
+  report.prompts_per_batch = per_batch;
+
   if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
   std::set<int64_t> done = done_prompts(output, &report.truncated_bytes);
   std::ofstream out(output, std::ios::binary | std::ios::app);
   DESTEIN_CHECK_IO(out.good(), "{}: cannot open for appending", output.string());
   const int64_t total = static_cast<int64_t>(prompts.size());
-  int64_t finished = 0;
+  std::vector<const EvalPrompt*> todo;
   for (const auto& p : prompts) {
     if (done.count(p.index)) {
       ++report.prompts_resumed;
-      ++finished;
-      continue;
+    } else {
+      todo.push_back(&p);
     }
+  }
+  int64_t finished = report.prompts_resumed;
+  EvalStageTimes& times = report.times;
+
+  auto generate_batch = [&](size_t first) {
+    const auto t = Clock::now();
+    Batch batch;
+    const size_t last = std::min(todo.size(), first + static_cast<size_t>(per_batch));
     GenerationOptions g = options.generation;
-    g.seed = prompt_seed(options.generation.seed, p.index);
-    const std::vector<int64_t> prompt_ids = tokenizer.encode_prompt(p.text);
-    auto gens = generate(model, {prompt_ids}, g, hooks);
+    g.batch_size = 0;
+    g.prompt_seeds.clear();
+    for (size_t i = first; i < last; ++i) {
+      batch.prompts.push_back(todo[i]);
+      batch.prompt_ids.push_back(tokenizer.encode_prompt(todo[i]->text));
+      // The stream a prompt had when the harness generated one prompt per call.
+      g.prompt_seeds.push_back(prompt_seed(options.generation.seed, todo[i]->index));
+    }
+    batch.gens = generate(model, batch.prompt_ids, g, hooks);
+    times.generate += seconds_since(t);
+    return batch;
+  };
+
+  // Text, scores, perplexity and the file lines of one batch; runs on the worker when
+  // pipelined (the stage times are then written by that thread only).
+  auto finish_batch = [&](Batch& batch) {
+    auto t = Clock::now();
+    const size_t n = batch.prompts.size();
     std::vector<std::string> texts;
-    for (const auto& x : gens) texts.push_back(tokenizer.decode_continuation(prompt_ids, x.token_ids));
+    texts.reserve(batch.gens.size());
+    for (const auto& x : batch.gens) {
+      texts.push_back(tokenizer.decode_continuation(batch.prompt_ids[static_cast<size_t>(x.prompt_index)], x.token_ids));
+    }
+    times.detokenize += seconds_since(t);
+    t = Clock::now();
     std::vector<std::optional<double>> scores(texts.size());
     if (scorer) {
       scores = scorer->score(texts);
       DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer->name(),
                        scores.size(), texts.size());
     }
-    std::vector<double> ppl;
-    if (evaluator) ppl = evaluator->perplexities(p.text, texts);
-    nlohmann::json line = {{"prompt", p.raw}, {"prompt_index", p.index}, {"method", options.method},
-                           {"subset", options.subset}};
-    nlohmann::json items = nlohmann::json::array();
-    for (size_t i = 0; i < texts.size(); ++i) {
-      nlohmann::json item = {{"text", texts[i]}, {"tokens", gens[i].token_ids.size()}};
-      item["toxicity"] = scores[i] ? nlohmann::json(*scores[i]) : nlohmann::json(nullptr);
-      if (!scores[i]) ++report.unscored;
-      if (evaluator) item["perplexity"] = std::isfinite(ppl[i]) ? nlohmann::json(ppl[i]) : nlohmann::json(nullptr);
-      items.push_back(std::move(item));
+    times.score += seconds_since(t);
+    t = Clock::now();
+    std::vector<std::vector<double>> ppl;
+    if (evaluator) {
+      std::vector<std::string> prompt_texts;
+      std::vector<std::vector<std::string>> continuations(n);
+      for (size_t i = 0; i < n; ++i) prompt_texts.push_back(batch.prompts[i]->text);
+      for (size_t k = 0; k < texts.size(); ++k) {
+        continuations[static_cast<size_t>(batch.gens[k].prompt_index)].push_back(texts[k]);
+      }
+      ppl = evaluator->perplexities(prompt_texts, continuations);
     }
-    line["generations"] = std::move(items);
-    out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    times.perplexity += seconds_since(t);
+    t = Clock::now();
+    std::string lines;
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const EvalPrompt& p = *batch.prompts[i];
+      nlohmann::json line = {{"prompt", p.raw}, {"prompt_index", p.index}, {"method", options.method},
+                             {"subset", options.subset}};
+      nlohmann::json items = nlohmann::json::array();
+      for (size_t j = 0; k < texts.size() && batch.gens[k].prompt_index == static_cast<int64_t>(i); ++k, ++j) {
+        nlohmann::json item = {{"text", texts[k]}, {"tokens", batch.gens[k].token_ids.size()}};
+        item["toxicity"] = scores[k] ? nlohmann::json(*scores[k]) : nlohmann::json(nullptr);
+        if (!scores[k]) ++report.unscored;
+        if (evaluator) {
+          item["perplexity"] = std::isfinite(ppl[i][j]) ? nlohmann::json(ppl[i][j]) : nlohmann::json(nullptr);
+        }
+        items.push_back(std::move(item));
+      }
+      line["generations"] = std::move(items);
+      lines += line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      lines += '\n';
+    }
+    out << lines;
     out.flush();
-    DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?); the lines before this prompt are kept",
+    DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?); the lines before this batch are kept",
                      output.string());
-    ++report.prompts_done;
+    times.write += seconds_since(t);
+    report.prompts_done += static_cast<int64_t>(n);
     report.generations += static_cast<int64_t>(texts.size());
-    ++finished;
+    ++report.batches;
+    finished += static_cast<int64_t>(n);
     if (progress) progress(finished, total);
+  };
+
+  if (!options.pipelined) {
+    for (size_t first = 0; first < todo.size(); first += static_cast<size_t>(per_batch)) {
+      Batch batch = generate_batch(first);
+      finish_batch(batch);
+    }
+  } else {
+    // A one-slot hand-over: the worker finishes batch k while this thread generates k + 1.
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Batch> slot;
+    bool closing = false;
+    std::exception_ptr worker_error;
+    std::thread worker([&] {
+      while (true) {
+        Batch batch;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return slot.has_value() || closing; });
+          if (!slot) return;
+          batch = std::move(*slot);
+          slot.reset();
+        }
+        cv.notify_all();
+        try {
+          finish_batch(batch);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          worker_error = std::current_exception();
+          closing = true;
+          cv.notify_all();
+          return;
+        }
+      }
+    });
+    std::exception_ptr main_error;
+    try {
+      for (size_t first = 0; first < todo.size(); first += static_cast<size_t>(per_batch)) {
+        Batch batch = generate_batch(first);
+        const auto t = Clock::now();
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !slot.has_value() || worker_error; });
+        times.wait += seconds_since(t);
+        if (worker_error) break;
+        slot = std::move(batch);
+        cv.notify_all();
+      }
+    } catch (...) {
+      main_error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closing = true;
+    }
+    cv.notify_all();
+    const auto t = Clock::now();
+    worker.join();
+    times.wait += seconds_since(t);
+    if (worker_error) std::rethrow_exception(worker_error);
+    if (main_error) std::rethrow_exception(main_error);
   }
+  times.wall = seconds_since(t_start);
   return report;
 }
 

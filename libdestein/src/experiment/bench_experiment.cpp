@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "destein/experiment/progress.hpp"
+#include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/io/file_io.hpp"
 #include "destein/score/linear_scorer.hpp"
@@ -19,6 +20,21 @@ namespace {
 bool is_default_window(const BenchSteeringEntry& e) {
   return e.steering.positions == SteeringPositions::kAll && e.steering.gate == SteeringGate::kNone &&
          e.steering.gate_threshold == 0;
+}
+
+int64_t parse_prompts_per_batch(const std::string& text) {
+  if (text == "auto") return 0;
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || n < 1) {
+    throw std::invalid_argument(fmt::format("expected a positive integer or auto, found '{}'", text));
+  }
+  return n;
 }
 
 double method_alpha(const BenchMethod& m) { return m.steering.empty() ? 0.0 : m.steering.front().steering.alpha; }
@@ -318,6 +334,19 @@ Schema<BenchExperiment> bench_experiment_schema() {
               fmt::format("{}: scorer.kind torchscript needs scorer.path (the .pt module)", n.where()));
         }
       });
+  Schema<E> generation;
+  generation.include(&E::generation, generation_schema("samples"))
+      .field_as("prompts_per_batch", [](E& e) -> int64_t& { return e.prompts_per_batch; }, parse_prompts_per_batch,
+                [](int64_t n) { return n > 0 ? std::to_string(n) : std::string("auto"); })
+      .field("max_rows", &E::max_rows)
+      .field("pipelined", &E::pipelined)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.max_rows < 0) {
+          throw std::invalid_argument(fmt::format(
+              "{}: generation.max_rows must be >= 0 (0: {} on cpu, {} on cuda), found {}", n.where("max_rows"),
+              default_max_rows(c10::Device(c10::kCPU)), default_max_rows(c10::Device(c10::kCUDA)), c.max_rows));
+        }
+      });
   Schema<E> evaluator;
   evaluator.field("enabled", &E::perplexity)
       .field("model", [](E& e) -> std::string& { return e.evaluator.model; })
@@ -327,7 +356,7 @@ Schema<BenchExperiment> bench_experiment_schema() {
       .field("data_dir", &E::data_dir)
       .list("prompts", &E::prompts, prompt)
       .list("methods", &E::methods, method_schema())
-      .section("generation", &E::generation, generation_schema("samples"))
+      .section("generation", [](E& e) -> E& { return e; }, generation)
       .section("scorer", [](E& e) -> E& { return e; }, scorer)
       .section("evaluator", [](E& e) -> E& { return e; }, evaluator)
       .field("output", &E::output)
@@ -417,12 +446,32 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
       ro.generation = c.generation;
       ro.method = method.name;
       ro.subset = set.name;
+      ro.prompts_per_batch = c.prompts_per_batch;
+      ro.max_rows = c.max_rows;
+      ro.pipelined = c.pipelined;
       check_resume_settings(file, run_settings(c, method, set));
       ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
       if (handle) handle->reset_stats();
+      // A stop request ends the run after the prompts just written (each line is complete
+      // and flushed before the callback), so a rerun resumes after them.
       EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(),
-                                              ro, file, [&](int64_t d, int64_t) { bar.update(d); });
+                                              ro, file, [&](int64_t d, int64_t) {
+                                                bar.update(d);
+                                                check_stop(fmt::format(
+                                                    "{} holds every prompt finished so far; rerun the same command "
+                                                    "to resume",
+                                                    file.string()));
+                                              });
       bar.finish();
+      const nlohmann::json stages = stage_times_json(rep.times);
+      if (rep.prompts_done > 0) {
+        fmt::print(stderr, "{}: {} prompts per batch{}; wall {:.1f} s: generate {:.0f}%, detokenize {:.0f}%, score {:.0f}%, "
+                           "perplexity {:.0f}%, write {:.0f}%, waiting {:.0f}%\n",
+                   file.string(), rep.prompts_per_batch, c.pipelined ? ", pipelined" : "", rep.times.wall,
+                   stages["generate"]["share"].get<double>() * 100, stages["detokenize"]["share"].get<double>() * 100,
+                   stages["score"]["share"].get<double>() * 100, stages["perplexity"]["share"].get<double>() * 100,
+                   stages["write"]["share"].get<double>() * 100, stages["wait"]["share"].get<double>() * 100);
+      }
       if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {
         fmt::print(stderr, "{}: resumed ({} prompts already done{})\n", file.string(), rep.prompts_resumed,
                    rep.truncated_bytes ? fmt::format(", cut a partial line of {} bytes", rep.truncated_bytes) : "");
@@ -437,6 +486,9 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
       row["mode"] = method.steering.empty() ? "none" : steering_mode_name(method.steering.front().steering.mode);
       row["generations_file"] = file.string();
       row["variant"] = bench_method_variant(method);
+      row["prompts_per_batch"] = rep.prompts_per_batch;
+      row["pipelined"] = c.pipelined;
+      row["stages"] = stages;
       if (handle) {
         // Proof that the steering acted, over the prompts generated in this run (a resumed
         // file's earlier prompts are not counted).

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "destein/experiment/progress.hpp"
+#include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/pairs.hpp"
@@ -83,8 +84,15 @@ PairsRunReport run_pairs_experiment(const PairsExperiment& e) {
   report.seed_pairs = static_cast<int64_t>(seeds.size());
   report.max_positions = loaded.model->config().max_positions;
   ProgressBar bar("self-induction", induction.num_targets * induction.generation.num_samples, "rewrites");
+  // The pairs file is written in one go at the end: a stop request between generation
+  // batches drops the rewrites so far and writes nothing (a rerun draws the same ones).
   auto pairs = self_induce_pairs(*loaded.model, *loaded.tokenizer, seeds, induction, scorer.get(), &report.induction,
-                                 [&](int64_t done, int64_t) { bar.update(done); });
+                                 [&](int64_t done, int64_t) {
+                                   bar.update(done);
+                                   check_stop(fmt::format(
+                                       "nothing was written ({} comes out at the end); rerun the same command",
+                                       e.output));
+                                 });
   bar.finish();
   report.output = e.output;
   if (report.output.has_parent_path()) std::filesystem::create_directories(report.output.parent_path());

@@ -22,6 +22,7 @@
 #include "destein/train/scorer_data.hpp"
 #include "destein/text/tokenizer.hpp"
 #include "destein/experiment/progress.hpp"
+#include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 
 #include "destein/experiment/progress.hpp"
@@ -492,8 +493,12 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   const fs::path out(c.output);
   fs::create_directories(out);
   const fs::path data_dir = resolve_data_dir(c.data_dir);
+  // Each stage is kept once complete, so a stop request between stages loses nothing.
+  const std::string rerun = "the finished stages are kept; rerun the same command to resume";
   const json report = prepare_corpus(c, data_dir, out / "corpus");
+  check_stop("corpus ready; " + rerun);
   const fs::path tok_path = prepare_tokenizer(c, out, threads_used);
+  check_stop("tokenizer ready; " + rerun);
   auto tok = load_sentencepiece_tokenizer(tok_path, true);
   if (tok->vocab_size() != c.vocab_size || !tok->bos_id() || !tok->eos_id()) {
     throw std::runtime_error(fmt::format("{}: expected {} pieces with <s> and </s>, found {} pieces", tok_path.string(),
@@ -502,6 +507,7 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   std::vector<int32_t> train_ids = prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok, tok_path);
   std::vector<int32_t> heldout_ids =
       prepare_tokens(out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok, tok_path);
+  check_stop("tokens ready; " + rerun);
   int64_t train_words = 0;
   for (const auto& [name, e] : report["sources"].items()) {
     if (e.contains("train")) train_words += e["train"]["words"].get<int64_t>();
@@ -533,7 +539,11 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
         if (p.heldout_loss) entry["heldout_loss"] = *p.heldout_loss;
         log << entry.dump() << "\n" << std::flush;
       },
-      stop_after);
+      stop_after, [] { return stop_signal() != 0; });
+  if (result.stopped) {
+    check_stop(fmt::format("checkpoint of step {} of {} written to {}; rerun the same command to resume",
+                           trainer.step(), c.train.optimizer.total_steps, (out / "checkpoints").string()));
+  }
   if (trainer.step() < c.train.optimizer.total_steps) {
     fmt::print(stderr, "training: stopped at step {} of {} (--stop-after); rerun the same command to resume\n",
                trainer.step(), c.train.optimizer.total_steps);

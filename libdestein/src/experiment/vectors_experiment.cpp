@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "destein/experiment/progress.hpp"
+#include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/activations.hpp"
@@ -87,17 +88,25 @@ VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
 
   std::vector<std::vector<int64_t>> toxic_ids, nontoxic_ids;
   for (const auto& p : pairs) {
-    toxic_ids.push_back(tok->encode_prompt(c.prefixes.toxic + p.toxic));
-    nontoxic_ids.push_back(tok->encode_prompt(c.prefixes.nontoxic + p.nontoxic));
+    toxic_ids.push_back(tok->encode_prompt(steering_input_text(c.prefixes.toxic, p.toxic)));
+    nontoxic_ids.push_back(tok->encode_prompt(steering_input_text(c.prefixes.nontoxic, p.nontoxic)));
   }
   ActivationOptions aopts;
   aopts.site = parse_steering_site(c.site);
   aopts.last_k = c.last_k;
   aopts.batch_size = c.batch_size;
   ProgressBar bar("activations", static_cast<int64_t>(2 * pairs.size()), "texts");
-  at::Tensor toxic = capture_site_activations(*model, toxic_ids, aopts, [&](int64_t done, int64_t) { bar.update(done); });
+  // Vectors are written in one go at the end: a stop request between batches drops the
+  // activations computed so far and writes nothing.
+  const std::string resume = fmt::format("nothing was written ({} comes out at the end); rerun the same command",
+                                         c.output);
+  at::Tensor toxic = capture_site_activations(*model, toxic_ids, aopts, [&](int64_t done, int64_t) {
+    bar.update(done);
+    check_stop(resume);
+  });
   at::Tensor nontoxic = capture_site_activations(*model, nontoxic_ids, aopts, [&](int64_t done, int64_t) {
     bar.update(static_cast<int64_t>(pairs.size()) + done);
+    check_stop(resume);
   });
   bar.finish();
 
@@ -124,6 +133,7 @@ VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
     const auto& cfg = model->config();
     ProbeOptions popts = c.probe;
     popts.threads = std::max(1, threads());
+    popts.groups = pair_groups_by_toxic_text(pairs);  // paraphrases of one toxic text stay on one side
     ProbeResults r = train_probes(toxic.data_ptr<float>(), nontoxic.data_ptr<float>(), v.num_pairs, cfg.n_layers,
                                   cfg.n_heads, cfg.head_dim, popts);
     v.probe_accuracy = at::tensor(r.accuracy).view({cfg.n_layers, cfg.n_heads});

@@ -176,6 +176,9 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
                         p, id, V);
     }
   }
+  DESTEIN_CHECK_ARG(o.prompt_seeds.empty() || o.prompt_seeds.size() == prompts.size(),
+                    "generate: {} prompt_seeds for {} prompts (expected one per prompt, or none)",
+                    o.prompt_seeds.size(), prompts.size());
   const int64_t eos = o.eos_id >= 0 ? o.eos_id : c.eos_token_id.value_or(-1);
   const int64_t pad = o.pad_id >= 0 ? o.pad_id : (eos >= 0 ? eos : 0);
 
@@ -199,27 +202,47 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
       L = std::max<int64_t>(L, prompts[results[start + r].prompt_index].size());
     }
     const int64_t capacity = L + o.max_new_tokens;
-    at::Tensor ids = at::full({B, L}, pad, long_cpu);
     at::Tensor mask = at::zeros({B, capacity}, long_cpu);
     std::vector<std::mt19937_64> streams;
+    // Rows of the prefill: one per distinct prompt when shared, else one per row.
+    std::vector<int64_t> prefill_prompt, row_to_prefill(static_cast<size_t>(B));
     for (int64_t r = 0; r < B; ++r) {
       const auto& g = results[start + r];
-      const auto& prompt = prompts[g.prompt_index];
-      const int64_t n = static_cast<int64_t>(prompt.size());
-      auto acc = ids.accessor<int64_t, 2>();
-      for (int64_t i = 0; i < n; ++i) acc[r][L - n + i] = prompt[i];
+      const int64_t n = static_cast<int64_t>(prompts[g.prompt_index].size());
       mask.narrow(0, r, 1).narrow(1, L - n, n).fill_(1);
-      streams.push_back(row_stream(o.seed, g.prompt_index, g.sample_index));
+      streams.push_back(o.prompt_seeds.empty() ? row_stream(o.seed, g.prompt_index, g.sample_index)
+                                               : row_stream(o.prompt_seeds[g.prompt_index], 0, g.sample_index));
+      if (!o.share_prefill || prefill_prompt.empty() || prefill_prompt.back() != g.prompt_index) {
+        prefill_prompt.push_back(g.prompt_index);
+      }
+      row_to_prefill[r] = static_cast<int64_t>(prefill_prompt.size()) - 1;
     }
     mask.narrow(1, L, o.max_new_tokens).fill_(1);  // generated tokens are real tokens
+    const int64_t P = static_cast<int64_t>(prefill_prompt.size());
+    at::Tensor ids = at::full({P, L}, pad, long_cpu);
+    at::Tensor prefill_mask = at::zeros({P, L}, long_cpu);
+    {
+      auto acc = ids.accessor<int64_t, 2>();
+      for (int64_t i = 0; i < P; ++i) {
+        const auto& prompt = prompts[prefill_prompt[i]];
+        const int64_t n = static_cast<int64_t>(prompt.size());
+        for (int64_t j = 0; j < n; ++j) acc[i][L - n + j] = prompt[j];
+        prefill_mask.narrow(0, i, 1).narrow(1, L - n, n).fill_(1);
+      }
+    }
 
-    KVCache cache = model.make_cache(B, capacity);
+    KVCache cache = model.make_cache(P, capacity);
     ForwardOptions fo;
     fo.cache = &cache;
     fo.hooks = hooks;
     fo.logits = LogitsFor::kLast;
-    fo.attention_mask = mask.narrow(1, 0, L);
-    at::Tensor logits = model.forward(ids, fo).logits;  // (B, 1, V)
+    fo.attention_mask = prefill_mask;
+    at::Tensor logits = model.forward(ids, fo).logits;  // (P, 1, V)
+    if (P != B) {
+      at::Tensor rows = at::tensor(row_to_prefill, long_cpu);
+      cache.select_rows(rows);
+      logits = logits.index_select(0, rows.to(logits.device()));  // (B, 1, V)
+    }
 
     std::vector<char> finished(static_cast<size_t>(B), 0);
     std::vector<int64_t> next(static_cast<size_t>(B), pad);

@@ -4,6 +4,7 @@
 #include <array>
 #include <numeric>
 #include <system_error>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "check.hpp"
@@ -146,10 +147,25 @@ std::string checked_text(const std::string& raw, const PairLoadOptions& options,
 
 }  // namespace
 
+namespace {
+
+bool is_space_or_period(char c) { return c == ' ' || c == '.'; }
+
+}  // namespace
+
 std::string clean_pair_text(std::string_view text) {
-  std::string_view s = strip_space(text);
-  while (!s.empty() && s.back() == '.') s.remove_suffix(1);
-  return std::string(strip_space(s));
+  while (!text.empty() && is_space_or_period(text.back())) text.remove_suffix(1);
+  return std::string(text);
+}
+
+std::string steering_input_text(std::string_view prefix, std::string_view text) {
+  std::string s = std::string(prefix) + std::string(text);
+  std::string_view v = s;
+  while (!v.empty() && is_space_or_period(v.front())) v.remove_prefix(1);  // .strip(" .")
+  while (!v.empty() && is_space_or_period(v.back())) v.remove_suffix(1);
+  while (!v.empty() && v.front() == '.') v.remove_prefix(1);               // .strip(".")
+  while (!v.empty() && v.back() == '.') v.remove_suffix(1);
+  return std::string(v);
 }
 
 std::vector<SteeringPair> load_pairs_jsonl(const std::filesystem::path& path,
@@ -300,6 +316,17 @@ std::vector<SteeringPair> sample_pairs(const std::vector<SteeringPair>& pairs, s
   out.reserve(n);
   for (size_t i : index) out.push_back(pairs[i]);
   return out;
+}
+
+std::vector<int64_t> pair_groups_by_toxic_text(const std::vector<SteeringPair>& pairs) {
+  std::unordered_map<std::string, int64_t> label;
+  std::vector<int64_t> groups;
+  groups.reserve(pairs.size());
+  for (const auto& pair : pairs) {
+    auto it = label.emplace(clean_pair_text(pair.toxic), static_cast<int64_t>(label.size())).first;
+    groups.push_back(it->second);
+  }
+  return groups;
 }
 
 std::vector<SteeringPair> deduplicate_pairs(const std::vector<SteeringPair>& pairs) {

@@ -88,7 +88,9 @@ std::string probe_heatmap_svg(const ProbeResults& results, const std::string& ti
 
   // Square cells, smaller for big models so the figure stays about 600 px across.
   const int64_t cell = std::clamp<int64_t>(600 / std::max(layers, heads), 6, 24);
-  const int64_t x0 = 64, y0 = 40;  // room for the layer labels and the title
+  // Room for the layer labels, and a band for the title (baseline 20) above the colour
+  // bar's caption (baseline y0 - 10), so that a long title never runs into the caption.
+  const int64_t x0 = 64, y0 = 58;
   const int64_t grid_w = heads * cell, grid_h = layers * cell;
   const int64_t legend_x = x0 + grid_w + 18, legend_w = 14;
   const int64_t legend_h = std::max<int64_t>(grid_h, 120);
@@ -170,7 +172,7 @@ std::string probe_heatmap_svg(const ProbeResults& results, const std::string& ti
 
   // Legend: the colour bar with five equal intervals labelled.
   svg += "<g class=\"legend\">\n";
-  svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", legend_x, y0 - 6,
+  svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", legend_x, y0 - 10,
                      metric_name(options.metric));
   svg += fmt::format(
       "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"url(#scale)\" "

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -55,35 +56,76 @@ struct Fold {
   std::vector<int64_t> test;
 };
 
+// Groups of pairs in split order: each group's pair indices, groups permuted when
+// shuffling. Without options.groups every pair is its own group.
+std::vector<std::vector<int64_t>> ordered_groups(int64_t n, const ProbeOptions& options) {
+  std::vector<std::vector<int64_t>> groups;
+  if (options.groups.empty()) {
+    for (int64_t i = 0; i < n; ++i) groups.push_back({i});
+  } else {
+    std::map<int64_t, size_t> index;  // label -> position of first appearance
+    for (int64_t i = 0; i < n; ++i) {
+      auto [it, fresh] = index.emplace(options.groups[static_cast<size_t>(i)], groups.size());
+      if (fresh) groups.emplace_back();
+      groups[it->second].push_back(i);
+    }
+  }
+  const std::vector<int64_t> order =
+      pair_order(static_cast<int64_t>(groups.size()), options.shuffle, options.seed);
+  std::vector<std::vector<int64_t>> out;
+  out.reserve(groups.size());
+  for (int64_t g : order) out.push_back(std::move(groups[static_cast<size_t>(g)]));
+  return out;
+}
+
 std::vector<Fold> make_folds(int64_t n, const ProbeOptions& options) {
-  const std::vector<int64_t> order = pair_order(n, options.shuffle, options.seed);
+  const std::vector<std::vector<int64_t>> groups = ordered_groups(n, options);
   std::vector<Fold> folds;
   if (options.split == "holdout") {
     // The epsilon keeps 20 * 0.8 = 16.000000000000004 from turning into 15 or 17 pairs.
-    const auto train = static_cast<int64_t>(std::floor(n * (1.0 - options.test_fraction) + 1e-9));
+    const auto target = static_cast<int64_t>(std::floor(n * (1.0 - options.test_fraction) + 1e-9));
+    Fold fold;
+    bool training = true;
+    for (const auto& group : groups) {
+      if (training && static_cast<int64_t>(fold.train.size() + group.size()) > target) training = false;
+      auto& part = training ? fold.train : fold.test;
+      part.insert(part.end(), group.begin(), group.end());
+    }
+    const auto train = static_cast<int64_t>(fold.train.size());
     DESTEIN_CHECK_ARG(train >= 1 && train < n,
                       "train_probes: a holdout with test_fraction {} leaves {} training and {} "
-                      "test pairs of {}; need at least one of each (use more pairs, or "
-                      "split: kfold)",
-                      options.test_fraction, train, n - train, n);
-    Fold fold;
-    fold.train.assign(order.begin(), order.begin() + train);
-    fold.test.assign(order.begin() + train, order.end());
+                      "test pairs of {} ({} groups of pairs sharing a toxic text); need at least one of "
+                      "each (use more pairs, or split: kfold)",
+                      options.test_fraction, train, n - train, n, groups.size());
     folds.push_back(std::move(fold));
     return folds;
   }
+  // Fold f covers positions [start_f, start_f + size_f) of the pair order (sizes as
+  // sklearn's KFold); a group goes to the fold of its first pair's position.
   const int64_t k = options.folds;
-  int64_t start = 0;
-  for (int64_t f = 0; f < k; ++f) {
-    const int64_t size = n / k + (f < n % k ? 1 : 0);
-    Fold fold;
-    fold.test.assign(order.begin() + start, order.begin() + start + size);
-    fold.train.assign(order.begin(), order.begin() + start);
-    fold.train.insert(fold.train.end(), order.begin() + start + size, order.end());
-    folds.push_back(std::move(fold));
-    start += size;
+  std::vector<int64_t> fold_end;
+  for (int64_t f = 0, end = 0; f < k; ++f) fold_end.push_back(end += n / k + (f < n % k ? 1 : 0));
+  folds.resize(static_cast<size_t>(k));
+  int64_t position = 0;
+  for (const auto& group : groups) {
+    const auto f = static_cast<size_t>(std::upper_bound(fold_end.begin(), fold_end.end(), position) - fold_end.begin());
+    folds[f].test.insert(folds[f].test.end(), group.begin(), group.end());
+    position += static_cast<int64_t>(group.size());
   }
-  return folds;
+  for (auto& fold : folds) {
+    for (const auto& other : folds) {
+      if (&other != &fold) fold.train.insert(fold.train.end(), other.test.begin(), other.test.end());
+    }
+  }
+  std::vector<Fold> kept;
+  for (auto& fold : folds) {
+    if (!fold.test.empty()) kept.push_back(std::move(fold));  // a large group can swallow a fold
+  }
+  DESTEIN_CHECK_ARG(kept.size() >= 2,
+                    "train_probes: {} folds over {} pairs in {} groups sharing a toxic text leave {} "
+                    "non-empty fold(s); need at least 2 (use more distinct toxic texts)",
+                    k, n, groups.size(), kept.size());
+  return kept;
 }
 
 void check_options(int64_t n, const ProbeOptions& options) {
@@ -99,6 +141,9 @@ void check_options(int64_t n, const ProbeOptions& options) {
                     options.max_iterations);
   DESTEIN_CHECK_ARG(options.tolerance > 0, "train_probes: expected tolerance > 0, found {}",
                     options.tolerance);
+  DESTEIN_CHECK_ARG(options.groups.empty() || static_cast<int64_t>(options.groups.size()) == n,
+                    "train_probes: expected one group label per pair ({}), found {}", n,
+                    options.groups.size());
   if (options.split == "holdout") {
     DESTEIN_CHECK_ARG(options.test_fraction > 0 && options.test_fraction < 1,
                       "train_probes: expected test_fraction in (0, 1), found {}",

@@ -37,10 +37,13 @@ std::string induction_prompt(const std::vector<SteeringPair>& demos, const std::
 }
 
 namespace {
-// The rewrite is the generated text up to the first line break.
+// The rewrite is the generated text up to the first line break, without the whitespace a
+// continuation starts with (clean_pair_text() keeps the start of a text, as the reference does).
 std::string first_line(const std::string& text) {
   const size_t nl = text.find('\n');
-  return nl == std::string::npos ? text : text.substr(0, nl);
+  std::string line = nl == std::string::npos ? text : text.substr(0, nl);
+  const size_t start = line.find_first_not_of(" \t\r\f\v");
+  return start == std::string::npos ? std::string() : line.substr(start);
 }
 
 }  // namespace

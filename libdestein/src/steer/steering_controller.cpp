@@ -100,9 +100,11 @@ struct SteeringController::State {
       }
       at::Tensor y = edit ? plan->apply(layer, x, edit_mask) : x;
       PlanStats& st = stats_for(plan);
-      at::Tensor delta = (y.to(at::kDouble) - x.to(at::kDouble)).reshape({b, T, n_heads, head_dim});
-      at::Tensor head_norm = delta.norm(2, -1);               // (b, T, H)
-      at::Tensor layer_norm = delta.flatten(2).norm(2, -1);   // (b, T)
+      // Norms in f32 (as cheap as the edit itself), sums in f64.
+      at::Tensor delta = (y.to(at::kFloat) - x.to(at::kFloat)).reshape({b, T, n_heads, head_dim});
+      at::Tensor head_sq = delta.square().sum(-1);                        // (b, T, H)
+      at::Tensor head_norm = head_sq.sqrt().to(at::kDouble);
+      at::Tensor layer_norm = head_sq.sum(-1).sqrt().to(at::kDouble);     // (b, T)
       for (int kind = 0; kind < 2; ++kind) {
         at::Tensor sel = (real & (kind == 1 ? generated : generated.logical_not())).to(at::kDouble);  // (b, T)
         st.layer_sum[kind][layer] += (layer_norm * sel).sum();

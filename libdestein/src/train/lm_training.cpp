@@ -428,7 +428,8 @@ int64_t LmTrainer::resume() {
   return step_;
 }
 
-LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& on_progress, int64_t stop_after) {
+LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& on_progress, int64_t stop_after,
+                               const std::function<bool()>& stop_requested) {
   using clock = std::chrono::steady_clock;
   at::AutoGradMode grad_on(true);
   LmTrainResult result;
@@ -456,7 +457,8 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
     ++loss_count;
 
     TrainProgress progress;
-    const bool last = step_ == total || (stop_after > 0 && run_steps == stop_after);
+    if (stop_requested && step_ < total && stop_requested()) result.stopped = true;
+    const bool last = step_ == total || (stop_after > 0 && run_steps == stop_after) || result.stopped;
     if ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || step_ == total) {
       progress.heldout_loss = heldout_loss();
       heldout_curve_.emplace_back(step_, *progress.heldout_loss);
@@ -476,6 +478,7 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
       loss_sum = 0;
       loss_count = 0;
     }
+    if (result.stopped) break;
   }
   result.steps = step_;
   result.tokens_seen = tokens_seen_;

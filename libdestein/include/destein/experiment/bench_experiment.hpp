@@ -51,6 +51,12 @@ struct BenchExperiment {
   std::vector<BenchPromptSet> prompts;
   std::vector<BenchMethod> methods = {BenchMethod{}};
   GenerationOptions generation;
+  /// How fast, not what: N prompts x samples rows per forward (0: auto, from max_rows),
+  /// the row budget (0: the device's default), generation overlapped with scoring. None
+  /// of them changes the files, so a run may resume with other values.
+  int64_t prompts_per_batch = 0;
+  int64_t max_rows = 0;
+  bool pipelined = false;
   std::string scorer_kind = "linear";       ///< linear | perspective | torchscript
   std::string scorer;                       ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
   double perspective_rps = 1.0;

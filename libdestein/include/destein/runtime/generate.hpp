@@ -25,6 +25,14 @@ struct GenerationOptions {
   int64_t eos_id = -1;            ///< -1: the model config's eos_token_id, if any
   int64_t pad_id = -1;            ///< filler for finished rows; -1: eos or 0
   int64_t batch_size = 0;         ///< rows (prompt x sample) per forward; 0: all at once
+  /// Run each distinct prompt of a batch once through the prompt (prefill) pass and copy
+  /// its cache to its samples' rows: num_samples times less prefill work. Hooks then see
+  /// one row per distinct prompt during that pass; turn it off for hooks that treat the
+  /// samples of one prompt differently.
+  bool share_prefill = true;
+  /// Empty, or one seed per prompt: row (p, s) then draws from the stream generate() would
+  /// give sample s of prompt p run alone with seed prompt_seeds[p] (`seed` is unused).
+  std::vector<uint64_t> prompt_seeds;
 };
 
 /// One continuation of one prompt.
@@ -39,8 +47,10 @@ struct Generation {
 using GenerationProgress = std::function<void(int64_t done, int64_t total)>;
 
 /// Continues every prompt `num_samples` times. Row (p, s) draws its random numbers from
-/// its own stream seeded by (seed, p, s), so results do not depend on batch_size or on
-/// which other prompts share the batch. Prompts are left padded within a batch. Results
+/// its own stream seeded by (seed, p, s); with a model on row-stable kernels (the CPU
+/// float32 default, Model::linear_backend() "stable") its logits do not depend on the
+/// other rows either, so results do not depend on batch_size or on which other prompts
+/// share the batch, bit for bit. Prompts are left padded within a batch. Results
 /// are ordered by prompt, then sample. `hooks` (may be null) are active on every forward
 /// call, prompt and continuation alike. Throws std::invalid_argument for an empty prompt,
 /// bad options, or a prompt + max_new_tokens past the position limit.

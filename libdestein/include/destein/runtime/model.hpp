@@ -21,11 +21,13 @@
 
 namespace destein {
 
-/// Which kernels run the weight matrix products.
+/// Which kernels run the weight matrix products (and, for kStable, the attention).
 enum class LinearBackend {
-  kAuto,    ///< oneDNN on CPU float32 when LibTorch has it, else BLAS
-  kBlas,    ///< at::linear (BLAS on CPU, cuBLAS on CUDA)
+  kAuto,    ///< kStable on CPU float32, else BLAS
+  kBlas,    ///< at::linear (BLAS on CPU, cuBLAS on CUDA) and batched-matmul attention
   kOneDnn,  ///< weights packed for LibTorch's oneDNN (CPU float32 only)
+  kStable,  ///< row-stable kernels (CPU float32 only): a row's logits do not depend on the
+            ///< other rows of the batch, their number, or the left padding
 };
 
 struct ModelOptions {
@@ -35,7 +37,7 @@ struct ModelOptions {
   LinearBackend linear_backend = LinearBackend::kAuto;
 };
 
-/// "auto", "blas", "onednn". Throws std::invalid_argument otherwise.
+/// "auto", "blas", "onednn", "stable". Throws std::invalid_argument otherwise.
 LinearBackend parse_linear_backend(const std::string& name);
 
 /// Keys and values of every layer for incremental decoding, preallocated to a capacity.
@@ -86,7 +88,7 @@ class Model {
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
   int64_t parameter_count() const { return parameter_count_; }
-  /// "onednn" or "blas": the kernels the weight products run on.
+  /// "stable", "onednn" or "blas": the kernels the weight products run on.
   const std::string& linear_backend() const { return linear_backend_; }
 
   /// input_ids (B, T) long. Throws std::invalid_argument for an id outside the vocabulary,

@@ -51,11 +51,24 @@ struct PairLoadOptions {
   bool first_neutral_only = false;
 };
 
-/// The reference's cleaning, Python's `text.strip().rstrip(".").strip()`: surrounding
-/// ASCII whitespace removed, then every trailing '.', then whitespace again. So
-/// " he is an idiot. " gives "he is an idiot", "ok.. " gives "ok", and "wait . . ." gives
-/// "wait . ." (one class of character at a time). Inner text, newlines included, is kept.
+/// The reference's cleaning as it reaches a text: the reference runs
+/// `(prefix + text).strip(" .").strip(".")` on the prefixed text, and with a prefix in front
+/// that removes only the text's trailing spaces and periods -- Python's
+/// `text.rstrip(" .")`. So "he is an idiot. " gives "he is an idiot", "x . ." gives "x",
+/// and "\twait .\n" stays as it is (tabs and newlines are not stripped, nor is anything at
+/// the start). steering_input_text() applies the reference's full expression.
 std::string clean_pair_text(std::string_view text);
+
+/// The text the model reads for one side of a pair, exactly the reference's
+/// `(prefix + text).strip(" .").strip(".")`: spaces and periods stripped at both ends of the
+/// prefixed text (the second strip never finds a period left). For a non-empty prefix and a
+/// text already passed through clean_pair_text() this is prefix + text.
+std::string steering_input_text(std::string_view prefix, std::string_view text);
+
+/// One group label per pair, equal for pairs with the same toxic text after
+/// clean_pair_text() (labels count up from 0 in order of first appearance): the
+/// ProbeOptions::groups that keep a toxic text's paraphrases on one side of a split.
+std::vector<int64_t> pair_groups_by_toxic_text(const std::vector<SteeringPair>& pairs);
 
 /// Reads pairs from JSON Lines. Each non-blank line is either a 2-element array
 /// `["toxic", "non-toxic"]` or an object with `toxic` and `nontoxic` (or `non_toxic` /

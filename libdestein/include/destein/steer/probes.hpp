@@ -39,8 +39,16 @@ struct ProbeOptions {
   /// sklearn's KFold), each tested once by a probe trained on the others.
   std::string split = "holdout";
   int folds = 5;
-  /// Permute the pairs (seeded, platform-independent) before splitting. The reference does
-  /// not shuffle.
+  /// Pair i's group (any integer label; empty: every pair its own group). Pairs of one
+  /// group never fall on both sides of a split: give pairs that share their toxic text
+  /// (several neutral paraphrases of one ParaDetox row, or samples_per_target > 1 in
+  /// self-induction) one group, see pair_groups_by_toxic_text(), or the probe is tested on
+  /// near-copies of its training samples. Splits then cut at group boundaries: the holdout
+  /// takes whole groups for training while they fit in floor(N * (1 - test_fraction))
+  /// pairs, and a group belongs to the fold in which its first pair would fall.
+  std::vector<int64_t> groups;
+  /// Permute the pairs (seeded, platform-independent) before splitting; with groups, the
+  /// groups are permuted and keep their pairs together. The reference does not shuffle.
   bool shuffle = false;
   uint64_t seed = 0;
   double test_fraction = 0.2;
@@ -77,7 +85,8 @@ struct ProbeResults {
 /// `toxic` and `nontoxic`: activations (N, L, H, Dh) f32, row-major and contiguous, pair i
 /// of one matching pair i of the other. Samples: both sides of every pair (label 1 toxic,
 /// 0 non-toxic). A sample is predicted toxic when w.x + b > 0; the AUC ranks by w.x + b.
-/// Throws std::invalid_argument for null pointers, a size <= 0, a non-finite activation
+/// Throws std::invalid_argument for null pointers, a size <= 0, a non-finite activation,
+/// `groups` of a size other than N,
 /// (naming side, pair, layer and head), l2 <= 0, an unknown split, test_fraction outside
 /// (0, 1), a holdout that leaves no training or no test pair (N < 2), folds < 2 or
 /// folds > N, max_iterations < 1 or tolerance <= 0.

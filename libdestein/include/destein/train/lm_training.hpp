@@ -145,6 +145,7 @@ struct LmTrainResult {
   double tokens_per_second = 0;     ///< this run
   double final_heldout_loss = 0;
   std::vector<std::pair<int64_t, double>> heldout_curve;  ///< (step, loss), all runs
+  bool stopped = false;             ///< stop_requested() ended the run early (a checkpoint was written)
 };
 
 /// Trains on a token stream (documents joined with BOS/EOS by the caller), drawing
@@ -160,9 +161,10 @@ class LmTrainer {
   /// options or other data, naming what differs.
   int64_t resume();
   /// Runs the remaining steps. `stop_after` > 0 stops after that many steps of this run
-  /// (with a checkpoint), as a killed run would.
+  /// (with a checkpoint), as a killed run would. `stop_requested`, polled after every step,
+  /// ends the run the same way when it returns true (result.stopped; e.g. on SIGINT).
   LmTrainResult train(const std::function<void(const TrainProgress&)>& on_progress = {},
-                      int64_t stop_after = 0);
+                      int64_t stop_after = 0, const std::function<bool()>& stop_requested = {});
   /// Mean next-token loss over the held-out stream (non-overlapping windows).
   double heldout_loss() const;
   /// Writes a checkpoint of the current step into checkpoint_dir and prunes old ones.

@@ -4,16 +4,13 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <dlfcn.h>
 #include <limits>
 
 #include "check.hpp"
 #include "destein/runtime/device.hpp"
+#include "runtime/row_stable.hpp"
 
 namespace destein {
-namespace {
-bool blas_kernel_is_generic();
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Weights
@@ -93,24 +90,32 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
   }
   lm_head_.weight = weights_.lm_head;
   if (!config_.tie_word_embeddings) weights_.lm_head = at::Tensor();  // lm_head_ owns it now
-  const bool onednn_possible = at::hasMKLDNN() && device_.is_cpu() && dtype_ == at::kFloat;
+  const bool cpu_f32 = device_.is_cpu() && dtype_ == at::kFloat;
+  const bool onednn_possible = at::hasMKLDNN() && cpu_f32;
   DESTEIN_CHECK_ARG(options.linear_backend != LinearBackend::kOneDnn || onednn_possible,
                     "linear backend onednn needs float32 on cpu and a LibTorch built with oneDNN");
-  // Auto packs for oneDNN only where it pays: when the BLAS runs a generic kernel (an
-  // OpenBLAS that did not recognise the CPU), and while the second copy of the layer
-  // weights stays below 4 GiB. With a BLAS that knows the CPU the plain GEMM path measured
-  // as fast or faster (docs/performance.md).
-  const bool small_enough = parameter_count_ * 4 < (int64_t{4} << 30);
-  const bool pack = onednn_possible && (options.linear_backend == LinearBackend::kOneDnn ||
-                                        (options.linear_backend == LinearBackend::kAuto && small_enough &&
-                                         blas_kernel_is_generic()));
-  prepare_linears(pack);
+  DESTEIN_CHECK_ARG(options.linear_backend != LinearBackend::kStable || cpu_f32,
+                    "linear backend stable needs float32 on cpu (found {} on {}); use auto or blas",
+                    c10::toString(dtype_), device_.str());
+  // Auto takes the row-stable kernels on CPU float32: with them a row's result does not
+  // depend on the batch it shares (BLAS and oneDNN pick kernels by the row count), so an
+  // evaluation gives the same text whatever the prompts per batch (docs/performance.md).
+  const bool stable = options.linear_backend == LinearBackend::kStable ||
+                      (options.linear_backend == LinearBackend::kAuto && cpu_f32);
+  // oneDNN packing only on request: auto prefers the stable kernels on CPU float32.
+  const bool pack = onednn_possible && options.linear_backend == LinearBackend::kOneDnn;
+  prepare_linears(pack, stable);
 }
 
-void DecoderModel::prepare_linears(bool pack) {
-  auto prepare = [pack](Linear& l, bool allow_pack) {
+void DecoderModel::prepare_linears(bool pack, bool stable) {
+  auto prepare = [pack, stable](Linear& l, bool allow_pack) {
     if (!l.weight.defined()) return;
     l.out_features = l.weight.size(0);
+    if (stable) {
+      l.stable_weight = detail::pack_stable_weight(l.weight.t());
+      l.weight = at::Tensor();
+      return;
+    }
     l.weight_t = l.weight.t().contiguous();
     if (pack && allow_pack) {
       l.packed_weight = l.weight.contiguous().to_mkldnn();
@@ -130,6 +135,8 @@ void DecoderModel::prepare_linears(bool pack) {
   // 50k-row head than a plain GEMM on the (in, out) layout.
   prepare(lm_head_, false);
   if (pack) linear_backend_ = "onednn";
+  if (stable) linear_backend_ = "stable";
+  stable_ = stable;
 }
 
 KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
@@ -148,18 +155,7 @@ KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
 
 namespace {
 
-// OpenBLAS names the kernel it picked; "Prescott" (SSE3) is its fallback for CPUs its
-// table does not know, e.g. recent Xeons under OpenBLAS 0.3.21. Other BLAS: not generic.
-bool blas_kernel_is_generic() {
-  using CoreName = char* (*)();
-  auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (!fn) return false;
-  const std::string core = fn();
-  return core == "Prescott" || core == "Core2" || core == "Penryn" || core == "Dunnington" ||
-         core == "Nehalem" || core == "Atom" || core == "Katmai" || core == "Northwood" || core == "Banias";
-}
-
-bool present(const Linear& l) { return l.weight_t.defined() || l.weight.defined(); }
+bool present(const Linear& l) { return l.weight_t.defined() || l.weight.defined() || l.stable_weight.defined(); }
 
 // Below this many rows (decoding a few sequences) oneDNN's inner product is slower than a
 // plain GEMM on the (in, out) layout; above it, much faster (docs/performance.md).
@@ -169,6 +165,9 @@ at::Tensor linear(const at::Tensor& x, const Linear& l) {
   auto sizes = x.sizes().vec();
   at::Tensor x2 = x.reshape({-1, sizes.back()});
   sizes.back() = l.out_features;
+  if (l.stable_weight.defined()) {
+    return detail::stable_linear(x2.contiguous(), l.stable_weight, l.out_features, l.bias).view(sizes);
+  }
   if (l.packed_weight.defined() && x2.size(0) >= kPackedMinRows) {
     at::Tensor xm = x2.contiguous().to_mkldnn();
     at::Tensor y = l.packed_bias.defined() ? at::mkldnn_linear(xm, l.packed_weight, l.packed_bias)
@@ -275,7 +274,7 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   // negative finite float elsewhere (finite so that fully masked padding rows stay finite
   // and cannot poison real rows through 0 * NaN).
   at::Tensor bias;
-  {
+  if (!stable_) {
     at::Tensor q_index = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor k_index = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor allowed = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // (T, total)
@@ -346,14 +345,22 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
       keys = cache->keys_[l].narrow(2, 0, total);
       values = cache->values_[l].narrow(2, 0, total);
     }
-    // Grouped-query attention without copying K/V: the G query heads that share a KV head
-    // are stacked along the query axis.
-    at::Tensor qg = (q * scale).reshape({B, Hkv, G * T, Dh});
-    at::Tensor scores = at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
-    at::Tensor probs = (scores.to(at::kFloat) + bias).softmax(-1).to(dtype_);
-    at::Tensor z = at::matmul(probs.view({B, Hkv, G * T, total}), values)  // (B, Hkv, G T, Dh)
-                       .view({B, H, T, Dh})
-                       .transpose(1, 2);                                   // (B, T, H, Dh)
+    at::Tensor z;  // (B, T, H, Dh)
+    if (stable_) {
+      // Each query over exactly its own visible keys: nothing depends on the padding.
+      auto planes = [Dh](const at::Tensor& t) { return t.stride(3) == 1 && (t.stride(2) == Dh || t.size(2) == 1) ? t : t.contiguous(); };
+      z = detail::stable_attention((q * scale).transpose(1, 2).contiguous(), planes(keys), planes(values), key_mask,
+                                   past, c.sliding_window ? *c.sliding_window : 0);
+    } else {
+      // Grouped-query attention without copying K/V: the G query heads that share a KV
+      // head are stacked along the query axis.
+      at::Tensor qg = (q * scale).reshape({B, Hkv, G * T, Dh});
+      at::Tensor scores = at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
+      at::Tensor probs = (scores.to(at::kFloat) + bias).softmax(-1).to(dtype_);
+      z = at::matmul(probs.view({B, Hkv, G * T, total}), values)  // (B, Hkv, G T, Dh)
+              .view({B, H, T, Dh})
+              .transpose(1, 2);                                   // (B, T, H, Dh)
+    }
     z = hook(l, HookSite::kAttnZ, std::move(z));
     at::Tensor attn_out = linear(z.reshape({B, T, H * Dh}), w.out);  // (B, T, d)
     attn_out = hook(l, HookSite::kAttnOut, std::move(attn_out));
@@ -405,7 +412,9 @@ LinearBackend parse_linear_backend(const std::string& name) {
   if (name == "auto") return LinearBackend::kAuto;
   if (name == "blas") return LinearBackend::kBlas;
   if (name == "onednn") return LinearBackend::kOneDnn;
-  throw std::invalid_argument(fmt::format("unknown linear backend '{}': expected auto, blas or onednn", name));
+  if (name == "stable") return LinearBackend::kStable;
+  throw std::invalid_argument(
+      fmt::format("unknown linear backend '{}': expected auto, blas, onednn or stable", name));
 }
 
 std::vector<std::string> known_model_types() {

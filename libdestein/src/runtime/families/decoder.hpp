@@ -32,6 +32,9 @@ struct Linear {
   // LibTorch's oneDNN kernels beat a BLAS that does not recognise the CPU 2-5x.
   at::Tensor packed_weight;
   at::Tensor packed_bias;
+  // Panels for the row-stable kernel (runtime/row_stable.hpp), CPU float32 with the
+  // "stable" backend; weight_t is dropped then, so the layer weights are held once.
+  at::Tensor stable_weight;
   int64_t out_features = 0;
 };
 
@@ -115,7 +118,7 @@ class DecoderModel : public Model {
 
  private:
   at::Tensor norm(const at::Tensor& x, const Norm& n) const;
-  void prepare_linears(bool pack);
+  void prepare_linears(bool pack, bool stable);
   at::Tensor mlp(const at::Tensor& x, const LayerWeights& w) const;
 
   Architecture arch_;
@@ -123,6 +126,7 @@ class DecoderModel : public Model {
   at::Tensor inv_freq_;  // (Dh/2) f32, rotary only
   at::Tensor slopes_;    // (1, H, 1, 1) f32, ALiBi only
   Linear lm_head_;       // the output head as a Linear (packed when the backend allows)
+  bool stable_ = false;  // row-stable linears and attention (CPU float32)
 };
 
 }  // namespace destein

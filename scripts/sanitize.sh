@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the library, apps and tests in
+# build-sanitize/ (RelWithDebInfo, no benchmarks), then the whole ctest suite under them.
+#
+#   bash scripts/sanitize.sh            # build and run every test
+#   bash scripts/sanitize.sh -R steer   # extra arguments go to ctest (a subset)
+#   DESTEIN_SANITIZE_SUBSET=base bash scripts/sanitize.sh
+#       # only the LibTorch-free layer: builds destein_base_tests (and the SentencePiece
+#       # module) and runs it; what CI runs (docs/testing.md gives the cost)
+#
+# DESTEIN_SANITIZE_JOBS (default 1) sets the build's parallel jobs: each sanitized LibTorch
+# translation unit needs more memory than a normal one. SentencePiece runs in a helper
+# process in this build (see libdestein/src/text/spm_library.cpp): its dlopen with
+# RTLD_DEEPBIND is refused by the sanitizer runtime.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+generator=()
+if command -v ninja >/dev/null; then generator=(-G Ninja); fi
+launcher=()
+if command -v ccache >/dev/null; then
+  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$root")}"
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+if [ ! -f build-sanitize/CMakeCache.txt ]; then
+  cmake -S . -B build-sanitize "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DDESTEIN_SANITIZE=address,undefined -DDESTEIN_BUILD_BENCHMARKS=OFF "${launcher[@]}"
+fi
+subset=${DESTEIN_SANITIZE_SUBSET:-all}
+targets=()
+[ "$subset" = base ] && targets=(--target destein_base_tests destein_spm)
+start=$(date +%s)
+cmake --build build-sanitize -j "${DESTEIN_SANITIZE_JOBS:-1}" "${targets[@]}"
+echo "sanitize: build ($subset) took $(( $(date +%s) - start )) s"
+[ "${DESTEIN_SANITIZE_BUILD_ONLY:-0}" = 1 ] && exit 0
+# halt_on_error: the first report fails the test. LibTorch's own allocations are not
+# instrumented; leak detection covers what our code allocates (suppressions for
+# third-party start-up allocations live in scripts/sanitize.supp).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:abort_on_error=0:detect_odr_violation=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+if [ -f scripts/sanitize.supp ]; then
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/scripts/sanitize.supp:print_suppressions=0}"
+fi
+start=$(date +%s)
+if [ "$subset" = base ]; then
+  bash tests/fixtures/make_fixtures.sh build-sanitize/tests/fixtures
+  build-sanitize/tests/destein_base_tests "$@"
+else
+  ctest --test-dir build-sanitize --output-on-failure -j "${DESTEIN_TEST_JOBS:-2}" "$@"
+fi
+echo "sanitize: tests ($subset) took $(( $(date +%s) - start )) s"
