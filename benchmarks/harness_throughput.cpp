@@ -148,16 +148,16 @@ int main(int argc, char** argv) {
     if (part != "steering") {
       PromptFileOptions bo;
       bo.limit = batch_prompts;
-      auto batch_set = load_eval_prompts(app::resolve_data_path("rtp/100/test.jsonl"), bo);
+      auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
       fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
       if (models.find("gpt2") != std::string::npos) {
         batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer,
                       perplexity, widths, samples, new_tokens, rounds);
       }
-      app::ModelSection tiny_section;
+      ModelSection tiny_section;
       tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
       tiny_section.threads = threads;
-      auto tiny = app::load_model_section(tiny_section);
+      auto tiny = load_model_section(tiny_section);
       if (models.find("tiny") != std::string::npos) {
         batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer, perplexity, widths,
                       samples, new_tokens, rounds);

@@ -122,9 +122,11 @@ TEST_CASE("destein-bench run: SIGINT stops after a whole prompt and a rerun resu
   const fs::path dir = destein::test::temp_dir("fault_bench");
   write_prompts(dir / "prompts.jsonl", 60);
   {
+    // One prompt per forward, so that the run is still going when the signal comes.
     std::ofstream cfg(dir / "bench.yaml");
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: p, path: "
-        << (dir / "prompts.jsonl").string() << "}\ngeneration: {samples: 3, max_new_tokens: 8, batch_size: 3}\n"
+        << (dir / "prompts.jsonl").string()
+        << "}\ngeneration: {samples: 3, max_new_tokens: 8, batch_size: 3, prompts_per_batch: 1}\n"
         << "evaluator: {enabled: false}\noutput: " << (dir / "out").string() << "\n";
   }
   const fs::path gens = dir / "out" / "base" / "p.generations.jsonl";

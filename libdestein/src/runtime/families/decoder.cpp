@@ -274,7 +274,10 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   // negative finite float elsewhere (finite so that fully masked padding rows stay finite
   // and cannot poison real rows through 0 * NaN).
   at::Tensor bias;
-  if (!stable_) {
+  // The row-stable attention has no ALiBi term: ALiBi models (MPT) take the masked
+  // softmax, whose sums may regroup with the padding width (last bits only).
+  const bool stable_attention = stable_ && !arch_.alibi;
+  if (!stable_attention) {
     at::Tensor q_index = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor k_index = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor allowed = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // (T, total)
@@ -346,7 +349,7 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
       values = cache->values_[l].narrow(2, 0, total);
     }
     at::Tensor z;  // (B, T, H, Dh)
-    if (stable_) {
+    if (stable_attention) {
       // Each query over exactly its own visible keys: nothing depends on the padding.
       auto planes = [Dh](const at::Tensor& t) { return t.stride(3) == 1 && (t.stride(2) == Dh || t.size(2) == 1) ? t : t.contiguous(); };
       z = detail::stable_attention((q * scale).transpose(1, 2).contiguous(), planes(keys), planes(values), key_mask,
