@@ -192,8 +192,8 @@ TEST_CASE("destein-bench: prompts per batch from YAML or the command line, resum
   };
   auto bad = run_command(bench + " run --dump-config --config " + config("bad.yaml", ", prompts_per_batch: many"));
   CHECK(bad.exit_code != 0);
-  CHECK_THAT(bad.output, Contains("bad.yaml:") && Contains("prompts_per_batch must be a positive integer or auto") &&
-                             Contains("'many'"));
+  CHECK_THAT(bad.output, Contains("bad.yaml:") && Contains("key generation.prompts_per_batch") &&
+                             Contains("expected a positive integer or auto") && Contains("'many'"));
   auto dump = run_command(bench + " run --dump-config --config " + config("ok.yaml", ", prompts_per_batch: 3"));
   CHECK_THAT(dump.output, Contains("prompts_per_batch: 3") && Contains("pipelined: false"));
   auto cli_bad = run_command(bench + " run --prompts-per-batch 0 --config " + config("ok.yaml", ""));
