@@ -3,15 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-generator=()
-if command -v ninja >/dev/null; then generator=(-G Ninja); fi
-launcher=()
-if command -v ccache >/dev/null; then
-  # PCH-friendly ccache settings; a rebuild in another checkout of the tree hits the cache.
-  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$root")}"
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-fi
+source "$root/scripts/cmake_env.sh"
 if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@"
 fi

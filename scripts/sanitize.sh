@@ -15,14 +15,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-generator=()
-if command -v ninja >/dev/null; then generator=(-G Ninja); fi
-launcher=()
-if command -v ccache >/dev/null; then
-  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$root")}"
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-fi
+source "$root/scripts/cmake_env.sh"
 if [ ! -f build-sanitize/CMakeCache.txt ]; then
   cmake -S . -B build-sanitize "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDESTEIN_SANITIZE=address,undefined -DDESTEIN_BUILD_BENCHMARKS=OFF "${launcher[@]}"

@@ -227,12 +227,12 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
   std::ofstream out(output, std::ios::binary | std::ios::app);
   DESTEIN_CHECK_IO(out.good(), "{}: cannot open for appending", output.string());
   const int64_t total = static_cast<int64_t>(prompts.size());
-  std::vector<const EvalPrompt*> todo;
+  std::vector<const EvalPrompt*> pending;
   for (const auto& p : prompts) {
     if (done.count(p.index)) {
       ++report.prompts_resumed;
     } else {
-      todo.push_back(&p);
+      pending.push_back(&p);
     }
   }
   int64_t finished = report.prompts_resumed;
@@ -241,15 +241,15 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
   auto generate_batch = [&](size_t first) {
     const auto t = Clock::now();
     Batch batch;
-    const size_t last = std::min(todo.size(), first + static_cast<size_t>(per_batch));
+    const size_t last = std::min(pending.size(), first + static_cast<size_t>(per_batch));
     GenerationOptions g = options.generation;
     g.batch_size = 0;
     g.prompt_seeds.clear();
     for (size_t i = first; i < last; ++i) {
-      batch.prompts.push_back(todo[i]);
-      batch.prompt_ids.push_back(tokenizer.encode_prompt(todo[i]->text));
+      batch.prompts.push_back(pending[i]);
+      batch.prompt_ids.push_back(tokenizer.encode_prompt(pending[i]->text));
       // The stream a prompt had when the harness generated one prompt per call.
-      g.prompt_seeds.push_back(prompt_seed(options.generation.seed, todo[i]->index));
+      g.prompt_seeds.push_back(prompt_seed(options.generation.seed, pending[i]->index));
     }
     batch.gens = generate(model, batch.prompt_ids, g, hooks);
     times.generate += seconds_since(t);
@@ -321,7 +321,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
   };
 
   if (!options.pipelined) {
-    for (size_t first = 0; first < todo.size(); first += static_cast<size_t>(per_batch)) {
+    for (size_t first = 0; first < pending.size(); first += static_cast<size_t>(per_batch)) {
       Batch batch = generate_batch(first);
       finish_batch(batch);
     }
@@ -356,7 +356,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     });
     std::exception_ptr main_error;
     try {
-      for (size_t first = 0; first < todo.size(); first += static_cast<size_t>(per_batch)) {
+      for (size_t first = 0; first < pending.size(); first += static_cast<size_t>(per_batch)) {
         Batch batch = generate_batch(first);
         const auto t = Clock::now();
         std::unique_lock<std::mutex> lock(mu);
