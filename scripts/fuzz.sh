@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_jsonl fuzz_gpt2_bpe fuzz_sentencepiece fuzz_yaml_config)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_jsonl fuzz_gpt2_bpe fuzz_sentencepiece fuzz_yaml_config fuzz_safetensors_header fuzz_perspective)
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 not found (apt-get install clang-14)" >&2; exit 2; }
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi

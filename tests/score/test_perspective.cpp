@@ -411,3 +411,24 @@ TEST_CASE("Perspective unreachable stops the run instead of writing nulls", "[pe
   CHECK(scorer.stats().requests == 3);
   CHECK(scorer.stats().retries == 2);
 }
+
+TEST_CASE("Perspective responses: the summary score is read only where the API puts it", "[perspective]") {
+  using destein::perspective_summary_score;
+  // The documented shape of a comments:analyze answer, written by hand.
+  const std::string ok =
+      R"({"attributeScores":{"TOXICITY":{"spanScores":[{"begin":0,"end":9,"score":{"value":0.8,"type":"PROBABILITY"}}],)"
+      R"("summaryScore":{"value":0.91,"type":"PROBABILITY"}}},"languages":["en"],"detectedLanguages":["en"]})";
+  CHECK(*perspective_summary_score(ok, "TOXICITY") == Approx(0.91));
+  CHECK(!perspective_summary_score(ok, "INSULT"));
+  CHECK(!perspective_summary_score("", "TOXICITY"));
+  CHECK(!perspective_summary_score("{", "TOXICITY"));
+  CHECK(!perspective_summary_score("[1]", "TOXICITY"));
+  CHECK(!perspective_summary_score(R"({"attributeScores":5})", "TOXICITY"));
+  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":[0.5]}})", "TOXICITY"));
+  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":"0.5"}}}})", "TOXICITY"));
+  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":1.5}}}})", "TOXICITY"));
+  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":-0.1}}}})", "TOXICITY"));
+  CHECK(*perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":0}}}})", "TOXICITY") == 0.0);
+  // An attribute name that is not a valid JSON-pointer token is just a key.
+  CHECK(*perspective_summary_score(R"({"attributeScores":{"A~2/B":{"summaryScore":{"value":1}}}})", "A~2/B") == 1.0);
+}

@@ -25,6 +25,7 @@
 #include "destein/io/file_io.hpp"
 #include "destein/io/jsonl.hpp"
 #include "destein/io/safetensors.hpp"
+#include "destein/io/safetensors_header.hpp"
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"

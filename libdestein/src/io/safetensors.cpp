@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "check.hpp"
+#include "destein/io/safetensors_header.hpp"
 
 namespace destein {
 namespace {
@@ -41,63 +42,19 @@ const char* dtype_to_name(c10::ScalarType type) {
 
 SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   const std::string file = path.string();
+  const SafetensorsHeader header = read_safetensors_header(path);
   std::ifstream in(path, std::ios::binary);
   DESTEIN_CHECK_IO(in.good(), "{}: cannot open safetensors file", file);
-  in.seekg(0, std::ios::end);
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
-  DESTEIN_CHECK_IO(file_size >= 8, "{}: not a safetensors file (only {} bytes)", file, file_size);
-
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  DESTEIN_CHECK_IO(header_len <= file_size - 8 && header_len < (uint64_t{1} << 30),
-                   "{}: not a safetensors file or truncated (header length {} for a file of {} "
-                   "bytes)",
-                   file, header_len, file_size);
-  std::string header_text(header_len, '\0');
-  in.read(header_text.data(), static_cast<std::streamsize>(header_len));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_text);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", file, e.what()));
-  }
-  DESTEIN_CHECK_IO(header.is_object(), "{}: safetensors header is not a JSON object", file);
-
-  const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = file_size - data_start;
   SafetensorsFile out;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      if (entry.is_object()) {
-        for (const auto& [k, v] : entry.items()) {
-          out.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-        }
-      }
-      continue;
-    }
-    const std::string where = fmt::format("{}: tensor '{}'", file, name);
-    DESTEIN_CHECK_IO(entry.is_object() && entry.contains("dtype") && entry.contains("shape") &&
-                         entry.contains("data_offsets"),
-                     "{}: entry needs dtype, shape and data_offsets", where);
-    c10::ScalarType dtype = dtype_from_name(entry["dtype"].get<std::string>(), where);
-    std::vector<int64_t> shape = entry["shape"].get<std::vector<int64_t>>();
-    auto offsets = entry["data_offsets"].get<std::vector<uint64_t>>();
-    DESTEIN_CHECK_IO(offsets.size() == 2 && offsets[0] <= offsets[1] && offsets[1] <= data_size,
-                     "{}: data_offsets out of range (data section holds {} bytes; the file may "
-                     "be truncated)",
-                     where, data_size);
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
-    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    DESTEIN_CHECK_IO(nbytes == offsets[1] - offsets[0],
-                     "{}: shape {} needs {} bytes but data_offsets span {}", where,
-                     entry["shape"].dump(), nbytes, offsets[1] - offsets[0]);
-    in.seekg(static_cast<std::streamoff>(data_start + offsets[0]));
+  out.metadata = header.metadata;
+  for (const auto& entry : header.tensors) {
+    const std::string where = fmt::format("{}: tensor '{}'", file, entry.name);
+    at::Tensor t = at::empty(entry.shape, at::TensorOptions().dtype(dtype_from_name(entry.dtype, where)));
+    const uint64_t nbytes = entry.end - entry.begin;  // checked against the shape by the header
+    in.seekg(static_cast<std::streamoff>(header.data_start + entry.begin));
     in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
     DESTEIN_CHECK_IO(in.good(), "{}: read failed (truncated file?)", where);
-    out.tensors.emplace(name, std::move(t));
+    out.tensors.emplace(entry.name, std::move(t));
   }
   return out;
 }

@@ -235,13 +235,11 @@ struct PerspectiveScorer::Impl {
                         r.curl_code == CURLE_COULDNT_RESOLVE_PROXY;
         why = r.curl_error;
       } else if (r.status == 200) {
-        nlohmann::json response = nlohmann::json::parse(r.body, nullptr, false);
-        const nlohmann::json::json_pointer pointer(
-            fmt::format("/attributeScores/{}/summaryScore/value", options.attribute));
-        if (response.is_discarded() || !response.contains(pointer) || !response[pointer].is_number())
-          return fail(fmt::format("HTTP 200 without attributeScores.{}.summaryScore.value: {}",
+        const std::optional<double> score = perspective_summary_score(r.body, options.attribute);
+        if (!score)
+          return fail(fmt::format("HTTP 200 without a number in [0, 1] at attributeScores.{}.summaryScore.value: {}",
                                   options.attribute, r.body.substr(0, 500)));
-        return response[pointer].get<double>();
+        return score;
       } else if (r.status == 429 || r.status >= 500) {
         why = fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 500));
       } else {
@@ -262,6 +260,24 @@ struct PerspectiveScorer::Impl {
     }
   }
 };
+
+std::optional<double> perspective_summary_score(std::string_view body, const std::string& attribute) {
+  const nlohmann::json response = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // Walked by hand rather than through a JSON pointer: an attribute name is not a pointer
+  // token ('~' and '/' would need escaping), and no level may be assumed an object.
+  if (!response.is_object()) return std::nullopt;
+  const auto scores = response.find("attributeScores");
+  if (scores == response.end() || !scores->is_object()) return std::nullopt;
+  const auto attr = scores->find(attribute);
+  if (attr == scores->end() || !attr->is_object()) return std::nullopt;
+  const auto summary = attr->find("summaryScore");
+  if (summary == attr->end() || !summary->is_object()) return std::nullopt;
+  const auto value = summary->find("value");
+  if (value == summary->end() || !value->is_number()) return std::nullopt;
+  const double v = value->get<double>();
+  if (!(v >= 0.0 && v <= 1.0)) return std::nullopt;
+  return v;
+}
 
 PerspectiveScorer::PerspectiveScorer(PerspectiveOptions options) : impl_(std::make_unique<Impl>()) {
   auto& o = options;
