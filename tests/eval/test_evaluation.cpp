@@ -87,6 +87,39 @@ TEST_CASE("conditional perplexity equals the definition computed by hand", "[eva
     CHECK(ppl[i] == Approx(expected).epsilon(1e-5));
   }
   CHECK(std::isnan(ppl[2]));  // an empty continuation adds no token
+
+  // Continuations that merge with the prompt's last token ("hi" + "m" -> "him"): the
+  // shared prefix is shorter than the prompt's own tokens, and the prompt's NLL still
+  // counts every token of the prompt alone.
+  const std::vector<std::string> prompts2 = {"So I told hi", "x", "Well"};
+  const std::vector<std::vector<std::string>> conts2 = {
+      {"m that", "gh", " and then some more words", "m"}, {"y z", " q"}, {}};
+  REQUIRE(tok->encode("So I told him").size() == tok->encode("So I told hi").size());  // a real merge
+  auto ppl2 = ev.perplexities(prompts2, conts2);
+  REQUIRE(ppl2.size() == 3);
+  CHECK(ppl2[2].empty());
+  for (size_t i = 0; i < 2; ++i) {
+    auto pi = tok->encode(prompts2[i]);
+    for (size_t j = 0; j < conts2[i].size(); ++j) {
+      INFO(prompts2[i] << " + " << conts2[i][j]);
+      auto full = tok->encode(prompts2[i] + conts2[i][j]);
+      if (full.size() <= pi.size()) {
+        CHECK(std::isnan(ppl2[i][j]));
+        continue;
+      }
+      const double expected = std::exp((nll(full) - nll(pi)) / double(full.size() - pi.size()));
+      CHECK(ppl2[i][j] == Approx(expected).epsilon(1e-5));
+    }
+  }
+  // The shared-prefix sums against the by-hand sums, group by group.
+  std::vector<std::vector<std::vector<int64_t>>> groups = {
+      {tok->encode("The cat sat"), tok->encode("The cat sat on the mat"), tok->encode("The dog")},
+      {tok->encode("Hello")},
+      {tok->encode("One two three"), tok->encode("One two three four five six seven")},
+      {tok->encode("a"), tok->encode("b c")}};  // nothing shared: summed whole
+  auto sums = ev.shared_prefix_nll_sums(groups);
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t j = 0; j < groups[g].size(); ++j) CHECK(sums[g][j] == Approx(nll(groups[g][j])).epsilon(1e-5));
 }
 
 TEST_CASE("a killed run resumes with nothing lost and nothing duplicated", "[eval][resume]") {

@@ -12,6 +12,7 @@
 
 #include "destein/eval/harness.hpp"
 #include "destein/eval/metrics.hpp"
+#include "destein/eval/perplexity.hpp"
 #include "destein/experiment/config_node.hpp"
 #include "destein/experiment/model_section.hpp"
 #include "destein/experiment/pairs_experiment.hpp"

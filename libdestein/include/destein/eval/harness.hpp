@@ -15,6 +15,7 @@
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/hooks.hpp"
 #include "destein/eval/metrics.hpp"
+#include "destein/eval/perplexity.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/score/scorer.hpp"
 #include "destein/text/tokenizer.hpp"
@@ -40,30 +41,6 @@ struct PromptFileOptions {
 /// filter on a prompt without toxicity. `skipped` (may be null) counts skipped lines.
 std::vector<EvalPrompt> load_eval_prompts(const std::filesystem::path& path, const PromptFileOptions& options,
                                           int64_t* skipped = nullptr);
-
-/// Conditional perplexity of continuations under an evaluator model, as the method note
-/// defines it: exp((NLL(prompt + gen) - NLL(prompt)) / (n(prompt + gen) - n(prompt))),
-/// both texts tokenised by the evaluator's tokenizer.
-class PerplexityEvaluator {
- public:
-  /// `batch_size`: sequences per forward pass (their logits are held at once).
-  PerplexityEvaluator(const Model& model, const Tokenizer& tokenizer, int64_t batch_size = 25);
-  /// One value per continuation; NaN when the continuation adds no token.
-  std::vector<double> perplexities(const std::string& prompt, const std::vector<std::string>& continuations) const;
-  /// Many prompts at once, their sequences sharing forward passes: result[i][j] is the
-  /// perplexity of continuations[i][j] after prompts[i]. Throws std::invalid_argument when
-  /// the two lists differ in length.
-  std::vector<std::vector<double>> perplexities(const std::vector<std::string>& prompts,
-                                                const std::vector<std::vector<std::string>>& continuations) const;
-  /// Sum of -log p(token_t | tokens_<t) over t >= 1 for each sequence. (N) doubles. On a
-  /// model with row-stable kernels a sequence's value does not depend on the others.
-  std::vector<double> nll_sums(const std::vector<std::vector<int64_t>>& sequences) const;
-
- private:
-  const Model& model_;
-  const Tokenizer& tokenizer_;
-  int64_t batch_size_;
-};
 
 struct EvalRunOptions {
   GenerationOptions generation;     ///< num_samples = generations per prompt
