@@ -5,9 +5,12 @@
 //    to one prompt per batch measured in the same run; the runs of one model alternate
 //    (round-robin) so that drifts in machine load hit all alike;
 //  * steering: with and without steering, and the steering overhead as a ratio measured in
-//    the same run (base and steered passes alternate, ABAB...).
+//    the same run (base and steered passes alternate, ABAB...);
+//  * perplexity: the evaluator's shared-prefix pass (a prompt's tokens once, its
+//    continuations reading them from a KV cache) against every sequence in full, on the
+//    same continuations, alternating, with the largest relative difference of the values.
 //
-//   build/bin/harness_throughput [--part all|batching|steering] [--prompts 8] [--samples 25]
+//   build/bin/harness_throughput [--part all|batching|steering|perplexity] [--prompts 8] [--samples 25]
 //                                [--new-tokens 20] [--rounds 2] [--mode reference|headwise]
 //                                [--threads N] [--batch-prompts 32] [--widths 1,4,16]
 //                                [--no-perplexity] [--models gpt2,tiny]
@@ -18,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 
 #include "args.hpp"
@@ -101,6 +105,72 @@ void batching_part(const std::string& title, const Model& model, const Tokenizer
   fmt::print("generations files identical across widths and modes: {}\n", identical ? "yes" : "NO");
 }
 
+// Conditional perplexity two ways on the same prompts and continuations (sampled from the
+// model itself): shared-prefix perplexities() and whole sequences through nll_sums().
+void perplexity_part(const std::string& title, const Model& model, const Tokenizer& tok,
+                     const std::vector<EvalPrompt>& prompts, int64_t samples, int64_t new_tokens, int rounds) {
+  PerplexityEvaluator ev(model, tok, 25);
+  GenerationOptions go;
+  go.num_samples = samples;
+  go.max_new_tokens = new_tokens;
+  go.top_p = 0.9;
+  go.stop_at_eos = false;
+  std::vector<std::string> texts;
+  std::vector<std::vector<std::string>> conts;
+  for (const auto& p : prompts) {
+    texts.push_back(p.text);
+    conts.emplace_back();
+    const auto ids = tok.encode_prompt(p.text);
+    for (const auto& g : generate(model, {ids}, go)) conts.back().push_back(tok.decode_continuation(ids, g.token_ids));
+  }
+  auto whole = [&] {
+    const int64_t max_len = model.config().max_positions;
+    std::vector<std::vector<int64_t>> seqs;
+    auto add = [&](const std::string& text) {
+      seqs.push_back(tok.encode_prompt(text));
+      if (static_cast<int64_t>(seqs.back().size()) > max_len) seqs.back().resize(static_cast<size_t>(max_len));
+    };
+    for (size_t i = 0; i < texts.size(); ++i) {
+      add(texts[i]);
+      for (const auto& c : conts[i]) add(texts[i] + c);
+    }
+    const auto nll = ev.nll_sums(seqs);
+    std::vector<std::vector<double>> out(texts.size());
+    size_t at = 0;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const size_t p = at++;
+      for (size_t j = 0; j < conts[i].size(); ++j, ++at) {
+        const auto n = static_cast<int64_t>(seqs[at].size()), np = static_cast<int64_t>(seqs[p].size());
+        out[i].push_back(n > np ? conditional_perplexity(nll[at], nll[p], n, np) : std::nan(""));
+      }
+    }
+    return out;
+  };
+  double t_shared = 0, t_whole = 0, max_rel = 0;
+  for (int round = 0; round < rounds + 1; ++round) {  // round 0 warms up
+    auto t = Clock::now();
+    const auto a = ev.perplexities(texts, conts);
+    const double s1 = std::chrono::duration<double>(Clock::now() - t).count();
+    t = Clock::now();
+    const auto b = whole();
+    const double s2 = std::chrono::duration<double>(Clock::now() - t).count();
+    if (round > 0) {
+      t_shared += s1;
+      t_whole += s2;
+    }
+    for (size_t i = 0; i < a.size(); ++i)
+      for (size_t j = 0; j < a[i].size(); ++j)
+        if (std::isfinite(b[i][j])) max_rel = std::max(max_rel, std::abs(a[i][j] - b[i][j]) / b[i][j]);
+  }
+  const double n = static_cast<double>(prompts.size() * samples) * rounds;
+  fmt::print("\n{}: perplexity of {} prompts x {} continuations of {} tokens, {} rounds\n", title, prompts.size(),
+             samples, new_tokens, rounds);
+  fmt::print("  shared prefix  {:8.1f} continuations/s\n  whole sequence {:8.1f} continuations/s\n", n / t_shared,
+             n / t_whole);
+  fmt::print("  shared prefix vs whole: {:.2f}x; largest relative difference of a perplexity {:.2e}\n",
+             t_whole / t_shared, max_rel);
+}
+
 std::vector<int64_t> parse_list(const std::string& text) {
   std::vector<int64_t> out;
   size_t start = 0;
@@ -130,8 +200,8 @@ int main(int argc, char** argv) {
     const bool perplexity = !args.flag("no-perplexity");
     const std::string models = args.get_or("models", "gpt2,tiny");
     args.finish();
-    if (part != "all" && part != "batching" && part != "steering") {
-      throw std::invalid_argument("--part must be all, batching or steering, found '" + part + "'");
+    if (part != "all" && part != "batching" && part != "steering" && part != "perplexity") {
+      throw std::invalid_argument("--part must be all, batching, steering or perplexity, found '" + part + "'");
     }
 
     set_threads(threads);
@@ -145,6 +215,24 @@ int main(int argc, char** argv) {
     po.limit = n_prompts;
     auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
     auto scorer = LinearScorer::load(default_scorer_path());
+    if (part == "perplexity") {
+      fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
+      PromptFileOptions bo;
+      bo.limit = batch_prompts;
+      auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
+      if (models.find("gpt2") != std::string::npos)
+        perplexity_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, samples,
+                        new_tokens, rounds);
+      if (models.find("tiny") != std::string::npos) {
+        ModelSection tiny_section;
+        tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
+        tiny_section.threads = threads;
+        auto tiny = load_model_section(tiny_section);
+        perplexity_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, samples, new_tokens,
+                        rounds);
+      }
+      return 0;
+    }
     if (part != "steering") {
       PromptFileOptions bo;
       bo.limit = batch_prompts;
