@@ -9,6 +9,7 @@
 #include "destein/parallel/process_group.hpp"
 #include "destein/parallel/rank_placement.hpp"
 #include "destein/parallel/work_split.hpp"
+#include "splitmix_inverse.hpp"
 
 using namespace destein;
 using Catch::Matchers::Contains;
@@ -78,4 +79,17 @@ TEST_CASE("a single process is rank 0 of 1 and its collectives are the identity"
   CHECK_THROWS_AS(one.receive(1), std::logic_error);
   CHECK_THAT(one.describe(), Contains("rank 0 of 1 (host "));
   CHECK(one.kind() == "single");
+}
+
+TEST_CASE("unsplitmix64 inverts splitmix64", "[parallel]") {
+  // The sharded self-induction's streams rest on it (steer/self_induced.cpp).
+  detail::SplitMix64 draws(12345);
+  for (uint64_t x : {uint64_t{0}, uint64_t{1}, ~uint64_t{0}, detail::kGoldenGamma}) {
+    CHECK(detail::unsplitmix64(detail::splitmix64(x)) == x);
+    CHECK(detail::splitmix64(detail::unsplitmix64(x)) == x);
+  }
+  for (int i = 0; i < 10000; ++i) {
+    const uint64_t x = draws.next();
+    REQUIRE(detail::unsplitmix64(detail::splitmix64(x)) == x);
+  }
 }
