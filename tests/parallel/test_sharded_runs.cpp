@@ -361,7 +361,7 @@ TEST_CASE("a rank that fails aborts the job, naming the rank and the error", "[m
   }
 }
 
-TEST_CASE("destein-bench run: a second writer on a folder is refused; a killed writer's lock does not block",
+TEST_CASE("destein-bench run: a second writer on a folder is refused, a killed writer's lock does not block",
           "[cli][output_lock][parallel]") {
   const fs::path dir = destein::test::temp_dir("bench_lock");
   const std::string bench = DESTEIN_BENCH;
