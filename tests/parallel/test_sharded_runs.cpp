@@ -271,8 +271,8 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
   auto base = run_command(bench + " run --threads 1 --config " + config + " --output " + (dir / "run1").string());
   INFO(base.output);
   REQUIRE(base.exit_code == 0);
-  for (int n : {2, 3}) {
-    const fs::path out = dir / ("run" + std::to_string(n));
+  for (int n : {1, 2, 3}) {  // mpirun -n 1: MPI's world of one rank, the unsharded path
+    const fs::path out = dir / ("mpi" + std::to_string(n));
     auto r = run_command(mpirun(n, bench + " run --threads 1 --config " + config + " --output " + out.string()));
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
