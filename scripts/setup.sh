@@ -14,6 +14,7 @@ packages=(
   libicu-dev              # Unicode NFC, the normalizer of GPT-NeoX (MPT) tokenizers
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
   clang-14 libclang-rt-14-dev  # only for scripts/fuzz.sh (libFuzzer)
+  openmpi-bin libopenmpi-dev  # MPI: sharded runs over processes, GPUs and machines (docs/scaling.md)
 )
 
 missing=()

@@ -21,6 +21,7 @@
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
 #include "model_args.hpp"
+#include "program_group.hpp"
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/experiment/stop_request.hpp"
@@ -59,13 +60,16 @@ int run_bench(Args& args) {
     std::cout << dump_bench_experiment(c) << "\n";
     return 0;
   }
-  const BenchRunReport report = run_bench_experiment(c);
-  std::cout << report.table;
-  fmt::print("results in {}\n", report.output.string());
+  const BenchRunReport report = run_bench_experiment(c, &program_group());
+  if (program_group().is_root()) {
+    std::cout << report.table;
+    fmt::print("results in {}\n", report.output.string());
+  }
   return 0;
 }
 
 int run_metrics(Args& args) {
+  require_single_process("destein-bench metrics");
   const std::string file = args.require("generations", "a generations file written by destein-bench run");
   auto evaluator_path = args.get("evaluator", "a model to measure perplexity under");
   const bool skip = args.flag("skip-malformed", "skip (and count) malformed lines instead of failing");
@@ -114,6 +118,15 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  // Under mpirun / srun: the ranks of the job (docs/scaling.md); else one process.
+  std::unique_ptr<destein::ProcessGroup> group;
+  try {
+    group = destein::start_process_group(&argc, &argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
+    return 1;
+  }
+  set_program_group(group.get());
   destein::install_stop_handlers();
   try {
     Args args(argc, argv, 2);
@@ -128,10 +141,10 @@ int main(int argc, char** argv) {
                help.what());
     return 0;
   } catch (const destein::StopRequested& e) {
-    fmt::print(stderr, "destein-bench {}: stopped by {}: {}\n", cmd, e.signal_name(), e.what());
-    return e.exit_code();
+    fmt::print(stderr, "destein-bench {}: {}stopped by {}: {}\n", cmd, rank_prefix(), e.signal_name(), e.what());
+    return end_failed_rank(e.exit_code());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "destein-bench {}: error: {}\n", cmd, e.what());
-    return 1;
+    fmt::print(stderr, "destein-bench {}: {}error: {}\n", cmd, rank_prefix(), e.what());
+    return end_failed_rank(1);
   }
 }

@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "destein/experiment/pairs_experiment.hpp"
+#include "program_group.hpp"
 
 namespace destein::app {
 namespace {
@@ -27,7 +28,8 @@ int run_pairs(Args& args) {
     std::cout << dump_pairs_experiment(c) << "\n";
     return 0;
   }
-  const PairsRunReport run = run_pairs_experiment(c);
+  const PairsRunReport run = run_pairs_experiment(c, &program_group());
+  if (!program_group().is_root()) return 0;
   const auto& report = run.induction;
   fmt::print(
       "{} rewrites: kept {} pairs{}; dropped {} empty, {} unchanged, {} duplicates, {} toxic side below {}, {} "

@@ -20,6 +20,7 @@
 #include "destein/score/scorer_eval.hpp"
 #include "destein/experiment/scorer_training_experiment.hpp"
 #include "destein/io/data_folder.hpp"
+#include "program_group.hpp"
 
 namespace destein::app {
 namespace {
@@ -125,6 +126,7 @@ int run_train_scorer(Args& args) {
     fmt::print("{}", dump_scorer_training_experiment(c));
     return 0;
   }
+  require_single_process("destein train-scorer");
   run_scorer_training_experiment(c);
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "destein/experiment/vectors_experiment.hpp"
+#include "program_group.hpp"
 
 namespace destein::app {
 namespace {
@@ -26,7 +27,8 @@ int run_vectors(Args& args) {
     std::cout << dump_vectors_experiment(c) << "\n";
     return 0;
   }
-  const VectorsRunReport r = run_vectors_experiment(c);
+  const VectorsRunReport r = run_vectors_experiment(c, &program_group());
+  if (!program_group().is_root()) return 0;
   if (!r.heatmap.empty()) {
     fmt::print(stderr, "probes: mean accuracy {:.3f}, best {:.3f}; heatmap {}\n", r.probe_mean_accuracy,
                r.probe_best_accuracy, r.heatmap.string());

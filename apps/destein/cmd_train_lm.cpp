@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "destein/experiment/train_lm_experiment.hpp"
+#include "program_group.hpp"
 
 namespace destein::app {
 namespace {
@@ -35,6 +36,7 @@ int run_train_lm(Args& args) {
   if (output_override) c.output = *output_override;
   if (export_override) c.export_dir = *export_override;
   if (threads_override >= 0) c.threads = static_cast<int>(threads_override);
+  require_single_process("destein train-lm");
   run_train_lm_experiment(c, stop_after);
   return 0;
 }

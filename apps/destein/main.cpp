@@ -2,10 +2,12 @@
 #include <fmt/format.h>
 
 #include <exception>
+#include <memory>
 #include <string>
 
 #include "commands.hpp"
 #include "destein/experiment/stop_request.hpp"
+#include "program_group.hpp"
 
 namespace destein::app {
 std::map<std::string, Command>& command_table() {
@@ -33,6 +35,17 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
+  // Under mpirun / srun: the ranks of the job (docs/scaling.md); else one process.
+  std::unique_ptr<destein::ProcessGroup> group;
+  try {
+    group = destein::start_process_group(&argc, &argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "destein {}: error: {}\n", argv[1], e.what());
+    return 1;
+  }
+  destein::app::set_program_group(group.get());
+  using destein::app::end_failed_rank;
+  using destein::app::rank_prefix;
   destein::install_stop_handlers();
   try {
     destein::app::Args args(argc, argv, 2);
@@ -41,10 +54,10 @@ int main(int argc, char** argv) {
     fmt::print("usage: destein {} [options]\n{}\n\n{}", argv[1], it->second.summary, help.what());
     return 0;
   } catch (const destein::StopRequested& e) {
-    fmt::print(stderr, "destein {}: stopped by {}: {}\n", argv[1], e.signal_name(), e.what());
-    return e.exit_code();
+    fmt::print(stderr, "destein {}: {}stopped by {}: {}\n", argv[1], rank_prefix(), e.signal_name(), e.what());
+    return end_failed_rank(e.exit_code());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "destein {}: error: {}\n", argv[1], e.what());
-    return 1;
+    fmt::print(stderr, "destein {}: {}error: {}\n", argv[1], rank_prefix(), e.what());
+    return end_failed_rank(1);
   }
 }

@@ -7,7 +7,8 @@
 ///   eval/     prompts, metrics, the evaluation harness
 ///   score/    toxicity scorers (linear, TorchScript, Perspective) and their figures
 ///   train/    language-model corpus and training, scorer training data
-///   io/       CSV, JSON Lines, safetensors, file helpers
+///   io/       CSV, JSON Lines, safetensors, file helpers, the output lock
+///   parallel/ the process group (MPI ranks or one process), how work is split, rank placement
 ///   experiment/  YAML experiments (bench, pairs, vectors, train-lm, scorer) as options structs
 
 #include "destein/eval/harness.hpp"
@@ -25,8 +26,12 @@
 #include "destein/io/data_folder.hpp"
 #include "destein/io/file_io.hpp"
 #include "destein/io/jsonl.hpp"
+#include "destein/io/output_lock.hpp"
 #include "destein/io/safetensors.hpp"
 #include "destein/io/safetensors_header.hpp"
+#include "destein/parallel/process_group.hpp"
+#include "destein/parallel/rank_placement.hpp"
+#include "destein/parallel/work_split.hpp"
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <fstream>
 #include <mutex>
@@ -14,6 +15,8 @@
 #include "check.hpp"
 #include "splitmix.hpp"
 #include "destein/io/jsonl.hpp"
+#include "destein/parallel/process_group.hpp"
+#include "destein/parallel/work_split.hpp"
 
 namespace destein {
 
@@ -125,6 +128,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 // One batch of prompts between generation and the file.
 struct Batch {
+  int64_t index = 0;  // among the batches of the pending prompts
   std::vector<const EvalPrompt*> prompts;
   std::vector<std::vector<int64_t>> prompt_ids;
   std::vector<Generation> gens;  // prompt-major, num_samples per prompt
@@ -136,7 +140,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
                                   const std::vector<EvalPrompt>& prompts, const Hooks* hooks, ToxicityScorer* scorer,
                                   const PerplexityEvaluator* evaluator, const EvalRunOptions& options,
                                   const std::filesystem::path& output,
-                                  const std::function<void(int64_t, int64_t)>& progress) {
+                                  const std::function<void(int64_t, int64_t)>& progress, const ProcessGroup* group) {
   const auto t_start = Clock::now();
   EvalRunReport report;
   DESTEIN_CHECK_ARG(options.prompts_per_batch >= 0, "prompts_per_batch must be >= 0 (0 = auto), found {}",
@@ -149,25 +153,101 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
       options.prompts_per_batch > 0 ? options.prompts_per_batch : std::max<int64_t>(1, max_rows / samples);
   report.prompts_per_batch = per_batch;
 
-  if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
-  std::set<int64_t> done = done_prompts(output, &report.truncated_bytes);
-  std::ofstream out(output, std::ios::binary | std::ios::app);
-  DESTEIN_CHECK_IO(out.good(), "{}: cannot open for appending", output.string());
+  // Sharded: rank 0 alone reads and writes the file; the others learn what is pending.
+  const bool sharded = group && group->size() > 1;
+  const int rank = sharded ? group->rank() : 0, ranks = sharded ? group->size() : 1;
+  std::ofstream out;
+  std::vector<int64_t> pending_at;  // positions in `prompts` still to do
   const int64_t total = static_cast<int64_t>(prompts.size());
-  std::vector<const EvalPrompt*> pending;
-  for (const auto& p : prompts) {
-    if (done.count(p.index)) {
-      ++report.prompts_resumed;
-    } else {
-      pending.push_back(&p);
+  if (rank == 0) {
+    if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
+    std::set<int64_t> done = done_prompts(output, &report.truncated_bytes);
+    out.open(output, std::ios::binary | std::ios::app);
+    DESTEIN_CHECK_IO(out.good(), "{}: cannot open for appending", output.string());
+    for (int64_t i = 0; i < total; ++i) {
+      if (done.count(prompts[static_cast<size_t>(i)].index)) {
+        ++report.prompts_resumed;
+      } else {
+        pending_at.push_back(i);
+      }
     }
   }
+  if (sharded) {
+    std::string plan = rank == 0 ? nlohmann::json{{"prompts", total}, {"pending", pending_at}}.dump() : "";
+    group->broadcast(plan);
+    const auto j = nlohmann::json::parse(plan);
+    DESTEIN_CHECK_IO(j["prompts"].get<int64_t>() == total,
+                     "{}: rank 0 has {} prompts for {} but this rank has {}: every rank must read the same prompt file",
+                     group->describe(), j["prompts"].get<int64_t>(), output.string(), total);
+    pending_at = j["pending"].get<std::vector<int64_t>>();
+    report.prompts_resumed = total - static_cast<int64_t>(pending_at.size());
+  }
+  std::vector<const EvalPrompt*> pending;
+  for (int64_t i : pending_at) pending.push_back(&prompts[static_cast<size_t>(i)]);
+  const int64_t num_batches = (static_cast<int64_t>(pending.size()) + per_batch - 1) / per_batch;
   int64_t finished = report.prompts_resumed;
   EvalStageTimes& times = report.times;
 
-  auto generate_batch = [&](size_t first) {
+  // The file's end: the lines of one batch, flushed, in batch order.
+  auto write_lines = [&](const std::string& lines, int64_t n, int64_t unscored) {
+    const auto t = Clock::now();
+    out << lines;
+    out.flush();
+    DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?); the lines before this batch are kept",
+                     output.string());
+    times.write += seconds_since(t);
+    report.prompts_done += n;
+    report.generations += n * samples;
+    report.unscored += unscored;
+    ++report.batches;
+    finished += n;
+    if (progress) progress(finished, total);
+  };
+  auto batch_prompts = [&](int64_t b) {
+    return std::min<int64_t>(per_batch, static_cast<int64_t>(pending.size()) - b * per_batch);
+  };
+  // Rank 0 writes the other ranks' batches as they come, in batch order: before its own
+  // batch b it receives every earlier batch (messages from one rank arrive in order).
+  int64_t next_to_write = 0;
+  auto receive_through = [&](int64_t stop) {
+    for (; next_to_write < stop; ++next_to_write) {
+      const int owner = batch_owner(next_to_write, ranks);
+      const std::string message = group->receive(owner);
+      int64_t header[2];  // batch, unscored
+      DESTEIN_CHECK_IO(message.size() >= sizeof(header), "{}: short message from rank {}", output.string(), owner);
+      std::memcpy(header, message.data(), sizeof(header));
+      DESTEIN_CHECK_IO(header[0] == next_to_write, "{}: rank {} sent batch {} where batch {} was expected",
+                       output.string(), owner, header[0], next_to_write);
+      write_lines(message.substr(sizeof(header)), batch_prompts(next_to_write), header[1]);
+    }
+  };
+  auto deliver = [&](int64_t b, const std::string& lines, int64_t n, int64_t unscored) {
+    if (!sharded) {
+      write_lines(lines, n, unscored);
+    } else if (rank == 0) {
+      receive_through(b);
+      write_lines(lines, n, unscored);
+      next_to_write = b + 1;
+    } else {
+      const int64_t header[2] = {b, unscored};
+      group->send(std::string(reinterpret_cast<const char*>(header), sizeof(header)) + lines, 0);
+      report.prompts_done += n;
+      report.generations += n * samples;
+      report.unscored += unscored;
+      ++report.batches;
+    }
+  };
+  // This rank's batches, in order: all of them in one process, every ranks-th when sharded.
+  std::vector<int64_t> my_batches;
+  for (int64_t b = 0; b < num_batches; ++b) {
+    if (batch_owner(b, ranks) == rank) my_batches.push_back(b);
+  }
+
+  auto generate_batch = [&](int64_t b) {
     const auto t = Clock::now();
     Batch batch;
+    batch.index = b;
+    const size_t first = static_cast<size_t>(b * per_batch);
     const size_t last = std::min(pending.size(), first + static_cast<size_t>(per_batch));
     GenerationOptions g = options.generation;
     g.batch_size = 0;
@@ -216,6 +296,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     times.perplexity += seconds_since(t);
     t = Clock::now();
     std::string lines;
+    int64_t unscored = 0;
     size_t k = 0;
     for (size_t i = 0; i < n; ++i) {
       const EvalPrompt& p = *batch.prompts[i];
@@ -225,7 +306,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
       for (size_t j = 0; k < texts.size() && batch.gens[k].prompt_index == static_cast<int64_t>(i); ++k, ++j) {
         nlohmann::json item = {{"text", texts[k]}, {"tokens", batch.gens[k].token_ids.size()}};
         item["toxicity"] = scores[k] ? nlohmann::json(*scores[k]) : nlohmann::json(nullptr);
-        if (!scores[k]) ++report.unscored;
+        if (!scores[k]) ++unscored;
         if (evaluator) {
           item["perplexity"] = std::isfinite(ppl[i][j]) ? nlohmann::json(ppl[i][j]) : nlohmann::json(nullptr);
         }
@@ -235,21 +316,13 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
       lines += line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       lines += '\n';
     }
-    out << lines;
-    out.flush();
-    DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?); the lines before this batch are kept",
-                     output.string());
     times.write += seconds_since(t);
-    report.prompts_done += static_cast<int64_t>(n);
-    report.generations += static_cast<int64_t>(texts.size());
-    ++report.batches;
-    finished += static_cast<int64_t>(n);
-    if (progress) progress(finished, total);
+    deliver(batch.index, lines, static_cast<int64_t>(n), unscored);
   };
 
   if (!options.pipelined) {
-    for (size_t first = 0; first < pending.size(); first += static_cast<size_t>(per_batch)) {
-      Batch batch = generate_batch(first);
+    for (int64_t b : my_batches) {
+      Batch batch = generate_batch(b);
       finish_batch(batch);
     }
   } else {
@@ -283,8 +356,8 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     });
     std::exception_ptr main_error;
     try {
-      for (size_t first = 0; first < pending.size(); first += static_cast<size_t>(per_batch)) {
-        Batch batch = generate_batch(first);
+      for (int64_t b : my_batches) {
+        Batch batch = generate_batch(b);
         const auto t = Clock::now();
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return !slot.has_value() || worker_error; });
@@ -307,6 +380,7 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     if (worker_error) std::rethrow_exception(worker_error);
     if (main_error) std::rethrow_exception(main_error);
   }
+  if (sharded && rank == 0) receive_through(num_batches);
   times.wall = seconds_since(t_start);
   return report;
 }

@@ -10,6 +10,7 @@
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/io/file_io.hpp"
+#include "destein/io/output_lock.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/perspective.hpp"
 
@@ -232,6 +233,67 @@ std::string tradeoff_svg(const std::vector<TradeoffPoint>& points, const std::st
   return svg + "</svg>\n";
 }
 
+// A rank's steering statistics travel as JSON: the means with the positions they are
+// means over, so that rank 0 can weigh them.
+nlohmann::json steering_stats_json(const SteeringReport& r) {
+  auto values = [](const std::vector<double>& v) {
+    nlohmann::json a = nlohmann::json::array();
+    for (double x : v) a.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr));
+    return a;
+  };
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& e : r.entries) {
+    out.push_back({{"prompt_layer", values(e.prompt_layer_mean)},
+                   {"generated_layer", values(e.generated_layer_mean)},
+                   {"prompt_head", values(e.prompt_head_mean)},
+                   {"generated_head", values(e.generated_head_mean)},
+                   {"prompt_positions", e.prompt_positions},
+                   {"generated_positions", e.generated_positions},
+                   {"generated_not_edited", e.generated_not_edited}});
+  }
+  return out;
+}
+
+// The statistics over every rank's prompts: counts add up, means are weighted by the
+// positions they average (equal to a one-process run's up to rounding, as they already
+// are across batch layouts, since each forward sums its positions in one go).
+SteeringReport merge_steering_stats(SteeringReport mine, const std::vector<std::string>& ranks) {
+  for (size_t i = 0; i < mine.entries.size(); ++i) {
+    auto& e = mine.entries[i];
+    int64_t positions[2] = {0, 0};
+    bool any_generated = false, all_not_edited = true;
+    std::vector<double>* means[4] = {&e.prompt_layer_mean, &e.generated_layer_mean, &e.prompt_head_mean,
+                                     &e.generated_head_mean};
+    const char* keys[4] = {"prompt_layer", "generated_layer", "prompt_head", "generated_head"};
+    std::vector<double> sums[4];
+    for (int m = 0; m < 4; ++m) sums[m].assign(means[m]->size(), 0.0);
+    for (const auto& bytes : ranks) {
+      const nlohmann::json r = nlohmann::json::parse(bytes).at(i);
+      const int64_t n[2] = {r["prompt_positions"].get<int64_t>(), r["generated_positions"].get<int64_t>()};
+      for (int m = 0; m < 4; ++m) {
+        const auto& v = r[keys[m]];
+        for (size_t k = 0; k < sums[m].size(); ++k) {
+          if (v[k].is_number()) sums[m][k] += v[k].get<double>() * static_cast<double>(n[m % 2]);
+        }
+      }
+      positions[0] += n[0];
+      positions[1] += n[1];
+      if (n[1] > 0) {
+        any_generated = true;
+        all_not_edited = all_not_edited && r["generated_not_edited"].get<bool>();
+      }
+    }
+    for (int m = 0; m < 4; ++m) {
+      const double n = static_cast<double>(positions[m % 2]);
+      for (size_t k = 0; k < sums[m].size(); ++k) (*means[m])[k] = n > 0 ? sums[m][k] / n : std::nan("");
+    }
+    e.prompt_positions = positions[0];
+    e.generated_positions = positions[1];
+    e.generated_not_edited = any_generated && all_not_edited;
+  }
+  return mine;
+}
+
 Schema<BenchSteeringEntry> steering_entry_schema() {
   using E = BenchSteeringEntry;
   Schema<E> s;
@@ -388,15 +450,25 @@ std::string bench_method_variant(const BenchMethod& m) {
   return v;
 }
 
-BenchRunReport run_bench_experiment(const BenchExperiment& c) {
-  const std::filesystem::path out_dir(c.output);
-  std::filesystem::create_directories(out_dir);
-  {
-    std::ofstream probe(out_dir / ".write-test");
-    if (!probe.good()) throw std::runtime_error(fmt::format("{}: output folder is not writable", out_dir.string()));
+BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const ProcessGroup* group) {
+  const bool sharded = group && group->size() > 1;
+  const bool writer = !sharded || group->is_root();
+  const std::filesystem::path out_dir(experiment.output);
+  OutputLock lock;
+  if (writer) {
+    lock = lock_output_folder(out_dir);
+    write_text_file(out_dir / "config.resolved.yaml", dump_bench_experiment(experiment) + "\n");
   }
-  std::filesystem::remove(out_dir / ".write-test");
-  write_text_file(out_dir / "config.resolved.yaml", dump_bench_experiment(c) + "\n");
+  BenchExperiment c = experiment;
+  if (sharded) {
+    if (c.scorer_kind == "perspective") {
+      throw std::invalid_argument(
+          "scorer.kind perspective runs on one process (one cache file, one request rate per API key): run this "
+          "experiment without mpirun, or score with the linear or torchscript scorer");
+    }
+    c.model = place_on_rank(c.model, *group);
+    c.evaluator = place_on_rank(c.evaluator, *group);
+  }
 
   LoadedModel gen = load_model_section(c.model);
   LoadedModel eval_own;
@@ -442,6 +514,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
       int64_t skipped = 0;
       auto prompts = load_eval_prompts(resolve_data_path(set.path, c.data_dir), set.options, &skipped);
       const std::filesystem::path file = out_dir / method.name / (set.name + ".generations.jsonl");
+      const std::string label = fmt::format("{} / {}", method.name, set.name);
       EvalRunOptions ro;
       ro.generation = c.generation;
       ro.method = method.name;
@@ -449,20 +522,31 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
       ro.prompts_per_batch = c.prompts_per_batch;
       ro.max_rows = c.max_rows;
       ro.pipelined = c.pipelined;
-      check_resume_settings(file, run_settings(c, method, set));
-      ProgressBar bar(fmt::format("{} / {}", method.name, set.name), static_cast<int64_t>(prompts.size()), "prompts");
+      // The settings are the experiment's as written, not a rank's device placement.
+      if (writer) check_resume_settings(file, run_settings(experiment, method, set));
+      std::optional<ProgressBar> bar;
+      if (writer) bar.emplace(label, static_cast<int64_t>(prompts.size()), "prompts");
       if (handle) handle->reset_stats();
       // A stop request ends the run after the prompts just written (each line is complete
       // and flushed before the callback), so a rerun resumes after them.
-      EvalRunReport rep = run_generation_eval(*gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(),
-                                              ro, file, [&](int64_t d, int64_t) {
-                                                bar.update(d);
-                                                check_stop(fmt::format(
-                                                    "{} holds every prompt finished so far; rerun the same command "
-                                                    "to resume",
-                                                    file.string()));
-                                              });
-      bar.finish();
+      EvalRunReport rep = run_generation_eval(
+          *gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(), ro, file,
+          [&](int64_t d, int64_t) {
+            bar->update(d);
+            check_stop(fmt::format("{} holds every prompt finished so far; rerun the same command to resume",
+                                   file.string()));
+          },
+          group);
+      std::optional<SteeringReport> acted;
+      if (handle) {
+        acted = handle->report();
+        if (sharded) {
+          const auto parts = group->gather(steering_stats_json(*acted).dump());
+          if (writer) acted = merge_steering_stats(*acted, parts);
+        }
+      }
+      if (!writer) continue;
+      bar->finish();
       const nlohmann::json stages = stage_times_json(rep.times);
       if (rep.prompts_done > 0) {
         fmt::print(stderr, "{}: {} prompts per batch{}; wall {:.1f} s: generate {:.0f}%, detokenize {:.0f}%, score {:.0f}%, "
@@ -494,10 +578,9 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
         // file's earlier prompts are not counted).
         bool heads = false;
         for (const auto& e : method.steering) heads = heads || e.steering.mode == SteeringMode::kHeadwise;
-        const SteeringReport acted = handle->report();
-        row["steering_acted"] = steering_report_json(acted, heads);
-        row["steering_warnings"] = acted.warnings();
-        for (const auto& w : acted.warnings()) fmt::print(stderr, "{} / {}: WARNING: {}\n", method.name, set.name, w);
+        row["steering_acted"] = steering_report_json(*acted, heads);
+        row["steering_warnings"] = acted->warnings();
+        for (const auto& w : acted->warnings()) fmt::print(stderr, "{}: WARNING: {}\n", label, w);
       }
       results.push_back(row);
       const double ppl = s.perplexity ? s.perplexity->mean : std::nan("");
@@ -510,6 +593,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& c) {
       }
     }
   }
+  if (!writer) return {};
   write_text_file(out_dir / "results.json", results.dump(2) + "\n");
   write_text_file(out_dir / "results.csv", csv);
   std::string md = "| method | subset | prompts | EMT | TP | PPL | Dist-1 | Dist-2 | Dist-3 |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n";

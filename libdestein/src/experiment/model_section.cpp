@@ -2,6 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "destein/parallel/process_group.hpp"
+#include "destein/parallel/rank_placement.hpp"
 #include "destein/runtime/device.hpp"
 
 namespace destein {
@@ -44,6 +51,16 @@ Schema<GenerationOptions> generation_schema(const std::string& samples_key) {
 std::filesystem::path model_folder(const std::filesystem::path& model_path) {
   if (std::filesystem::is_directory(model_path)) return model_path;
   return model_path.has_parent_path() ? model_path.parent_path() : std::filesystem::path(".");
+}
+
+ModelSection place_on_rank(const ModelSection& section, const ProcessGroup& group) {
+  if (group.size() == 1) return section;
+  ModelSection m = section;
+  const int gpus = m.device == "cuda" ? static_cast<int>(torch::cuda::device_count()) : 0;
+  m.device = rank_device(m.device, group.local_rank(), gpus);
+  m.threads = rank_threads(m.threads, group.local_size(),
+                           static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  return m;
 }
 
 LoadedModel load_model_section(const ModelSection& m) {

@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
+#include "destein/io/output_lock.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/pairs.hpp"
 
@@ -62,38 +65,46 @@ PairsExperiment load_pairs_experiment(const std::filesystem::path& yaml) {
 
 std::string dump_pairs_experiment(const PairsExperiment& e) { return pairs_experiment_schema().dump(e); }
 
-PairsRunReport run_pairs_experiment(const PairsExperiment& e) {
+PairsRunReport run_pairs_experiment(const PairsExperiment& e, const ProcessGroup* group) {
+  const bool writer = !group || group->is_root();
+  OutputLock lock;
+  if (writer) lock = lock_output_file(e.output);
   SelfInductionOptions induction = e.induction;
   induction.direction = parse_induction_direction(e.direction);
   induction.model_name = e.model.model;
   const std::filesystem::path seeds_file = resolve_data_path(e.seeds_path, e.data_dir);
   int64_t identical = 0;
   std::vector<SteeringPair> seeds = deduplicate_pairs(load_pair_file(seeds_file, e.seeds_format, {}, &identical));
-  if (identical > 0) {
+  if (identical > 0 && writer) {
     fmt::print(stderr, "pairs: dropped {} seed pairs with identical sides in {}\n", identical, seeds_file.string());
   }
-  LoadedModel loaded = load_model_section(e.model);
+  LoadedModel loaded = load_model_section(group ? place_on_rank(e.model, *group) : e.model);
   std::unique_ptr<LinearScorer> scorer;
   if (e.scorer_enabled) {
     scorer = std::make_unique<LinearScorer>(
         LinearScorer::load(e.scorer_path.empty() ? default_scorer_path() : std::filesystem::path(e.scorer_path)));
-  } else {
+  } else if (writer) {
     fmt::print(stderr, "pairs: no scorer configured (filter.enabled: false): the pairs are UNFILTERED\n");
   }
   PairsRunReport report;
   report.seed_pairs = static_cast<int64_t>(seeds.size());
   report.max_positions = loaded.model->config().max_positions;
-  ProgressBar bar("self-induction", induction.num_targets * induction.generation.num_samples, "rewrites");
+  // Sharded, each rank has its own share of rows: rank 0 shows its share.
+  const bool sharded = group && group->size() > 1;
+  std::optional<ProgressBar> bar;
+  if (writer && !sharded) bar.emplace("self-induction", induction.num_targets * induction.generation.num_samples, "rewrites");
   // The pairs file is written in one go at the end: a stop request between generation
   // batches drops the rewrites so far and writes nothing (a rerun draws the same ones).
   auto pairs = self_induce_pairs(*loaded.model, *loaded.tokenizer, seeds, induction, scorer.get(), &report.induction,
-                                 [&](int64_t done, int64_t) {
-                                   bar.update(done);
+                                 [&](int64_t done, int64_t total) {
+                                   if (writer && !bar) bar.emplace("self-induction (rank 0's share)", total, "rewrites");
+                                   if (bar) bar->update(done);
                                    check_stop(fmt::format(
                                        "nothing was written ({} comes out at the end); rerun the same command",
                                        e.output));
-                                 });
-  bar.finish();
+                                 }, group);
+  if (bar) bar->finish();
+  if (!writer) return report;
   report.output = e.output;
   if (report.output.has_parent_path()) std::filesystem::create_directories(report.output.parent_path());
   write_pairs_jsonl(report.output, pairs);

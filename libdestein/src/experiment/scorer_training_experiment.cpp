@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "destein/io/data_folder.hpp"
+#include "destein/io/output_lock.hpp"
 #include "destein/score/scorer_eval.hpp"
 
 namespace destein {
@@ -176,6 +177,7 @@ std::string dump_scorer_training_experiment(const ScorerTrainingExperiment& e) {
 }
 
 LinearScorer run_scorer_training_experiment(const ScorerTrainingExperiment& c) {
+  const OutputLock lock = lock_output_file(c.output);
   const fs::path data_dir = resolve_data_dir(c.data_dir);
   for (const auto& name : c.train_sets) {
     if (labeled_set(name).role != LabeledSetRole::kTrain) {

@@ -14,6 +14,7 @@
 
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/io/file_io.hpp"
+#include "destein/io/output_lock.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/train/lm_corpus.hpp"
 #include "destein/train/lm_training.hpp"
@@ -491,7 +492,11 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   const int threads_used = destein::threads();
 
   const fs::path out(c.output);
-  fs::create_directories(out);
+  // One trainer per run folder (and export folder) for the whole run, resumes included.
+  const OutputLock lock = lock_output_folder(out);
+  const bool own_export = !c.export_dir.empty() &&
+                          fs::weakly_canonical(c.export_dir) != fs::weakly_canonical(out);
+  const OutputLock export_lock = own_export ? lock_output_folder(c.export_dir) : OutputLock();
   const fs::path data_dir = resolve_data_dir(c.data_dir);
   // Each stage is kept once complete, so a stop request between stages loses nothing.
   const std::string rerun = "the finished stages are kept; rerun the same command to resume";

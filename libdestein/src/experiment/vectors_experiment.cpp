@@ -4,10 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
+#include "destein/io/output_lock.hpp"
+#include "destein/parallel/work_split.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/activations.hpp"
 #include "destein/steer/steering_vectors.hpp"
@@ -63,7 +67,11 @@ VectorsExperiment load_vectors_experiment(const std::filesystem::path& yaml) {
 
 std::string dump_vectors_experiment(const VectorsExperiment& e) { return vectors_experiment_schema().dump(e); }
 
-VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
+VectorsRunReport run_vectors_experiment(const VectorsExperiment& c, const ProcessGroup* group) {
+  const bool sharded = group && group->size() > 1;
+  const bool writer = !sharded || group->is_root();
+  OutputLock lock;
+  if (writer) lock = lock_output_file(c.output);
   VectorsRunReport report;
   // Pairs: a JSONL file of ours, or the ParaDetox TSV.
   report.pairs_source = resolve_data_path(c.pairs_path, c.data_dir);
@@ -79,15 +87,28 @@ VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
   std::vector<SteeringPair> pairs = sample_pairs(all, wanted, c.seed);
   report.pairs_available = static_cast<int64_t>(all.size());
   report.pairs_used = static_cast<int64_t>(pairs.size());
-  fmt::print(stderr, "pairs: {} sampled from {} in {} (seed {})\n", pairs.size(), all.size(),
-             report.pairs_source.string(), c.seed);
+  if (writer) {
+    fmt::print(stderr, "pairs: {} sampled from {} in {} (seed {})\n", pairs.size(), all.size(),
+               report.pairs_source.string(), c.seed);
+  }
 
-  LoadedModel loaded = load_model_section(c.model);
+  LoadedModel loaded = load_model_section(group ? place_on_rank(c.model, *group) : c.model);
   const auto& model = loaded.model;
   const auto& tok = loaded.tokenizer;
 
+  // Sharded: this rank's block of whole batches, so that its batches are the ones a single
+  // process forms.
+  const int64_t num_pairs = static_cast<int64_t>(pairs.size());
+  const int64_t per_batch = std::max<int64_t>(1, c.batch_size);
+  int64_t first = 0, last = num_pairs;
+  if (sharded) {
+    const auto [b0, b1] = shard_range((num_pairs + per_batch - 1) / per_batch, group->rank(), group->size());
+    first = std::min(num_pairs, b0 * per_batch);
+    last = std::min(num_pairs, b1 * per_batch);
+  }
   std::vector<std::vector<int64_t>> toxic_ids, nontoxic_ids;
-  for (const auto& p : pairs) {
+  for (int64_t i = first; i < last; ++i) {
+    const auto& p = pairs[static_cast<size_t>(i)];
     toxic_ids.push_back(tok->encode_prompt(steering_input_text(c.prefixes.toxic, p.toxic)));
     nontoxic_ids.push_back(tok->encode_prompt(steering_input_text(c.prefixes.nontoxic, p.nontoxic)));
   }
@@ -95,20 +116,53 @@ VectorsRunReport run_vectors_experiment(const VectorsExperiment& c) {
   aopts.site = parse_steering_site(c.site);
   aopts.last_k = c.last_k;
   aopts.batch_size = c.batch_size;
-  ProgressBar bar("activations", static_cast<int64_t>(2 * pairs.size()), "texts");
+  const int64_t mine = last - first;
+  std::optional<ProgressBar> bar;
+  if (writer) bar.emplace(sharded ? "activations (rank 0's share)" : "activations", 2 * mine, "texts");
   // Vectors are written in one go at the end: a stop request between batches drops the
   // activations computed so far and writes nothing.
   const std::string resume = fmt::format("nothing was written ({} comes out at the end); rerun the same command",
                                          c.output);
-  at::Tensor toxic = capture_site_activations(*model, toxic_ids, aopts, [&](int64_t done, int64_t) {
-    bar.update(done);
-    check_stop(resume);
-  });
-  at::Tensor nontoxic = capture_site_activations(*model, nontoxic_ids, aopts, [&](int64_t done, int64_t) {
-    bar.update(static_cast<int64_t>(pairs.size()) + done);
-    check_stop(resume);
-  });
-  bar.finish();
+  const auto& cfg0 = model->config();
+  const std::vector<int64_t> site_shape = {cfg0.n_layers, cfg0.n_heads, cfg0.head_dim};
+  at::Tensor toxic = at::empty({0, site_shape[0], site_shape[1], site_shape[2]}, at::kFloat);
+  at::Tensor nontoxic = toxic;
+  if (mine > 0) {
+    toxic = capture_site_activations(*model, toxic_ids, aopts, [&](int64_t done, int64_t) {
+      if (bar) bar->update(done);
+      check_stop(resume);
+    });
+    nontoxic = capture_site_activations(*model, nontoxic_ids, aopts, [&](int64_t done, int64_t) {
+      if (bar) bar->update(mine + done);
+      check_stop(resume);
+    });
+  }
+  if (bar) bar->finish();
+  if (sharded) {
+    // Both sides' (n, L, H, Dh) float32 blocks as raw bytes; rank 0 concatenates in rank order.
+    auto bytes = [](const at::Tensor& t) {
+      const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+      return std::string(reinterpret_cast<const char*>(c.data_ptr<float>()), static_cast<size_t>(c.numel()) * 4);
+    };
+    const std::string block = bytes(toxic) + bytes(nontoxic);
+    const auto parts = group->gather(block);
+    if (!writer) return report;
+    std::vector<at::Tensor> toxic_parts, nontoxic_parts;
+    const int64_t per_pair = site_shape[0] * site_shape[1] * site_shape[2];
+    for (const auto& part : parts) {
+      const int64_t n = static_cast<int64_t>(part.size() / 4) / (2 * per_pair);
+      at::Tensor t = at::empty({2, n, site_shape[0], site_shape[1], site_shape[2]}, at::kFloat);
+      std::memcpy(t.data_ptr<float>(), part.data(), part.size());
+      toxic_parts.push_back(t[0]);
+      nontoxic_parts.push_back(t[1]);
+    }
+    toxic = at::cat(toxic_parts);
+    nontoxic = at::cat(nontoxic_parts);
+    if (toxic.size(0) != num_pairs) {
+      throw std::runtime_error(fmt::format("vectors: the ranks returned activations of {} pairs, expected {}",
+                                           toxic.size(0), num_pairs));
+    }
+  }
 
   SteeringVectors v;
   v.directions = directions_from_activations(toxic, nontoxic);

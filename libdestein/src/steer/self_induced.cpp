@@ -2,8 +2,13 @@
 
 #include <set>
 
+#include <cstring>
+
 #include "check.hpp"
+#include "destein/parallel/process_group.hpp"
+#include "destein/parallel/work_split.hpp"
 #include "splitmix.hpp"
+#include "splitmix_inverse.hpp"
 
 namespace destein {
 
@@ -46,12 +51,64 @@ std::string first_line(const std::string& text) {
   return start == std::string::npos ? std::string() : line.substr(start);
 }
 
+// generate() over the ranks of `group`: each rank takes one contiguous block of whole
+// batches; rank 0 gets every generation in prompt order, the others an empty list.
+std::vector<Generation> generate_over_ranks(const Model& model, const std::vector<std::vector<int64_t>>& prompts,
+                                            const GenerationOptions& options, const GenerationProgress& progress,
+                                            const ProcessGroup& group) {
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  const int64_t per_unit =
+      options.batch_size > 0 ? std::max<int64_t>(1, options.batch_size / std::max<int64_t>(1, options.num_samples)) : 1;
+  const auto [unit_begin, unit_end] = shard_range((n + per_unit - 1) / per_unit, group.rank(), group.size());
+  const int64_t begin = std::min(n, unit_begin * per_unit), end = std::min(n, unit_end * per_unit);
+  GenerationOptions mine = options;
+  mine.prompt_seeds.clear();
+  for (int64_t p = begin; p < end; ++p) {
+    // generate() seeds row (p, s) from splitmix64(splitmix64(seed) ^ p) and, given
+    // prompt_seeds, from splitmix64(splitmix64(prompt_seed) ^ 0): this prompt_seed makes
+    // the two equal, so a rank's block draws what the one-process call draws.
+    mine.prompt_seeds.push_back(options.prompt_seeds.empty()
+                                    ? detail::unsplitmix64(detail::splitmix64(options.seed) ^ static_cast<uint64_t>(p))
+                                    : options.prompt_seeds[static_cast<size_t>(p)]);
+  }
+  std::vector<Generation> local;
+  if (end > begin) {
+    local = generate(model, std::vector<std::vector<int64_t>>(prompts.begin() + begin, prompts.begin() + end), mine,
+                     nullptr, progress);
+  }
+  // Packed as int64: prompt (global), sample, stopped_at_eos, token count, tokens.
+  std::vector<int64_t> packed;
+  for (const auto& g : local) {
+    packed.insert(packed.end(), {g.prompt_index + begin, g.sample_index, g.stopped_at_eos ? 1 : 0,
+                                 static_cast<int64_t>(g.token_ids.size())});
+    packed.insert(packed.end(), g.token_ids.begin(), g.token_ids.end());
+  }
+  const auto parts = group.gather(std::string(reinterpret_cast<const char*>(packed.data()), packed.size() * 8));
+  std::vector<Generation> all;
+  for (const auto& bytes : parts) {
+    std::vector<int64_t> v(bytes.size() / 8);
+    std::memcpy(v.data(), bytes.data(), v.size() * 8);
+    for (size_t at = 0; at + 4 <= v.size();) {
+      Generation g;
+      g.prompt_index = v[at];
+      g.sample_index = v[at + 1];
+      g.stopped_at_eos = v[at + 2] != 0;
+      const auto count = static_cast<size_t>(v[at + 3]);
+      DESTEIN_CHECK_IO(at + 4 + count <= v.size(), "self-induction: a rank sent a truncated list of generations");
+      g.token_ids.assign(v.begin() + static_cast<int64_t>(at + 4), v.begin() + static_cast<int64_t>(at + 4 + count));
+      at += 4 + count;
+      all.push_back(std::move(g));
+    }
+  }
+  return all;
+}
+
 }  // namespace
 
 std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
                                             const std::vector<SteeringPair>& seeds, const SelfInductionOptions& o,
                                             ToxicityScorer* scorer, SelfInductionReport* report_out,
-                                            const GenerationProgress& progress) {
+                                            const GenerationProgress& progress, const ProcessGroup* group) {
   DESTEIN_CHECK_ARG(o.num_targets > 0 && o.few_shot >= 0, "self-induction: num_targets must be > 0 and few_shot >= 0");
   const size_t needed = static_cast<size_t>(o.num_targets + o.few_shot);
   DESTEIN_CHECK_ARG(seeds.size() >= needed,
@@ -94,7 +151,10 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
     demos_of.push_back(std::move(demos));
     detoxify_of.push_back(detoxify);
   }
-  std::vector<Generation> gens = generate(model, prompts, o.generation, nullptr, progress);
+  const bool sharded = group && group->size() > 1;
+  std::vector<Generation> gens = sharded ? generate_over_ranks(model, prompts, o.generation, progress, *group)
+                                         : generate(model, prompts, o.generation, nullptr, progress);
+  if (sharded && !group->is_root()) return {};
 
   SelfInductionReport report;
   report.filtered = scorer != nullptr;

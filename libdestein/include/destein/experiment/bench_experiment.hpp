@@ -18,6 +18,7 @@
 
 #include "destein/eval/harness.hpp"
 #include "destein/experiment/model_section.hpp"
+#include "destein/parallel/process_group.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "destein/steer/steering.hpp"
 
@@ -84,8 +85,16 @@ struct BenchRunReport {
 
 /// Runs every method on every prompt set, resuming generations files already there (a
 /// file written with other settings is refused, naming the setting), and writes the
-/// results. Progress on stderr. Throws what loading the model, scorer, vectors and
-/// prompts throws.
-BenchRunReport run_bench_experiment(const BenchExperiment& experiment);
+/// results. Progress on stderr. Holds the output folder's lock (io/output_lock.hpp) for
+/// the whole run. Throws what loading the model, scorer, vectors and prompts throws, and
+/// std::runtime_error naming the owner when another process writes the folder.
+///
+/// Sharded over `group` (every rank calls it): each prompt set's batches are dealt over
+/// the ranks (run_generation_eval), rank 0 holds the lock and writes every file, the
+/// same bytes as a one-process run (apart from the timing fields). `device: cuda` becomes
+/// cuda:(local rank mod GPUs) and `threads: 0` the machine's cores / its ranks
+/// (parallel/rank_placement.hpp). The other ranks return an empty report. The Perspective
+/// scorer is refused there (one cache file, one request rate: score on one process).
+BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const ProcessGroup* group = nullptr);
 
 }  // namespace destein

@@ -43,6 +43,13 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+class ProcessGroup;
+
+/// The section as one rank of a sharded run uses it: `device: cuda` becomes
+/// cuda:(local rank mod this machine's GPUs), `threads: 0` this machine's cores / its
+/// ranks (parallel/rank_placement.hpp). Unchanged for a group of one process.
+ModelSection place_on_rank(const ModelSection& section, const ProcessGroup& group);
+
 /// Loads the section's model on its device and dtype, and its tokenizer (`tokenizer`, or
 /// the model's folder). Throws what load_model() and load_tokenizer() throw.
 LoadedModel load_model_section(const ModelSection& section);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "destein/experiment/model_section.hpp"
+#include "destein/parallel/process_group.hpp"
 #include "destein/steer/self_induced.hpp"
 
 namespace destein {
@@ -42,8 +43,12 @@ struct PairsRunReport {
   std::filesystem::path output;
 };
 
-/// Runs the experiment, with a progress bar on stderr, and writes `output`. Throws what
-/// loading the model, the seeds and the scorer throws.
-PairsRunReport run_pairs_experiment(const PairsExperiment& experiment);
+/// Runs the experiment, with a progress bar on stderr, and writes `output`, holding its
+/// lock (`<output>.lock`, io/output_lock.hpp) for the whole run. Throws what loading the
+/// model, the seeds and the scorer throws, and std::runtime_error naming the owner when
+/// another process writes the same file. Sharded over `group` (every rank calls it): the
+/// rewrites are split over the ranks (self_induce_pairs), rank 0 writes the same file as
+/// one process; the other ranks return a report without output.
+PairsRunReport run_pairs_experiment(const PairsExperiment& experiment, const ProcessGroup* group = nullptr);
 
 }  // namespace destein

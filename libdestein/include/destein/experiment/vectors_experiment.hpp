@@ -12,6 +12,7 @@
 #include <string>
 
 #include "destein/experiment/model_section.hpp"
+#include "destein/parallel/process_group.hpp"
 #include "destein/steer/pairs.hpp"
 #include "destein/steer/probes.hpp"
 
@@ -53,8 +54,14 @@ struct VectorsRunReport {
   double probe_mean_accuracy = 0.0, probe_best_accuracy = 0.0;
 };
 
-/// Runs the experiment with progress bars on stderr. Throws std::invalid_argument when
-/// num_pairs exceeds the pair file, and what loading the model and pairs throws.
-VectorsRunReport run_vectors_experiment(const VectorsExperiment& experiment);
+/// Runs the experiment with progress bars on stderr, holding the output's lock
+/// (`<output>.lock`, io/output_lock.hpp). Throws std::invalid_argument when num_pairs
+/// exceeds the pair file, what loading the model and pairs throws, and
+/// std::runtime_error naming the owner when another process writes the same file.
+/// Sharded over `group` (every rank calls it): each rank captures the activations of one
+/// contiguous block of whole batches of pairs (parallel/work_split.hpp), rank 0 gathers
+/// them in pair order, fits directions and probes and writes the same files as one
+/// process; the other ranks return a report without files.
+VectorsRunReport run_vectors_experiment(const VectorsExperiment& experiment, const ProcessGroup* group = nullptr);
 
 }  // namespace destein

@@ -16,6 +16,8 @@
 
 namespace destein {
 
+class ProcessGroup;
+
 enum class InductionDirection {
   kDetoxify,  ///< the model writes a polite version of a toxic seed
   kToxify,    ///< the model writes a toxic version of a neutral seed
@@ -62,10 +64,18 @@ std::string induction_prompt(const std::vector<SteeringPair>& demonstrations, co
 /// provenance says so). Each pair's provenance records the seed it came from, the
 /// demonstrations, the model, the sampling settings, the direction and the scores.
 /// Throws std::invalid_argument when there are fewer seeds than num_targets + few_shot.
+///
+/// Sharded (`group` of more than one rank, every rank calling with the same arguments):
+/// each rank generates one contiguous block of the prompts, in whole generation batches
+/// (parallel/work_split.hpp), each prompt with the random stream the one-process call
+/// gives it; rank 0 gathers the rewrites in prompt order, filters them and returns the
+/// same pairs as one process. The other ranks return no pairs; `progress` counts the
+/// rank's own rows.
 std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
                                             const std::vector<SteeringPair>& seeds,
                                             const SelfInductionOptions& options, ToxicityScorer* scorer,
                                             SelfInductionReport* report = nullptr,
-                                            const GenerationProgress& progress = {});
+                                            const GenerationProgress& progress = {},
+                                            const ProcessGroup* group = nullptr);
 
 }  // namespace destein
