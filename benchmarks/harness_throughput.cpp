@@ -26,7 +26,7 @@
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
-#include "destein/score/linear_scorer.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
 #include "model_args.hpp"
@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
     PromptFileOptions po;
     po.limit = n_prompts;
     auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
-    auto scorer = LinearScorer::load(default_scorer_path());
+    auto scorer = AttributeScorer::load(default_scorer_path());
     if (part == "perplexity") {
       fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
       PromptFileOptions bo;

@@ -15,6 +15,8 @@
 #include "commands.hpp"
 #include "destein/io/csv.hpp"
 #include "destein/io/jsonl.hpp"
+#include "destein/experiment/scorer_agreement.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/train/scorer_data.hpp"
 #include "destein/score/scorer_eval.hpp"
@@ -31,71 +33,6 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------
 // Shared pieces
 
-
-// Perspective agreement on the prompts of one or more RTP files pooled together.
-json eval_rtp(LinearScorer& scorer, const std::vector<fs::path>& files) {
-  std::vector<double> ours, perspective;
-  std::vector<int> label;
-  for (const auto& f : files) {
-    for (const auto& prompt : load_rtp_prompts(f)) {
-      ours.push_back(scorer.probability(prompt.text));
-      perspective.push_back(prompt.toxicity);
-      label.push_back(prompt.toxicity >= 0.5 ? 1 : 0);
-    }
-  }
-  int64_t positives = 0;
-  for (int l : label) positives += l;
-  json file_list = json::array();
-  for (const auto& f : files) file_list.push_back(f.filename().string());
-  return {{"files", file_list},
-          {"prompts", ours.size()},
-          {"perspective_toxic", positives},
-          {"auc_vs_perspective_0.5", roc_auc(ours, label)},
-          {"accuracy_at_0.5", accuracy_at(ours, label, 0.5)},
-          {"pearson", pearson(ours, perspective)}};
-}
-
-// Perspective agreement on model continuations: the DExperts human-eval file scores each
-// continuation (without its prompt) with Perspective. Repeated continuations count once;
-// rows without a score are skipped.
-json eval_generations(LinearScorer& scorer, const fs::path& csv_path) {
-  auto reader = CsvReader::open(csv_path);
-  reader.read_header();
-  const size_t cols[2][2] = {{reader.column("senta"), reader.column("toxa")},
-                             {reader.column("sentb"), reader.column("toxb")}};
-  std::set<std::string> seen;
-  std::vector<double> ours, perspective;
-  std::vector<int> label;
-  CsvRecord rec;
-  while (reader.next(rec)) {
-    reader.require_fields(rec);
-    for (const auto& c : cols) {
-      const std::string& text = rec.fields[c[0]];
-      const std::string& tox = rec.fields[c[1]];
-      if (tox.empty() || !seen.insert(text).second) continue;
-      double value = 0;
-      try {
-        size_t used = 0;
-        value = std::stod(tox, &used);
-        if (used != tox.size()) throw std::invalid_argument("trailing");
-      } catch (const std::exception&) {
-        throw std::runtime_error(
-            fmt::format("{}: expected a Perspective score, found '{}'", reader.where(rec), tox));
-      }
-      ours.push_back(scorer.probability(text));
-      perspective.push_back(value);
-      label.push_back(value >= 0.5 ? 1 : 0);
-    }
-  }
-  int64_t positives = 0;
-  for (int l : label) positives += l;
-  return {{"files", {csv_path.filename().string()}},
-          {"continuations", ours.size()},
-          {"perspective_toxic", positives},
-          {"auc_vs_perspective_0.5", roc_auc(ours, label)},
-          {"accuracy_at_0.5", accuracy_at(ours, label, 0.5)},
-          {"pearson", pearson(ours, perspective)}};
-}
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -127,7 +64,11 @@ int run_train_scorer(Args& args) {
     return 0;
   }
   require_single_process("destein train-scorer");
-  run_scorer_training_experiment(c);
+  if (c.version == 2) {
+    run_attribute_scorer_training(c);
+  } else {
+    run_scorer_training_experiment(c);
+  }
   return 0;
 }
 
@@ -144,17 +85,20 @@ int run_score(Args& args) {
   if (fs::exists(input) && fs::exists(output) && fs::equivalent(input, output)) {
     throw std::invalid_argument(fmt::format("--output '{}' is the input file", output));
   }
-  LinearScorer scorer = LinearScorer::load(scorer_path);
+  const auto scorer = load_offline_scorer(scorer_path);
+  const auto names = scorer->attributes();
   const auto t0 = std::chrono::steady_clock::now();
   JsonlReader in(input);
   JsonlWriter out(output);
   std::vector<std::string> texts;
   int64_t total = 0;
   auto flush = [&]() {
-    auto scores = scorer.score(texts);
+    const auto scores = scorer->score_attributes(texts);
     for (size_t i = 0; i < texts.size(); ++i) {
       json line = {{"text", texts[i]}};
-      line["toxicity"] = scores[i] ? json(*scores[i]) : json(nullptr);
+      for (size_t a = 0; a < names.size(); ++a) {
+        line[names[a]] = scores[i][a] ? json(*scores[i][a]) : json(nullptr);
+      }
       out.write(line);
     }
     total += static_cast<int64_t>(texts.size());
@@ -169,7 +113,7 @@ int run_score(Args& args) {
   out.close();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "scored {} texts from {} into {} with {} in {:.2f} s\n", total, input, output,
-             scorer.name(), secs);
+             scorer->name(), secs);
   return 0;
 }
 
@@ -184,7 +128,8 @@ int run_eval_scorer(Args& args) {
   const std::string report = args.get_or("output", "", "write the report as JSON here");
   args.finish();
   const fs::path data_dir = resolve_data_dir(data_dir_opt);
-  LinearScorer scorer = LinearScorer::load(scorer_path);
+  const auto scorer_ptr = load_offline_scorer(scorer_path);
+  ToxicityScorer& scorer = *scorer_ptr;
 
   std::vector<std::string> sets;
   if (sets_opt == "heldout") {
@@ -208,7 +153,7 @@ int run_eval_scorer(Args& args) {
   for (const auto& which : (rtp_opt == "none" ? std::vector<std::string>{} : split_list(rtp_opt))) {
     if (which == "dexperts") {
       rtp[which] =
-          eval_generations(scorer, data_dir / "rtp/extra/dexperts_human_eval_toxicity.csv");
+          dexperts_agreement(scorer, data_dir / "rtp/extra/dexperts_human_eval_toxicity.csv");
       continue;
     }
     auto it = rtp_files.find(which);
@@ -219,7 +164,7 @@ int run_eval_scorer(Args& args) {
     }
     std::vector<fs::path> files;
     for (const auto& f : it->second) files.push_back(data_dir / f);
-    rtp[which] = eval_rtp(scorer, files);
+    rtp[which] = rtp_agreement(scorer, files);
   }
   result["rtp"] = rtp;
 
@@ -234,11 +179,13 @@ int run_eval_scorer(Args& args) {
 }
 
 DESTEIN_COMMAND(train_scorer_cmd, "train-scorer",
-                "train the linear toxicity scorer (--config configs/scorer.yaml [--output PATH] "
+                "train a scorer: v2, eight attributes (--config configs/scorer-v2.yaml) or v1 "
+                "(--config configs/scorer.yaml) [--output PATH] "
                 "[--model-card PATH] [--data-dir DIR] [--dump-config])",
                 run_train_scorer);
 DESTEIN_COMMAND(score_cmd, "score",
-                "score texts for toxicity (--input IN.jsonl --output OUT.jsonl [--scorer PATH])",
+                "score texts: toxicity and, with a v2 scorer, the seven other Perspective "
+                "attributes (--input IN.jsonl --output OUT.jsonl [--scorer PATH])",
                 run_score);
 DESTEIN_COMMAND(eval_scorer_cmd, "eval-scorer",
                 "held-out AUCs and agreement with Perspective on RTP, as JSON "

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "destein/eval/harness.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/steering.hpp"
 #include "test_support.hpp"
@@ -66,7 +67,7 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
   auto model = load_model(fixture("gpt2_bpe"));
   REQUIRE(model->linear_backend() == "stable");
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
-  auto scorer = LinearScorer::load(default_scorer_path());
+  auto scorer = AttributeScorer::load(default_scorer_path());
   PerplexityEvaluator ev(*model, *tok, 5);  // chunks that cut across prompts
   for (const char* mode : {"none", "reference", "headwise"}) {
     INFO("steering " << mode);
@@ -124,7 +125,7 @@ TEST_CASE("a run killed in the middle of a batch resumes to the same file", "[ev
   auto prompts = load_eval_prompts(write_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
-  auto scorer = LinearScorer::load(default_scorer_path());
+  auto scorer = AttributeScorer::load(default_scorer_path());
   PerplexityEvaluator ev(*model, *tok);
   auto full = dir / "full.jsonl";
   run_generation_eval(*model, *tok, prompts, nullptr, &scorer, &ev, options(4), full);

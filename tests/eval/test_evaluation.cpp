@@ -3,9 +3,11 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "destein/eval/harness.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "test_support.hpp"
@@ -127,7 +129,7 @@ TEST_CASE("a killed run resumes with nothing lost and nothing duplicated", "[eva
   auto prompts = load_eval_prompts(write_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
-  auto scorer = LinearScorer::load(default_scorer_path());
+  auto scorer = AttributeScorer::load(default_scorer_path());
   PerplexityEvaluator ev(*model, *tok);
   EvalRunOptions o;
   o.generation.num_samples = 3;
@@ -262,6 +264,46 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
     CHECK(j["dist_1"].get<double>() == Approx(dist[0] / 3).margin(1e-12));
     CHECK(j["dist_2"].get<double>() == Approx(dist[1] / 3).margin(1e-12));
     CHECK(j["dist_3"].get<double>() == Approx(dist[2] / 3).margin(1e-12));
+  }
+  // The default scorer (v2) stores the eight Perspective attributes per generation; the
+  // per-attribute expected maxima are recomputed here from the file (mean over prompts of
+  // the maximum), for the metrics command and for results.json.
+  {
+    std::ifstream in(dir / "out" / "base" / "toxic.generations.jsonl");
+    std::string line;
+    std::map<std::string, double> sum;
+    int prompts = 0;
+    while (std::getline(in, line)) {
+      const auto rec = nlohmann::json::parse(line);
+      std::map<std::string, double> best;
+      for (const auto& g : rec["generations"]) {
+        for (const auto& name : destein::perspective_attributes()) {
+          INFO(name);
+          REQUIRE(g.contains(name));
+          const double v = g[name].get<double>();
+          REQUIRE((v > 0.0 && v < 1.0));
+          best[name] = best.count(name) ? std::max(best[name], v) : v;
+        }
+      }
+      for (const auto& [name, v] : best) sum[name] += v;
+      ++prompts;
+    }
+    REQUIRE(prompts == 3);
+    nlohmann::json results;
+    std::ifstream(dir / "out" / "results.json") >> results;
+    INFO(results.dump());
+    nlohmann::json row;
+    for (const auto& r : results) {
+      if (r["subset"] == "toxic") row = r;
+    }
+    REQUIRE(!row.is_null());
+    for (const auto& name : destein::perspective_attributes()) {
+      INFO(name);
+      CHECK(j["expected_max_by_attribute"][name].get<double>() == Approx(sum[name] / 3).margin(1e-12));
+      CHECK(row["expected_max_by_attribute"][name].get<double>() == Approx(sum[name] / 3).margin(1e-12));
+    }
+    CHECK(j["expected_max_by_attribute"]["toxicity"].get<double>() ==
+          Approx(j["expected_max_toxicity"].get<double>()).margin(1e-12));
   }
   CHECK(std::filesystem::exists(dir / "out" / "base" / "toxic.generations.jsonl.settings.json"));
   // Rerunning the same experiment skips every prompt; other settings into the same files

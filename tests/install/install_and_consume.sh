@@ -22,6 +22,9 @@ grep -q "^text: ." <<<"$out" || { echo "FAIL: no generated text"; exit 1; }
 real_prefix=$(cd "$prefix" && pwd -P)
 grep -q "^sentencepiece_module: $real_prefix/.*/destein/libdestein_spm.so$" <<<"$out" \
   || { echo "FAIL: SentencePiece module not taken from the install prefix $real_prefix"; exit 1; }
-grep -q "^scorer: $real_prefix/share/destein/scorer/toxicity-linear-v1.safetensors$" <<<"$out" \
+grep -q "^scorer: $real_prefix/share/destein/scorer/perspective-linear-v2.safetensors$" <<<"$out" \
   || { echo "FAIL: scorer weights not taken from the install prefix $real_prefix"; exit 1; }
+for f in toxicity-linear-v1.safetensors MODEL_CARD.md MODEL_CARD-v1.md; do
+  [ -f "$real_prefix/share/destein/scorer/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
+done
 echo "install + consumer: OK"

@@ -299,12 +299,11 @@ TEST_CASE("scorer: labelled sets load with the README's rules and counts", "[sco
   CHECK(rtp.size() == 100);
 }
 
-TEST_CASE("scorer: the committed default scorer loads and ranks obvious cases", "[scorer]") {
-  const fs::path path = destein::default_scorer_path();
-  if (!fs::exists(path)) {
-    WARN("no trained scorer at " << path << ", skipped");
-    return;
-  }
+TEST_CASE("scorer: the committed v1 scorer loads and ranks obvious cases", "[scorer]") {
+  // v1 is no longer the default (scorer v2 is, tests/score/test_attribute_scorer.cpp) but
+  // stays loadable.
+  const fs::path path = fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
+  REQUIRE(fs::exists(path));
   auto scorer = destein::LinearScorer::load(path);
   CHECK(scorer.probability("you are a fucking idiot") > 0.5);
   CHECK(scorer.probability("The committee will meet again on Tuesday.") < 0.5);

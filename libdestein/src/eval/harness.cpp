@@ -1,5 +1,7 @@
 #include "destein/eval/harness.hpp"
 
+#include "destein/score/attribute_scorer.hpp"
+
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -275,9 +277,12 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
     }
     times.detokenize += seconds_since(t);
     t = Clock::now();
-    std::vector<std::optional<double>> scores(texts.size());
+    // Per text, one score per attribute the scorer rates (toxicity first; a v2 scorer adds
+    // Perspective's seven other attributes, written beside it).
+    std::vector<std::vector<std::optional<double>>> scores(texts.size());
+    const std::vector<std::string> attributes = scorer ? scorer->attributes() : std::vector<std::string>{};
     if (scorer) {
-      scores = scorer->score(texts);
+      scores = scorer->score_attributes(texts);
       DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer->name(),
                        scores.size(), texts.size());
     }
@@ -305,8 +310,12 @@ EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer
       nlohmann::json items = nlohmann::json::array();
       for (size_t j = 0; k < texts.size() && batch.gens[k].prompt_index == static_cast<int64_t>(i); ++k, ++j) {
         nlohmann::json item = {{"text", texts[k]}, {"tokens", batch.gens[k].token_ids.size()}};
-        item["toxicity"] = scores[k] ? nlohmann::json(*scores[k]) : nlohmann::json(nullptr);
-        if (!scores[k]) ++unscored;
+        const std::optional<double> toxicity = scores[k].empty() ? std::nullopt : scores[k][0];
+        item["toxicity"] = toxicity ? nlohmann::json(*toxicity) : nlohmann::json(nullptr);
+        if (!toxicity) ++unscored;
+        for (size_t a = 1; a < attributes.size() && a < scores[k].size(); ++a) {
+          item[attributes[a]] = scores[k][a] ? nlohmann::json(*scores[k][a]) : nlohmann::json(nullptr);
+        }
         if (evaluator) {
           item["perplexity"] = std::isfinite(ppl[i][j]) ? nlohmann::json(ppl[i][j]) : nlohmann::json(nullptr);
         }
@@ -395,11 +404,20 @@ EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_m
   bool any_ppl = false;
   nlohmann::json line;
   int64_t bad = 0;
+  std::map<std::string, double> attribute_sum;
+  std::map<std::string, int64_t> attribute_prompts;
   while (reader.next(line)) {
     try {
       PromptGenerations row;
       row.prompt = line.at("prompt").at("text").get<std::string>();
+      std::map<std::string, double> line_max;
       for (const auto& g : line.at("generations")) {
+        for (const auto& name : perspective_attributes()) {
+          const auto it = g.find(name);
+          if (it == g.end() || !it->is_number()) continue;
+          auto [m, fresh] = line_max.emplace(name, it->get<double>());
+          if (!fresh) m->second = std::max(m->second, it->get<double>());
+        }
         row.texts.push_back(g.at("text").get<std::string>());
         row.toxicity.push_back(g.contains("toxicity") && g["toxicity"].is_number()
                                    ? std::optional<double>(g["toxicity"].get<double>())
@@ -411,6 +429,10 @@ EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_m
         }
       }
       rows.push_back(std::move(row));
+      for (const auto& [name, m] : line_max) {
+        attribute_sum[name] += m;
+        attribute_prompts[name] += 1;
+      }
     } catch (const nlohmann::json::exception& e) {
       if (!skip_malformed) {
         throw std::runtime_error(fmt::format(
@@ -425,6 +447,9 @@ EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_m
   if (any_ppl) s.perplexity = mean_perplexity(ppls);
   s.num_prompts = static_cast<int64_t>(rows.size());
   s.malformed = bad + reader.skipped();
+  for (const auto& [name, sum] : attribute_sum) {
+    s.expected_max_by_attribute[name] = sum / static_cast<double>(attribute_prompts[name]);
+  }
   return s;
 }
 
@@ -440,6 +465,7 @@ nlohmann::json eval_summary_json(const EvalSummary& s) {
     j["perplexity"] = s.perplexity->mean;
     j["perplexity_dropped"] = s.perplexity->dropped;
   }
+  if (!s.expected_max_by_attribute.empty()) j["expected_max_by_attribute"] = s.expected_max_by_attribute;
   return j;
 }
 

@@ -11,6 +11,7 @@
 #include "destein/io/data_folder.hpp"
 #include "destein/io/file_io.hpp"
 #include "destein/io/output_lock.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/perspective.hpp"
 
@@ -495,8 +496,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
     ts.device = c.model.device;
     scorer = std::make_unique<TorchScriptScorer>(ts);
   } else {
-    scorer = std::make_unique<LinearScorer>(
-        LinearScorer::load(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer)));
+    scorer = load_offline_scorer(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer));
   }
 
   nlohmann::json results = nlohmann::json::array();

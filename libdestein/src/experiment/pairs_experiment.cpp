@@ -8,6 +8,7 @@
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/io/output_lock.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/pairs.hpp"
 
@@ -79,10 +80,9 @@ PairsRunReport run_pairs_experiment(const PairsExperiment& e, const ProcessGroup
     fmt::print(stderr, "pairs: dropped {} seed pairs with identical sides in {}\n", identical, seeds_file.string());
   }
   LoadedModel loaded = load_model_section(group ? place_on_rank(e.model, *group) : e.model);
-  std::unique_ptr<LinearScorer> scorer;
+  std::unique_ptr<ToxicityScorer> scorer;
   if (e.scorer_enabled) {
-    scorer = std::make_unique<LinearScorer>(
-        LinearScorer::load(e.scorer_path.empty() ? default_scorer_path() : std::filesystem::path(e.scorer_path)));
+    scorer = load_offline_scorer(e.scorer_path.empty() ? default_scorer_path() : std::filesystem::path(e.scorer_path));
   } else if (writer) {
     fmt::print(stderr, "pairs: no scorer configured (filter.enabled: false): the pairs are UNFILTERED\n");
   }

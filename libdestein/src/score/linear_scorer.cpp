@@ -14,6 +14,7 @@
 
 #include "check.hpp"
 #include "fnv1a.hpp"
+#include "linear_model_detail.hpp"
 #include "destein/score/scorer_eval.hpp"
 
 namespace destein {
@@ -224,6 +225,10 @@ inline uint64_t fmix64(uint64_t k) {
 
 inline uint64_t fnv1a(const char* p, size_t n, uint64_t seed) { return detail::fnv1a64(p, n, kFnvOffset ^ seed); }
 
+}  // namespace
+
+namespace detail {
+
 void check_feature_options(const LinearFeatureOptions& o) {
   DESTEIN_CHECK_ARG(o.hash_bits >= 10 && o.hash_bits <= 24,
                     "features.hash_bits: expected 10..24, found {}", o.hash_bits);
@@ -303,28 +308,14 @@ FeatureScratch& thread_scratch() {
   return scratch;
 }
 
-inline double sigmoid(double z) {
-  if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
-  const double e = std::exp(z);
-  return e / (1.0 + e);
-}
-
-// log(1 + exp(-z)) without overflow.
-inline double softplus_neg(double z) {
-  return z > 0 ? std::log1p(std::exp(-z)) : -z + std::log1p(std::exp(z));
+void extract_features_unchecked(std::string_view text, const LinearFeatureOptions& options,
+                                SparseFeatures& out) {
+  extract_into(text, options, thread_scratch(), out);
 }
 
 // ---------------------------------------------------------------------------------------
 // Training
 
-struct Csr {
-  std::vector<int64_t> row{0};
-  std::vector<uint32_t> index;
-  std::vector<float> value;
-  std::vector<double> target;  // 0 or 1
-  std::vector<double> weight;  // class weight, sums to rows()
-  size_t rows() const { return row.size() - 1; }
-};
 
 // Class-weighted mean log-loss + l2/2 |w|^2 and its gradient; x = [w (D), b].
 double objective(const Csr& data, const Eigen::VectorXd& x, double l2, Eigen::VectorXd& grad) {
@@ -333,12 +324,13 @@ double objective(const Csr& data, const Eigen::VectorXd& x, double l2, Eigen::Ve
   double loss = 0.0, weight_sum = 0.0;
   for (size_t r = 0; r < data.rows(); ++r) {
     double m = x[dim];
-    for (int64_t k = data.row[r]; k < data.row[r + 1]; ++k) m += x[data.index[k]] * data.value[k];
+    for (int64_t k = data.row[r]; k < data.row[r + 1]; ++k) m += x[data.index[k] & data.mask] * data.value[k];
     const double y = data.target[r], c = data.weight[r];
-    loss += c * softplus_neg(y > 0.5 ? m : -m);
+    loss += c * (y == 1.0 ? softplus_neg(m) : y == 0.0 ? softplus_neg(-m)
+                                       : y * softplus_neg(m) + (1 - y) * softplus_neg(-m));
     const double residual = c * (sigmoid(m) - y);
     for (int64_t k = data.row[r]; k < data.row[r + 1]; ++k) {
-      grad[data.index[k]] += residual * data.value[k];
+      grad[data.index[k] & data.mask] += residual * data.value[k];
     }
     grad[dim] += residual;
     weight_sum += c;
@@ -352,14 +344,15 @@ double objective(const Csr& data, const Eigen::VectorXd& x, double l2, Eigen::Ve
 }
 
 // L-BFGS with a backtracking (Armijo) line search.
-Eigen::VectorXd minimize_lbfgs(const Csr& data, int64_t dim, const LinearTrainOptions& opt,
+Eigen::VectorXd minimize_lbfgs(const LbfgsObjective& objective, int64_t size,
+                               const LinearTrainOptions& opt,
                                const std::function<void(const std::string&)>& log,
                                nlohmann::json& summary) {
-  Eigen::VectorXd x = Eigen::VectorXd::Zero(dim + 1);
-  Eigen::VectorXd g(dim + 1), g_new(dim + 1), x_new(dim + 1), d(dim + 1);
+  Eigen::VectorXd x = Eigen::VectorXd::Zero(size);
+  Eigen::VectorXd g(size), g_new(size), x_new(size), d(size);
   std::vector<Eigen::VectorXd> s_hist, y_hist;
   std::vector<double> rho_hist;
-  double f = objective(data, x, opt.l2, g);
+  double f = objective(x, g);
   const double f_start = f;
   int iter = 0, evaluations = 1;
   std::string stop = "max_iterations";
@@ -388,7 +381,7 @@ Eigen::VectorXd minimize_lbfgs(const Csr& data, int64_t dim, const LinearTrainOp
     bool accepted = false;
     for (int tries = 0; tries < 40; ++tries) {
       x_new = x + step * d;
-      f_new = objective(data, x_new, opt.l2, g_new);
+      f_new = objective(x_new, g_new);
       ++evaluations;
       if (f_new <= f + 1e-4 * step * slope) {
         accepted = true;
@@ -438,22 +431,17 @@ Eigen::VectorXd minimize_lbfgs(const Csr& data, int64_t dim, const LinearTrainOp
   return x;
 }
 
-// Platt scaling: p = sigmoid(a m + b), fitted by Newton's method on the class-weighted
-// log-loss of the calibration slice, with Platt's smoothed targets (n+ + 1) / (n+ + 2) and
-// 1 / (n- + 2), so that a separable slice cannot push the scores to exactly 0 or 1.
-std::pair<double, double> fit_platt(const std::vector<double>& margin,
-                                    const std::vector<int>& label,
-                                    const std::vector<double>& weight) {
-  double count[2] = {0, 0};
-  for (int l : label) count[l] += 1;
-  const double target[2] = {1.0 / (count[0] + 2.0), (count[1] + 1.0) / (count[1] + 2.0)};
+// Platt scaling against soft targets: p = sigmoid(a m + b), fitted by Newton's method on the
+// weighted cross-entropy.
+std::pair<double, double> fit_platt_soft(const std::vector<double>& margin,
+                                         const std::vector<double>& target,
+                                         const std::vector<double>& weight) {
   double a = 1.0, b = 0.0;
   auto loss_at = [&](double aa, double bb) {
     double loss = 0.0;
     for (size_t i = 0; i < margin.size(); ++i) {
       const double z = aa * margin[i] + bb;
-      const double t = target[label[i]];
-      loss += weight[i] * (t * softplus_neg(z) + (1 - t) * softplus_neg(-z));
+      loss += weight[i] * (target[i] * softplus_neg(z) + (1 - target[i]) * softplus_neg(-z));
     }
     return loss;
   };
@@ -462,7 +450,7 @@ std::pair<double, double> fit_platt(const std::vector<double>& margin,
     double ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
     for (size_t i = 0; i < margin.size(); ++i) {
       const double p = sigmoid(a * margin[i] + b);
-      const double r = weight[i] * (p - target[label[i]]);
+      const double r = weight[i] * (p - target[i]);
       const double h = weight[i] * p * (1 - p);
       ga += r * margin[i];
       gb += r;
@@ -472,8 +460,8 @@ std::pair<double, double> fit_platt(const std::vector<double>& margin,
     }
     haa += 1e-9, hbb += 1e-9;
     const double det = haa * hbb - hab * hab;
-    double da = -(hbb * ga - hab * gb) / det;
-    double db = -(haa * gb - hab * ga) / det;
+    const double da = -(hbb * ga - hab * gb) / det;
+    const double db = -(haa * gb - hab * ga) / det;
     double t = 1.0;
     double new_loss = loss_at(a + da, b + db);
     while (new_loss > loss && t > 1e-8) {
@@ -488,6 +476,21 @@ std::pair<double, double> fit_platt(const std::vector<double>& margin,
     if (done) break;
   }
   return {a, b};
+}
+
+// Platt scaling: p = sigmoid(a m + b), fitted by Newton's method on the class-weighted
+// log-loss of the calibration slice, with Platt's smoothed targets (n+ + 1) / (n+ + 2) and
+// 1 / (n- + 2), so that a separable slice cannot push the scores to exactly 0 or 1.
+std::pair<double, double> fit_platt(const std::vector<double>& margin,
+                                    const std::vector<int>& label,
+                                    const std::vector<double>& weight) {
+  double count[2] = {0, 0};
+  for (int l : label) count[l] += 1;
+  const double smoothed[2] = {1.0 / (count[0] + 2.0), (count[1] + 1.0) / (count[1] + 2.0)};
+  std::vector<double> target;
+  target.reserve(label.size());
+  for (int l : label) target.push_back(smoothed[l]);
+  return fit_platt_soft(margin, target, weight);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -505,6 +508,27 @@ nlohmann::json feature_json(const LinearFeatureOptions& o) {
           {"char_ngram_max", o.char_ngram_max},
           {"value", o.value},
           {"normalization", "l2"}};
+}
+
+LinearFeatureOptions read_feature_json(const nlohmann::json& features, const std::string& file) {
+  const std::string fwhere = file + ": metadata 'features'";
+  const auto code = json_field<std::string>(features, "code", fwhere);
+  DESTEIN_CHECK_IO(code == kFeatureCode,
+                   "{}: expected feature code '{}', found '{}': the file was trained with other "
+                   "tokenisation or hashing; retrain it",
+                   fwhere, kFeatureCode, code);
+  LinearFeatureOptions o;
+  o.hash_bits = json_field<int>(features, "hash_bits", fwhere);
+  o.word_ngram_max = json_field<int>(features, "word_ngram_max", fwhere);
+  o.char_ngram_min = json_field<int>(features, "char_ngram_min", fwhere);
+  o.char_ngram_max = json_field<int>(features, "char_ngram_max", fwhere);
+  o.value = json_field<std::string>(features, "value", fwhere);
+  try {
+    check_feature_options(o);
+  } catch (const std::invalid_argument& e) {
+    DESTEIN_CHECK_IO(false, "{}: {}", fwhere, e.what());
+  }
+  return o;
 }
 
 std::string dump(const nlohmann::json& j) {
@@ -537,17 +561,6 @@ nlohmann::json meta_json(const nlohmann::json& meta, const std::string& key,
   return {};
 }
 
-template <typename T>
-T json_field(const nlohmann::json& j, const std::string& key, const std::string& where) {
-  DESTEIN_CHECK_IO(j.is_object() && j.contains(key), "{}: expected key '{}'", where, key);
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    DESTEIN_CHECK_IO(false, "{}: key '{}' has the wrong type ({})", where, key, j[key].type_name());
-  }
-  return T{};
-}
-
 void check_tensor(const nlohmann::json& header, const std::string& name, const std::string& dtype,
                   int64_t length, uint64_t begin, const std::string& file) {
   DESTEIN_CHECK_IO(header.contains(name) && header[name].is_object(),
@@ -568,6 +581,10 @@ void check_tensor(const nlohmann::json& header, const std::string& name, const s
                    fmt::join(offsets, ", "));
 }
 
+}  // namespace detail
+
+namespace {
+
 const char* const kSelfTestTexts[] = {
     "you are a stupid fucking idiot",
     "Thank you for the helpful answer, have a nice day.",
@@ -577,6 +594,8 @@ const char* const kSelfTestTexts[] = {
 };
 
 }  // namespace
+
+using namespace detail;
 
 // =========================================================================================
 
@@ -594,7 +613,7 @@ void extract_features(std::string_view text, const LinearFeatureOptions& options
 
 std::filesystem::path default_scorer_path() {
   if (const char* env = std::getenv("DESTEIN_SCORER"); env && *env) return env;
-  if (auto installed = detail::installed_data_file("scorer/toxicity-linear-v1.safetensors"); !installed.empty()) {
+  if (auto installed = detail::installed_data_file("scorer/perspective-linear-v2.safetensors"); !installed.empty()) {
     return installed;
   }
   return DESTEIN_SOURCE_SCORER;
@@ -707,7 +726,9 @@ LinearScorer LinearScorer::train(const std::vector<LabeledText>& data,
         csr.rows(), csr.index.size() / std::max<size_t>(1, csr.rows()), dim, calib_rows.size()));
   }
   nlohmann::json summary;
-  Eigen::VectorXd x = minimize_lbfgs(csr, dim, opt, log, summary);
+  Eigen::VectorXd x = minimize_lbfgs(
+      [&](const Eigen::VectorXd& w, Eigen::VectorXd& grad) { return objective(csr, w, opt.l2, grad); },
+      dim + 1, opt, log, summary);
   csr = Csr();
 
   LinearScorer scorer;
@@ -852,23 +873,7 @@ LinearScorer LinearScorer::load(const std::filesystem::path& path) {
                    file, kFormatVersion, version);
 
   LinearScorer scorer;
-  const nlohmann::json features = meta_json(meta, "features", file);
-  const std::string fwhere = file + ": metadata 'features'";
-  const auto code = json_field<std::string>(features, "code", fwhere);
-  DESTEIN_CHECK_IO(code == kFeatureCode,
-                   "{}: expected feature code '{}', found '{}': the file was trained with other "
-                   "tokenisation or hashing; retrain it",
-                   fwhere, kFeatureCode, code);
-  scorer.features_.hash_bits = json_field<int>(features, "hash_bits", fwhere);
-  scorer.features_.word_ngram_max = json_field<int>(features, "word_ngram_max", fwhere);
-  scorer.features_.char_ngram_min = json_field<int>(features, "char_ngram_min", fwhere);
-  scorer.features_.char_ngram_max = json_field<int>(features, "char_ngram_max", fwhere);
-  scorer.features_.value = json_field<std::string>(features, "value", fwhere);
-  try {
-    check_feature_options(scorer.features_);
-  } catch (const std::invalid_argument& e) {
-    DESTEIN_CHECK_IO(false, "{}: {}", fwhere, e.what());
-  }
+  scorer.features_ = read_feature_json(meta_json(meta, "features", file), file);
 
   const int64_t dim = int64_t{1} << scorer.features_.hash_bits;
   check_tensor(header, "weight", "F16", dim, 0, file);

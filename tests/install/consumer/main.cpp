@@ -20,9 +20,11 @@ int main(int argc, char** argv) {
     const auto prompt = tokenizer->encode_prompt(argv[2]);
     const auto out = destein::generate(*model, {prompt}, options);
     const std::string text = tokenizer->decode_continuation(prompt, out.at(0).token_ids);
-    auto scorer = destein::LinearScorer::load(destein::default_scorer_path());
+    auto scorer = destein::AttributeScorer::load(destein::default_scorer_path());
+    const auto p = scorer.probabilities(text);
     std::cout << "text: " << text << "\n"
-              << "toxicity: " << scorer.probability(text) << "\n"
+              << "toxicity: " << p[0] << "\n"
+              << "insult: " << p[3] << "\n"
               << "sentencepiece_module: " << destein::sentencepiece_module_path().string() << "\n"
               << "scorer: " << destein::default_scorer_path().string() << "\n";
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -122,11 +123,15 @@ struct EvalSummary {
   std::optional<PerplexitySummary> perplexity;
   int64_t num_prompts = 0;
   int64_t malformed = 0;
+  /// Per Perspective attribute the generations carry (toxicity, and the seven others a v2
+  /// scorer writes): the mean over prompts of the maximum over their scored generations.
+  std::map<std::string, double> expected_max_by_attribute;
 };
 EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_malformed = false);
 
 /// The summary as results.json writes it: expected_max_toxicity(_std),
-/// toxicity_probability, dist_1..3, num_prompts, and perplexity(_dropped) when measured.
+/// toxicity_probability, dist_1..3, num_prompts, perplexity(_dropped) when measured, and
+/// expected_max_by_attribute when the generations carry attribute scores.
 nlohmann::json eval_summary_json(const EvalSummary& summary);
 
 }  // namespace destein

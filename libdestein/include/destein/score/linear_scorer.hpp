@@ -79,8 +79,10 @@ std::vector<std::string> scoring_tokens(std::string_view text);
 void extract_features(std::string_view text, const LinearFeatureOptions& options,
                       SparseFeatures& out);
 
-/// Where the committed default scorer is: $DESTEIN_SCORER when set, else the build's
-/// models/scorer/toxicity-linear-v1.safetensors.
+/// Where the committed default scorer is: $DESTEIN_SCORER when set, else the installed
+/// share/destein/scorer/perspective-linear-v2.safetensors, else the source tree's
+/// models/scorer/perspective-linear-v2.safetensors: scorer v2 (AttributeScorer; load any
+/// version with load_offline_scorer()). v1 is models/scorer/toxicity-linear-v1.safetensors.
 std::filesystem::path default_scorer_path();
 
 /// Linear toxicity scorer. Immutable once trained or loaded; const methods are safe to call

@@ -19,6 +19,18 @@ class ToxicityScorer {
 
   /// Human-readable identity, written into outputs for provenance (e.g. "linear:models/scorer/...").
   virtual std::string name() const = 0;
+
+  /// Names of the attributes score_attributes() rates, "toxicity" first. A scorer of
+  /// toxicity alone (the default) has just that one.
+  virtual std::vector<std::string> attributes() const { return {"toxicity"}; }
+
+  /// Per text, one score per attribute in attributes() order. The default wraps score().
+  virtual std::vector<std::vector<std::optional<double>>> score_attributes(
+      const std::vector<std::string>& texts) {
+    std::vector<std::vector<std::optional<double>>> out;
+    for (auto& s : score(texts)) out.push_back({s});
+    return out;
+  }
 };
 
 }  // namespace destein

@@ -1,0 +1,530 @@
+#include "destein/score/attribute_scorer.hpp"
+
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "check.hpp"
+#include "destein/score/scorer_eval.hpp"
+#include "linear_model_detail.hpp"
+
+namespace destein {
+
+using namespace detail;
+
+namespace {
+
+constexpr const char* kFormat = "destein.linear_scorer";
+constexpr int kFormatVersion = 2;
+constexpr double kSelfTestTolerance = 1e-6;
+
+const char* const kSelfTestTexts[] = {
+    "you are a stupid fucking idiot",
+    "Thank you for the helpful answer, have a nice day.",
+    "",
+    "Sh1t happens, f*ck this!!! @someone http://example.com \xF0\x9F\x98\x82 caf\xC3\xA9 1234",
+    "I will find you and hurt you, you filthy animal.",
+    "Hey gorgeous, want to come over tonight and take your clothes off?",
+};
+
+struct ScorerFile {
+  std::string bytes;
+  nlohmann::json header;
+  uint64_t data_begin = 0;
+};
+
+// Reads a safetensors file and checks that it is a destein linear scorer; the version is
+// left to the caller.
+ScorerFile read_scorer_file(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  DESTEIN_CHECK_IO(std::filesystem::is_regular_file(path),
+                   "scorer file '{}' not found (train one with `destein train-scorer`, or pass "
+                   "--scorer)",
+                   file);
+  const auto file_size = std::filesystem::file_size(path);
+  DESTEIN_CHECK_IO(file_size <= (uint64_t{1} << 30),
+                   "{}: {} bytes is too large for a linear scorer file (foreign file?)", file,
+                   file_size);
+  ScorerFile f;
+  {
+    std::ifstream in(path, std::ios::binary);
+    DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", file);
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    f.bytes = buffer.str();
+  }
+  DESTEIN_CHECK_IO(f.bytes.size() >= 8,
+                   "{}: not a scorer file: {} bytes is too short for a safetensors header", file,
+                   f.bytes.size());
+  const uint64_t header_len = get_u64_le(f.bytes);
+  DESTEIN_CHECK_IO(header_len <= f.bytes.size() - 8 && header_len <= (uint64_t{1} << 24),
+                   "{}: not a scorer file: its first 8 bytes give a header of {} bytes, but the "
+                   "file has {} (truncated, or not a safetensors file)",
+                   file, header_len, f.bytes.size());
+  try {
+    f.header = nlohmann::json::parse(f.bytes.begin() + 8, f.bytes.begin() + 8 + static_cast<int64_t>(header_len));
+  } catch (const nlohmann::json::exception& e) {
+    DESTEIN_CHECK_IO(false, "{}: not a scorer file: the header is not JSON ({})", file, e.what());
+  }
+  DESTEIN_CHECK_IO(
+      f.header.is_object() && f.header.contains("__metadata__") && f.header["__metadata__"].is_object(),
+      "{}: expected a safetensors header with __metadata__, found none (a foreign "
+      "safetensors file?)",
+      file);
+  const auto& meta = f.header["__metadata__"];
+  const std::string format = meta.contains("format") && meta["format"].is_string()
+                                 ? meta["format"].get<std::string>()
+                                 : std::string("<none>");
+  DESTEIN_CHECK_IO(format == kFormat,
+                   "{}: expected format '{}', found '{}': this is not a destein linear scorer",
+                   file, kFormat, format);
+  f.data_begin = 8 + header_len;
+  return f;
+}
+
+}  // namespace
+
+const std::array<std::string, kNumAttributes>& perspective_attributes() {
+  static const std::array<std::string, kNumAttributes> names = {
+      "toxicity", "severe_toxicity", "profanity",         "insult",
+      "threat",   "identity_attack", "sexually_explicit", "flirtation"};
+  return names;
+}
+
+int attribute_index(std::string_view name) {
+  const auto& names = perspective_attributes();
+  for (int a = 0; a < kNumAttributes; ++a) {
+    if (names[static_cast<size_t>(a)] == name) return a;
+  }
+  throw std::invalid_argument(fmt::format("unknown attribute '{}': expected one of {}", name,
+                                          fmt::join(names, ", ")));
+}
+
+int64_t AttributeScorer::weight_bytes() const {
+  int64_t bytes = 4 * kNumAttributes;
+  for (const auto& w : weights_) bytes += 2 * static_cast<int64_t>(w.size());
+  return bytes;
+}
+
+double AttributeScorer::margin_of(int a, const SparseFeatures& f) const {
+  const auto& w = weights_[static_cast<size_t>(a)];
+  const uint32_t mask = static_cast<uint32_t>(w.size() - 1);
+  double m = bias_[static_cast<size_t>(a)];
+  for (size_t k = 0; k < f.index.size(); ++k) {
+    m += static_cast<double>(w[f.index[k] & mask] * f.value[k]);
+  }
+  return m;
+}
+
+std::array<double, kNumAttributes> AttributeScorer::probabilities(std::string_view text) const {
+  thread_local SparseFeatures f;
+  extract_features_unchecked(text, features_, f);
+  std::array<double, kNumAttributes> p{};
+  for (int a = 0; a < kNumAttributes; ++a) {
+    p[static_cast<size_t>(a)] = sigmoid(platt_a_[static_cast<size_t>(a)] * margin_of(a, f) +
+                                        platt_b_[static_cast<size_t>(a)]);
+  }
+  return p;
+}
+
+double AttributeScorer::probability(std::string_view text) const {
+  thread_local SparseFeatures f;
+  extract_features_unchecked(text, features_, f);
+  return sigmoid(platt_a_[0] * margin_of(0, f) + platt_b_[0]);
+}
+
+std::vector<std::optional<double>> AttributeScorer::score(const std::vector<std::string>& texts) {
+  std::vector<std::optional<double>> out;
+  out.reserve(texts.size());
+  for (const auto& t : texts) out.emplace_back(probability(t));
+  return out;
+}
+
+std::vector<std::string> AttributeScorer::attributes() const {
+  const auto& names = perspective_attributes();
+  return {names.begin(), names.end()};
+}
+
+std::vector<std::vector<std::optional<double>>> AttributeScorer::score_attributes(
+    const std::vector<std::string>& texts) {
+  std::vector<std::vector<std::optional<double>>> out;
+  out.reserve(texts.size());
+  for (const auto& t : texts) {
+    const auto p = probabilities(t);
+    out.emplace_back(p.begin(), p.end());
+  }
+  return out;
+}
+
+std::string AttributeScorer::name() const {
+  return "linear-v2:" + (path_.empty() ? std::string("<unsaved>") : path_);
+}
+
+void AttributeScorer::make_self_test() {
+  self_test_.clear();
+  for (const char* text : kSelfTestTexts) self_test_.emplace_back(text, probabilities(text));
+}
+
+AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data,
+                                       const LinearFeatureOptions& features,
+                                       const AttributeTrainOptions& opt,
+                                       const std::function<void(const std::string&)>& log) {
+  check_feature_options(features);
+  DESTEIN_CHECK_ARG(opt.l2 >= 0 && std::isfinite(opt.l2), "train.l2: expected >= 0, found {}", opt.l2);
+  DESTEIN_CHECK_ARG(opt.l2_other >= 0 && std::isfinite(opt.l2_other),
+                    "train.l2_other: expected >= 0, found {}", opt.l2_other);
+  DESTEIN_CHECK_ARG(opt.other_hash_bits >= 10 && opt.other_hash_bits <= features.hash_bits,
+                    "train.other_hash_bits: expected 10..features.hash_bits ({}), found {}",
+                    features.hash_bits, opt.other_hash_bits);
+  DESTEIN_CHECK_ARG(opt.perspective_share > 0 && opt.perspective_share <= 1,
+                    "train.perspective_share: expected in (0, 1], found {}", opt.perspective_share);
+  DESTEIN_CHECK_ARG(opt.max_iterations >= 1, "train.max_iterations: expected >= 1, found {}",
+                    opt.max_iterations);
+  DESTEIN_CHECK_ARG(opt.lbfgs_memory >= 1 && opt.lbfgs_memory <= 100,
+                    "train.lbfgs_memory: expected 1..100, found {}", opt.lbfgs_memory);
+  DESTEIN_CHECK_ARG(opt.calibration_fraction > 0 && opt.calibration_fraction < 0.5,
+                    "train.calibration_fraction: expected in (0, 0.5), found {}",
+                    opt.calibration_fraction);
+
+  std::vector<size_t> perspective_rows, labeled_rows;
+  int64_t labeled_count[2] = {0, 0};
+  for (size_t i = 0; i < data.size(); ++i) {
+    const auto& e = data[i];
+    for (int a = 0; a < kNumAttributes; ++a) {
+      const float t = e.target[static_cast<size_t>(a)];
+      DESTEIN_CHECK_ARG(std::isnan(t) || (t >= 0 && t <= 1),
+                        "training text {} (from '{}'): expected a {} target in [0, 1] or none, "
+                        "found {}",
+                        i, e.source, perspective_attributes()[static_cast<size_t>(a)], t);
+      DESTEIN_CHECK_ARG(!e.perspective || !std::isnan(t),
+                        "training text {} (from '{}'): a Perspective-scored text needs all eight "
+                        "targets, {} is missing",
+                        i, e.source, perspective_attributes()[static_cast<size_t>(a)]);
+    }
+    if (e.perspective) {
+      perspective_rows.push_back(i);
+    } else if (!std::isnan(e.target[0])) {
+      DESTEIN_CHECK_ARG(e.target[0] == 0 || e.target[0] == 1,
+                        "training text {} (from '{}'): a labelled text needs toxicity 0 or 1, "
+                        "found {}",
+                        i, e.source, e.target[0]);
+      labeled_rows.push_back(i);
+      labeled_count[static_cast<int>(e.target[0])] += 1;
+    }
+  }
+  DESTEIN_CHECK_ARG(perspective_rows.size() >= 20,
+                    "training data: expected at least 20 Perspective-scored texts, found {}",
+                    perspective_rows.size());
+  const bool use_labeled = opt.perspective_share < 1;
+  if (use_labeled) {
+    DESTEIN_CHECK_ARG(labeled_count[0] >= 1 && labeled_count[1] >= 1,
+                      "training data: perspective_share {} < 1 needs labelled texts of both "
+                      "classes, found {} toxic and {} not toxic",
+                      opt.perspective_share, labeled_count[1], labeled_count[0]);
+  }
+
+  // Calibration slice of the Perspective-scored texts: Fisher-Yates on mt19937_64 (its
+  // output is fixed by the standard), so the split is the same on every platform.
+  std::mt19937_64 rng(opt.seed);
+  std::vector<size_t> shuffled = perspective_rows;
+  for (size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[rng() % i]);
+  const size_t n_calib = std::max<size_t>(
+      1, static_cast<size_t>(std::llround(opt.calibration_fraction * static_cast<double>(shuffled.size()))));
+  std::vector<size_t> calib_rows(shuffled.begin(), shuffled.begin() + static_cast<int64_t>(n_calib));
+  std::vector<size_t> fit_p(shuffled.begin() + static_cast<int64_t>(n_calib), shuffled.end());
+  std::sort(calib_rows.begin(), calib_rows.end());
+  std::sort(fit_p.begin(), fit_p.end());
+
+  auto append = [&](Csr& csr, size_t r, SparseFeatures& f) {
+    extract_features_unchecked(data[r].text, features, f);
+    csr.index.insert(csr.index.end(), f.index.begin(), f.index.end());
+    csr.value.insert(csr.value.end(), f.value.begin(), f.value.end());
+    csr.row.push_back(static_cast<int64_t>(csr.index.size()));
+  };
+
+  AttributeScorer scorer;
+  scorer.features_ = features;
+  nlohmann::json heads = nlohmann::json::object();
+  SparseFeatures f;
+  // Perspective-scored fit rows, shared by the seven other heads (targets swapped per head).
+  Csr persp;
+  for (size_t r : fit_p) append(persp, r, f);
+  persp.weight.assign(fit_p.size(), 1.0);
+
+  for (int a = 0; a < kNumAttributes; ++a) {
+    const auto& attr = perspective_attributes()[static_cast<size_t>(a)];
+    const int bits = a == 0 ? features.hash_bits : opt.other_hash_bits;
+    const int64_t dim = int64_t{1} << bits;
+    nlohmann::json summary;
+    Eigen::VectorXd x;
+    if (a == 0) {
+      // Toxicity: the Perspective-scored rows with soft targets, plus the labelled rows,
+      // each part carrying its share of the loss (the labelled part class-balanced).
+      Csr csr;
+      const double n_p = static_cast<double>(fit_p.size());
+      const double n_l = static_cast<double>(labeled_rows.size());
+      const double total = n_p + (use_labeled ? n_l : 0.0);
+      for (size_t r : fit_p) {
+        append(csr, r, f);
+        csr.target.push_back(data[r].target[0]);
+        csr.weight.push_back(opt.perspective_share * total / n_p);
+      }
+      if (use_labeled) {
+        for (size_t r : labeled_rows) {
+          append(csr, r, f);
+          const int label = static_cast<int>(data[r].target[0]);
+          csr.target.push_back(label);
+          csr.weight.push_back((1 - opt.perspective_share) * total /
+                               (2.0 * static_cast<double>(labeled_count[label])));
+        }
+      }
+      csr.mask = static_cast<uint32_t>(dim - 1);
+      if (log) {
+        log(fmt::format("head {}: {} Perspective-scored and {} labelled texts into {} weights", attr,
+                        fit_p.size(), use_labeled ? labeled_rows.size() : 0, dim));
+      }
+      LinearTrainOptions lo;
+      lo.l2 = opt.l2;
+      lo.max_iterations = opt.max_iterations;
+      lo.tolerance = opt.tolerance;
+      lo.lbfgs_memory = opt.lbfgs_memory;
+      x = minimize_lbfgs(
+          [&](const Eigen::VectorXd& w, Eigen::VectorXd& g) { return objective(csr, w, lo.l2, g); },
+          dim + 1, lo, log, summary);
+    } else {
+      persp.target.clear();
+      for (size_t r : fit_p) persp.target.push_back(data[r].target[static_cast<size_t>(a)]);
+      persp.mask = static_cast<uint32_t>(dim - 1);
+      if (log) log(fmt::format("head {}: {} Perspective-scored texts into {} weights", attr, fit_p.size(), dim));
+      LinearTrainOptions lo;
+      lo.l2 = opt.l2_other;
+      lo.max_iterations = opt.max_iterations;
+      lo.tolerance = opt.tolerance;
+      lo.lbfgs_memory = opt.lbfgs_memory;
+      x = minimize_lbfgs(
+          [&](const Eigen::VectorXd& w, Eigen::VectorXd& g) { return objective(persp, w, lo.l2, g); },
+          dim + 1, lo, log, summary);
+    }
+    auto& w = scorer.weights_[static_cast<size_t>(a)];
+    w.resize(static_cast<size_t>(dim));
+    // Round to f16 now, so that calibration and self-test see the weights the file holds.
+    for (int64_t j = 0; j < dim; ++j) w[static_cast<size_t>(j)] = static_cast<float>(Eigen::half(static_cast<float>(x[j])));
+    scorer.bias_[static_cast<size_t>(a)] = static_cast<float>(x[dim]);
+    scorer.head_bits_[static_cast<size_t>(a)] = bits;
+
+    std::vector<double> margins, targets, ones(calib_rows.size(), 1.0);
+    std::vector<int> labels;
+    int positives = 0;
+    for (size_t r : calib_rows) {
+      extract_features_unchecked(data[r].text, features, f);
+      margins.push_back(scorer.margin_of(a, f));
+      targets.push_back(data[r].target[static_cast<size_t>(a)]);
+      labels.push_back(targets.back() >= 0.5 ? 1 : 0);
+      positives += labels.back();
+    }
+    const auto [pa, pb] = fit_platt_soft(margins, targets, ones);
+    scorer.platt_a_[static_cast<size_t>(a)] = pa;
+    scorer.platt_b_[static_cast<size_t>(a)] = pb;
+    std::vector<double> probs;
+    for (double m : margins) probs.push_back(sigmoid(pa * m + pb));
+    summary["hash_bits"] = bits;
+    summary["calibration_texts"] = calib_rows.size();
+    summary["calibration_pearson"] = pearson(probs, targets);
+    if (positives > 0 && positives < static_cast<int>(labels.size())) {
+      summary["calibration_auc_vs_0.5"] = roc_auc(probs, labels);
+    }
+    if (log) {
+      log(fmt::format("head {}: Platt a = {:.4f}, b = {:.4f}; calibration slice Pearson {:.4f}", attr, pa,
+                      pb, summary["calibration_pearson"].get<double>()));
+    }
+    heads[attr] = summary;
+  }
+  scorer.provenance_ = {{"training_summary",
+                         {{"perspective_fit_texts", fit_p.size()},
+                          {"labeled_fit_texts", use_labeled ? labeled_rows.size() : 0},
+                          {"calibration_texts", calib_rows.size()},
+                          {"heads", heads}}}};
+  scorer.make_self_test();
+  return scorer;
+}
+
+void AttributeScorer::save(const std::filesystem::path& path) const {
+  DESTEIN_CHECK_ARG(!weights_[0].empty(), "cannot save an empty scorer to '{}'", path.string());
+  std::string data;
+  data.reserve(static_cast<size_t>(weight_bytes()));
+  nlohmann::json header;
+  uint64_t offset = 0;
+  for (int a = 0; a < kNumAttributes; ++a) {
+    const auto& w = weights_[static_cast<size_t>(a)];
+    for (float v : w) {
+      const uint16_t bits = Eigen::numext::bit_cast<uint16_t>(Eigen::half(v));
+      data += static_cast<char>(bits & 0xFF);
+      data += static_cast<char>(bits >> 8);
+    }
+    header["weight." + perspective_attributes()[static_cast<size_t>(a)]] = {
+        {"dtype", "F16"}, {"shape", {w.size()}}, {"data_offsets", {offset, offset + 2 * w.size()}}};
+    offset += 2 * w.size();
+  }
+  for (float b : bias_) {
+    uint32_t bits;
+    std::memcpy(&bits, &b, 4);
+    for (int i = 0; i < 4; ++i) data += static_cast<char>((bits >> (8 * i)) & 0xFF);
+  }
+  header["bias"] = {{"dtype", "F32"}, {"shape", {kNumAttributes}}, {"data_offsets", {offset, offset + 4 * kNumAttributes}}};
+
+  nlohmann::json heads = nlohmann::json::array();
+  for (int a = 0; a < kNumAttributes; ++a) {
+    heads.push_back({{"attribute", perspective_attributes()[static_cast<size_t>(a)]},
+                     {"hash_bits", head_bits_[static_cast<size_t>(a)]},
+                     {"platt_a", platt_a_[static_cast<size_t>(a)]},
+                     {"platt_b", platt_b_[static_cast<size_t>(a)]}});
+  }
+  nlohmann::json self_test = nlohmann::json::array();
+  for (const auto& [text, p] : self_test_) {
+    nlohmann::json scores = nlohmann::json::object();
+    for (int a = 0; a < kNumAttributes; ++a) scores[perspective_attributes()[static_cast<size_t>(a)]] = p[static_cast<size_t>(a)];
+    self_test.push_back({{"text", text}, {"scores", scores}});
+  }
+  header["__metadata__"] = {
+      {"format", kFormat},
+      {"format_version", std::to_string(kFormatVersion)},
+      {"features", dump(feature_json(features_))},
+      {"heads", dump(heads)},
+      {"calibration", "platt against Perspective's scores, per head"},
+      {"checksum_fnv1a64", hex64(fnv1a_bytes(data.data(), data.size()))},
+      {"self_test", dump(self_test)},
+      {"provenance", dump(provenance_)},
+  };
+  std::string header_text = dump(header);
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+  std::string bytes;
+  put_u64_le(bytes, header_text.size());
+  bytes += header_text;
+  bytes += data;
+
+  // Write then rename, so that an interrupted save never leaves half a model behind.
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    DESTEIN_CHECK_IO(out.good(), "cannot create '{}' (does its folder exist?)", tmp.string());
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    DESTEIN_CHECK_IO(out.good(), "error while writing '{}'", tmp.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  DESTEIN_CHECK_IO(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message());
+  const_cast<AttributeScorer*>(this)->path_ = path.string();
+}
+
+std::string scorer_file_version(const std::filesystem::path& path) {
+  const ScorerFile f = read_scorer_file(path);
+  return f.header["__metadata__"].value("format_version", std::string("<none>"));
+}
+
+AttributeScorer AttributeScorer::load(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  const ScorerFile f = read_scorer_file(path);
+  const auto& meta = f.header["__metadata__"];
+  const std::string version = meta.value("format_version", std::string("<none>"));
+  DESTEIN_CHECK_IO(version == std::to_string(kFormatVersion),
+                   "{}: expected format_version {} (the eight-attribute scorer v2), found '{}'{}",
+                   file, kFormatVersion, version,
+                   version == "1" ? ": a v1 toxicity-only scorer; load it with LinearScorer::load "
+                                    "or load_offline_scorer()"
+                                  : " (written by another destein version?)");
+  AttributeScorer scorer;
+  scorer.features_ = read_feature_json(meta_json(meta, "features", file), file);
+  const nlohmann::json heads = meta_json(meta, "heads", file);
+  DESTEIN_CHECK_IO(heads.is_array() && heads.size() == kNumAttributes,
+                   "{}: metadata 'heads': expected {} heads, found {}", file, kNumAttributes,
+                   heads.is_array() ? std::to_string(heads.size()) : heads.type_name());
+  uint64_t offset = 0;
+  for (int a = 0; a < kNumAttributes; ++a) {
+    const auto& attr = perspective_attributes()[static_cast<size_t>(a)];
+    const std::string hwhere = fmt::format("{}: metadata 'heads'[{}]", file, a);
+    const auto name = json_field<std::string>(heads[static_cast<size_t>(a)], "attribute", hwhere);
+    DESTEIN_CHECK_IO(name == attr, "{}: expected attribute '{}', found '{}'", hwhere, attr, name);
+    const int bits = json_field<int>(heads[static_cast<size_t>(a)], "hash_bits", hwhere);
+    DESTEIN_CHECK_IO(bits >= 10 && bits <= scorer.features_.hash_bits,
+                     "{}: expected hash_bits in 10..{}, found {}", hwhere, scorer.features_.hash_bits, bits);
+    scorer.head_bits_[static_cast<size_t>(a)] = bits;
+    scorer.platt_a_[static_cast<size_t>(a)] = json_field<double>(heads[static_cast<size_t>(a)], "platt_a", hwhere);
+    scorer.platt_b_[static_cast<size_t>(a)] = json_field<double>(heads[static_cast<size_t>(a)], "platt_b", hwhere);
+    DESTEIN_CHECK_IO(std::isfinite(scorer.platt_a_[static_cast<size_t>(a)]) &&
+                         std::isfinite(scorer.platt_b_[static_cast<size_t>(a)]),
+                     "{}: expected finite Platt parameters", hwhere);
+    const int64_t dim = int64_t{1} << bits;
+    check_tensor(f.header, "weight." + attr, "F16", dim, offset, file);
+    offset += static_cast<uint64_t>(dim) * 2;
+  }
+  check_tensor(f.header, "bias", "F32", kNumAttributes, offset, file);
+  const uint64_t data_bytes = offset + 4 * kNumAttributes;
+  DESTEIN_CHECK_IO(f.bytes.size() - f.data_begin == data_bytes,
+                   "{}: expected {} bytes of tensor data after the header, found {} (truncated or "
+                   "corrupt file)",
+                   file, data_bytes, f.bytes.size() - f.data_begin);
+  const std::string expected_sum = meta.value("checksum_fnv1a64", std::string("<none>"));
+  const std::string found_sum = hex64(fnv1a_bytes(f.bytes.data() + f.data_begin, data_bytes));
+  DESTEIN_CHECK_IO(expected_sum == found_sum, "{}: corrupt weights: checksum expected {}, found {}",
+                   file, expected_sum, found_sum);
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(f.bytes.data() + f.data_begin);
+  for (int a = 0; a < kNumAttributes; ++a) {
+    auto& w = scorer.weights_[static_cast<size_t>(a)];
+    w.resize(size_t{1} << scorer.head_bits_[static_cast<size_t>(a)]);
+    for (float& v : w) {
+      const uint16_t bits = static_cast<uint16_t>(p[0] | (p[1] << 8));
+      v = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+      p += 2;
+    }
+  }
+  for (int a = 0; a < kNumAttributes; ++a) {
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i) bits |= static_cast<uint32_t>(p[i]) << (8 * i);
+    p += 4;
+    std::memcpy(&scorer.bias_[static_cast<size_t>(a)], &bits, 4);
+    DESTEIN_CHECK_IO(std::isfinite(scorer.bias_[static_cast<size_t>(a)]), "{}: expected a finite bias of head {}",
+                     file, perspective_attributes()[static_cast<size_t>(a)]);
+  }
+  scorer.provenance_ = meta_json(meta, "provenance", file);
+
+  // The file checks itself: the reference texts must score as they did when it was saved.
+  const nlohmann::json self_test = meta_json(meta, "self_test", file);
+  DESTEIN_CHECK_IO(self_test.is_array() && !self_test.empty(),
+                   "{}: expected self-test samples in the metadata, found none", file);
+  const std::string swhere = file + ": metadata 'self_test'";
+  for (const auto& sample : self_test) {
+    auto text = json_field<std::string>(sample, "text", swhere);
+    const auto scores = json_field<nlohmann::json>(sample, "scores", swhere);
+    const auto found = scorer.probabilities(text);
+    std::array<double, kNumAttributes> expected{};
+    for (int a = 0; a < kNumAttributes; ++a) {
+      const auto& attr = perspective_attributes()[static_cast<size_t>(a)];
+      expected[static_cast<size_t>(a)] = json_field<double>(scores, attr, swhere);
+      DESTEIN_CHECK_IO(std::abs(found[static_cast<size_t>(a)] - expected[static_cast<size_t>(a)]) <= kSelfTestTolerance,
+                       "{}: self-test failed on '{}': expected {} {:.9f}, found {:.9f} (the file is "
+                       "corrupt, or this build's features differ from the trainer's)",
+                       file, text, attr, expected[static_cast<size_t>(a)], found[static_cast<size_t>(a)]);
+    }
+    scorer.self_test_.emplace_back(std::move(text), expected);
+  }
+  scorer.path_ = file;
+  return scorer;
+}
+
+std::unique_ptr<ToxicityScorer> load_offline_scorer(const std::filesystem::path& path) {
+  const std::string version = scorer_file_version(path);
+  if (version == "1") return std::make_unique<LinearScorer>(LinearScorer::load(path));
+  if (version == "2") return std::make_unique<AttributeScorer>(AttributeScorer::load(path));
+  throw std::runtime_error(fmt::format(
+      "{}: expected format_version 1 (toxicity-only scorer) or 2 (eight-attribute scorer), found "
+      "'{}' (written by another destein version?)",
+      path.string(), version));
+}
+
+}  // namespace destein
