@@ -425,6 +425,15 @@ TEST_CASE("vectors files round-trip and are checked against the model", "[steeri
   SteeringVectors minimal = load_steering_vectors(dir / "min.safetensors");
   CHECK_FALSE(minimal.probe_accuracy.defined());
   CHECK(minimal.site == SteeringSite::kAttnOut);
+  CHECK(minimal.last_k == 8);  // the default when the file does not say
+  // Integers in the metadata are read whole: a damaged value is an error, not a prefix.
+  for (const char* bad : {"12abc", "-3", "x", "99999999999999999999"}) {
+    write_safetensors(dir / "badint.safetensors", {{"directions", v.directions}},
+                      {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"last_k", bad}});
+    CHECK_THROWS_WITH(load_steering_vectors(dir / "badint.safetensors"),
+                      Contains("badint.safetensors") && Contains(std::string("'last_k' = '") + bad + "'") &&
+                          Contains("not a non-negative integer"));
+  }
 
   // Another model's vectors: every differing dimension named.
   auto gpt2 = load_model(fixture("gpt2.pt"));

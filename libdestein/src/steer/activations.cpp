@@ -6,16 +6,6 @@
 
 namespace destein {
 
-SteeringSite parse_steering_site(const std::string& name) {
-  if (name == "attn_out" || name == "hook_attn_out") return SteeringSite::kAttnOut;
-  if (name == "hook_z" || name == "attn.hook_z" || name == "z") return SteeringSite::kHookZ;
-  throw std::invalid_argument(fmt::format("unknown steering site '{}': expected attn_out or hook_z", name));
-}
-
-std::string steering_site_name(SteeringSite site) {
-  return site == SteeringSite::kAttnOut ? "attn_out" : "hook_z";
-}
-
 HookSite hook_site_of(SteeringSite site) {
   return site == SteeringSite::kAttnOut ? HookSite::kAttnOut : HookSite::kAttnZ;
 }

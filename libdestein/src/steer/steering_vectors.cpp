@@ -8,6 +8,18 @@
 
 namespace destein {
 
+// The site names live with the file that records them (the vectors file reader needs
+// nothing else of activations.cpp, which the vectors fuzzer relies on).
+SteeringSite parse_steering_site(const std::string& name) {
+  if (name == "attn_out" || name == "hook_attn_out") return SteeringSite::kAttnOut;
+  if (name == "hook_z" || name == "attn.hook_z" || name == "z") return SteeringSite::kHookZ;
+  throw std::invalid_argument(fmt::format("unknown steering site '{}': expected attn_out or hook_z", name));
+}
+
+std::string steering_site_name(SteeringSite site) {
+  return site == SteeringSite::kAttnOut ? "attn_out" : "hook_z";
+}
+
 at::Tensor directions_from_activations(const at::Tensor& toxic, const at::Tensor& nontoxic) {
   DESTEIN_CHECK_ARG(toxic.dim() == 4 && toxic.sizes() == nontoxic.sizes(),
                     "directions: toxic {} and non-toxic {} activations must both be (N, L, H, Dh)",
@@ -61,11 +73,16 @@ int64_t parse_int(const std::map<std::string, std::string>& meta, const std::str
                   const std::string& file) {
   auto it = meta.find(key);
   if (it == meta.end() || it->second.empty()) return fallback;
+  // Whole string, non-negative: "12abc" or "-3" is a damaged file, not 12 or -3.
+  size_t used = 0;
+  long long value = -1;
   try {
-    return std::stoll(it->second);
+    value = std::stoll(it->second, &used);
   } catch (const std::exception&) {
-    throw std::runtime_error(fmt::format("{}: metadata '{}' = '{}' is not an integer", file, key, it->second));
   }
+  DESTEIN_CHECK_IO(value >= 0 && used == it->second.size(), "{}: metadata '{}' = '{}' is not a non-negative integer",
+                   file, key, it->second);
+  return value;
 }
 }  // namespace
 
