@@ -7,6 +7,7 @@
 //   build/bin/serve_load [--clients 16] [--seconds 30] [--max-tokens 32] [--threads N]
 //                        [--tiny]   (models/tiny-lm instead of the GPT-2-small shape)
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -70,7 +71,11 @@ Load run_load(int port, int clients, double seconds, int64_t max_tokens, const s
         const auto t = Clock::now();
         auto res = client.Post("/v1/completions", body.dump(), "application/json");
         if (!res || res->status != 200) {
-          ++mine.failures;
+          if (mine.failures++ == 0) {
+            std::lock_guard<std::mutex> lock(mutex);
+            fmt::print(stderr, "serve_load: a request failed: {}\n",
+                       res ? fmt::format("HTTP {} {}", res->status, res->body) : httplib::to_string(res.error()));
+          }
           continue;
         }
         mine.latencies.push_back(seconds_since(t));

@@ -236,6 +236,24 @@ TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequentia
   CHECK(rows / steps > 2);  // the concurrent requests shared forwards
 }
 
+TEST_CASE("serve: bytes that are not UTF-8 go out as U+FFFD, not as a failed request", "[serve][cli]") {
+  // A random byte-level BPE model writes lone bytes of multi-byte characters.
+  auto dir = temp_dir("serve_bytes");
+  ServeProcess server({"--model", fixture("gpt2_bpe").string()}, dir);
+  const std::string body = R"({"prompt": "Hello", "max_tokens": 24, "temperature": 1, "seed": 5, "n": 8})";
+  auto reply = http("POST", server.url("/v1/completions"), body, dir);
+  INFO(reply.body);
+  REQUIRE(reply.status == 200);
+  int replaced = 0;
+  for (const auto& text : choice_texts(reply)) replaced += text.find("\xEF\xBF\xBD") != std::string::npos;
+  CHECK(replaced > 0);  // the case this test is about did occur
+  json stream_body = json::parse(body);
+  stream_body["stream"] = true;
+  auto streamed = http("POST", server.url("/v1/completions"), stream_body.dump(), dir, "-N");
+  REQUIRE(streamed.status == 200);
+  CHECK_THAT(streamed.body, Contains("data: [DONE]"));
+}
+
 TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][cli]") {
   auto dir = temp_dir("serve_errors");
   const std::string vectors = write_vectors(dir);

@@ -27,6 +27,10 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// A model may write bytes that are not UTF-8 (a byte-level token alone, half a character
+// at max_tokens); JSON cannot carry them, so they go out as U+FFFD rather than failing.
+std::string wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 const std::vector<double> kLatencyBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
 
 // httplib 0.11 does not tell a handler that its client went away. The handler's connection
@@ -174,7 +178,7 @@ struct Server::Impl {
 
   void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status();
-    res.set_content(error_json(e).dump(), "application/json");
+    res.set_content(wire(error_json(e)), "application/json");
   }
 
   SteeringStack steering_for(const std::optional<SteeringRequest>& request) {
@@ -349,7 +353,7 @@ struct Server::Impl {
       const Usage usage{job->prompt_tokens, job->completion_tokens()};
       const json body = chat ? chat_response(id, created, options.model_name, choices, usage)
                              : completion_response(id, created, options.model_name, choices, usage);
-      res.set_content(body.dump(), "application/json");
+      res.set_content(wire(body), "application/json");
       count_request(endpoint, 200, started);
     } catch (const ApiError& e) {
       send_error(res, e);
@@ -372,7 +376,7 @@ struct Server::Impl {
         "text/event-stream",
         [this, job, id, created, chat, include_usage, client_fd, done, model_name, endpoint](size_t, httplib::DataSink& sink) {
           auto send = [&](const json& j) {
-            const std::string line = "data: " + j.dump() + "\n\n";
+            const std::string line = "data: " + wire(j) + "\n\n";
             return sink.write(line.data(), line.size());
           };
           EngineEvent ev;
@@ -433,7 +437,7 @@ struct Server::Impl {
                                                  : static_cast<int>(options.max_rows + options.max_queue + 8);
     http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(json{{"status", engine->draining() ? "draining" : "ok"}}.dump(), "application/json");
+      res.set_content(wire(json{{"status", engine->draining() ? "draining" : "ok"}}), "application/json");
       if (engine->draining()) res.status = 503;
     });
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
@@ -445,7 +449,7 @@ struct Server::Impl {
       for (const auto& [name, v] : vectors) names.push_back(name);
       json model_entry = {{"id", options.model_name}, {"object", "model"}, {"created", started_unix},
                           {"owned_by", "destein"}, {"steering_vectors", names}};
-      res.set_content(json{{"object", "list"}, {"data", json::array({model_entry})}}.dump(), "application/json");
+      res.set_content(wire(json{{"object", "list"}, {"data", json::array({model_entry})}}), "application/json");
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       const BatchEngineStats s = engine->stats();
@@ -471,7 +475,7 @@ struct Server::Impl {
       } catch (...) {
       }
       res.status = 500;
-      res.set_content(error_json(ApiError(500, message, {}, "server_error")).dump(), "application/json");
+      res.set_content(wire(error_json(ApiError(500, message, {}, "server_error"))), "application/json");
     });
     // httplib answers some failures itself (413 for a large body, 404, 400 for a malformed
     // request line) with an empty body: give them OpenAI's error object.
@@ -481,7 +485,7 @@ struct Server::Impl {
       if (res.status == 413) message = "the request body is larger than the server's limit (--max-body-bytes)";
       else if (res.status == 404) message = fmt::format("no endpoint {} {} (see GET /v1/models, POST /v1/completions, POST /v1/chat/completions)", req.method, req.path);
       else message = fmt::format("HTTP {}", res.status);
-      res.set_content(error_json(ApiError(res.status, message)).dump(), "application/json");
+      res.set_content(wire(error_json(ApiError(res.status, message))), "application/json");
     });
   }
 };
