@@ -129,7 +129,9 @@ TEST_CASE("serve engine: each request gets its tokens from generate() alone, bat
   }
   const BatchEngineStats s = engine.stats();
   INFO(fmt::format("{} decode steps, {} rows", s.forwards, s.rows_forwarded));
-  CHECK(s.rows_forwarded > 2 * s.forwards);  // requests really shared forwards
+  CHECK(s.rows_forwarded > 2 * s.forwards);  // requests really shared decode steps
+  INFO(fmt::format("{} prompts prefilled in {} passes", s.prefills, s.prefill_passes));
+  CHECK(s.prefill_passes < s.prefills);        // and prompt passes of different lengths
   CHECK(becomes_idle(engine));
 }
 

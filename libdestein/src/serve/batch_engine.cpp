@@ -163,79 +163,112 @@ bool BatchEngine::emit(Row& row, int64_t token) {
   return row.done == FinishReason::kNone;
 }
 
-void BatchEngine::admit(Pending& pending, std::vector<Row>& joining, std::vector<KVCache>& joining_caches) {
-  const EngineRequest& req = pending.request;
+bool BatchEngine::admit(std::vector<Pending>& taking, std::vector<Row>& joining, KVCache& joining_cache) {
   const int64_t V = model_.config().vocab_size;
-  const int64_t eos = req.sampling.eos_id >= 0 ? req.sampling.eos_id : model_.config().eos_token_id.value_or(-1);
-  for (size_t p = 0; p < req.prompts.size(); ++p) {
-    const auto& prompt = req.prompts[p];
-    const int64_t L = static_cast<int64_t>(prompt.size());
-    std::vector<Row> rows;
+  const auto now = std::chrono::steady_clock::now();
+  struct Prompt {
+    Pending* pending;
+    size_t index;
+  };
+  std::vector<Prompt> prompts;
+  int64_t rows_total = 0;
+  for (Pending& pending : taking) {
+    const EngineRequest& req = pending.request;
+    const int64_t choices = pending.stream->choices();
+    if (pending.stream->cancelled() || now >= req.deadline) {
+      const FinishReason why = pending.stream->cancelled() ? FinishReason::kCancelled : FinishReason::kTimeout;
+      for (int64_t c = 0; c < choices; ++c) pending.stream->push({c, -1, why, {}});
+      std::lock_guard<std::mutex> lock(mutex_);
+      admitted_rows_ -= choices;
+      continue;
+    }
+    rows_total += choices;
+    for (size_t p = 0; p < req.prompts.size(); ++p) prompts.push_back({&pending, p});
+  }
+  if (prompts.empty()) return false;
+  // One prompt pass for all newcomers, left-padded: on the row-stable kernels a row's
+  // logits and cache do not depend on the other rows or on its padding, so each prompt gets
+  // what generate() computes for it alone.
+  const int64_t P = static_cast<int64_t>(prompts.size());
+  int64_t L = 0, prompt_tokens = 0;
+  for (const Prompt& pr : prompts) {
+    const int64_t n = static_cast<int64_t>(pr.pending->request.prompts[pr.index].size());
+    L = std::max(L, n);
+    prompt_tokens += n;
+  }
+  at::Tensor ids = at::zeros({P, L}, at::kLong);   // (P, L), left padding masked out
+  at::Tensor mask = at::zeros({P, L}, at::kLong);  // (P, L)
+  std::vector<SteeringStack> stacks(static_cast<size_t>(P));
+  {
+    auto acc = ids.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < P; ++i) {
+      const auto& prompt = prompts[size_t(i)].pending->request.prompts[prompts[size_t(i)].index];
+      const int64_t n = static_cast<int64_t>(prompt.size());
+      for (int64_t j = 0; j < n; ++j) acc[i][L - n + j] = prompt[size_t(j)];
+      mask.narrow(0, i, 1).narrow(1, L - n, n).fill_(1);
+      stacks[size_t(i)] = prompts[size_t(i)].pending->request.steering;
+    }
+  }
+  KVCache cache = model_.make_cache(P, L);
+  at::Tensor logits;
+  try {
+    controller_->set_rows(std::move(stacks));
+    ForwardOptions fo;
+    fo.cache = &cache;
+    fo.hooks = &hooks_;
+    fo.logits = LogitsFor::kLast;
+    fo.attention_mask = mask;
+    logits = model_.forward(ids, fo).logits.reshape({P, V}).to(at::kCPU).contiguous();
+  } catch (const std::exception& e) {
+    for (Pending& pending : taking) {
+      if (pending.stream->cancelled()) continue;
+      for (int64_t c = 0; c < pending.stream->choices(); ++c) pending.stream->push({c, -1, FinishReason::kError, e.what()});
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    admitted_rows_ -= rows_total;
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.prefills += P;
+    ++stats_.prefill_passes;
+    stats_.prompt_tokens += prompt_tokens;
+  }
+  const float* data = logits.data_ptr<float>();
+  std::vector<int64_t> keep;  // the prompt row each joining row continues from
+  int64_t ended = 0;
+  for (int64_t i = 0; i < P; ++i) {
+    const Pending& pending = *prompts[size_t(i)].pending;
+    const EngineRequest& req = pending.request;
+    const int64_t p = static_cast<int64_t>(prompts[size_t(i)].index);
     for (int64_t s = 0; s < req.n; ++s) {
       Row row;
       row.stream = pending.stream;
-      row.choice = static_cast<int64_t>(p) * req.n + s;
-      row.rng = detail::row_stream(req.sampling.seed, static_cast<int64_t>(p), s);
+      row.choice = p * req.n + s;
+      row.rng = detail::row_stream(req.sampling.seed, p, s);
       row.sampling = req.sampling;
       row.steering = req.steering;
       row.max_tokens = req.max_tokens;
-      row.eos = eos;
+      row.eos = req.sampling.eos_id >= 0 ? req.sampling.eos_id : model_.config().eos_token_id.value_or(-1);
       row.deadline = req.deadline;
-      row.length = L;
-      rows.push_back(std::move(row));
-    }
-    if (pending.stream->cancelled() || std::chrono::steady_clock::now() >= req.deadline) {
-      for (auto& row : rows) {
-        row.done = pending.stream->cancelled() ? FinishReason::kCancelled : FinishReason::kTimeout;
-        row.stream->push({row.choice, -1, row.done, {}});
-      }
-      std::lock_guard<std::mutex> lock(mutex_);
-      admitted_rows_ -= req.n;
-      continue;
-    }
-    // The prompt pass alone (one row): exactly what generate() runs for this prompt.
-    KVCache cache = model_.make_cache(1, L);
-    at::Tensor logits;
-    try {
-      controller_->set_rows({req.steering});
-      ForwardOptions fo;
-      fo.cache = &cache;
-      fo.hooks = &hooks_;
-      fo.logits = LogitsFor::kLast;
-      logits = model_.forward(at::tensor(prompt, at::kLong).view({1, L}), fo).logits.reshape({V}).to(at::kCPU).contiguous();
-    } catch (const std::exception& e) {
-      for (auto& row : rows) row.stream->push({row.choice, -1, FinishReason::kError, e.what()});
-      std::lock_guard<std::mutex> lock(mutex_);
-      admitted_rows_ -= req.n;
-      continue;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.prefills;
-      stats_.prompt_tokens += L;
-    }
-    const float* data = logits.data_ptr<float>();
-    std::vector<int64_t> alive;
-    int64_t ended = 0;
-    for (int64_t s = 0; s < req.n; ++s) {
-      Row& row = rows[static_cast<size_t>(s)];
+      row.length = static_cast<int64_t>(req.prompts[size_t(p)].size());
       const double u = detail::uniform01(row.rng);
-      if (emit(row, sample_token(data, V, row.sampling, u))) {
-        alive.push_back(0);  // every sample continues from the prompt's single cache row
+      if (emit(row, sample_token(data + i * V, V, row.sampling, u))) {
+        keep.push_back(i);
         joining.push_back(std::move(row));
       } else {
         ++ended;
       }
     }
-    if (ended > 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      admitted_rows_ -= ended;
-    }
-    if (!alive.empty()) {
-      cache.select_rows(at::tensor(alive, at::kLong));
-      joining_caches.push_back(std::move(cache));
-    }
   }
+  if (ended > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    admitted_rows_ -= ended;
+  }
+  if (keep.empty()) return false;
+  cache.select_rows(at::tensor(keep, at::kLong));
+  joining_cache = std::move(cache);
+  return true;
 }
 
 void BatchEngine::step() {
@@ -358,16 +391,13 @@ void BatchEngine::run() {
       stats_.queued = static_cast<int64_t>(queue_.size());
     }
     std::vector<Row> joining;
-    std::vector<KVCache> joining_caches;
-    for (Pending& p : taking) admit(p, joining, joining_caches);
-    if (!joining.empty()) {
+    KVCache joining_cache;
+    if (!taking.empty() && admit(taking, joining, joining_cache)) {
       std::vector<const KVCache*> parts;
       if (have_cache_) parts.push_back(&cache_);
-      int64_t length = have_cache_ ? cache_.length() : 0, remaining = 1;
-      for (const KVCache& c : joining_caches) {
-        parts.push_back(&c);
-        length = std::max(length, c.length());
-      }
+      parts.push_back(&joining_cache);
+      const int64_t length = std::max(have_cache_ ? cache_.length() : int64_t{0}, joining_cache.length());
+      int64_t remaining = 1;
       for (Row& r : joining) rows_.push_back(std::move(r));
       for (const Row& r : rows_) remaining = std::max(remaining, r.max_tokens - r.generated);
       cache_ = DecoderModel::stack_caches(parts, length + remaining);

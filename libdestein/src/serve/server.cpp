@@ -458,6 +458,7 @@ struct Server::Impl {
       metrics.set("destein_prompt_tokens_total", static_cast<double>(s.prompt_tokens));
       metrics.set("destein_generated_tokens_total", static_cast<double>(s.generated_tokens));
       metrics.set("destein_prefills_total", static_cast<double>(s.prefills));
+      metrics.set("destein_prefill_passes_total", static_cast<double>(s.prefill_passes));
       metrics.set("destein_decode_steps_total", static_cast<double>(s.forwards));
       // The engine's last bucket is everything above 2^14 rows: the +Inf bucket.
       std::vector<double> buckets(s.rows_per_forward_buckets.begin(), s.rows_per_forward_buckets.end());
@@ -510,7 +511,8 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
   s.metrics.describe_counter("destein_requests_total", "HTTP requests answered, by endpoint and status");
   s.metrics.describe_counter("destein_prompt_tokens_total", "prompt tokens prefilled");
   s.metrics.describe_counter("destein_generated_tokens_total", "tokens generated");
-  s.metrics.describe_counter("destein_prefills_total", "prompt passes run");
+  s.metrics.describe_counter("destein_prefills_total", "prompts prefilled");
+  s.metrics.describe_counter("destein_prefill_passes_total", "forward passes that prefilled them");
   s.metrics.describe_counter("destein_decode_steps_total", "batched decode steps run");
   s.metrics.describe_gauge("destein_queue_depth", "requests waiting for rows");
   s.metrics.describe_gauge("destein_active_rows", "rows in the decode batch");

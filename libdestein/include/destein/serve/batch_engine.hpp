@@ -1,7 +1,8 @@
 #pragma once
 /// Continuous batching for a server: one engine thread owns the model's KV cache and a
 /// SteeringController and runs decode steps over the rows of every active request; a new
-/// request is prefilled on its own and its cache joins the batch between two steps,
+/// request's prompts are prefilled (with the other newcomers of that step, left-padded) and
+/// their cache rows join the batch between two steps,
 /// finished or cancelled rows leave. Each row has its own steering stack and its own random
 /// stream, so (on row-stable kernels, the CPU float32 default) a request's tokens are the
 /// ones generate() gives it alone: greedy, or sampled with the same seed.
@@ -101,7 +102,8 @@ struct BatchEngineStats {
   int64_t active_rows = 0;      ///< rows in the batch now
   int64_t forwards = 0;         ///< decode steps run
   int64_t rows_forwarded = 0;   ///< sum over decode steps of the rows in the step
-  int64_t prefills = 0;         ///< prompt passes run
+  int64_t prefills = 0;         ///< prompts prefilled
+  int64_t prefill_passes = 0;   ///< forward calls that prefilled them (newcomers of a step share one)
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   /// Decode steps by their row count: [i] counts steps with rows in (2^(i-1), 2^i].
@@ -137,7 +139,10 @@ class BatchEngine {
     std::shared_ptr<RequestStream> stream;
   };
   void run();
-  void admit(Pending& pending, std::vector<Row>& joining, std::vector<KVCache>& joining_caches);
+  // Prefills every prompt of `taking` in one left-padded forward pass and samples each
+  // row's first token; rows that go on are appended to `joining`, their cache rows (in the
+  // same order) put in `joining_cache`. False when no row goes on.
+  bool admit(std::vector<Pending>& taking, std::vector<Row>& joining, KVCache& joining_cache);
   void step();
   void remove_finished();
   bool emit(Row& row, int64_t token);
