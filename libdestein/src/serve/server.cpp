@@ -256,6 +256,7 @@ struct Server::Impl {
     req.sampling.top_k = r.top_k;
     req.sampling.top_p = r.top_p;
     req.sampling.seed = r.seed ? *r.seed : std::random_device{}();
+    req.sampling.stop_at_eos = !r.ignore_eos;
     req.steering = steering_for(r.steering);
     req.deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.request_timeout_s));
     auto job = std::make_shared<Job>();

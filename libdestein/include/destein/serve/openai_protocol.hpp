@@ -58,6 +58,7 @@ struct SamplingRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  ///< stream_options.include_usage
+  bool ignore_eos = false;     ///< extension (vLLM's name): keep going past end-of-sequence
   std::optional<SteeringRequest> steering;
 };
 
