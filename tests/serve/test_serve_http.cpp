@@ -393,6 +393,20 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
     CHECK(active == 0);
     const std::string page = http("GET", server.url("/metrics"), "", dir).body;
     CHECK(metric(page, "destein_generated_tokens_total") < 32 * 120);
+
+    // The same while streaming: the next write (or the wait between tokens) notices.
+    json streamed = json::parse(body);
+    streamed["stream"] = true;
+    http("POST", server.url("/v1/completions"), streamed.dump(), dir, "-N --max-time 0.2");
+    for (int i = 0; i < 100 && (cancelled < 2 || active != 0); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::string p = http("GET", server.url("/metrics"), "", dir).body;
+      cancelled = metric(p, "destein_requests_total{endpoint=\"/v1/completions\",status=\"499\"}");
+      active = metric(p, "destein_active_rows");
+    }
+    CHECK(cancelled == 2);
+    CHECK(active == 0);
+    CHECK(metric(http("GET", server.url("/metrics"), "", dir).body, "destein_generated_tokens_total") < 2 * 32 * 120);
   }
 
   SECTION("SIGTERM finishes what runs and refuses new requests") {
