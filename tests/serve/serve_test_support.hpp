@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,8 +21,6 @@
 #include <vector>
 
 #include "test_support.hpp"
-
-extern char** environ;
 
 namespace destein::test {
 
@@ -48,14 +46,19 @@ class ServeProcess {
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    if (posix_spawn(&pid_, cargv[0], &actions, nullptr, cargv.data(), environ) != 0) {
-      throw std::runtime_error("cannot start destein serve");
+    // fork + exec rather than posix_spawn: the child asks for SIGTERM when the test process
+    // dies, so a crashed test leaves no server behind.
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("cannot start destein serve");
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      const int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd < 0) _exit(127);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execv(cargv[0], cargv.data());
+      _exit(127);
     }
-    posix_spawn_file_actions_destroy(&actions);
     const std::regex listening("listening on http://127\\.0\\.0\\.1:([0-9]+)");
     for (int i = 0; i < 600; ++i) {
       std::smatch m;
