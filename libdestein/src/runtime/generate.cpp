@@ -10,22 +10,13 @@
 #include <cstring>
 
 #include "check.hpp"
-#include "splitmix.hpp"
+#include "runtime/row_stream.hpp"
 
 namespace destein {
 namespace {
 
-using detail::splitmix64;
-
-// The random stream of row (prompt p, sample s): independent of batching.
-std::mt19937_64 row_stream(uint64_t seed, int64_t p, int64_t s) {
-  uint64_t h = splitmix64(seed);
-  h = splitmix64(h ^ static_cast<uint64_t>(p));
-  h = splitmix64(h ^ (static_cast<uint64_t>(s) * 0x632be59bd9b4e019ULL));
-  return std::mt19937_64(h);
-}
-
-double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+using detail::row_stream;
+using detail::uniform01;
 
 void check_options(const GenerationOptions& o) {
   DESTEIN_CHECK_ARG(o.max_new_tokens > 0, "generate: max_new_tokens must be positive, found {}", o.max_new_tokens);

@@ -1,0 +1,42 @@
+#pragma once
+/// Built-in chat templates of `destein serve`: LLaMA-2-chat, ChatML and a plain one.
+/// A model folder's Jinja `chat_template` is not interpreted (Debian has no C++ Jinja
+/// engine); it is only read to recognise which of the built-in templates it is.
+/// LibTorch-free.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "destein/serve/openai_protocol.hpp"
+#include "destein/text/tokenizer.hpp"
+
+namespace destein {
+
+enum class ChatTemplate {
+  kLlama2,  ///< <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
+  kChatml,  ///< <|im_start|>{role}\n{content}<|im_end|>\n ... <|im_start|>assistant\n
+  kPlain,   ///< "System: ...\nUser: ...\nAssistant:" (for models trained on plain text)
+};
+
+/// "llama-2", "chatml", "plain". Throws std::invalid_argument otherwise.
+ChatTemplate parse_chat_template(const std::string& name);
+std::string chat_template_name(ChatTemplate t);
+
+/// Recognises the template from the model folder's tokenizer_config.json `chat_template`
+/// ("<|im_start|>" -> ChatML, "[INST]" -> LLaMA-2) or its config.json model_type ("llama"
+/// -> LLaMA-2); plain otherwise. `model_path` may be a folder or a file inside one.
+ChatTemplate detect_chat_template(const std::filesystem::path& model_path);
+
+/// A conversation as the model's prompt.
+struct ChatPrompt {
+  std::vector<int64_t> ids;
+  std::vector<std::string> stop;  ///< stop strings the template implies (the end-of-turn marker)
+};
+
+/// Renders `messages` (an optional leading system message, then user and assistant turns,
+/// ending with a user turn) and tokenises it. Throws ApiError (400) naming the message
+/// for an order the template cannot express.
+ChatPrompt render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages, const Tokenizer& tokenizer);
+
+}  // namespace destein

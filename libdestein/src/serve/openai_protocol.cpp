@@ -1,0 +1,327 @@
+#include "destein/serve/openai_protocol.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace destein {
+namespace {
+
+using nlohmann::json;
+
+ApiError field_error(const std::string& field, const std::string& expected, const json& found) {
+  std::string shown = found.dump();
+  if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+  return ApiError(400, fmt::format("'{}' must be {}, found {}", field, expected, shown), field);
+}
+
+// Absent and null both mean "the default".
+const json* field(const json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+double number_in(const json& v, const std::string& name, double lo, double hi, const std::string& expected) {
+  if (!v.is_number() || v.get<double>() < lo || v.get<double>() > hi) throw field_error(name, expected, v);
+  return v.get<double>();
+}
+
+int64_t integer_in(const json& v, const std::string& name, int64_t lo, int64_t hi, const std::string& expected) {
+  // 3.0 from a JavaScript client is an integer too.
+  if (!v.is_number()) throw field_error(name, expected, v);
+  const double d = v.get<double>();
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+    throw field_error(name, expected, v);
+  }
+  return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
+}
+
+std::string string_of(const json& v, const std::string& name) {
+  if (!v.is_string()) throw field_error(name, "a string", v);
+  return v.get<std::string>();
+}
+
+json parse_body(const std::string& body) {
+  json parsed;
+  try {
+    parsed = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
+  }
+  if (!parsed.is_object()) throw ApiError(400, fmt::format("the request body must be a JSON object, found {}", parsed.type_name()));
+  return parsed;
+}
+
+void reject_unsupported(const json& body) {
+  auto refuse = [](const std::string& name, const std::string& why) {
+    throw ApiError(400, fmt::format("'{}' is not supported by destein serve ({})", name, why), name);
+  };
+  if (const json* v = field(body, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number() && v->get<double>() == 0)) {
+    refuse("logprobs", "no log-probabilities are returned; leave it out");
+  }
+  if (const json* v = field(body, "echo"); v && !(v->is_boolean() && !v->get<bool>())) refuse("echo", "leave it out or set it to false");
+  if (const json* v = field(body, "best_of"); v && !(v->is_number() && v->get<double>() == 1)) refuse("best_of", "only 1");
+  if (field(body, "suffix")) refuse("suffix", "no insertion mode");
+  for (const char* p : {"presence_penalty", "frequency_penalty"}) {
+    if (const json* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0)) refuse(p, "only 0");
+  }
+  if (const json* v = field(body, "logit_bias"); v && !(v->is_object() && v->empty())) refuse("logit_bias", "leave it out");
+  if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) refuse("tools", "no tool calls");
+}
+
+SteeringRequest parse_steering(const json& v) {
+  if (!v.is_object()) throw field_error("steering", "an object such as {\"vectors\": \"detox\", \"alpha\": 0.4}", v);
+  static const char* kKeys[] = {"vectors", "mode", "alpha", "positions", "gate", "gate_threshold", "top_k_heads"};
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    if (std::find_if(std::begin(kKeys), std::end(kKeys), [&](const char* k) { return it.key() == k; }) == std::end(kKeys)) {
+      throw ApiError(400,
+                     fmt::format("'steering.{}' is not a steering field (expected vectors, mode, alpha, positions, "
+                                 "gate, gate_threshold, top_k_heads)",
+                                 it.key()),
+                     "steering." + it.key());
+    }
+  }
+  SteeringRequest s;
+  const json* vectors = field(v, "vectors");
+  if (!vectors) throw ApiError(400, "'steering.vectors' is required: the name of a vectors set the server was started with", "steering.vectors");
+  s.vectors = string_of(*vectors, "steering.vectors");
+  auto one_of = [&](const char* key, std::initializer_list<const char*> allowed) -> std::optional<std::string> {
+    const json* f = field(v, key);
+    if (!f) return std::nullopt;
+    std::string list;
+    for (const char* a : allowed) list += fmt::format("{}\"{}\"", list.empty() ? "" : " or ", a);
+    const std::string name = std::string("steering.") + key;
+    if (!f->is_string() || std::find(allowed.begin(), allowed.end(), f->get<std::string>()) == allowed.end()) {
+      throw field_error(name, list, *f);
+    }
+    return f->get<std::string>();
+  };
+  s.mode = one_of("mode", {"reference", "headwise"});
+  s.positions = one_of("positions", {"all", "prompt", "generated"});
+  s.gate = one_of("gate", {"none", "probe"});
+  if (const json* f = field(v, "alpha")) s.alpha = number_in(*f, "steering.alpha", 0, 10, "a number in [0, 10]");
+  if (const json* f = field(v, "gate_threshold")) {
+    s.gate_threshold = number_in(*f, "steering.gate_threshold", 0, 1, "a number in [0, 1) (0: soft gate)");
+    if (*s.gate_threshold >= 1) throw field_error("steering.gate_threshold", "a number in [0, 1) (0: soft gate)", *f);
+  }
+  if (const json* f = field(v, "top_k_heads")) {
+    s.top_k_heads = integer_in(*f, "steering.top_k_heads", 0, 1 << 20, "an integer >= 0 (0: all heads)");
+  }
+  return s;
+}
+
+void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
+  reject_unsupported(body);
+  if (const json* v = field(body, "model")) r.model = string_of(*v, "model");
+  const char* max_name = "max_tokens";
+  const json* max = field(body, "max_tokens");
+  if (!max && chat) {
+    max = field(body, "max_completion_tokens");
+    max_name = "max_completion_tokens";
+  }
+  r.max_tokens = max ? integer_in(*max, max_name, 1, std::numeric_limits<int32_t>::max(), "a positive integer") : -1;
+  if (const json* v = field(body, "temperature")) r.temperature = number_in(*v, "temperature", 0, 2, "a number in [0, 2] (0: greedy)");
+  if (const json* v = field(body, "top_p")) {
+    r.top_p = number_in(*v, "top_p", 0, 1, "a number in (0, 1]");
+    if (r.top_p <= 0) throw field_error("top_p", "a number in (0, 1]", *v);
+  }
+  if (const json* v = field(body, "top_k")) {
+    r.top_k = integer_in(*v, "top_k", -1, std::numeric_limits<int32_t>::max(), "an integer >= 0 (0 or -1: off)");
+    if (r.top_k < 0) r.top_k = 0;
+  }
+  if (const json* v = field(body, "n")) r.n = integer_in(*v, "n", 1, 128, "an integer in [1, 128]");
+  if (const json* v = field(body, "seed")) {
+    r.seed = static_cast<uint64_t>(integer_in(*v, "seed", std::numeric_limits<int64_t>::min(),
+                                              std::numeric_limits<int64_t>::max(), "an integer"));
+  }
+  if (const json* v = field(body, "stop")) {
+    const std::string expected = "a non-empty string or a list of up to 4 non-empty strings";
+    if (v->is_string()) {
+      r.stop.push_back(v->get<std::string>());
+    } else if (v->is_array() && v->size() <= 4) {
+      for (const json& s : *v) {
+        if (!s.is_string()) throw field_error("stop", expected, *v);
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      throw field_error("stop", expected, *v);
+    }
+    for (const auto& s : r.stop) {
+      if (s.empty()) throw field_error("stop", expected, *v);
+    }
+  }
+  if (const json* v = field(body, "stream")) {
+    if (!v->is_boolean()) throw field_error("stream", "true or false", *v);
+    r.stream = v->get<bool>();
+  }
+  if (const json* v = field(body, "stream_options")) {
+    if (!v->is_object()) throw field_error("stream_options", "an object such as {\"include_usage\": true}", *v);
+    if (const json* u = field(*v, "include_usage")) {
+      if (!u->is_boolean()) throw field_error("stream_options.include_usage", "true or false", *u);
+      r.include_usage = u->get<bool>();
+    }
+  }
+  if (const json* v = field(body, "ignore_eos")) {
+    if (!v->is_boolean()) throw field_error("ignore_eos", "true or false", *v);
+    r.ignore_eos = v->get<bool>();
+  }
+  if (const json* v = field(body, "steering")) r.steering = parse_steering(*v);
+}
+
+}  // namespace
+
+json error_json(const ApiError& error) {
+  json e = {{"message", error.what()}, {"type", error.type()}, {"code", nullptr}};
+  e["param"] = error.param().empty() ? json(nullptr) : json(error.param());
+  return {{"error", e}};
+}
+
+CompletionRequest parse_completion_request(const std::string& body) {
+  const json b = parse_body(body);
+  CompletionRequest r;
+  parse_sampling(b, r, false);
+  const json* prompt = field(b, "prompt");
+  const std::string expected = "a string or a non-empty list of strings";
+  if (!prompt) throw ApiError(400, "'prompt' is required: " + expected, "prompt");
+  if (prompt->is_string()) {
+    r.prompts.push_back(prompt->get<std::string>());
+  } else if (prompt->is_array() && !prompt->empty()) {
+    for (const json& p : *prompt) {
+      if (!p.is_string()) throw field_error("prompt", expected + " (token-id prompts are not supported)", *prompt);
+      r.prompts.push_back(p.get<std::string>());
+    }
+  } else {
+    throw field_error("prompt", expected, *prompt);
+  }
+  if (r.max_tokens < 0) r.max_tokens = 16;  // OpenAI's default for completions
+  return r;
+}
+
+ChatRequest parse_chat_request(const std::string& body) {
+  const json b = parse_body(body);
+  ChatRequest r;
+  parse_sampling(b, r, true);
+  const json* messages = field(b, "messages");
+  if (!messages || !messages->is_array() || messages->empty()) {
+    throw ApiError(400, "'messages' must be a non-empty list of {\"role\", \"content\"} objects", "messages");
+  }
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string at = fmt::format("messages[{}]", i);
+    if (!m.is_object()) throw field_error(at, "an object with role and content", m);
+    const json* role = field(m, "role");
+    if (!role || !role->is_string() ||
+        (*role != "system" && *role != "user" && *role != "assistant" && *role != "developer")) {
+      throw field_error(at + ".role", "\"system\", \"user\" or \"assistant\"", role ? *role : json(nullptr));
+    }
+    ChatMessage msg;
+    msg.role = *role == "developer" ? "system" : role->get<std::string>();
+    const json* content = field(m, "content");
+    if (content && content->is_string()) {
+      msg.content = content->get<std::string>();
+    } else if (content && content->is_array()) {
+      // [{"type": "text", "text": "..."}]: text parts joined; other parts (images) refused.
+      for (const json& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+          throw field_error(at + ".content", "a string or a list of {\"type\": \"text\", \"text\": ...} parts", *content);
+        }
+        msg.content += part["text"].get<std::string>();
+      }
+    } else {
+      throw field_error(at + ".content", "a string", content ? *content : json(nullptr));
+    }
+    r.messages.push_back(std::move(msg));
+  }
+  return r;
+}
+
+namespace {
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+}  // namespace
+
+json completion_response(const std::string& id, int64_t created, const std::string& model,
+                         const std::vector<ChoiceResult>& choices, const Usage& usage) {
+  json cs = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    cs.push_back({{"index", i}, {"text", choices[i].text}, {"logprobs", nullptr}, {"finish_reason", choices[i].finish_reason}});
+  }
+  return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
+          {"choices", cs}, {"usage", usage_json(usage)}};
+}
+
+json chat_response(const std::string& id, int64_t created, const std::string& model,
+                   const std::vector<ChoiceResult>& choices, const Usage& usage) {
+  json cs = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    cs.push_back({{"index", i},
+                  {"message", {{"role", "assistant"}, {"content", choices[i].text}}},
+                  {"logprobs", nullptr},
+                  {"finish_reason", choices[i].finish_reason}});
+  }
+  return {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", model},
+          {"choices", cs}, {"usage", usage_json(usage)}};
+}
+
+json completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                      const std::string& text, const std::optional<std::string>& finish_reason) {
+  json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
+  choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
+  return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", {choice}}};
+}
+
+json chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                const std::string& text, const std::optional<std::string>& finish_reason, bool first) {
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  if (!text.empty() || first) delta["content"] = text;
+  json choice = {{"index", index}, {"delta", delta}, {"logprobs", nullptr}};
+  choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
+  return {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model}, {"choices", {choice}}};
+}
+
+size_t safe_stream_length(const std::string& text, const std::vector<std::string>& stop) {
+  size_t hold = 0;
+  for (const auto& s : stop) {
+    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k) {
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  size_t n = text.size() - hold;
+  // Never end inside a UTF-8 character: when the last lead byte before n announces more
+  // continuation bytes than follow it, stop before that character.
+  size_t i = n, continuation = 0;
+  while (i > 0 && continuation < 4 && (static_cast<unsigned char>(text[i - 1]) & 0xC0) == 0x80) {
+    --i;
+    ++continuation;
+  }
+  if (i > 0) {
+    const unsigned char lead = static_cast<unsigned char>(text[i - 1]);
+    const size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (length > continuation + 1) n = i - 1;
+  }
+  return n;
+}
+
+bool api_key_matches(const std::string& presented, const std::string& expected) {
+  // Every byte of the longer string is looked at whatever matches: the time does not say
+  // how long a correct prefix is.
+  const size_t n = std::max(presented.size(), expected.size());
+  unsigned char diff = presented.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char a = i < presented.size() ? static_cast<unsigned char>(presented[i]) : 0;
+    const unsigned char b = i < expected.size() ? static_cast<unsigned char>(expected[i]) : 0;
+    diff |= static_cast<unsigned char>(a ^ b);
+  }
+  return diff == 0 && !expected.empty();
+}
+
+}  // namespace destein
