@@ -180,7 +180,7 @@ TEST_CASE("attribute scorer: each head finds its planted word, calibrated to the
   CHECK(scorer.probabilities("the old market with a drovel")[4] > 0.5);
 }
 
-TEST_CASE("attribute scorer: save and load give identical scores; retraining gives the same bytes", "[scorer]") {
+TEST_CASE("attribute scorer: save and load give identical scores, and retraining gives the same bytes", "[scorer]") {
   const auto& scorer = planted_scorer();
   const auto path = tmp_dir() / "planted_v2.safetensors";
   scorer.save(path);
