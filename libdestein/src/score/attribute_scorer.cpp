@@ -18,7 +18,6 @@ using namespace detail;
 
 namespace {
 
-constexpr const char* kFormat = "destein.linear_scorer";
 constexpr int kFormatVersion = 2;
 constexpr double kSelfTestTolerance = 1e-6;
 
@@ -30,61 +29,6 @@ const char* const kSelfTestTexts[] = {
     "I will find you and hurt you, you filthy animal.",
     "Hey gorgeous, want to come over tonight and take your clothes off?",
 };
-
-struct ScorerFile {
-  std::string bytes;
-  nlohmann::json header;
-  uint64_t data_begin = 0;
-};
-
-// Reads a safetensors file and checks that it is a destein linear scorer; the version is
-// left to the caller.
-ScorerFile read_scorer_file(const std::filesystem::path& path) {
-  const std::string file = path.string();
-  DESTEIN_CHECK_IO(std::filesystem::is_regular_file(path),
-                   "scorer file '{}' not found (train one with `destein train-scorer`, or pass "
-                   "--scorer)",
-                   file);
-  const auto file_size = std::filesystem::file_size(path);
-  DESTEIN_CHECK_IO(file_size <= (uint64_t{1} << 30),
-                   "{}: {} bytes is too large for a linear scorer file (foreign file?)", file,
-                   file_size);
-  ScorerFile f;
-  {
-    std::ifstream in(path, std::ios::binary);
-    DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", file);
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    f.bytes = buffer.str();
-  }
-  DESTEIN_CHECK_IO(f.bytes.size() >= 8,
-                   "{}: not a scorer file: {} bytes is too short for a safetensors header", file,
-                   f.bytes.size());
-  const uint64_t header_len = get_u64_le(f.bytes);
-  DESTEIN_CHECK_IO(header_len <= f.bytes.size() - 8 && header_len <= (uint64_t{1} << 24),
-                   "{}: not a scorer file: its first 8 bytes give a header of {} bytes, but the "
-                   "file has {} (truncated, or not a safetensors file)",
-                   file, header_len, f.bytes.size());
-  try {
-    f.header = nlohmann::json::parse(f.bytes.begin() + 8, f.bytes.begin() + 8 + static_cast<int64_t>(header_len));
-  } catch (const nlohmann::json::exception& e) {
-    DESTEIN_CHECK_IO(false, "{}: not a scorer file: the header is not JSON ({})", file, e.what());
-  }
-  DESTEIN_CHECK_IO(
-      f.header.is_object() && f.header.contains("__metadata__") && f.header["__metadata__"].is_object(),
-      "{}: expected a safetensors header with __metadata__, found none (a foreign "
-      "safetensors file?)",
-      file);
-  const auto& meta = f.header["__metadata__"];
-  const std::string format = meta.contains("format") && meta["format"].is_string()
-                                 ? meta["format"].get<std::string>()
-                                 : std::string("<none>");
-  DESTEIN_CHECK_IO(format == kFormat,
-                   "{}: expected format '{}', found '{}': this is not a destein linear scorer",
-                   file, kFormat, format);
-  f.data_begin = 8 + header_len;
-  return f;
-}
 
 }  // namespace
 
@@ -390,7 +334,7 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
     self_test.push_back({{"text", text}, {"scores", scores}});
   }
   header["__metadata__"] = {
-      {"format", kFormat},
+      {"format", kScorerFileFormat},
       {"format_version", std::to_string(kFormatVersion)},
       {"features", dump(feature_json(features_))},
       {"heads", dump(heads)},
@@ -399,26 +343,7 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
       {"self_test", dump(self_test)},
       {"provenance", dump(provenance_)},
   };
-  std::string header_text = dump(header);
-  header_text.append((8 - header_text.size() % 8) % 8, ' ');
-  std::string bytes;
-  put_u64_le(bytes, header_text.size());
-  bytes += header_text;
-  bytes += data;
-
-  // Write then rename, so that an interrupted save never leaves half a model behind.
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    DESTEIN_CHECK_IO(out.good(), "cannot create '{}' (does its folder exist?)", tmp.string());
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    DESTEIN_CHECK_IO(out.good(), "error while writing '{}'", tmp.string());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  DESTEIN_CHECK_IO(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message());
+  write_scorer_file(path, header, data);
   const_cast<AttributeScorer*>(this)->path_ = path.string();
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -79,6 +80,19 @@ LinearFeatureOptions read_feature_json(const nlohmann::json& features, const std
 std::string dump(const nlohmann::json& j);
 void put_u64_le(std::string& out, uint64_t v);
 uint64_t get_u64_le(const std::string& in);
+/// The format name of every linear scorer file (v1 and v2); the version is a separate key.
+inline constexpr const char* kScorerFileFormat = "destein.linear_scorer";
+/// A scorer file read whole: its safetensors header parsed and checked as a destein linear
+/// scorer's (the format only; the version is the caller's to check).
+struct ScorerFile {
+  std::string bytes;
+  nlohmann::json header;
+  uint64_t data_begin = 0;
+};
+ScorerFile read_scorer_file(const std::filesystem::path& path);
+/// Writes a scorer file (length, header padded to 8 bytes, data) through a temporary file
+/// and a rename, so that an interrupted save never leaves half a model behind.
+void write_scorer_file(const std::filesystem::path& path, const nlohmann::json& header, const std::string& data);
 /// A metadata value (a string, as safetensors requires) parsed as JSON.
 nlohmann::json meta_json(const nlohmann::json& meta, const std::string& key,
                          const std::string& file);

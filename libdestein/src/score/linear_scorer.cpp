@@ -24,7 +24,6 @@ namespace {
 // Identities of the file format and of the code that turns text into features. A change
 // to scoring_tokens() or to the hashing must change kFeatureCode, so that old files are
 // refused instead of silently scoring wrong (the self-test would catch it too).
-constexpr const char* kFormat = "destein.linear_scorer";
 constexpr int kFormatVersion = 1;
 constexpr const char* kFeatureCode = "destein-tokens-v1+fnv1a64-fmix64-v1";
 constexpr size_t kMaxTokenBytes = 48;
@@ -546,6 +545,76 @@ uint64_t get_u64_le(const std::string& in) {
   return v;
 }
 
+ScorerFile read_scorer_file(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  DESTEIN_CHECK_IO(std::filesystem::is_regular_file(path),
+                   "scorer file '{}' not found (train one with `destein train-scorer`, or pass "
+                   "--scorer)",
+                   file);
+  const auto file_size = std::filesystem::file_size(path);
+  DESTEIN_CHECK_IO(file_size <= (uint64_t{1} << 30),
+                   "{}: {} bytes is too large for a linear scorer file (foreign file?)", file,
+                   file_size);
+  ScorerFile f;
+  {
+    std::ifstream in(path, std::ios::binary);
+    DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", file);
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    f.bytes = buffer.str();
+  }
+  DESTEIN_CHECK_IO(f.bytes.size() >= 8,
+                   "{}: not a scorer file: {} bytes is too short for a safetensors header", file,
+                   f.bytes.size());
+  const uint64_t header_len = get_u64_le(f.bytes);
+  DESTEIN_CHECK_IO(header_len <= f.bytes.size() - 8 && header_len <= (uint64_t{1} << 24),
+                   "{}: not a scorer file: its first 8 bytes give a header of {} bytes, but the "
+                   "file has {} (truncated, or not a safetensors file)",
+                   file, header_len, f.bytes.size());
+  try {
+    f.header = nlohmann::json::parse(f.bytes.begin() + 8, f.bytes.begin() + 8 + static_cast<int64_t>(header_len));
+  } catch (const nlohmann::json::exception& e) {
+    DESTEIN_CHECK_IO(false, "{}: not a scorer file: the header is not JSON ({})", file, e.what());
+  }
+  DESTEIN_CHECK_IO(
+      f.header.is_object() && f.header.contains("__metadata__") && f.header["__metadata__"].is_object(),
+      "{}: expected a safetensors header with __metadata__, found none (a foreign "
+      "safetensors file?)",
+      file);
+  const auto& meta = f.header["__metadata__"];
+  const std::string format = meta.contains("format") && meta["format"].is_string()
+                                 ? meta["format"].get<std::string>()
+                                 : std::string("<none>");
+  DESTEIN_CHECK_IO(format == kScorerFileFormat,
+                   "{}: expected format '{}', found '{}': this is not a destein linear scorer",
+                   file, kScorerFileFormat, format);
+  f.data_begin = 8 + header_len;
+  return f;
+}
+
+void write_scorer_file(const std::filesystem::path& path, const nlohmann::json& header, const std::string& data) {
+  std::string header_text = dump(header);
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+  std::string bytes;
+  put_u64_le(bytes, header_text.size());
+  bytes += header_text;
+  bytes += data;
+
+  // Write then rename, so that an interrupted save never leaves half a model behind.
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    DESTEIN_CHECK_IO(out.good(), "cannot create '{}' (does its folder exist?)", tmp.string());
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    DESTEIN_CHECK_IO(out.good(), "error while writing '{}'", tmp.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  DESTEIN_CHECK_IO(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message());
+}
+
 // A metadata value (a string, as safetensors requires) parsed as JSON.
 nlohmann::json meta_json(const nlohmann::json& meta, const std::string& key,
                          const std::string& file) {
@@ -787,7 +856,7 @@ void LinearScorer::save(const std::filesystem::path& path) const {
   for (const auto& [text, p] : self_test_) self_test.push_back({{"text", text}, {"toxicity", p}});
   nlohmann::json header;
   header["__metadata__"] = {
-      {"format", kFormat},
+      {"format", kScorerFileFormat},
       {"format_version", std::to_string(kFormatVersion)},
       {"features", dump(feature_json(features_))},
       {"calibration", dump({{"method", "platt"}, {"a", platt_a_}, {"b", platt_b_}})},
@@ -797,75 +866,16 @@ void LinearScorer::save(const std::filesystem::path& path) const {
   };
   header["weight"] = {{"dtype", "F16"}, {"shape", {dim}}, {"data_offsets", {0, dim * 2}}};
   header["bias"] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {dim * 2, dim * 2 + 4}}};
-  std::string header_text = dump(header);
-  header_text.append((8 - header_text.size() % 8) % 8, ' ');
-
-  std::string bytes;
-  put_u64_le(bytes, header_text.size());
-  bytes += header_text;
-  bytes += data;
-
-  // Write then rename, so that an interrupted save never leaves half a model behind.
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    DESTEIN_CHECK_IO(out.good(), "cannot create '{}' (does its folder exist?)", tmp.string());
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    DESTEIN_CHECK_IO(out.good(), "error while writing '{}'", tmp.string());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  DESTEIN_CHECK_IO(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), path.string(),
-                   ec.message());
+  write_scorer_file(path, header, data);
   const_cast<LinearScorer*>(this)->path_ = path.string();
 }
 
 LinearScorer LinearScorer::load(const std::filesystem::path& path) {
   const std::string file = path.string();
-  DESTEIN_CHECK_IO(std::filesystem::is_regular_file(path),
-                   "scorer file '{}' not found (train one with `destein train-scorer`, or pass "
-                   "--scorer)",
-                   file);
-  const auto file_size = std::filesystem::file_size(path);
-  DESTEIN_CHECK_IO(file_size <= (uint64_t{1} << 30),
-                   "{}: {} bytes is too large for a linear scorer file (foreign file?)", file,
-                   file_size);
-  std::string bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", file);
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    bytes = buffer.str();
-  }
-  DESTEIN_CHECK_IO(bytes.size() >= 8,
-                   "{}: not a scorer file: {} bytes is too short for a safetensors header", file,
-                   bytes.size());
-  const uint64_t header_len = get_u64_le(bytes);
-  DESTEIN_CHECK_IO(header_len <= bytes.size() - 8 && header_len <= (uint64_t{1} << 24),
-                   "{}: not a scorer file: its first 8 bytes give a header of {} bytes, but the "
-                   "file has {} (truncated, or not a safetensors file)",
-                   file, header_len, bytes.size());
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + header_len);
-  } catch (const nlohmann::json::exception& e) {
-    DESTEIN_CHECK_IO(false, "{}: not a scorer file: the header is not JSON ({})", file, e.what());
-  }
-  DESTEIN_CHECK_IO(
-      header.is_object() && header.contains("__metadata__") && header["__metadata__"].is_object(),
-      "{}: expected a safetensors header with __metadata__, found none (a foreign "
-      "safetensors file?)",
-      file);
+  const ScorerFile f = read_scorer_file(path);
+  const std::string& bytes = f.bytes;
+  const nlohmann::json& header = f.header;
   const auto& meta = header["__metadata__"];
-  std::string format = meta.contains("format") && meta["format"].is_string()
-                           ? meta["format"].get<std::string>()
-                           : std::string("<none>");
-  DESTEIN_CHECK_IO(format == kFormat,
-                   "{}: expected format '{}', found '{}': this is not a destein linear scorer",
-                   file, kFormat, format);
   const std::string version = meta.value("format_version", std::string("<none>"));
   DESTEIN_CHECK_IO(version == std::to_string(kFormatVersion),
                    "{}: expected format_version {}, found '{}' (written by another destein "
@@ -878,7 +888,7 @@ LinearScorer LinearScorer::load(const std::filesystem::path& path) {
   const int64_t dim = int64_t{1} << scorer.features_.hash_bits;
   check_tensor(header, "weight", "F16", dim, 0, file);
   check_tensor(header, "bias", "F32", 1, dim * 2, file);
-  const uint64_t data_begin = 8 + header_len;
+  const uint64_t data_begin = f.data_begin;
   const uint64_t data_bytes = static_cast<uint64_t>(dim) * 2 + 4;
   DESTEIN_CHECK_IO(bytes.size() - data_begin == data_bytes,
                    "{}: expected {} bytes of tensor data after the header, found {} (truncated or "
