@@ -27,23 +27,15 @@
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/device.hpp"
+#include "machine_rate.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double gemm_gflops(int64_t n, int repeats) {
-  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
-  at::mm(a, b);
-  auto t = Clock::now();
-  for (int i = 0; i < repeats; ++i) at::mm(a, b);
-  return 2.0 * n * n * n * repeats / seconds_since(t) / 1e9;
-}
+using bench::gemm_gflops;
+using bench::seconds_since;
 
 // Memory rate in GB/s: the faster of a parallel copy (bytes copied, i.e. read, per second)
 // and a parallel read (a sum), over 512 MiB, far past any cache.

@@ -33,6 +33,7 @@
 #include "random_model.hpp"
 #include "destein/experiment/config_node.hpp"
 #include "destein/io/data_folder.hpp"
+#include "machine_rate.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
@@ -216,7 +217,8 @@ int main(int argc, char** argv) {
     auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
     auto scorer = AttributeScorer::load(default_scorer_path());
     if (part == "perplexity") {
-      fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
+      fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; linear kernels {}\n", threads, bench::gemm_gflops(1024, 10),
+                 model->linear_backend());
       PromptFileOptions bo;
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);

@@ -20,21 +20,15 @@
 #include "args.hpp"
 #include "destein/io/data_folder.hpp"
 #include "destein/runtime/device.hpp"
+#include "machine_rate.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double gemm_gflops(int64_t n, int repeats) {
-  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
-  at::mm(a, b);
-  auto t = Clock::now();
-  for (int i = 0; i < repeats; ++i) at::mm(a, b);
-  return 2.0 * n * n * n * repeats / seconds_since(t) / 1e9;
-}
+using bench::gemm_gflops;
+using bench::seconds_since;
 
 std::string read_all(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
