@@ -14,6 +14,8 @@ using destein::test::fixture;
 using destein::test::run_command;
 using Catch::Matchers::Contains;
 
+using destein::test::read_all;
+
 namespace {
 
 // Random vectors with gate probes for a fixture model, written as format 2 and as format 1.
@@ -32,11 +34,6 @@ void write_vectors(const std::filesystem::path& model_path, const std::filesyste
   destein::save_steering_vectors(dir / "v2.safetensors", v);
   destein::write_safetensors(dir / "v1.safetensors", {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
                              {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"model_type", c.model_type}});
-}
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

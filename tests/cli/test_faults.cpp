@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "spawned_process.hpp"
 #include "test_support.hpp"
 
 extern char** environ;
@@ -25,12 +26,10 @@ using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::run_command;
 
-namespace {
+using destein::test::read_all;
+using destein::test::SpawnedProcess;
 
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+namespace {
 
 int64_t count_lines(const fs::path& p) {
   std::ifstream in(p);
@@ -40,69 +39,6 @@ int64_t count_lines(const fs::path& p) {
   return n;
 }
 
-// A command started in the background, stdout and stderr into `log`.
-class Spawned {
- public:
-  Spawned(const std::vector<std::string>& argv, const fs::path& log) : log_(log) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(rc == 0);
-  }
-  ~Spawned() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  // True once the process has installed a handler for `sig` (/proc/<pid>/status SigCgt), so
-  // that the signal is not taken by the default action during start-up.
-  bool catches(int sig) const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("SigCgt:", 0) == 0) {
-        const unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
-        return (mask >> (sig - 1)) & 1ULL;
-      }
-    }
-    return false;
-  }
-  // Polls until `ready()` holds (true) or the process ends or 120 s pass (false).
-  template <typename F>
-  bool wait_until(F ready) {
-    for (int i = 0; i < 12000; ++i) {
-      if (ready()) return true;
-      if (waitpid(pid_, &status_, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-  void signal(int sig) const { kill(pid_, sig); }
-  // Exit code, or 1000 + signal number when a signal ended the process.
-  int wait() {
-    if (pid_ > 0) {
-      waitpid(pid_, &status_, 0);
-      pid_ = -1;
-    }
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : 1000 + WTERMSIG(status_);
-  }
-  std::string output() const { return read_all(log_); }
-
- private:
-  pid_t pid_ = -1;
-  int status_ = 0;
-  fs::path log_;
-};
 
 void write_prompts(const fs::path& path, int n) {
   std::ofstream out(path);
@@ -130,7 +66,7 @@ TEST_CASE("destein-bench run: SIGINT stops after a whole prompt and a rerun resu
         << "evaluator: {enabled: false}\noutput: " << (dir / "out").string() << "\n";
   }
   const fs::path gens = dir / "out" / "base" / "p.generations.jsonl";
-  Spawned run({DESTEIN_BENCH, "run", "--threads", "1", "--config", (dir / "bench.yaml").string()}, dir / "log1");
+  SpawnedProcess run({DESTEIN_BENCH, "run", "--threads", "1", "--config", (dir / "bench.yaml").string()}, dir / "log1");
   REQUIRE(run.wait_until([&] { return run.catches(SIGINT) && fs::exists(gens) && count_lines(gens) >= 1; }));
   run.signal(SIGINT);
   const int code = run.wait();
@@ -210,7 +146,7 @@ TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a r
         << (dir / "v.safetensors").string() << "\n";
   }
   {
-    Spawned run({DESTEIN_CLI, "vectors", "--threads", "1", "--config", (dir / "vectors.yaml").string()}, dir / "log1");
+    SpawnedProcess run({DESTEIN_CLI, "vectors", "--threads", "1", "--config", (dir / "vectors.yaml").string()}, dir / "log1");
     REQUIRE(run.wait_until([&] { return run.catches(SIGINT); }));
     run.signal(SIGINT);
     const int code = run.wait();
@@ -232,7 +168,7 @@ TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a r
         << "generation:\n  samples_per_target: 2\n  max_new_tokens: 16\n  batch_size: 4\n"
         << "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\noutput: " << (dir / "induced.jsonl").string() << "\n";
   }
-  Spawned run({DESTEIN_CLI, "pairs", "--threads", "1", "--config", (dir / "pairs.yaml").string()}, dir / "log2");
+  SpawnedProcess run({DESTEIN_CLI, "pairs", "--threads", "1", "--config", (dir / "pairs.yaml").string()}, dir / "log2");
   REQUIRE(run.wait_until([&] { return run.catches(SIGTERM); }));
   run.signal(SIGTERM);
   const int code = run.wait();
@@ -258,7 +194,7 @@ TEST_CASE("destein train-lm: SIGTERM writes a checkpoint and a rerun resumes fro
   auto first = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + cfg + " --stop-after 1");
   INFO(first.output);
   REQUIRE(first.exit_code == 0);
-  Spawned run({DESTEIN_CLI, "train-lm", "--config", cfg}, dir / "log");
+  SpawnedProcess run({DESTEIN_CLI, "train-lm", "--config", cfg}, dir / "log");
   REQUIRE(run.wait_until([&] {
     return run.catches(SIGTERM) && run.output().find("resumed from step 1") != std::string::npos;
   }));

@@ -17,6 +17,8 @@ using destein::test::fixture;
 using destein::test::run_command;
 using Catch::Matchers::Contains;
 
+using destein::test::read_all;
+
 namespace {
 // Prompts of mixed lengths (1 to 13 words), so batches are left padded unevenly.
 std::filesystem::path write_prompts(const std::filesystem::path& dir) {
@@ -31,11 +33,6 @@ std::filesystem::path write_prompts(const std::filesystem::path& dir) {
   std::ofstream out(dir / "prompts.jsonl");
   for (const char* t : texts) out << nlohmann::json{{"prompt", {{"text", t}, {"toxicity", 0.5}}}}.dump() << "\n";
   return dir / "prompts.jsonl";
-}
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 EvalRunOptions options(int64_t prompts_per_batch, bool pipelined = false) {

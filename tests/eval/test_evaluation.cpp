@@ -17,6 +17,8 @@ using destein::test::fixture;
 using destein::test::run_command;
 using Catch::Matchers::Contains;
 
+using destein::test::read_all;
+
 namespace {
 std::filesystem::path write_prompts(const std::filesystem::path& dir) {
   std::ofstream out(dir / "prompts.jsonl");
@@ -29,10 +31,6 @@ std::filesystem::path write_prompts(const std::filesystem::path& dir) {
   return dir / "prompts.jsonl";
 }
 
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 }  // namespace
 
 TEST_CASE("prompt files: subsets, limits and errors with file:line", "[eval]") {

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "spawned_process.hpp"
 #include "test_support.hpp"
 
 extern char** environ;
@@ -30,14 +31,12 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using destein::test::run_command;
 
+using destein::test::read_all;
+using destein::test::SpawnedProcess;
+
 namespace {
 
 const fs::path kTinyLm = fs::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 int64_t count_lines(const fs::path& p) {
   const std::string text = read_all(p);
@@ -118,54 +117,6 @@ void check_same_run(const fs::path& expected_dir, const fs::path& actual_dir) {
   check_same_results(expected_dir, actual_dir);
 }
 
-// A command started in the background through the shell, output into `log`.
-class Background {
- public:
-  Background(const std::string& command, const fs::path& log) : log_(log) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const std::string exec = "exec " + command;
-    const char* argv[] = {"/bin/sh", "-c", exec.c_str(), nullptr};
-    const int rc = posix_spawn(&pid_, "/bin/sh", &actions, nullptr, const_cast<char**>(argv), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(rc == 0);
-  }
-  ~Background() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  // Polls until `ready()` holds (true), or the command ends or 240 s pass (false).
-  template <typename F>
-  bool wait_until(F ready) {
-    for (int i = 0; i < 24000; ++i) {
-      if (ready()) return true;
-      if (waitpid(pid_, &status_, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-  int wait() {
-    if (pid_ > 0) {
-      waitpid(pid_, &status_, 0);
-      pid_ = -1;
-    }
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : 1000 + WTERMSIG(status_);
-  }
-  std::string output() const { return read_all(log_); }
-
- private:
-  pid_t pid_ = -1;
-  int status_ = 0;
-  fs::path log_;
-};
 
 // The pid of the process whose environment holds both strings (a rank of one test's job).
 pid_t find_process_with_env(const std::string& a, const std::string& b) {
@@ -299,9 +250,9 @@ TEST_CASE("a sharded run with a killed rank resumes with another rank count to t
   const fs::path gens = dir / "out" / "base" / "p.generations.jsonl";
   const std::string mark = "DESTEIN_TEST_JOB=" + dir.string();
   {
-    Background job(mpirun(3, bench + " run --threads 1 --config " + config + " --output " + (dir / "out").string(), mark),
+    SpawnedProcess job(SpawnedProcess::shell(mpirun(3, bench + " run --threads 1 --config " + config + " --output " + (dir / "out").string(), mark)),
                    dir / "log3");
-    REQUIRE(job.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 4; }));
+    REQUIRE(job.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 4; }, std::chrono::seconds(240)));
     const pid_t rank1 = find_process_with_env(mark, "OMPI_COMM_WORLD_RANK=1");
     REQUIRE(rank1 > 0);
     kill(rank1, SIGKILL);
@@ -373,9 +324,9 @@ TEST_CASE("destein-bench run: a second writer on a folder is refused, a killed w
   const fs::path gens = out / "base" / "p.generations.jsonl";
   int64_t kept = 0;
   {
-    Background first(bench + " run --threads 1 --config " + config + " --output " + out.string(), dir / "log1");
+    SpawnedProcess first(SpawnedProcess::shell(bench + " run --threads 1 --config " + config + " --output " + out.string()), dir / "log1");
     const std::string owner = "pid " + std::to_string(first.pid()) + " on host ";
-    REQUIRE(first.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 1; }));
+    REQUIRE(first.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 1; }, std::chrono::seconds(240)));
     CHECK_THAT(read_all(out / ".destein.lock"), Contains(owner));
     const auto t0 = std::chrono::steady_clock::now();
     auto second = run_command(bench + " run --threads 1 --config " + config + " --output " + out.string());
