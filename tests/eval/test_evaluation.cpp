@@ -120,6 +120,23 @@ TEST_CASE("conditional perplexity equals the definition computed by hand", "[eva
   auto sums = ev.shared_prefix_nll_sums(groups);
   for (size_t g = 0; g < groups.size(); ++g)
     for (size_t j = 0; j < groups[g].size(); ++j) CHECK(sums[g][j] == Approx(nll(groups[g][j])).epsilon(1e-5));
+
+  // A long shared prefix beside a short prefix with a long remainder: the cache's timeline
+  // (longest prefix + longest remainder) is wider than the model's 128 positions, while
+  // every sequence stays within them.
+  const int64_t max_len = model->config().max_positions;
+  std::vector<int64_t> long_prefix, long_rest = {464, 3797};
+  for (int64_t i = 0; i < max_len - 10; ++i) long_prefix.push_back(100 + i);
+  for (int64_t i = 0; i < max_len - 2; ++i) long_rest.push_back(200 + (i * 7) % 500);
+  std::vector<int64_t> long_prefix_more = long_prefix;
+  long_prefix_more.insert(long_prefix_more.end(), {11, 12, 13});
+  std::vector<int64_t> short_prefix_other = {464, 3797, 99, 98};
+  const std::vector<std::vector<std::vector<int64_t>>> wide = {{long_prefix, long_prefix_more},
+                                                               {long_rest, short_prefix_other}};
+  REQUIRE(static_cast<int64_t>(long_rest.size()) == max_len);
+  auto wide_sums = ev.shared_prefix_nll_sums(wide);
+  for (size_t g = 0; g < wide.size(); ++g)
+    for (size_t j = 0; j < wide[g].size(); ++j) CHECK(wide_sums[g][j] == Approx(nll(wide[g][j])).epsilon(1e-5));
 }
 
 TEST_CASE("a killed run resumes with nothing lost and nothing duplicated", "[eval][resume]") {
