@@ -8,6 +8,7 @@
 #include "destein/io/safetensors.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "steering_fixtures.hpp"
 #include "test_support.hpp"
 
 using destein::test::fixture;
@@ -22,15 +23,7 @@ namespace {
 void write_vectors(const std::filesystem::path& model_path, const std::filesystem::path& dir) {
   auto model = destein::load_model(model_path);
   const auto& c = model->config();
-  at::manual_seed(3);
-  destein::SteeringVectors v;
-  v.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_accuracy = 0.6 + 0.4 * at::rand({c.n_layers, c.n_heads});
-  v.probe_weight = at::randn({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_bias = at::randn({c.n_layers, c.n_heads});
-  v.probe_feature_mean = at::zeros({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_feature_scale = at::ones({c.n_layers, c.n_heads, c.head_dim});
-  v.model_type = c.model_type;
+  const destein::SteeringVectors v = destein::test::random_gated_vectors(c);
   destein::save_steering_vectors(dir / "v2.safetensors", v);
   destein::write_safetensors(dir / "v1.safetensors", {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
                              {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"model_type", c.model_type}});

@@ -7,6 +7,7 @@
 
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "steering_fixtures.hpp"
 #include "serve_test_support.hpp"
 
 using namespace destein::test;
@@ -20,15 +21,7 @@ const std::string kTinyLm = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
 std::string write_vectors(const std::filesystem::path& dir) {
   auto model = destein::load_model(kTinyLm);
   const auto& c = model->config();
-  at::manual_seed(3);
-  destein::SteeringVectors v;
-  v.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_accuracy = 0.6 + 0.4 * at::rand({c.n_layers, c.n_heads});
-  v.probe_weight = at::randn({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_bias = at::randn({c.n_layers, c.n_heads});
-  v.probe_feature_mean = at::zeros({c.n_layers, c.n_heads, c.head_dim});
-  v.probe_feature_scale = at::ones({c.n_layers, c.n_heads, c.head_dim});
-  v.model_type = c.model_type;
+  const destein::SteeringVectors v = destein::test::random_gated_vectors(c);
   const auto path = dir / "v.safetensors";
   destein::save_steering_vectors(path, v);
   return path.string();
