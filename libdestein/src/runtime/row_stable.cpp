@@ -128,8 +128,13 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
   float* yp = y.data_ptr<float>();
   const bool vec = cpu_has_avx2_fma();
   // Threads split the column panels; rows and depth are walked the same way in every
-  // thread, so the split changes nothing in any element's chain.
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, M));
+  // thread, so the split changes nothing in any element's chain. The grain is set by work,
+  // not rows: a thread takes panels worth at least ~1M multiply-adds (tens of
+  // microseconds, well above the cost of waking a thread). A grain of 8192 / M panels left
+  // every projection of a 1-row or 25-row decode step on one thread (a 2304-wide QKV
+  // projection has 144 panels).
+  const int64_t panel_work = std::max<int64_t>(1, M * K * kNR);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / panel_work);
   at::parallel_for(0, NB, grain, [&](int64_t jb0, int64_t jb1) {
     float tail[kMR * kNR];
     float tail_bias[kNR];
