@@ -1,11 +1,8 @@
 #include "text/spm_library.hpp"
 
 #include <dlfcn.h>
-#include <link.h>
 #include <unistd.h>
 
-#include <climits>
-#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -38,47 +35,29 @@ void bind(void* handle, const char* name, F& target, const std::string& path) {
 #endif
 #endif
 
-#ifdef DESTEIN_ASAN
-// True when a protobuf runtime (LibTorch's libprotobuf) is already in the process.
-bool protobuf_in_process() {
-  bool found = false;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, size_t, void* out) {
-        if (info->dlpi_name && std::strstr(info->dlpi_name, "libprotobuf")) *static_cast<bool*>(out) = true;
-        return 0;
-      },
-      &found);
-  return found;
-}
-#endif
-
 // RTLD_DEEPBIND keeps the module's protobuf apart from LibTorch's (spm_shim_api.h). The
-// AddressSanitizer runtime refuses RTLD_DEEPBIND, so a sanitizer build loads without it
-// where that is safe: when no other protobuf is in the process (the LibTorch-free programs,
-// destein_base_tests and the fuzzers), there is nothing to keep apart.
-int dlopen_flags() {
-  int flags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+// AddressSanitizer runtime refuses RTLD_DEEPBIND, so a sanitizer build loads the module
+// into a link namespace of its own (dlmopen LM_ID_NEWLM) instead: there it sees only its
+// own libraries, whatever the process holds, LibTorch's protobuf included. The module is
+// built without sanitizer instrumentation for this (libdestein/CMakeLists.txt): a second
+// namespace cannot host a second copy of the sanitizer runtime. Nothing but C types and
+// buffers the module itself frees crosses the boundary (spm_shim_api.h).
+void* open_module(const std::string& path) {
 #ifdef DESTEIN_ASAN
-  if (protobuf_in_process()) {
-    throw std::runtime_error(
-        "SentencePiece cannot be loaded in this AddressSanitizer build: the process holds LibTorch's protobuf, "
-        "which only RTLD_DEEPBIND keeps apart from SentencePiece's, and the sanitizer runtime refuses "
-        "RTLD_DEEPBIND (use a normal build, or a program without LibTorch)");
-  }
-  flags &= ~RTLD_DEEPBIND;
+  return dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
+  return dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 #endif
-  return flags;
 }
 
 SpmLibrary load_library() {
   std::string tried;
-  const int flags = dlopen_flags();
   for (const auto& path : candidate_paths()) {
     if (!std::filesystem::exists(path)) {
       tried += "\n  " + path + " (absent)";
       continue;
     }
-    void* handle = dlopen(path.c_str(), flags);
+    void* handle = open_module(path);
     if (!handle) {
       tried += "\n  " + path + " (" + dlerror() + ")";
       continue;
