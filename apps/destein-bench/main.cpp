@@ -3,6 +3,7 @@
 //   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
 //                     [--output DIR] [--vectors-dir DIR]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
+//   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -13,6 +14,8 @@
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
+#include "destein/eval/rescoring.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/io/file_io.hpp"
 #include "destein/io/jsonl.hpp"
 #include "destein/score/linear_scorer.hpp"
@@ -105,6 +108,54 @@ int run_metrics(Args& args) {
   return 0;
 }
 
+// The generations of a finished run judged by another offline scorer, beside the scores
+// they were written with: one file, or every generations file of a results folder.
+int run_rescore(Args& args) {
+  namespace fs = std::filesystem;
+  require_single_process("destein-bench rescore");
+  const auto file = args.get("generations", "one generations file");
+  const auto run = args.get("run", "a destein-bench output folder: every */*.generations.jsonl in it");
+  const std::string scorer_path = args.require("scorer", "an offline scorer file (v1 or v2, models/scorer/)");
+  const std::string output = args.require("output", "the rescored file (--generations) or folder (--run)");
+  args.finish();
+  if (file.has_value() == run.has_value()) {
+    throw std::invalid_argument("rescore needs exactly one of --generations FILE and --run DIR");
+  }
+  auto scorer = load_offline_scorer(scorer_path);
+  std::vector<std::pair<fs::path, fs::path>> jobs;  // (input, output)
+  if (file) {
+    jobs.emplace_back(*file, output);
+  } else {
+    if (!fs::is_directory(*run)) {
+      throw std::runtime_error(fmt::format("{}: not a folder (--run expects a destein-bench output folder)", *run));
+    }
+    for (const auto& entry : fs::recursive_directory_iterator(*run)) {
+      const std::string name = entry.path().filename().string();
+      const std::string suffix = ".generations.jsonl";
+      if (!entry.is_regular_file() || name.size() <= suffix.size() ||
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+        continue;
+      }
+      jobs.emplace_back(entry.path(), fs::path(output) / fs::relative(entry.path(), *run));
+    }
+    std::sort(jobs.begin(), jobs.end());
+    if (jobs.empty()) throw std::runtime_error(fmt::format("{}: no *.generations.jsonl files in this folder", *run));
+  }
+  fmt::print("| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it |\n"
+             "|---|---:|---:|---:|---:|---:|\n",
+             fs::path(scorer_path).filename().string());
+  for (const auto& [in, out] : jobs) {
+    if (out.has_parent_path()) fs::create_directories(out.parent_path());
+    const RescoreReport r = rescore_generations(in, out, *scorer);
+    const EvalSummary before = summarize_generations(in), after = summarize_generations(out);
+    fmt::print("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n", file ? in.string() : fs::relative(in, *run).string(),
+               r.prompts, before.toxicity.expected_max_toxicity, after.toxicity.expected_max_toxicity,
+               before.toxicity.toxicity_probability, after.toxicity.toxicity_probability);
+    if (r.unscored) fmt::print(stderr, "{}: {} generations have no score\n", out.string(), r.unscored);
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace destein::app
 
@@ -114,7 +165,8 @@ int main(int argc, char** argv) {
     fmt::print(stderr,
                "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
                "                         [--vectors-dir DIR] [--prompts-per-batch N]\n"
-               "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n");
+               "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
+               "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
@@ -132,12 +184,14 @@ int main(int argc, char** argv) {
     Args args(argc, argv, 2);
     if (cmd == "run") return run_bench(args);
     if (cmd == "metrics") return run_metrics(args);
-    fmt::print(stderr, "destein-bench: unknown command '{}' (run, metrics)\n", cmd);
+    if (cmd == "rescore") return run_rescore(args);
+    fmt::print(stderr, "destein-bench: unknown command '{}' (run, metrics, rescore)\n", cmd);
     return 2;
   } catch (const HelpRequested& help) {
     fmt::print("usage: destein-bench {} [options]\n{}\n\n{}", cmd,
-               cmd == "run" ? "runs a YAML experiment: generations, scores, perplexity, results.{json,csv,md}, plots"
-                            : "recomputes every metric of a generations file",
+               cmd == "run"       ? "runs a YAML experiment: generations, scores, perplexity, results.{json,csv,md}, plots"
+               : cmd == "rescore" ? "scores the generations of a finished run again with another offline scorer"
+                                  : "recomputes every metric of a generations file",
                help.what());
     return 0;
   } catch (const destein::StopRequested& e) {

@@ -248,3 +248,34 @@ TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the
   CHECK(again.methods[1].steering[0].steering.alpha == 0.5);
   CHECK_FALSE(again.perplexity);
 }
+
+TEST_CASE("a prompt set's exclude files leave their prompts out before the limit counts", "[experiment][eval]") {
+  auto dir = destein::test::temp_dir("experiment_exclude");
+  auto write = [&](const std::string& name, const std::vector<std::pair<std::string, double>>& rows) {
+    std::ofstream f(dir / name);
+    for (const auto& [text, tox] : rows) f << nlohmann::json{{"prompt", {{"text", text}, {"toxicity", tox}}}}.dump() << "\n";
+  };
+  write("dev.jsonl", {{"a", 0.9}, {"b", 0.8}, {"c", 0.1}, {"d", 0.7}, {"e", 0.6}});
+  write("test1.jsonl", {{"b", 0.8}, {"x", 0.9}});
+  write("test2.jsonl", {{"a", 0.9}});
+  {
+    std::ofstream cfg(dir / "bench.yaml");
+    cfg << "model: m\nprompts:\n  - {name: dev, path: dev.jsonl, subset: toxic, limit: 2, exclude: [test1.jsonl, "
+           "test2.jsonl]}\n  - {name: all, path: dev.jsonl}\ndata_dir: "
+        << dir.string() << "\n";
+  }
+  const auto e = destein::load_bench_experiment(dir / "bench.yaml");
+  REQUIRE(e.prompts[0].exclude == std::vector<std::string>{"test1.jsonl", "test2.jsonl"});
+  // Toxic prompts of dev: a, b, d, e; without a (test2) and b (test1): d, e; limit 2 keeps both.
+  const auto dev = destein::load_bench_prompt_set(e.prompts[0], e.data_dir);
+  REQUIRE(dev.size() == 2);
+  CHECK(dev[0].text == "d");
+  CHECK(dev[0].index == 3);  // the index in its own file, for resuming
+  CHECK(dev[1].text == "e");
+  CHECK(destein::load_bench_prompt_set(e.prompts[1], e.data_dir).size() == 5);
+  // The dump keeps the key, and a missing exclude file is an error naming it.
+  CHECK_THAT(destein::dump_bench_experiment(e), Contains("test1.jsonl"));
+  auto broken = e.prompts[0];
+  broken.exclude = {"missing.jsonl"};
+  CHECK_THROWS_WITH(destein::load_bench_prompt_set(broken, e.data_dir), Contains("missing.jsonl"));
+}

@@ -14,6 +14,7 @@
 #include "destein/eval/harness.hpp"
 #include "destein/eval/metrics.hpp"
 #include "destein/eval/perplexity.hpp"
+#include "destein/eval/rescoring.hpp"
 #include "destein/experiment/config_node.hpp"
 #include "destein/experiment/model_section.hpp"
 #include "destein/experiment/pairs_experiment.hpp"

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/stop_request.hpp"
@@ -93,6 +94,14 @@ nlohmann::json method_settings(const BenchMethod& m) {
   return j;
 }
 
+// The keys of a prompt set that decide which prompts it holds; `exclude` only when given,
+// so that files written before the key existed still resume.
+nlohmann::json prompt_set_settings(const BenchPromptSet& set) {
+  nlohmann::json j = {{"path", set.path}, {"subset", set.options.subset}, {"limit", set.options.limit}};
+  if (!set.exclude.empty()) j["exclude"] = set.exclude;
+  return j;
+}
+
 // Everything that decides what a generations file holds. A resumed run must have been
 // started with the same settings, else its file would mix two experiments.
 nlohmann::json run_settings(const BenchExperiment& c, const BenchMethod& m, const BenchPromptSet& set) {
@@ -100,7 +109,7 @@ nlohmann::json run_settings(const BenchExperiment& c, const BenchMethod& m, cons
   return {{"model", file_identity(c.model.model)},
           {"dtype", c.model.dtype},
           {"tokenizer", c.model.tokenizer},
-          {"prompts", {{"path", set.path}, {"subset", set.options.subset}, {"limit", set.options.limit}}},
+          {"prompts", prompt_set_settings(set)},
           {"method", method_settings(m)},
           {"generation",
            {{"samples", g.num_samples},
@@ -373,7 +382,8 @@ Schema<BenchExperiment> bench_experiment_schema() {
       .field("path", &BenchPromptSet::path).required()
       .field("subset", [](BenchPromptSet& p) -> std::string& { return p.options.subset; })
       .field("limit", [](BenchPromptSet& p) -> int64_t& { return p.options.limit; })
-      .field("skip_malformed", [](BenchPromptSet& p) -> bool& { return p.options.skip_malformed; });
+      .field("skip_malformed", [](BenchPromptSet& p) -> bool& { return p.options.skip_malformed; })
+      .field("exclude", &BenchPromptSet::exclude);
   Schema<E> scorer;
   scorer.field("kind", &E::scorer_kind)
       .field("path", &E::scorer)
@@ -430,6 +440,27 @@ Schema<BenchExperiment> bench_experiment_schema() {
         if (c.methods.empty()) throw std::invalid_argument(n.where("methods") + ": 'methods' is an empty list");
       });
   return s;
+}
+
+std::vector<EvalPrompt> load_bench_prompt_set(const BenchPromptSet& set, const std::string& data_dir,
+                                              int64_t* skipped) {
+  if (set.exclude.empty()) return load_eval_prompts(resolve_data_path(set.path, data_dir), set.options, skipped);
+  std::set<std::string> excluded;
+  for (const auto& path : set.exclude) {
+    PromptFileOptions all;
+    all.skip_malformed = set.options.skip_malformed;
+    for (auto& p : load_eval_prompts(resolve_data_path(path, data_dir), all)) excluded.insert(std::move(p.text));
+  }
+  // The limit counts the prompts that remain, so it applies after the exclusion.
+  PromptFileOptions unlimited = set.options;
+  unlimited.limit = 0;
+  std::vector<EvalPrompt> kept;
+  for (auto& p : load_eval_prompts(resolve_data_path(set.path, data_dir), unlimited, skipped)) {
+    if (excluded.count(p.text)) continue;
+    kept.push_back(std::move(p));
+    if (set.options.limit > 0 && static_cast<int64_t>(kept.size()) >= set.options.limit) break;
+  }
+  return kept;
 }
 
 BenchExperiment load_bench_experiment(const std::filesystem::path& yaml) {
@@ -512,7 +543,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
     }
     for (const auto& set : c.prompts) {
       int64_t skipped = 0;
-      auto prompts = load_eval_prompts(resolve_data_path(set.path, c.data_dir), set.options, &skipped);
+      auto prompts = load_bench_prompt_set(set, c.data_dir, &skipped);
       const std::filesystem::path file = out_dir / method.name / (set.name + ".generations.jsonl");
       const std::string label = fmt::format("{} / {}", method.name, set.name);
       EvalRunOptions ro;

@@ -24,12 +24,21 @@
 
 namespace destein {
 
-/// `prompts:` items: {name, path, subset, limit, skip_malformed}.
+/// `prompts:` items: {name, path, subset, limit, skip_malformed, exclude}.
 struct BenchPromptSet {
   std::string name;
   std::string path;
   PromptFileOptions options;
+  /// Prompt files (same formats, data-folder relative like `path`) whose prompt texts are
+  /// left out of this set before `limit` counts: a dev set disjoint from a test set.
+  std::vector<std::string> exclude;
 };
+
+/// The prompts of one set: its file, subset and limit, without the prompts of its
+/// `exclude` files (an exact match of the text). Paths resolve against `data_dir` as the
+/// experiment's do. `skipped` (may be null) counts malformed lines skipped.
+std::vector<EvalPrompt> load_bench_prompt_set(const BenchPromptSet& set, const std::string& data_dir,
+                                              int64_t* skipped = nullptr);
 
 /// One steering entry of a method: a vectors file and how it is applied.
 struct BenchSteeringEntry {
