@@ -9,9 +9,9 @@
 #       # module) and runs it; what CI runs (docs/testing.md gives the cost)
 #
 # DESTEIN_SANITIZE_JOBS (default 1) sets the build's parallel jobs: each sanitized LibTorch
-# translation unit needs more memory than a normal one. SentencePiece runs in a helper
-# process in this build (see libdestein/src/text/spm_library.cpp): its dlopen with
-# RTLD_DEEPBIND is refused by the sanitizer runtime.
+# translation unit needs more memory than a normal one. SentencePiece is loaded into a link
+# namespace of its own in this build (dlmopen; libdestein/src/text/spm_library.cpp): the
+# sanitizer runtime refuses the RTLD_DEEPBIND that normally keeps its protobuf apart.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
