@@ -32,6 +32,9 @@ echo "sanitize: build ($subset) took $(( $(date +%s) - start )) s"
 # third-party start-up allocations live in scripts/sanitize.supp).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:abort_on_error=0:detect_odr_violation=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+# Open MPI unloads its components at MPI_Finalize, before the leak check: kept loaded, their
+# allocations can be named (and suppressed) by module.
+export OMPI_MCA_mca_base_component_disable_dlclose=1
 if [ -f scripts/sanitize.supp ]; then
   export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/scripts/sanitize.supp:print_suppressions=0}"
 fi
@@ -39,7 +42,22 @@ start=$(date +%s)
 if [ "$subset" = base ]; then
   bash tests/fixtures/make_fixtures.sh build-sanitize/tests/fixtures
   build-sanitize/tests/destein_base_tests "$@"
-else
+elif [ $# -gt 0 ]; then
   ctest --test-dir build-sanitize --output-on-failure -j "${DESTEIN_TEST_JOBS:-2}" "$@"
+else
+  # The [mpi] tests run apart, with leak detection off in their ranks: Open MPI's own
+  # allocations (vasprintf in its startup, plugins whose stacks the fast unwinder cannot
+  # follow) are reported as leaks that no suppression can match. ASan's memory-error and
+  # UBSan's checks stay on there; the code those tests run is also run by the one-process
+  # tests, with leak detection.
+  mpi=$(build-sanitize/tests/destein_tests "[mpi]" --list-test-names-only | sed '/^$/d' \
+        | sed 's/[][().*+?^$|\\]/\\&/g' | paste -sd'|' -)
+  status=0
+  ctest --test-dir build-sanitize --output-on-failure -j "${DESTEIN_TEST_JOBS:-2}" ${mpi:+-E "^($mpi)\$"} || status=1
+  if [ -n "$mpi" ]; then
+    ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" \
+      ctest --test-dir build-sanitize --output-on-failure -j "${DESTEIN_TEST_JOBS:-2}" -R "^($mpi)\$" || status=1
+  fi
+  [ $status = 0 ] || { echo "sanitize: tests failed" >&2; exit 1; }
 fi
 echo "sanitize: tests ($subset) took $(( $(date +%s) - start )) s"
