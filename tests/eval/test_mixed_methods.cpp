@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "destein/eval/mixed_methods.hpp"
+#include "destein/experiment/bench_experiment.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/steering.hpp"
@@ -250,4 +251,116 @@ TEST_CASE("a mixed run refuses tracks that share a file and a caller's own row c
                     Contains("before_forward must be empty"));
   CHECK_FALSE(std::filesystem::exists(dir / "x.jsonl"));
   CHECK_FALSE(std::filesystem::exists(dir / "y.jsonl"));
+}
+
+namespace {
+
+// a and b equal, numbers within 1e-9 relative (the steering means, see check_same_report);
+// NaN (a perplexity with every continuation dropped) equals NaN.
+bool same_json(const nlohmann::json& a, const nlohmann::json& b) {
+  if (a.is_number() && b.is_number()) {
+    const double x = a.get<double>(), y = b.get<double>();
+    if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
+    return x == y || std::abs(x - y) <= 1e-9 * std::max(std::abs(x), std::abs(y));
+  }
+  if (a.type() != b.type() || a.size() != b.size()) return false;
+  if (a.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (!b.contains(it.key()) || !same_json(it.value(), b[it.key()])) return false;
+    }
+    return true;
+  }
+  if (a.is_array()) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (!same_json(a[i], b[i])) return false;
+    }
+    return true;
+  }
+  return a == b;
+}
+
+}  // namespace
+
+TEST_CASE("destein-bench mix_methods: the files and results of the methods run apart", "[eval][experiment][mixed]") {
+  auto dir = destein::test::temp_dir("bench_mixed_methods");
+  const auto prompts = destein::test::write_mixed_length_prompts(dir);
+  {
+    auto model = load_model(fixture("gpt2_bpe"));
+    SteeringVectors v = destein::test::random_gated_vectors(model->config());
+    save_steering_vectors(dir / "attn_out.safetensors", v);
+    v.site = SteeringSite::kHookZ;
+    save_steering_vectors(dir / "z.safetensors", v);
+  }
+  auto config = [&](const std::string& name, const std::string& generation) {
+    const std::string a = (dir / "attn_out.safetensors").string(), z = (dir / "z.safetensors").string();
+    std::ofstream cfg(dir / name);
+    cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\nprompts:\n"
+        << "  - {name: first, path: " << prompts.string() << ", limit: 5}\n"
+        << "  - {name: all, path: " << prompts.string() << "}\n"
+        << "methods:\n  - name: base\n"
+        << "  - {name: reference, vectors: " << a << ", alpha: 2.0}\n"
+        << "  - {name: headwise, vectors: " << z << ", mode: headwise, alpha: 1.5}\n"
+        << "  - name: composed\n    steering:\n"
+        << "      - {vectors: " << a << ", alpha: 0.8, positions: generated}\n"
+        << "      - {vectors: " << z << ", mode: headwise, alpha: 1.2, gate: probe, gate_threshold: 0.5}\n"
+        << "generation: {samples: 2, max_new_tokens: 5, seed: 5, prompts_per_batch: 3" << generation << "}\n"
+        << "output: " << (dir / "apart").string() << "\n";
+    return dir / name;
+  };
+  BenchExperiment apart_config = load_bench_experiment(config("apart.yaml", ""));
+  CHECK_FALSE(apart_config.mix_methods);
+  const BenchRunReport apart = run_bench_experiment(apart_config);
+  BenchExperiment mixed_config = load_bench_experiment(config("mixed.yaml", ", mix_methods: true"));
+  REQUIRE(mixed_config.mix_methods);
+  mixed_config.output = (dir / "mixed").string();
+  const BenchRunReport mixed = run_bench_experiment(mixed_config);
+
+  for (const char* method : {"base", "reference", "headwise", "composed"}) {
+    for (const char* set : {"first", "all"}) {
+      INFO(method << " / " << set);
+      const std::string file = fmt::format("{}/{}.generations.jsonl", method, set);
+      CHECK(read_all(dir / "mixed" / file) == read_all(dir / "apart" / file));
+      CHECK(read_all(dir / "mixed" / (file + ".settings.json")) == read_all(dir / "apart" / (file + ".settings.json")));
+    }
+  }
+  for (const char* name : {"results.md", "results.csv", "tradeoff.svg"}) {
+    INFO(name);
+    CHECK(read_all(dir / "mixed" / name) == read_all(dir / "apart" / name));
+  }
+  // results.json: the same rows apart from the timings and the file paths (another folder).
+  // The gate is hard here: a soft probe gate's sum over Dh rounds differently with the
+  // number of rows in a decode step, so its generated-position means move by ~5e-8
+  // relative between batch layouts, apart (prompts_per_batch 1 vs 3) as well as mixed.
+  REQUIRE(mixed.results.size() == 8);
+  REQUIRE(apart.results.size() == 8);
+  for (size_t i = 0; i < 8; ++i) {
+    nlohmann::json m = mixed.results[i], a = apart.results[i];
+    INFO(a.dump());
+    for (auto* row : {&m, &a}) {
+      row->erase("stages");
+      row->erase("generations_file");
+    }
+    INFO("mixed: " << m.dump());
+    CHECK(same_json(m, a));
+    CHECK(a.contains("steering_acted") == (a["method"] != "base"));
+  }
+  CHECK(apart.results[6]["steering_acted"].size() == 2);  // composed / first: both entries
+
+  // A mixed run resumes the apart run's files (the settings do not name the mode).
+  mixed_config.output = (dir / "apart").string();
+  const std::string before = read_all(dir / "apart" / "composed" / "all.generations.jsonl");
+  run_bench_experiment(mixed_config);
+  CHECK(read_all(dir / "apart" / "composed" / "all.generations.jsonl") == before);
+
+  // The YAML key and the command-line flag.
+  const std::string bench = DESTEIN_BENCH;
+  auto dump = destein::test::run_command(bench + " run --dump-config --config " + config("apart.yaml", "").string());
+  CHECK_THAT(dump.output, Contains("mix_methods: false"));
+  dump = destein::test::run_command(bench + " run --dump-config --mix-methods --config " +
+                                    config("apart.yaml", "").string());
+  CHECK_THAT(dump.output, Contains("mix_methods: true"));
+  auto bad = destein::test::run_command(bench + " run --dump-config --config " +
+                                        config("bad.yaml", ", mix_methods: often").string());
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.output, Contains("bad.yaml:") && Contains("generation.mix_methods"));
 }
