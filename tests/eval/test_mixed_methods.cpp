@@ -1,10 +1,9 @@
 // Several methods in one batch: each method's generations file and steering report equal
 // those of the method run apart (run_generation_eval with its own hooks), at any batch
 // width, pipelined or not, and after resuming files left in different states.
-#include <catch2/catch.hpp>
-
 #include <fmt/format.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <fstream>
 
@@ -61,7 +60,9 @@ std::vector<Method> methods(const Model& model) {
   return {{"base", {}},
           {"reference", {make_steering_plan(model, at_attn_out, reference)}},
           {"headwise", {make_steering_plan(model, at_z, headwise)}},
-          {"composed", {make_steering_plan(model, at_attn_out, generated_only), make_steering_plan(model, at_z, gated)}}};
+          {"composed",
+           {make_steering_plan(model, at_attn_out, generated_only),
+            make_steering_plan(model, at_z, gated)}}};
 }
 
 // Equal reports: labels, layers, counts and flags exactly; the means at 1e-9 relative, since
@@ -97,7 +98,8 @@ void check_same_report(const SteeringReport& mixed, const SteeringReport& apart)
 
 struct Setup {
   std::filesystem::path dir = destein::test::temp_dir("eval_mixed_methods");
-  std::vector<EvalPrompt> prompts = load_eval_prompts(destein::test::write_mixed_length_prompts(dir), {});
+  std::vector<EvalPrompt> prompts =
+      load_eval_prompts(destein::test::write_mixed_length_prompts(dir), {});
   std::unique_ptr<Model> model = load_model(fixture("gpt2_bpe"));
   std::unique_ptr<Tokenizer> tok = load_tokenizer(fixture("gpt2_bpe"));
   AttributeScorer scorer = AttributeScorer::load(default_scorer_path());
@@ -123,7 +125,8 @@ struct Setup {
 
   std::vector<EvalTrack> tracks(const std::string& tag) const {
     std::vector<EvalTrack> out;
-    for (const auto& m : all) out.push_back({m.name, dir / fmt::format("{}_{}.jsonl", tag, m.name)});
+    for (const auto& m : all)
+      out.push_back({m.name, dir / fmt::format("{}_{}.jsonl", tag, m.name)});
     return out;
   }
 
@@ -148,7 +151,8 @@ struct Setup {
       acted->clear();
       for (const auto& m : all) {
         acted->push_back(SteeringHandle(control, m.stack).report());
-        CHECK(steering_report_json(acted->back(), true) == steering_report_json(control->report(m.stack), true));
+        CHECK(steering_report_json(acted->back(), true) ==
+              steering_report_json(control->report(m.stack), true));
       }
     }
     return reports;
@@ -157,11 +161,13 @@ struct Setup {
 
 }  // namespace
 
-TEST_CASE("methods evaluated in one batch write the files and reports of separate runs", "[eval][batching][mixed]") {
+TEST_CASE("methods evaluated in one batch write the files and reports of separate runs",
+          "[eval][batching][mixed]") {
   Setup s;
   // Steering changes the text (else the steered tracks would not test per-row steering).
   for (size_t t = 1; t < s.all.size(); ++t) CHECK(s.expected[t] != s.expected[0]);
-  for (const auto& [per_batch, pipelined] : std::vector<std::pair<int64_t, bool>>{{1, false}, {3, false}, {3, true}, {1, true}}) {
+  for (const auto& [per_batch, pipelined] :
+       std::vector<std::pair<int64_t, bool>>{{1, false}, {3, false}, {3, true}, {1, true}}) {
     INFO("units per batch " << per_batch << (pipelined ? ", pipelined" : ""));
     const auto tracks = s.tracks(fmt::format("mixed_n{}_{}", per_batch, pipelined));
     std::vector<SteeringReport> acted;
@@ -191,7 +197,8 @@ TEST_CASE("methods evaluated in one batch write the files and reports of separat
   CHECK(s.expected_acted[3].entries[0].prompt_layer_mean[0] == 0);
 }
 
-TEST_CASE("a mixed run resumes files left complete, half done and cut mid-line", "[eval][batching][mixed][resume]") {
+TEST_CASE("a mixed run resumes files left complete, half done and cut mid-line",
+          "[eval][batching][mixed][resume]") {
   Setup s;
   for (bool pipelined : {false, true}) {
     INFO((pipelined ? "pipelined" : "sequential"));
@@ -206,7 +213,8 @@ TEST_CASE("a mixed run resumes files left complete, half done and cut mid-line",
     std::ofstream(tracks[0].output, std::ios::binary) << s.expected[0];
     std::ofstream(tracks[1].output, std::ios::binary) << first_lines(s.expected[1], 4);
     const std::string three = first_lines(s.expected[2], 3), four = first_lines(s.expected[2], 4);
-    std::ofstream(tracks[2].output, std::ios::binary) << four.substr(0, three.size() + (four.size() - three.size()) / 2);
+    std::ofstream(tracks[2].output, std::ios::binary)
+        << four.substr(0, three.size() + (four.size() - three.size()) / 2);
     const auto reports = s.run_mixed(tracks, options(3, pipelined));
     const int64_t resumed[] = {8, 4, 3, 0};
     for (size_t t = 0; t < s.all.size(); ++t) {
@@ -233,21 +241,25 @@ TEST_CASE("a mixed run resumes files left complete, half done and cut mid-line",
   }
 }
 
-TEST_CASE("a mixed run refuses tracks that share a file and a caller's own row callback", "[eval][mixed][errors]") {
+TEST_CASE("a mixed run refuses tracks that share a file and a caller's own row callback",
+          "[eval][mixed][errors]") {
   auto dir = destein::test::temp_dir("eval_mixed_errors");
   auto prompts = load_eval_prompts(destein::test::write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
   const EvalRunOptions o = options(2, false);
-  CHECK_THROWS_WITH(run_mixed_generation_eval(*model, *tok, prompts, {}, nullptr, {}, nullptr, nullptr, o),
-                    Contains("no tracks"));
-  CHECK_THROWS_WITH(run_mixed_generation_eval(*model, *tok, prompts,
-                                              {{"a", dir / "x.jsonl"}, {"b", dir / "sub" / ".." / "x.jsonl"}}, nullptr,
-                                              {}, nullptr, nullptr, o),
-                    Contains("two tracks write") && Contains("method 'b'"));
+  CHECK_THROWS_WITH(
+      run_mixed_generation_eval(*model, *tok, prompts, {}, nullptr, {}, nullptr, nullptr, o),
+      Contains("no tracks"));
+  CHECK_THROWS_WITH(
+      run_mixed_generation_eval(*model, *tok, prompts,
+                                {{"a", dir / "x.jsonl"}, {"b", dir / "sub" / ".." / "x.jsonl"}},
+                                nullptr, {}, nullptr, nullptr, o),
+      Contains("two tracks write") && Contains("method 'b'"));
   EvalRunOptions with_callback = o;
   with_callback.generation.before_forward = [](const GenerationRows&) {};
-  CHECK_THROWS_WITH(run_generation_eval(*model, *tok, prompts, nullptr, nullptr, nullptr, with_callback, dir / "y.jsonl"),
+  CHECK_THROWS_WITH(run_generation_eval(*model, *tok, prompts, nullptr, nullptr, nullptr,
+                                        with_callback, dir / "y.jsonl"),
                     Contains("before_forward must be empty"));
   CHECK_FALSE(std::filesystem::exists(dir / "x.jsonl"));
   CHECK_FALSE(std::filesystem::exists(dir / "y.jsonl"));
@@ -281,7 +293,8 @@ bool same_json(const nlohmann::json& a, const nlohmann::json& b) {
 
 }  // namespace
 
-TEST_CASE("destein-bench mix_methods: the files and results of the methods run apart", "[eval][experiment][mixed]") {
+TEST_CASE("destein-bench mix_methods: the files and results of the methods run apart",
+          "[eval][experiment][mixed]") {
   auto dir = destein::test::temp_dir("bench_mixed_methods");
   const auto prompts = destein::test::write_mixed_length_prompts(dir);
   {
@@ -292,7 +305,8 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
     save_steering_vectors(dir / "z.safetensors", v);
   }
   auto config = [&](const std::string& name, const std::string& generation) {
-    const std::string a = (dir / "attn_out.safetensors").string(), z = (dir / "z.safetensors").string();
+    const std::string a = (dir / "attn_out.safetensors").string(),
+                      z = (dir / "z.safetensors").string();
     std::ofstream cfg(dir / name);
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\nprompts:\n"
         << "  - {name: first, path: " << prompts.string() << ", limit: 5}\n"
@@ -302,8 +316,10 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
         << "  - {name: headwise, vectors: " << z << ", mode: headwise, alpha: 1.5}\n"
         << "  - name: composed\n    steering:\n"
         << "      - {vectors: " << a << ", alpha: 0.8, positions: generated}\n"
-        << "      - {vectors: " << z << ", mode: headwise, alpha: 1.2, gate: probe, gate_threshold: 0.5}\n"
-        << "generation: {samples: 2, max_new_tokens: 5, seed: 5, prompts_per_batch: 3" << generation << "}\n"
+        << "      - {vectors: " << z
+        << ", mode: headwise, alpha: 1.2, gate: probe, gate_threshold: 0.5}\n"
+        << "generation: {samples: 2, max_new_tokens: 5, seed: 5, prompts_per_batch: 3" << generation
+        << "}\n"
         << "output: " << (dir / "apart").string() << "\n";
     return dir / name;
   };
@@ -320,7 +336,8 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
       INFO(method << " / " << set);
       const std::string file = fmt::format("{}/{}.generations.jsonl", method, set);
       CHECK(read_all(dir / "mixed" / file) == read_all(dir / "apart" / file));
-      CHECK(read_all(dir / "mixed" / (file + ".settings.json")) == read_all(dir / "apart" / (file + ".settings.json")));
+      CHECK(read_all(dir / "mixed" / (file + ".settings.json")) ==
+            read_all(dir / "apart" / (file + ".settings.json")));
     }
   }
   for (const char* name : {"results.md", "results.csv", "tradeoff.svg"}) {
@@ -354,7 +371,8 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
 
   // The YAML key and the command-line flag.
   const std::string bench = DESTEIN_BENCH;
-  auto dump = destein::test::run_command(bench + " run --dump-config --config " + config("apart.yaml", "").string());
+  auto dump = destein::test::run_command(bench + " run --dump-config --config " +
+                                         config("apart.yaml", "").string());
   CHECK_THAT(dump.output, Contains("mix_methods: false"));
   dump = destein::test::run_command(bench + " run --dump-config --mix-methods --config " +
                                     config("apart.yaml", "").string());

@@ -15,9 +15,9 @@
 #include <thread>
 
 #include "check.hpp"
-#include "splitmix.hpp"
 #include "destein/parallel/process_group.hpp"
 #include "destein/parallel/work_split.hpp"
+#include "splitmix.hpp"
 
 namespace destein {
 
@@ -44,7 +44,8 @@ std::set<int64_t> done_prompts(const std::filesystem::path& path, int64_t* trunc
     try {
       auto j = nlohmann::json::parse(line);
       if (!complete) throw std::runtime_error("no newline: the write was cut");
-      DESTEIN_CHECK_IO(j.contains("prompt_index") && j["prompt_index"].is_number_integer(), "no prompt_index");
+      DESTEIN_CHECK_IO(j.contains("prompt_index") && j["prompt_index"].is_number_integer(),
+                       "no prompt_index");
       if (!bad.empty()) break;
       done.insert(j["prompt_index"].get<int64_t>());
       good_end = offset;
@@ -54,9 +55,10 @@ std::set<int64_t> done_prompts(const std::filesystem::path& path, int64_t* trunc
   }
   if (!bad.empty()) {
     // Only the very last line may be damaged; anything earlier is real corruption.
-    DESTEIN_CHECK_IO(bad.size() == 1 && bad[0].first == line_no,
-                     "{}:{}: corrupt line in an existing generations file ({}); move the file away or fix it",
-                     path.string(), bad[0].first, bad[0].second);
+    DESTEIN_CHECK_IO(
+        bad.size() == 1 && bad[0].first == line_no,
+        "{}:{}: corrupt line in an existing generations file ({}); move the file away or fix it",
+        path.string(), bad[0].first, bad[0].second);
     in.close();
     *truncated = static_cast<int64_t>(std::filesystem::file_size(path)) - good_end;
     std::filesystem::resize_file(path, static_cast<uintmax_t>(good_end));
@@ -69,7 +71,9 @@ uint64_t prompt_seed(uint64_t seed, int64_t index) {
 }
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // One (track, prompt) still to generate; `at` is the prompt's position in `prompts`.
 struct Unit {
@@ -96,28 +100,30 @@ struct TrackLines {
 // bytes), then the lines one track after the other.
 std::string pack_lines(int64_t batch, const std::vector<TrackLines>& parts) {
   std::vector<int64_t> header = {batch, static_cast<int64_t>(parts.size())};
-  for (const auto& p : parts) header.insert(header.end(), {p.prompts, p.unscored, static_cast<int64_t>(p.lines.size())});
+  for (const auto& p : parts)
+    header.insert(header.end(), {p.prompts, p.unscored, static_cast<int64_t>(p.lines.size())});
   std::string out(reinterpret_cast<const char*>(header.data()), header.size() * sizeof(int64_t));
   for (const auto& p : parts) out += p.lines;
   return out;
 }
 
-std::vector<TrackLines> unpack_lines(const std::string& message, int64_t expected_batch, size_t tracks, int owner,
-                                     const std::string& where) {
+std::vector<TrackLines> unpack_lines(const std::string& message, int64_t expected_batch,
+                                     size_t tracks, int owner, const std::string& where) {
   const size_t header_bytes = (2 + 3 * tracks) * sizeof(int64_t);
   DESTEIN_CHECK_IO(message.size() >= header_bytes, "{}: short message from rank {}", where, owner);
   std::vector<int64_t> header(2 + 3 * tracks);
   std::memcpy(header.data(), message.data(), header_bytes);
   DESTEIN_CHECK_IO(header[0] == expected_batch && header[1] == static_cast<int64_t>(tracks),
-                   "{}: rank {} sent batch {} of {} tracks where batch {} of {} was expected", where, owner, header[0],
-                   header[1], expected_batch, tracks);
+                   "{}: rank {} sent batch {} of {} tracks where batch {} of {} was expected",
+                   where, owner, header[0], header[1], expected_batch, tracks);
   std::vector<TrackLines> parts(tracks);
   size_t offset = header_bytes;
   for (size_t t = 0; t < tracks; ++t) {
     parts[t].prompts = header[2 + 3 * t];
     parts[t].unscored = header[3 + 3 * t];
     const auto bytes = static_cast<size_t>(header[4 + 3 * t]);
-    DESTEIN_CHECK_IO(offset + bytes <= message.size(), "{}: short message from rank {}", where, owner);
+    DESTEIN_CHECK_IO(offset + bytes <= message.size(), "{}: short message from rank {}", where,
+                     owner);
     parts[t].lines = message.substr(offset, bytes);
     offset += bytes;
   }
@@ -126,37 +132,41 @@ std::vector<TrackLines> unpack_lines(const std::string& message, int64_t expecte
 
 }  // namespace
 
-std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const Tokenizer& tokenizer,
-                                                     const std::vector<EvalPrompt>& prompts,
-                                                     const std::vector<EvalTrack>& tracks, const Hooks* hooks,
-                                                     const EvalTrackRows& select_rows, ToxicityScorer* scorer,
-                                                     const PerplexityEvaluator* evaluator,
-                                                     const EvalRunOptions& options,
-                                                     const std::function<void(int64_t, int64_t)>& progress,
-                                                     const ProcessGroup* group) {
+std::vector<EvalRunReport> run_mixed_generation_eval(
+    const Model& model, const Tokenizer& tokenizer, const std::vector<EvalPrompt>& prompts,
+    const std::vector<EvalTrack>& tracks, const Hooks* hooks, const EvalTrackRows& select_rows,
+    ToxicityScorer* scorer, const PerplexityEvaluator* evaluator, const EvalRunOptions& options,
+    const std::function<void(int64_t, int64_t)>& progress, const ProcessGroup* group) {
   const auto t_start = Clock::now();
-  DESTEIN_CHECK_ARG(!tracks.empty(), "run_mixed_generation_eval: no tracks (give at least one method and file)");
-  DESTEIN_CHECK_ARG(options.prompts_per_batch >= 0, "prompts_per_batch must be >= 0 (0 = auto), found {}",
+  DESTEIN_CHECK_ARG(!tracks.empty(),
+                    "run_mixed_generation_eval: no tracks (give at least one method and file)");
+  DESTEIN_CHECK_ARG(options.prompts_per_batch >= 0,
+                    "prompts_per_batch must be >= 0 (0 = auto), found {}",
                     options.prompts_per_batch);
-  DESTEIN_CHECK_ARG(options.max_rows >= 0, "max_rows must be >= 0 (0 = the device's default), found {}",
-                    options.max_rows);
-  DESTEIN_CHECK_ARG(!options.generation.before_forward,
-                    "EvalRunOptions.generation.before_forward must be empty: the harness lays out the rows of its "
-                    "batches itself (give run_mixed_generation_eval a select_rows callback for per-row state)");
+  DESTEIN_CHECK_ARG(options.max_rows >= 0,
+                    "max_rows must be >= 0 (0 = the device's default), found {}", options.max_rows);
+  DESTEIN_CHECK_ARG(
+      !options.generation.before_forward,
+      "EvalRunOptions.generation.before_forward must be empty: the harness lays out the rows of "
+      "its "
+      "batches itself (give run_mixed_generation_eval a select_rows callback for per-row state)");
   {
     std::set<std::filesystem::path> files;
     for (const auto& t : tracks) {
-      DESTEIN_CHECK_ARG(files.insert(std::filesystem::absolute(t.output).lexically_normal()).second,
-                        "run_mixed_generation_eval: two tracks write {} (method '{}'); give each its own file",
-                        t.output.string(), t.method);
+      DESTEIN_CHECK_ARG(
+          files.insert(std::filesystem::absolute(t.output).lexically_normal()).second,
+          "run_mixed_generation_eval: two tracks write {} (method '{}'); give each its own file",
+          t.output.string(), t.method);
     }
   }
   const size_t num_tracks = tracks.size();
   std::vector<EvalRunReport> reports(num_tracks);
   const int64_t samples = std::max<int64_t>(1, options.generation.num_samples);
-  const int64_t max_rows = options.max_rows > 0 ? options.max_rows : default_max_rows(model.device());
-  const int64_t per_batch =
-      options.prompts_per_batch > 0 ? options.prompts_per_batch : std::max<int64_t>(1, max_rows / samples);
+  const int64_t max_rows =
+      options.max_rows > 0 ? options.max_rows : default_max_rows(model.device());
+  const int64_t per_batch = options.prompts_per_batch > 0
+                                ? options.prompts_per_batch
+                                : std::max<int64_t>(1, max_rows / samples);
 
   // Sharded: rank 0 alone reads and writes the files; the others learn what is pending.
   const bool sharded = group && group->size() > 1;
@@ -187,14 +197,18 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
     std::vector<int64_t> flat;
     for (const auto& u : pending) flat.insert(flat.end(), {u.track, u.at});
     std::string plan =
-        rank == 0 ? nlohmann::json{{"prompts", total}, {"tracks", num_tracks}, {"pending", flat}}.dump() : "";
+        rank == 0
+            ? nlohmann::json{{"prompts", total}, {"tracks", num_tracks}, {"pending", flat}}.dump()
+            : "";
     group->broadcast(plan);
     const auto j = nlohmann::json::parse(plan);
-    DESTEIN_CHECK_IO(j["prompts"].get<int64_t>() == total && j["tracks"].get<size_t>() == num_tracks,
-                     "{}: rank 0 has {} prompts and {} methods for {} but this rank has {} and {}: every rank must "
-                     "read the same prompt file and experiment",
-                     group->describe(), j["prompts"].get<int64_t>(), j["tracks"].get<size_t>(),
-                     tracks.front().output.string(), total, num_tracks);
+    DESTEIN_CHECK_IO(
+        j["prompts"].get<int64_t>() == total && j["tracks"].get<size_t>() == num_tracks,
+        "{}: rank 0 has {} prompts and {} methods for {} but this rank has {} and {}: every rank "
+        "must "
+        "read the same prompt file and experiment",
+        group->describe(), j["prompts"].get<int64_t>(), j["tracks"].get<size_t>(),
+        tracks.front().output.string(), total, num_tracks);
     flat = j["pending"].get<std::vector<int64_t>>();
     pending.clear();
     std::vector<int64_t> pending_of(num_tracks, 0);
@@ -210,9 +224,10 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
   int64_t finished = 0, batches_done = 0;
   for (const auto& r : reports) finished += r.prompts_resumed;
   EvalStageTimes times;
-  const std::string where = tracks.size() == 1 ? tracks.front().output.string()
-                                               : fmt::format("{} and {} other files", tracks.front().output.string(),
-                                                             tracks.size() - 1);
+  const std::string where =
+      tracks.size() == 1
+          ? tracks.front().output.string()
+          : fmt::format("{} and {} other files", tracks.front().output.string(), tracks.size() - 1);
 
   auto count_batch = [&](const std::vector<TrackLines>& parts) {
     for (size_t t = 0; t < num_tracks; ++t) {
@@ -229,7 +244,8 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
       if (parts[t].lines.empty()) continue;
       outs[t] << parts[t].lines;
       outs[t].flush();
-      DESTEIN_CHECK_IO(outs[t].good(), "{}: write failed (disk full?); the lines before this batch are kept",
+      DESTEIN_CHECK_IO(outs[t].good(),
+                       "{}: write failed (disk full?); the lines before this batch are kept",
                        tracks[t].output.string());
       finished += parts[t].prompts;
     }
@@ -279,7 +295,8 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
       batch.units.push_back(u);
       // Units of one prompt are neighbours: encode it once.
       const bool same_prompt = i > first && pending[i - 1].at == u.at;
-      batch.prompt_ids.push_back(same_prompt ? batch.prompt_ids.back() : tokenizer.encode_prompt(p.text));
+      batch.prompt_ids.push_back(same_prompt ? batch.prompt_ids.back()
+                                             : tokenizer.encode_prompt(p.text));
       // The stream a prompt had when the harness generated one prompt per call.
       g.prompt_seeds.push_back(prompt_seed(options.generation.seed, p.index));
     }
@@ -287,7 +304,8 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
     if (select_rows) {
       g.before_forward = [&](const GenerationRows& rows) {
         row_tracks.clear();
-        for (int64_t unit : rows.prompt_index) row_tracks.push_back(batch.units[static_cast<size_t>(unit)].track);
+        for (int64_t unit : rows.prompt_index)
+          row_tracks.push_back(batch.units[static_cast<size_t>(unit)].track);
         select_rows(row_tracks);
       };
     }
@@ -304,18 +322,20 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
     std::vector<std::string> texts;
     texts.reserve(batch.gens.size());
     for (const auto& x : batch.gens) {
-      texts.push_back(tokenizer.decode_continuation(batch.prompt_ids[static_cast<size_t>(x.prompt_index)], x.token_ids));
+      texts.push_back(tokenizer.decode_continuation(
+          batch.prompt_ids[static_cast<size_t>(x.prompt_index)], x.token_ids));
     }
     times.detokenize += seconds_since(t);
     t = Clock::now();
     // Per text, one score per attribute the scorer rates (toxicity first; a v2 scorer adds
     // Perspective's seven other attributes, written beside it).
     std::vector<std::vector<std::optional<double>>> scores(texts.size());
-    const std::vector<std::string> attributes = scorer ? scorer->attributes() : std::vector<std::string>{};
+    const std::vector<std::string> attributes =
+        scorer ? scorer->attributes() : std::vector<std::string>{};
     if (scorer) {
       scores = scorer->score_attributes(texts);
-      DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer->name(),
-                       scores.size(), texts.size());
+      DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts",
+                       scorer->name(), scores.size(), texts.size());
     }
     times.score += seconds_since(t);
     t = Clock::now();
@@ -323,7 +343,8 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
     if (evaluator) {
       std::vector<std::string> prompt_texts;
       std::vector<std::vector<std::string>> continuations(n);
-      for (const Unit& u : batch.units) prompt_texts.push_back(prompts[static_cast<size_t>(u.at)].text);
+      for (const Unit& u : batch.units)
+        prompt_texts.push_back(prompts[static_cast<size_t>(u.at)].text);
       for (size_t k = 0; k < texts.size(); ++k) {
         continuations[static_cast<size_t>(batch.gens[k].prompt_index)].push_back(texts[k]);
       }
@@ -337,19 +358,24 @@ std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const T
       const Unit& u = batch.units[i];
       const EvalPrompt& p = prompts[static_cast<size_t>(u.at)];
       TrackLines& part = parts[static_cast<size_t>(u.track)];
-      nlohmann::json line = {{"prompt", p.raw}, {"prompt_index", p.index},
-                             {"method", tracks[static_cast<size_t>(u.track)].method}, {"subset", options.subset}};
+      nlohmann::json line = {{"prompt", p.raw},
+                             {"prompt_index", p.index},
+                             {"method", tracks[static_cast<size_t>(u.track)].method},
+                             {"subset", options.subset}};
       nlohmann::json items = nlohmann::json::array();
-      for (size_t j = 0; k < texts.size() && batch.gens[k].prompt_index == static_cast<int64_t>(i); ++k, ++j) {
+      for (size_t j = 0; k < texts.size() && batch.gens[k].prompt_index == static_cast<int64_t>(i);
+           ++k, ++j) {
         nlohmann::json item = {{"text", texts[k]}, {"tokens", batch.gens[k].token_ids.size()}};
         const std::optional<double> toxicity = scores[k].empty() ? std::nullopt : scores[k][0];
         item["toxicity"] = toxicity ? nlohmann::json(*toxicity) : nlohmann::json(nullptr);
         if (!toxicity) ++part.unscored;
         for (size_t a = 1; a < attributes.size() && a < scores[k].size(); ++a) {
-          item[attributes[a]] = scores[k][a] ? nlohmann::json(*scores[k][a]) : nlohmann::json(nullptr);
+          item[attributes[a]] =
+              scores[k][a] ? nlohmann::json(*scores[k][a]) : nlohmann::json(nullptr);
         }
         if (evaluator) {
-          item["perplexity"] = std::isfinite(ppl[i][j]) ? nlohmann::json(ppl[i][j]) : nlohmann::json(nullptr);
+          item["perplexity"] =
+              std::isfinite(ppl[i][j]) ? nlohmann::json(ppl[i][j]) : nlohmann::json(nullptr);
         }
         items.push_back(std::move(item));
       }

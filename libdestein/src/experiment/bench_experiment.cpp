@@ -548,9 +548,9 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
         for (int64_t t : row_tracks) rows.push_back(stacks[static_cast<size_t>(t)]);
         mixed_control->set_rows(std::move(rows));
       };
+      const EvalTrackRows steer_rows = any_steering ? EvalTrackRows(select_rows) : EvalTrackRows{};
       auto reps = run_mixed_generation_eval(
-          *gen.model, *gen.tokenizer, prompts, tracks, &mixed_hooks, any_steering ? EvalTrackRows(select_rows) : EvalTrackRows{},
-          scorer.get(), perplexity.get(), ro,
+          *gen.model, *gen.tokenizer, prompts, tracks, &mixed_hooks, steer_rows, scorer.get(), perplexity.get(), ro,
           [&](int64_t d, int64_t) {
             bar->update(d);
             check_stop(fmt::format("{} and the other methods' files hold every prompt finished so far; rerun the "
@@ -604,16 +604,21 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
                                              static_cast<size_t>(&set - c.prompts.data())});
       // A stop request ends the run after the prompts just written (each line is complete
       // and flushed before the callback), so a rerun resumes after them.
-      EvalRunReport rep = mixed_outcome != mixed.end() ? mixed_outcome->second.report : run_generation_eval(
-          *gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(), ro, file,
-          [&](int64_t d, int64_t) {
-            bar->update(d);
-            check_stop(fmt::format("{} holds every prompt finished so far; rerun the same command to resume",
-                                   file.string()));
-          },
-          group);
+      EvalRunReport rep;
       std::optional<SteeringReport> acted;
-      if (mixed_outcome != mixed.end()) acted = mixed_outcome->second.acted;
+      if (mixed_outcome != mixed.end()) {
+        rep = mixed_outcome->second.report;
+        acted = mixed_outcome->second.acted;
+      } else {
+        rep = run_generation_eval(
+            *gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(), ro, file,
+            [&](int64_t d, int64_t) {
+              bar->update(d);
+              check_stop(fmt::format("{} holds every prompt finished so far; rerun the same command to resume",
+                                     file.string()));
+            },
+            group);
+      }
       if (handle) {
         acted = handle->report();
         if (sharded) {

@@ -7,7 +7,8 @@
 ///   destein::SteeringController control(hooks, model->config(), model->device());
 ///   std::vector<destein::SteeringStack> stacks = {{}, {reference_plan}, {headwise_plan}};
 ///   std::vector<destein::EvalTrack> tracks = {{"base", "out/base.jsonl"},
-///                                             {"ref", "out/ref.jsonl"}, {"head", "out/head.jsonl"}};
+///                                             {"ref", "out/ref.jsonl"}, {"head",
+///                                             "out/head.jsonl"}};
 ///   auto reports = destein::run_mixed_generation_eval(
 ///       *model, *tok, prompts, tracks, &hooks,
 ///       [&](const std::vector<int64_t>& row_tracks) {
@@ -30,8 +31,8 @@ namespace destein {
 
 /// One method of a mixed evaluation.
 struct EvalTrack {
-  std::string method;               ///< recorded in every line of its file
-  std::filesystem::path output;     ///< its generations file (resumed on its own)
+  std::string method;            ///< recorded in every line of its file
+  std::filesystem::path output;  ///< its generations file (resumed on its own)
 };
 
 /// Called before every forward call of the generation with the track (index into the
@@ -56,13 +57,11 @@ using EvalTrackRows = std::function<void(const std::vector<int64_t>& row_tracks)
 /// std::invalid_argument for no tracks, two tracks writing one file, or
 /// options.generation.before_forward set (the harness lays out rows itself), and what
 /// run_generation_eval() throws.
-std::vector<EvalRunReport> run_mixed_generation_eval(const Model& model, const Tokenizer& tokenizer,
-                                                     const std::vector<EvalPrompt>& prompts,
-                                                     const std::vector<EvalTrack>& tracks, const Hooks* hooks,
-                                                     const EvalTrackRows& select_rows, ToxicityScorer* scorer,
-                                                     const PerplexityEvaluator* evaluator,
-                                                     const EvalRunOptions& options,
-                                                     const std::function<void(int64_t, int64_t)>& progress = {},
-                                                     const ProcessGroup* group = nullptr);
+std::vector<EvalRunReport> run_mixed_generation_eval(
+    const Model& model, const Tokenizer& tokenizer, const std::vector<EvalPrompt>& prompts,
+    const std::vector<EvalTrack>& tracks, const Hooks* hooks, const EvalTrackRows& select_rows,
+    ToxicityScorer* scorer, const PerplexityEvaluator* evaluator, const EvalRunOptions& options,
+    const std::function<void(int64_t, int64_t)>& progress = {},
+    const ProcessGroup* group = nullptr);
 
 }  // namespace destein
