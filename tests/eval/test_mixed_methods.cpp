@@ -97,7 +97,9 @@ void check_same_report(const SteeringReport& mixed, const SteeringReport& apart)
 }
 
 struct Setup {
-  std::filesystem::path dir = destein::test::temp_dir("eval_mixed_methods");
+  // Each test case its own folder: ctest runs them in parallel, and temp_dir() empties it.
+  explicit Setup(const std::string& name) : dir(destein::test::temp_dir(name)) { run_apart(); }
+  std::filesystem::path dir;
   std::vector<EvalPrompt> prompts =
       load_eval_prompts(destein::test::write_mixed_length_prompts(dir), {});
   std::unique_ptr<Model> model = load_model(fixture("gpt2_bpe"));
@@ -108,7 +110,7 @@ struct Setup {
   std::vector<std::string> expected;  // per method, its file run apart
   std::vector<SteeringReport> expected_acted;
 
-  Setup() {
+  void run_apart() {
     REQUIRE(model->linear_backend() == "stable");
     for (const auto& m : all) {
       Hooks hooks;
@@ -163,7 +165,7 @@ struct Setup {
 
 TEST_CASE("methods evaluated in one batch write the files and reports of separate runs",
           "[eval][batching][mixed]") {
-  Setup s;
+  Setup s("eval_mixed_methods");
   // Steering changes the text (else the steered tracks would not test per-row steering).
   for (size_t t = 1; t < s.all.size(); ++t) CHECK(s.expected[t] != s.expected[0]);
   for (const auto& [per_batch, pipelined] :
@@ -199,7 +201,7 @@ TEST_CASE("methods evaluated in one batch write the files and reports of separat
 
 TEST_CASE("a mixed run resumes files left complete, half done and cut mid-line",
           "[eval][batching][mixed][resume]") {
-  Setup s;
+  Setup s("eval_mixed_resume");
   for (bool pipelined : {false, true}) {
     INFO((pipelined ? "pipelined" : "sequential"));
     const auto tracks = s.tracks(fmt::format("resume_{}", pipelined));
@@ -317,7 +319,7 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
         << "  - name: composed\n    steering:\n"
         << "      - {vectors: " << a << ", alpha: 0.8, positions: generated}\n"
         << "      - {vectors: " << z
-        << ", mode: headwise, alpha: 1.2, gate: probe, gate_threshold: 0.5}\n"
+        << ", mode: headwise, alpha: 1.2, gate: probe}\n"
         << "generation: {samples: 2, max_new_tokens: 5, seed: 5, prompts_per_batch: 3" << generation
         << "}\n"
         << "output: " << (dir / "apart").string() << "\n";

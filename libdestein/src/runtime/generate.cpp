@@ -267,6 +267,10 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
           finished[r] = 1;
           g.stopped_at_eos = true;
           next[r] = pad;
+          // The filler a finished row is fed while others continue is no generated token:
+          // masked, hooks do not count it (steering statistics would otherwise depend on
+          // which rows share the batch, and how long the longest of them runs).
+          mask.narrow(0, r, 1).narrow(1, L + step, o.max_new_tokens - step).fill_(0);
         } else {
           g.token_ids.push_back(next[r]);
           all_done = false;
