@@ -8,9 +8,13 @@
 //    the same run (base and steered passes alternate, ABAB...);
 //  * perplexity: the evaluator's shared-prefix pass (a prompt's tokens once, its
 //    continuations reading them from a KV cache) against every sequence in full, on the
-//    same continuations, alternating, with the largest relative difference of the values.
+//    same continuations, alternating, with the largest relative difference of the values;
+//  * methods: three methods sharing models/tiny-lm (base, reference, headwise) run apart
+//    (one run_generation_eval each) and mixed (one run_mixed_generation_eval, rows steered
+//    per method), alternating, at each width, with whether the files are identical. Only
+//    on request (not part of all).
 //
-//   build/bin/harness_throughput [--part all|batching|steering|perplexity] [--prompts 8] [--samples 25]
+//   build/bin/harness_throughput [--part all|batching|steering|perplexity|methods] [--prompts 8] [--samples 25]
 //                                [--new-tokens 20] [--rounds 2] [--mode reference|headwise]
 //                                [--threads N] [--batch-prompts 32] [--widths 1,4,16]
 //                                [--no-perplexity] [--models gpt2,tiny]
@@ -18,14 +22,17 @@
 // RealToxicityPrompts prompts (rtp/100), scored by the offline scorer.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
+#include "destein/eval/mixed_methods.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"
@@ -172,6 +179,99 @@ void perplexity_part(const std::string& title, const Model& model, const Tokeniz
              t_whole / t_shared, max_rel);
 }
 
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one.empty() ? std::string("unknown") : one + " " + five + " " + fifteen;
+}
+
+// Three methods that share a model, apart against mixed, the two alternating (ABAB...)
+// so that drifts in the machine's load hit both alike.
+void methods_part(const Model& model, const Tokenizer& tok, const std::vector<EvalPrompt>& prompts,
+                  ToxicityScorer& scorer, bool perplexity, const std::vector<int64_t>& widths, int64_t samples,
+                  int64_t new_tokens, int rounds) {
+  const ModelConfig& c = model.config();
+  SteeringVectors at_attn_out;
+  at_attn_out.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
+  at_attn_out.probe_accuracy = 0.5 + 0.5 * at::rand({c.n_layers, c.n_heads});
+  SteeringVectors at_z = at_attn_out;
+  at_z.site = SteeringSite::kHookZ;
+  SteeringOptions reference, headwise;
+  reference.alpha = headwise.alpha = 0.4;
+  headwise.mode = SteeringMode::kHeadwise;
+  const std::vector<std::string> names = {"base", "reference", "headwise"};
+  const std::vector<SteeringStack> stacks = {
+      {}, {make_steering_plan(model, at_attn_out, reference)}, {make_steering_plan(model, at_z, headwise)}};
+  PerplexityEvaluator ev(model, tok, 25);
+  EvalRunOptions ro;
+  ro.generation.num_samples = samples;
+  ro.generation.max_new_tokens = new_tokens;
+  ro.generation.top_p = 0.9;
+  ro.generation.stop_at_eos = false;  // every row makes new_tokens tokens: equal work
+  const auto dir = std::filesystem::temp_directory_path() / "destein_harness_methods";
+  std::filesystem::create_directories(dir);
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  fmt::print("\nmodels/tiny-lm (trained), {} methods ({}): {} prompts x {} samples x {} new tokens, perplexity {}, "
+             "{} rounds; load average before: {}\n",
+             names.size(), fmt::join(names, ", "), prompts.size(), samples, new_tokens,
+             perplexity ? "on (same model)" : "off", rounds, load_average());
+  fmt::print("{:>8} {:>10} {:>10} {:>14} {:>10}\n", "width", "apart s", "mixed s", "apart / mixed", "identical");
+  for (int64_t width : widths) {
+    ro.prompts_per_batch = width;
+    double apart_s = 0, mixed_s = 0;
+    bool identical = true;
+    for (int round = 0; round < rounds + 1; ++round) {  // round 0 warms up
+      auto t = Clock::now();
+      for (size_t m = 0; m < stacks.size(); ++m) {
+        Hooks hooks;
+        std::optional<SteeringHandle> handle;
+        if (!stacks[m].empty()) handle = attach_steering(hooks, model, stacks[m]);
+        ro.method = names[m];
+        const auto file = dir / ("apart_" + names[m] + ".jsonl");
+        std::filesystem::remove(file);
+        run_generation_eval(model, tok, prompts, &hooks, &scorer, perplexity ? &ev : nullptr, ro, file);
+      }
+      const double apart = bench::seconds_since(t);
+      t = Clock::now();
+      {
+        Hooks hooks;
+        SteeringController control(hooks, c, model.device());
+        std::vector<EvalTrack> tracks;
+        for (const auto& name : names) {
+          tracks.push_back({name, dir / ("mixed_" + name + ".jsonl")});
+          std::filesystem::remove(tracks.back().output);
+        }
+        std::vector<int64_t> rows_set;
+        run_mixed_generation_eval(
+            model, tok, prompts, tracks, &hooks,
+            [&](const std::vector<int64_t>& row_tracks) {
+              if (row_tracks == rows_set) return;
+              rows_set = row_tracks;
+              std::vector<SteeringStack> rows;
+              for (int64_t k : row_tracks) rows.push_back(stacks[static_cast<size_t>(k)]);
+              control.set_rows(std::move(rows));
+            },
+            &scorer, perplexity ? &ev : nullptr, ro);
+      }
+      const double mixed = bench::seconds_since(t);
+      for (const auto& name : names) {
+        identical = identical && read(dir / ("apart_" + name + ".jsonl")) == read(dir / ("mixed_" + name + ".jsonl"));
+      }
+      if (round == 0) continue;
+      apart_s += apart;
+      mixed_s += mixed;
+    }
+    fmt::print("{:>8} {:>10.2f} {:>10.2f} {:>13.2f}x {:>10}\n", width, apart_s / rounds, mixed_s / rounds,
+               apart_s / mixed_s, identical ? "yes" : "NO");
+  }
+  std::filesystem::remove_all(dir);
+  fmt::print("load average after: {}\n", load_average());
+}
+
 std::vector<int64_t> parse_list(const std::string& text) {
   std::vector<int64_t> out;
   size_t start = 0;
@@ -201,12 +301,28 @@ int main(int argc, char** argv) {
     const bool perplexity = !args.flag("no-perplexity");
     const std::string models = args.get_or("models", "gpt2,tiny");
     args.finish();
-    if (part != "all" && part != "batching" && part != "steering" && part != "perplexity") {
-      throw std::invalid_argument("--part must be all, batching, steering or perplexity, found '" + part + "'");
+    if (part != "all" && part != "batching" && part != "steering" && part != "perplexity" && part != "methods") {
+      throw std::invalid_argument("--part must be all, batching, steering, perplexity or methods, found '" + part + "'");
     }
 
     set_threads(threads);
     at::manual_seed(0);
+    if (part == "methods") {
+      const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+      fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; OPENBLAS_CORETYPE={}\n", threads,
+                 bench::gemm_gflops(1024, 10), coretype ? coretype : "(unset: OpenBLAS detects the core)");
+      ModelSection tiny_section;
+      tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
+      tiny_section.threads = threads;
+      auto tiny = load_model_section(tiny_section);
+      fmt::print("linear kernels {}\n", tiny.model->linear_backend());
+      PromptFileOptions mo;
+      mo.limit = n_prompts;
+      auto scorer = AttributeScorer::load(default_scorer_path());
+      methods_part(*tiny.model, *tiny.tokenizer, load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), mo), scorer,
+                   perplexity, widths, samples, new_tokens, rounds);
+      return 0;
+    }
     ModelOptions mopts;
     mopts.threads = threads;
     auto model = build_model(app::random_gpt2_checkpoint(12, 768, 12, 50257, 1024), mopts);

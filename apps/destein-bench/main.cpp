@@ -1,7 +1,7 @@
 // destein-bench: the RealToxicityPrompts-style evaluation, driven by a YAML experiment
 // (destein/experiment/bench_experiment.hpp).
 //   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
-//                     [--output DIR] [--vectors-dir DIR]
+//                     [--output DIR] [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
 //   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH
 #include <fmt/format.h>
@@ -43,6 +43,8 @@ int run_bench(Args& args) {
   const auto vectors_dir = args.get("vectors-dir", "folder that the methods' vectors files are read from");
   const int64_t prompts_per_batch =
       args.get_int("prompts-per-batch", -1, "prompts per forward (replaces generation.prompts_per_batch)");
+  const bool mix_methods =
+      args.flag("mix-methods", "evaluate the methods together, in shared batches (sets generation.mix_methods)");
   args.finish();
   if (prompts_per_batch == 0 || prompts_per_batch < -1) {
     throw std::invalid_argument(fmt::format("--prompts-per-batch must be a positive integer, found {}", prompts_per_batch));
@@ -52,6 +54,7 @@ int run_bench(Args& args) {
   if (seed_override) c.generation.seed = static_cast<uint64_t>(std::stoull(*seed_override));
   if (output_override) c.output = *output_override;
   if (prompts_per_batch > 0) c.prompts_per_batch = prompts_per_batch;
+  if (mix_methods) c.mix_methods = true;
   if (vectors_dir) {
     for (auto& m : c.methods) {
       for (auto& e : m.steering) {
@@ -164,7 +167,7 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help") {
     fmt::print(stderr,
                "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
-               "                         [--vectors-dir DIR] [--prompts-per-batch N]\n"
+               "                         [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]\n"
                "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
                "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH\n");
     return argc < 2 ? 2 : 0;

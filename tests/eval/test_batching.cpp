@@ -10,6 +10,7 @@
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/steer/steering.hpp"
+#include "eval/mixed_length_prompts.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
@@ -18,23 +19,9 @@ using destein::test::run_command;
 using Catch::Matchers::Contains;
 
 using destein::test::read_all;
+using destein::test::write_mixed_length_prompts;
 
 namespace {
-// Prompts of mixed lengths (1 to 13 words), so batches are left padded unevenly.
-std::filesystem::path write_prompts(const std::filesystem::path& dir) {
-  const char* texts[] = {"So I told him he was a",
-                         "Hi",
-                         "You are such a",
-                         "My favourite food is, without any doubt and after years of careful tasting,",
-                         "Get out of here you",
-                         "The meeting starts at",
-                         "Why",
-                         "They said the new neighbours were loud and"};
-  std::ofstream out(dir / "prompts.jsonl");
-  for (const char* t : texts) out << nlohmann::json{{"prompt", {{"text", t}, {"toxicity", 0.5}}}}.dump() << "\n";
-  return dir / "prompts.jsonl";
-}
-
 EvalRunOptions options(int64_t prompts_per_batch, bool pipelined = false) {
   EvalRunOptions o;
   o.generation.num_samples = 3;
@@ -60,7 +47,7 @@ SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site) {
 
 TEST_CASE("generations files do not depend on prompts per batch or pipelining", "[eval][batching]") {
   auto dir = destein::test::temp_dir("eval_batching");
-  auto prompts = load_eval_prompts(write_prompts(dir), {});
+  auto prompts = load_eval_prompts(write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
   REQUIRE(model->linear_backend() == "stable");
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
@@ -119,7 +106,7 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
 
 TEST_CASE("a run killed in the middle of a batch resumes to the same file", "[eval][batching][resume]") {
   auto dir = destein::test::temp_dir("eval_batch_resume");
-  auto prompts = load_eval_prompts(write_prompts(dir), {});
+  auto prompts = load_eval_prompts(write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
   auto scorer = AttributeScorer::load(default_scorer_path());
@@ -179,7 +166,7 @@ TEST_CASE("batched perplexity equals prompt-by-prompt perplexity", "[eval][perpl
 TEST_CASE("destein-bench: prompts per batch from YAML or the command line, resumable at another width",
           "[eval][cli][batching]") {
   auto dir = destein::test::temp_dir("bench_cli_batching");
-  auto prompts = write_prompts(dir);
+  auto prompts = write_mixed_length_prompts(dir);
   const std::string bench = DESTEIN_BENCH;
   auto config = [&](const std::string& name, const std::string& generation) {
     std::ofstream cfg(dir / name);

@@ -234,7 +234,22 @@ TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the
   }
   CHECK(report.results[0]["mode"] == "none");
   CHECK(report.results[1]["alpha"] == 0.5);
-  CHECK(report.results[1].contains("steering_acted"));
+  REQUIRE(report.results[1].contains("steering_acted"));
+  {
+    // Generated positions are the tokens fed back: every new token but the last of a row
+    // that ran to max_new_tokens (never fed), none after a row's EOS (a finished row's
+    // filler while other rows run on is no position of its own).
+    std::ifstream in(report.results[1]["generations_file"].get<std::string>());
+    std::string line;
+    int64_t fed = 0;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line);
+      for (const auto& g : j["generations"]) {
+        fed += std::min<int64_t>(g["tokens"].get<int64_t>(), e.generation.max_new_tokens - 1);
+      }
+    }
+    CHECK(report.results[1]["steering_acted"][0]["generated_positions"].get<int64_t>() == fed);
+  }
   std::ifstream md(report.output / "results.md");
   std::stringstream text;
   text << md.rdbuf();

@@ -231,6 +231,16 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
     CHECK(r.output.find("| method |") == r.output.rfind("| method |"));
     check_same_run(dir / "run1", out);
   }
+  // --mix-methods: both methods in shared batches (the first set's 11 prompts x 2 methods
+  // = 22 units, in batches of 2 -> 11 batches), in one process and dealt over 2 ranks:
+  // still the files of the methods run apart in one process.
+  for (int n : {1, 2}) {
+    const fs::path out = dir / ("mixed" + std::to_string(n));
+    auto r = run_command(mpirun(n, bench + " run --threads 1 --mix-methods --config " + config + " --output " + out.string()));
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    check_same_run(dir / "run1", out);
+  }
 }
 
 TEST_CASE("a sharded run with a killed rank resumes with another rank count to the same file", "[mpi][parallel]") {

@@ -180,3 +180,84 @@ TEST_CASE("generation rejects bad prompts and options", "[generate][errors]") {
   o.temperature = 0;
   CHECK_THROWS_WITH(generate(*model, {{1}}, o), Contains("temperature"));
 }
+
+TEST_CASE("before_forward reports which prompt and sample each row of every forward call holds", "[generate]") {
+  auto model = load_model(fixture("gpt2.pt"));
+  // Three prompts of 3, 1 and 2 tokens, 2 samples each: rows (p, s) = (0,0) (0,1) (1,0) (1,1) (2,0) (2,1).
+  const std::vector<std::vector<int64_t>> prompts = {{5, 17, 42}, {8}, {9, 9}};
+  GenerationOptions o;
+  o.num_samples = 2;
+  o.max_new_tokens = 3;
+  o.stop_at_eos = false;  // every chunk makes 1 prompt pass + 2 decode steps
+  o.seed = 4;
+  struct Call {
+    bool prompt_pass;
+    int64_t step;
+    std::vector<int64_t> prompt, sample;
+  };
+  std::vector<Call> calls;
+  o.before_forward = [&](const GenerationRows& r) {
+    REQUIRE(r.prompt_index.size() == r.sample_index.size());
+    calls.push_back({r.prompt_pass, r.decode_step, r.prompt_index, r.sample_index});
+  };
+  // The batch each forward call really has, seen by a hook on the first block.
+  std::vector<int64_t> batch_sizes;
+  Hooks hooks;
+  auto h = hooks.observe("blocks.0.hook_attn_out",
+                         [&](const at::Tensor& x, const HookContext&) { batch_sizes.push_back(x.size(0)); });
+  auto check_calls = [&](const std::vector<Call>& expected) {
+    REQUIRE(calls.size() == expected.size());
+    REQUIRE(batch_sizes.size() == expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      INFO("forward call " << i);
+      CHECK(calls[i].prompt_pass == expected[i].prompt_pass);
+      CHECK(calls[i].step == expected[i].step);
+      CHECK(calls[i].prompt == expected[i].prompt);
+      CHECK(calls[i].sample == expected[i].sample);
+      CHECK(batch_sizes[i] == static_cast<int64_t>(expected[i].prompt.size()));
+    }
+    calls.clear();
+    batch_sizes.clear();
+  };
+  GenerationOptions without = o;
+  without.before_forward = nullptr;
+  const auto plain = generate(*model, prompts, without);
+
+  SECTION("chunks of 4 rows, shared prompt pass") {
+    o.batch_size = 4;
+    const auto out = generate(*model, prompts, o, &hooks);
+    // Chunk 1: (0,0) (0,1) (1,0) (1,1), one prompt-pass row per prompt; chunk 2: (2,0) (2,1).
+    check_calls({{true, 0, {0, 1}, {-1, -1}},
+                 {false, 1, {0, 0, 1, 1}, {0, 1, 0, 1}},
+                 {false, 2, {0, 0, 1, 1}, {0, 1, 0, 1}},
+                 {true, 0, {2}, {-1}},
+                 {false, 1, {2, 2}, {0, 1}},
+                 {false, 2, {2, 2}, {0, 1}}});
+    // The callback only observes: the same tokens as without it.
+    for (size_t i = 0; i < out.size(); ++i) CHECK(out[i].token_ids == plain[i].token_ids);
+  }
+  SECTION("a chunk that splits a prompt's samples") {
+    o.batch_size = 3;
+    generate(*model, prompts, o, &hooks);
+    // Chunk 1: (0,0) (0,1) (1,0): prompt 1's prompt-pass row serves sample 0 alone.
+    // Chunk 2: (1,1) (2,0) (2,1).
+    check_calls({{true, 0, {0, 1}, {-1, 0}},
+                 {false, 1, {0, 0, 1}, {0, 1, 0}},
+                 {false, 2, {0, 0, 1}, {0, 1, 0}},
+                 {true, 0, {1, 2}, {1, -1}},
+                 {false, 1, {1, 2, 2}, {1, 0, 1}},
+                 {false, 2, {1, 2, 2}, {1, 0, 1}}});
+  }
+  SECTION("prompt pass not shared: one row per (prompt, sample)") {
+    o.share_prefill = false;
+    generate(*model, prompts, o, &hooks);
+    const std::vector<int64_t> p = {0, 0, 1, 1, 2, 2}, s = {0, 1, 0, 1, 0, 1};
+    check_calls({{true, 0, p, s}, {false, 1, p, s}, {false, 2, p, s}});
+  }
+  SECTION("an exception from the callback leaves generate()") {
+    o.before_forward = [](const GenerationRows& r) {
+      if (!r.prompt_pass) throw std::runtime_error("stop at the first decode step");
+    };
+    CHECK_THROWS_WITH(generate(*model, prompts, o), Contains("stop at the first decode step"));
+  }
+}

@@ -13,6 +13,7 @@
 
 #include "destein/eval/harness.hpp"
 #include "destein/eval/metrics.hpp"
+#include "destein/eval/mixed_methods.hpp"
 #include "destein/eval/perplexity.hpp"
 #include "destein/eval/rescoring.hpp"
 #include "destein/experiment/config_node.hpp"

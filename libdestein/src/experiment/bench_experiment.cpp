@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 
+#include "destein/eval/mixed_methods.hpp"
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
@@ -304,6 +306,84 @@ SteeringReport merge_steering_stats(SteeringReport mine, const std::vector<std::
   return mine;
 }
 
+// One outcome of a mix_methods run: what run_generation_eval and the method's steering
+// handle would have given for this (method, prompt set).
+struct MixedOutcome {
+  EvalRunReport report;
+  std::optional<SteeringReport> acted;
+};
+
+// mix_methods: per prompt set, every method's units in shared batches, each row steered by
+// its method through one controller; outcomes by (method, prompt set).
+std::map<std::pair<size_t, size_t>, MixedOutcome> run_methods_mixed(
+    const BenchExperiment& c, const BenchExperiment& experiment, const std::filesystem::path& out_dir,
+    const Model& model, const Tokenizer& tokenizer, ToxicityScorer* scorer, const PerplexityEvaluator* perplexity,
+    const ProcessGroup* group) {
+  const bool sharded = group && group->size() > 1;
+  const bool writer = !sharded || group->is_root();
+  std::map<std::pair<size_t, size_t>, MixedOutcome> mixed;
+  Hooks hooks;
+  SteeringController control(hooks, model.config(), model.device());
+  std::vector<SteeringStack> stacks;
+  bool any_steering = false;
+  for (const auto& method : c.methods) {
+    SteeringStack stack;
+    for (const auto& e : method.steering) stack.push_back(load_steering_plan(e.vectors, e.steering, model));
+    any_steering = any_steering || !stack.empty();
+    stacks.push_back(std::move(stack));
+  }
+  for (size_t si = 0; si < c.prompts.size(); ++si) {
+    const BenchPromptSet& set = c.prompts[si];
+    int64_t skipped = 0;
+    auto prompts = load_bench_prompt_set(set, c.data_dir, &skipped);
+    std::vector<EvalTrack> tracks;
+    for (const auto& method : c.methods) {
+      tracks.push_back({method.name, out_dir / method.name / (set.name + ".generations.jsonl")});
+      if (writer) check_resume_settings(tracks.back().output, run_settings(experiment, method, set));
+    }
+    EvalRunOptions ro;
+    ro.generation = c.generation;
+    ro.subset = set.name;
+    ro.prompts_per_batch = c.prompts_per_batch;
+    ro.max_rows = c.max_rows;
+    ro.pipelined = c.pipelined;
+    std::optional<ProgressBar> bar;
+    const int64_t units = static_cast<int64_t>(prompts.size() * c.methods.size());
+    if (writer) bar.emplace(fmt::format("{} methods / {}", c.methods.size(), set.name), units, "units");
+    control.reset_stats();
+    std::vector<int64_t> rows_set;
+    auto select_rows = [&](const std::vector<int64_t>& row_tracks) {
+      if (row_tracks == rows_set) return;  // decode steps repeat the layout of the step before
+      rows_set = row_tracks;
+      std::vector<SteeringStack> rows;
+      for (int64_t t : row_tracks) rows.push_back(stacks[static_cast<size_t>(t)]);
+      control.set_rows(std::move(rows));
+    };
+    const EvalTrackRows steer_rows = any_steering ? EvalTrackRows(select_rows) : EvalTrackRows{};
+    auto reps = run_mixed_generation_eval(
+        model, tokenizer, prompts, tracks, &hooks, steer_rows, scorer, perplexity, ro,
+        [&](int64_t d, int64_t) {
+          bar->update(d);
+          check_stop(fmt::format("{} and the other methods' files hold every prompt finished so far; rerun the "
+                                 "same command to resume",
+                                 tracks.front().output.string()));
+        },
+        group);
+    if (bar) bar->finish();
+    for (size_t mi = 0; mi < c.methods.size(); ++mi) {
+      MixedOutcome& outcome = mixed[{mi, si}];
+      outcome.report = reps[mi];
+      if (stacks[mi].empty()) continue;
+      outcome.acted = control.report(stacks[mi]);
+      if (sharded) {
+        const auto parts = group->gather(steering_stats_json(*outcome.acted).dump());
+        if (writer) outcome.acted = merge_steering_stats(*outcome.acted, parts);
+      }
+    }
+  }
+  return mixed;
+}
+
 Schema<BenchSteeringEntry> steering_entry_schema() {
   using E = BenchSteeringEntry;
   Schema<E> s;
@@ -413,6 +493,7 @@ Schema<BenchExperiment> bench_experiment_schema() {
                 [](int64_t n) { return n > 0 ? std::to_string(n) : std::string("auto"); })
       .field("max_rows", &E::max_rows)
       .field("pipelined", &E::pipelined)
+      .field("mix_methods", &E::mix_methods)
       .check([](const E& c, const ConfigNode& n) {
         if (c.max_rows < 0) {
           throw std::invalid_argument(fmt::format(
@@ -530,13 +611,21 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
     scorer = load_offline_scorer(c.scorer.empty() ? default_scorer_path() : std::filesystem::path(c.scorer));
   }
 
+  // mix_methods: every prompt set's methods go through the model together first; the loop
+  // below then reports each (method, set) from these outcomes, as if it had run apart.
+  std::map<std::pair<size_t, size_t>, MixedOutcome> mixed;
+  if (c.mix_methods) {
+    mixed = run_methods_mixed(c, experiment, out_dir, *gen.model, *gen.tokenizer, scorer.get(), perplexity.get(),
+                              group);
+  }
+
   nlohmann::json results = nlohmann::json::array();
   std::vector<TradeoffPoint> tradeoff;
   std::string csv = "method,subset,prompts,emt,emt_std,tp,ppl,dist_1,dist_2,dist_3\n";
   for (const auto& method : c.methods) {
     Hooks hooks;
     std::optional<SteeringHandle> handle;
-    if (!method.steering.empty()) {
+    if (!method.steering.empty() && !c.mix_methods) {
       SteeringStack stack;
       for (const auto& e : method.steering) stack.push_back(load_steering_plan(e.vectors, e.steering, *gen.model));
       handle = attach_steering(hooks, *gen.model, std::move(stack));
@@ -556,19 +645,27 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       // The settings are the experiment's as written, not a rank's device placement.
       if (writer) check_resume_settings(file, run_settings(experiment, method, set));
       std::optional<ProgressBar> bar;
-      if (writer) bar.emplace(label, static_cast<int64_t>(prompts.size()), "prompts");
+      if (writer && !c.mix_methods) bar.emplace(label, static_cast<int64_t>(prompts.size()), "prompts");
       if (handle) handle->reset_stats();
+      const auto mixed_outcome = mixed.find({static_cast<size_t>(&method - c.methods.data()),
+                                             static_cast<size_t>(&set - c.prompts.data())});
       // A stop request ends the run after the prompts just written (each line is complete
       // and flushed before the callback), so a rerun resumes after them.
-      EvalRunReport rep = run_generation_eval(
-          *gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(), ro, file,
-          [&](int64_t d, int64_t) {
-            bar->update(d);
-            check_stop(fmt::format("{} holds every prompt finished so far; rerun the same command to resume",
-                                   file.string()));
-          },
-          group);
+      EvalRunReport rep;
       std::optional<SteeringReport> acted;
+      if (mixed_outcome != mixed.end()) {
+        rep = mixed_outcome->second.report;
+        acted = mixed_outcome->second.acted;
+      } else {
+        rep = run_generation_eval(
+            *gen.model, *gen.tokenizer, prompts, &hooks, scorer.get(), perplexity.get(), ro, file,
+            [&](int64_t d, int64_t) {
+              bar->update(d);
+              check_stop(fmt::format("{} holds every prompt finished so far; rerun the same command to resume",
+                                     file.string()));
+            },
+            group);
+      }
       if (handle) {
         acted = handle->report();
         if (sharded) {
@@ -577,7 +674,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
         }
       }
       if (!writer) continue;
-      bar->finish();
+      if (bar) bar->finish();
       const nlohmann::json stages = stage_times_json(rep.times);
       if (rep.prompts_done > 0) {
         fmt::print(stderr, "{}: {} prompts per batch{}; wall {:.1f} s: generate {:.0f}%, detokenize {:.0f}%, score {:.0f}%, "
@@ -604,7 +701,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       row["prompts_per_batch"] = rep.prompts_per_batch;
       row["pipelined"] = c.pipelined;
       row["stages"] = stages;
-      if (handle) {
+      if (acted) {
         // Proof that the steering acted, over the prompts generated in this run (a resumed
         // file's earlier prompts are not counted).
         bool heads = false;

@@ -222,6 +222,17 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
       }
     }
 
+    GenerationRows layout;
+    if (o.before_forward) {
+      layout.prompt_index = prefill_prompt;
+      layout.sample_index.assign(static_cast<size_t>(P), -2);
+      for (int64_t r = 0; r < B; ++r) {
+        int64_t& s = layout.sample_index[static_cast<size_t>(row_to_prefill[r])];
+        s = s == -2 ? results[start + r].sample_index : -1;
+      }
+      o.before_forward(layout);
+    }
+
     KVCache cache = model.make_cache(P, capacity);
     ForwardOptions fo;
     fo.cache = &cache;
@@ -256,12 +267,29 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
           finished[r] = 1;
           g.stopped_at_eos = true;
           next[r] = pad;
+          // The filler a finished row is fed while others continue is no generated token:
+          // masked, hooks do not count it (steering statistics would otherwise depend on
+          // which rows share the batch, and how long the longest of them runs).
+          mask.narrow(0, r, 1).narrow(1, L + step, o.max_new_tokens - step).fill_(0);
         } else {
           g.token_ids.push_back(next[r]);
           all_done = false;
         }
       }
       if (all_done || step + 1 == o.max_new_tokens) break;
+      if (o.before_forward) {
+        if (layout.prompt_pass) {
+          layout.prompt_pass = false;
+          layout.prompt_index.clear();
+          layout.sample_index.clear();
+          for (int64_t r = 0; r < B; ++r) {
+            layout.prompt_index.push_back(results[start + r].prompt_index);
+            layout.sample_index.push_back(results[start + r].sample_index);
+          }
+        }
+        layout.decode_step = step + 1;
+        o.before_forward(layout);
+      }
       fo.attention_mask = mask.narrow(1, 0, L + step + 1);
       logits = model.forward(at::tensor(next, long_cpu).view({B, 1}), fo).logits;
     }

@@ -135,11 +135,37 @@ at::Tensor SteeringPlan::head_weights(int64_t layer) const {
 
 at::Tensor SteeringPlan::gate(int64_t layer, const at::Tensor& activation) const {
   if (!probe_weight_.defined()) throw std::logic_error("SteeringPlan::gate: this plan has no probe gate");
-  at::Tensor x = activation.to(at::kFloat).reshape({-1, n_heads_, head_dim_});           // (P, H, Dh)
-  at::Tensor p = at::sigmoid((x * probe_weight_[layer]).sum(-1) + probe_bias_[layer]);  // (P, H)
-  if (options_.gate_threshold > 0) p = (p >= options_.gate_threshold).to(at::kFloat);
   auto sizes = activation.sizes().vec();
-  return p.reshape({sizes[0], sizes[1], n_heads_});
+  at::Tensor p;
+  if (activation.device().is_cpu()) {
+    // One fixed-order loop per (position, head): ATen's reductions and vectorised sigmoid
+    // round an element differently depending on where it falls in the buffer (its vector
+    // body or scalar tail), so the gate of a position moved with the number of rows in the
+    // batch; this way it is the same bits in any batch (results independent of
+    // prompts_per_batch and of which methods share a batch).
+    at::Tensor x = activation.to(at::kFloat).reshape({-1, n_heads_, head_dim_}).contiguous();  // (P, H, Dh)
+    at::Tensor w = probe_weight_[layer].contiguous(), b = probe_bias_[layer].contiguous();
+    const int64_t P = x.size(0), H = n_heads_, Dh = head_dim_;
+    p = at::empty({P, H}, at::kFloat);
+    const float* xp = x.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    const float* bp = b.data_ptr<float>();
+    float* pp = p.data_ptr<float>();
+    for (int64_t r = 0; r < P; ++r) {
+      for (int64_t h = 0; h < H; ++h) {
+        double z = bp[h];
+        const float* xv = xp + (r * H + h) * Dh;
+        const float* wv = wp + h * Dh;
+        for (int64_t i = 0; i < Dh; ++i) z += static_cast<double>(xv[i]) * static_cast<double>(wv[i]);
+        pp[r * H + h] = static_cast<float>(1.0 / (1.0 + std::exp(-z)));
+      }
+    }
+  } else {
+    at::Tensor x = activation.to(at::kFloat).reshape({-1, n_heads_, head_dim_});  // (P, H, Dh)
+    p = at::sigmoid((x * probe_weight_[layer]).sum(-1) + probe_bias_[layer]);     // (P, H)
+  }
+  if (options_.gate_threshold > 0) p = (p >= options_.gate_threshold).to(at::kFloat);
+  return p.reshape({sizes[0], sizes[1], n_heads_}).to(activation.device());
 }
 
 at::Tensor SteeringPlan::apply(int64_t layer, const at::Tensor& activation, const at::Tensor& edit_mask) const {

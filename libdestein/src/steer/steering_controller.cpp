@@ -2,6 +2,7 @@
 // position windows, and the edit statistics that prove the steering acted.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -206,10 +207,15 @@ void SteeringController::set_generated_from(std::vector<int64_t> columns) {
   state_->generated_from = std::move(columns);
 }
 
-SteeringReport SteeringController::report() const {
+SteeringReport SteeringController::report() const { return report_of(nullptr); }
+
+SteeringReport SteeringController::report(const SteeringStack& stack) const { return report_of(&stack); }
+
+SteeringReport SteeringController::report_of(const SteeringStack* only) const {
   SteeringReport r;
   int64_t index = 0;
   for (const auto& st : state_->stats) {
+    if (only && std::find(only->begin(), only->end(), st.plan) == only->end()) continue;
     const SteeringPlan& plan = *st.plan;
     const SteeringOptions& o = plan.options();
     SteeringReport::Entry e;
@@ -283,7 +289,7 @@ void SteeringHandle::remove() {
 
 bool SteeringHandle::active() const { return controller_ && controller_->active(); }
 
-SteeringReport SteeringHandle::report() const { return controller_ ? controller_->report() : SteeringReport{}; }
+SteeringReport SteeringHandle::report() const { return controller_ ? controller_->report(stack_) : SteeringReport{}; }
 
 void SteeringHandle::reset_stats() {
   if (controller_) controller_->reset_stats();

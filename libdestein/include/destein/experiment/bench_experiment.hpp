@@ -67,6 +67,10 @@ struct BenchExperiment {
   int64_t prompts_per_batch = 0;
   int64_t max_rows = 0;
   bool pipelined = false;
+  /// Evaluate the methods together: per prompt set, the units (method, prompt) share the
+  /// forward passes (prompts_per_batch counts units, each row steered by its method), each
+  /// method still writing its own file. The same files and results as running them apart.
+  bool mix_methods = false;
   std::string scorer_kind = "linear";       ///< linear | perspective | torchscript
   std::string scorer;                       ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
   double perspective_rps = 1.0;
@@ -92,7 +96,8 @@ struct BenchRunReport {
   std::filesystem::path output;
 };
 
-/// Runs every method on every prompt set, resuming generations files already there (a
+/// Runs every method on every prompt set (with mix_methods, all methods of a prompt set in
+/// one run_mixed_generation_eval()), resuming generations files already there (a
 /// file written with other settings is refused, naming the setting), and writes the
 /// results. Progress on stderr. Holds the output folder's lock (io/output_lock.hpp) for
 /// the whole run. Throws what loading the model, scorer, vectors and prompts throws, and

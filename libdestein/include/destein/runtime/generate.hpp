@@ -13,6 +13,22 @@
 
 namespace destein {
 
+/// The rows of one forward call inside generate(), for callers that treat the rows of a
+/// batch differently (per-row steering: SteeringController::set_rows()).
+struct GenerationRows {
+  /// The prompt pass (one row per distinct prompt of the chunk when share_prefill, else
+  /// one per (prompt, sample)); false: a decode step (one row per (prompt, sample) of the
+  /// chunk, finished rows included, fed padding).
+  bool prompt_pass = true;
+  int64_t decode_step = 0;            ///< 0 in the prompt pass, then 1, 2, ...
+  std::vector<int64_t> prompt_index;  ///< per row: index into generate()'s prompts
+  /// Per row: its sample, or -1 for a prompt-pass row shared by several samples.
+  std::vector<int64_t> sample_index;
+};
+
+/// Called before each forward call of generate() with the layout of that call's rows.
+using GenerationRowsCallback = std::function<void(const GenerationRows& rows)>;
+
 struct GenerationOptions {
   int64_t max_new_tokens = 20;
   int64_t num_samples = 1;        ///< samples per prompt
@@ -33,6 +49,10 @@ struct GenerationOptions {
   /// Empty, or one seed per prompt: row (p, s) then draws from the stream generate() would
   /// give sample s of prompt p run alone with seed prompt_seeds[p] (`seed` is unused).
   std::vector<uint64_t> prompt_seeds;
+  /// Empty, or called before every forward call (prompt pass and each decode step) with
+  /// which prompt and sample each row of that call belongs to, so a caller can change
+  /// per-row state (steering) between calls. An exception from it leaves generate().
+  GenerationRowsCallback before_forward;
 };
 
 /// One continuation of one prompt.

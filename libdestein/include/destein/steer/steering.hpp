@@ -205,6 +205,9 @@ class SteeringController {
   /// Edit statistics of every plan seen since construction or reset_stats(), in the order
   /// the plans were first set.
   SteeringReport report() const;
+  /// The same for the plans of `stack` only, numbered from entry 0 as if they were the
+  /// controller's only plans: one method's view when several share the controller.
+  SteeringReport report(const SteeringStack& stack) const;
   void reset_stats();
   /// Unregisters the hooks (forward calls then run unsteered).
   void remove();
@@ -213,13 +216,16 @@ class SteeringController {
  private:
   struct State;
   void ensure_hooks(const SteeringStack& stack);
+  SteeringReport report_of(const SteeringStack* only) const;
   Hooks* hooks_;
   std::shared_ptr<State> state_;
   std::vector<HookHandle> handles_;
   std::set<std::pair<int64_t, int>> registered_;  // (layer, HookSite) with a hook
 };
 
-/// Removes the steering hooks on remove() or destruction.
+/// Removes the steering hooks on remove() or destruction. Its report() covers its own
+/// stack's plans, so several handles on one controller (methods steering different rows
+/// of one batch) each report their method alone.
 class SteeringHandle {
  public:
   SteeringHandle() = default;
@@ -233,9 +239,10 @@ class SteeringHandle {
   /// The first entry's plan (null for an empty handle).
   const SteeringPlan* plan() const { return stack_.empty() ? nullptr : stack_.front().get(); }
   const SteeringStack& stack() const { return stack_; }
-  /// What the steering did so far (empty entries when nothing is attached).
+  /// What the steering of this handle's stack did so far (empty entries when nothing is
+  /// attached).
   SteeringReport report() const;
-  /// Starts the edit statistics afresh (e.g. per prompt set).
+  /// Starts the edit statistics afresh (e.g. per prompt set), the controller's whole.
   void reset_stats();
 
  private:
