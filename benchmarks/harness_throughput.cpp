@@ -47,16 +47,22 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// The protocol's sampling, with every row making new_tokens tokens: equal work per run.
+EvalRunOptions equal_work_options(int64_t samples, int64_t new_tokens) {
+  EvalRunOptions ro;
+  ro.generation.num_samples = samples;
+  ro.generation.max_new_tokens = new_tokens;
+  ro.generation.top_p = 0.9;
+  ro.generation.stop_at_eos = false;
+  return ro;
+}
+
 // prompts/s of the whole harness at each width, sequential and pipelined, alternating.
 void batching_part(const std::string& title, const Model& model, const Tokenizer& tok,
                    const std::vector<EvalPrompt>& prompts, ToxicityScorer& scorer, bool perplexity,
                    const std::vector<int64_t>& widths, int64_t samples, int64_t new_tokens, int rounds) {
   PerplexityEvaluator ev(model, tok, 25);
-  EvalRunOptions ro;
-  ro.generation.num_samples = samples;
-  ro.generation.max_new_tokens = new_tokens;
-  ro.generation.top_p = 0.9;
-  ro.generation.stop_at_eos = false;  // every row makes new_tokens tokens: equal work
+  EvalRunOptions ro = equal_work_options(samples, new_tokens);
   const auto dir = std::filesystem::temp_directory_path() / "destein_harness_batching";
   std::filesystem::create_directories(dir);
   struct Cell {
@@ -204,11 +210,7 @@ void methods_part(const Model& model, const Tokenizer& tok, const std::vector<Ev
   const std::vector<SteeringStack> stacks = {
       {}, {make_steering_plan(model, at_attn_out, reference)}, {make_steering_plan(model, at_z, headwise)}};
   PerplexityEvaluator ev(model, tok, 25);
-  EvalRunOptions ro;
-  ro.generation.num_samples = samples;
-  ro.generation.max_new_tokens = new_tokens;
-  ro.generation.top_p = 0.9;
-  ro.generation.stop_at_eos = false;  // every row makes new_tokens tokens: equal work
+  EvalRunOptions ro = equal_work_options(samples, new_tokens);
   const auto dir = std::filesystem::temp_directory_path() / "destein_harness_methods";
   std::filesystem::create_directories(dir);
   auto read = [](const std::filesystem::path& p) {
