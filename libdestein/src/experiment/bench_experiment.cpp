@@ -104,6 +104,23 @@ nlohmann::json prompt_set_settings(const BenchPromptSet& set) {
   return j;
 }
 
+// Where a method's generations on a prompt set go, in both the apart and the mixed pass.
+std::filesystem::path generations_path(const std::filesystem::path& out_dir, const BenchMethod& method,
+                                       const BenchPromptSet& set) {
+  return out_dir / method.name / (set.name + ".generations.jsonl");
+}
+
+// The harness options an experiment gives a prompt set (the method is set per run).
+EvalRunOptions eval_run_options(const BenchExperiment& c, const BenchPromptSet& set) {
+  EvalRunOptions ro;
+  ro.generation = c.generation;
+  ro.subset = set.name;
+  ro.prompts_per_batch = c.prompts_per_batch;
+  ro.max_rows = c.max_rows;
+  ro.pipelined = c.pipelined;
+  return ro;
+}
+
 // Everything that decides what a generations file holds. A resumed run must have been
 // started with the same settings, else its file would mix two experiments.
 nlohmann::json run_settings(const BenchExperiment& c, const BenchMethod& m, const BenchPromptSet& set) {
@@ -338,15 +355,10 @@ std::map<std::pair<size_t, size_t>, MixedOutcome> run_methods_mixed(
     auto prompts = load_bench_prompt_set(set, c.data_dir, &skipped);
     std::vector<EvalTrack> tracks;
     for (const auto& method : c.methods) {
-      tracks.push_back({method.name, out_dir / method.name / (set.name + ".generations.jsonl")});
+      tracks.push_back({method.name, generations_path(out_dir, method, set)});
       if (writer) check_resume_settings(tracks.back().output, run_settings(experiment, method, set));
     }
-    EvalRunOptions ro;
-    ro.generation = c.generation;
-    ro.subset = set.name;
-    ro.prompts_per_batch = c.prompts_per_batch;
-    ro.max_rows = c.max_rows;
-    ro.pipelined = c.pipelined;
+    EvalRunOptions ro = eval_run_options(c, set);
     std::optional<ProgressBar> bar;
     const int64_t units = static_cast<int64_t>(prompts.size() * c.methods.size());
     if (writer) bar.emplace(fmt::format("{} methods / {}", c.methods.size(), set.name), units, "units");
@@ -633,15 +645,10 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
     for (const auto& set : c.prompts) {
       int64_t skipped = 0;
       auto prompts = load_bench_prompt_set(set, c.data_dir, &skipped);
-      const std::filesystem::path file = out_dir / method.name / (set.name + ".generations.jsonl");
+      const std::filesystem::path file = generations_path(out_dir, method, set);
       const std::string label = fmt::format("{} / {}", method.name, set.name);
-      EvalRunOptions ro;
-      ro.generation = c.generation;
+      EvalRunOptions ro = eval_run_options(c, set);
       ro.method = method.name;
-      ro.subset = set.name;
-      ro.prompts_per_batch = c.prompts_per_batch;
-      ro.max_rows = c.max_rows;
-      ro.pipelined = c.pipelined;
       // The settings are the experiment's as written, not a rank's device placement.
       if (writer) check_resume_settings(file, run_settings(experiment, method, set));
       std::optional<ProgressBar> bar;
