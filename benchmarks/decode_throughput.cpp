@@ -1,7 +1,7 @@
 // Prefill and decode throughput of destein's native forward pass against an eager PyTorch
 // loop with a KV cache (benchmarks/decode_throughput_eager.py, run in the same program
-// for a side-by-side ratio), on a random model of GPT-2-small shape, plus the GEMM
-// GFLOP/s of the BLAS LibTorch is using and a memory read/copy rate; next to each rate
+// for a side-by-side ratio), on a random model of GPT-2-small shape, plus a GEMM GFLOP/s
+// (the faster of LibTorch's BLAS and the row-stable kernel) and a memory read rate; next to each rate
 // the limit for that shape from those two rates (a roofline: the slower of the FLOPs at
 // the GEMM rate and the bytes at the memory rate) and the fraction of it reached. Then
 // the same with a peaked logit distribution (the random model's logits scaled to a
@@ -27,6 +27,7 @@
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/device.hpp"
+#include "kernel_rate.hpp"
 #include "machine_rate.hpp"
 
 using namespace destein;
@@ -36,27 +37,6 @@ namespace {
 
 using bench::gemm_gflops;
 using bench::seconds_since;
-
-// Memory rate in GB/s: the faster of a parallel copy (bytes copied, i.e. read, per second)
-// and a parallel read (a sum), over 512 MiB, far past any cache.
-double memory_gbs(int repeats) {
-  const int64_t n = int64_t{128} << 20;  // floats
-  at::Tensor a = at::rand({n}), b = at::empty({n});
-  b.copy_(a);
-  double best_copy = 0, best_read = 0;
-  for (int i = 0; i < repeats; ++i) {
-    auto t = Clock::now();
-    b.copy_(a);
-    best_copy = std::max(best_copy, n * 4.0 / seconds_since(t) / 1e9);
-    t = Clock::now();
-    volatile float sink = a.sum().item<float>();
-    (void)sink;
-    best_read = std::max(best_read, n * 4.0 / seconds_since(t) / 1e9);
-  }
-  fmt::print("memory: copy {:.1f} GB/s (bytes read per second), read {:.1f} GB/s; limit uses {:.1f}\n", best_copy,
-             best_read, std::max(best_copy, best_read));
-  return std::max(best_copy, best_read);
-}
 
 // Roofline for a forward pass over `rows` new tokens with `context` cached positions on
 // average: FLOPs of every weight product plus attention, at the GEMM rate, against the
@@ -224,9 +204,9 @@ int main(int argc, char** argv) {
 
     set_threads(threads);
     at::manual_seed(0);
-    const double gflops = gemm_gflops(1024, 10);
-    fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s\n", threads, gflops);
-    const double gbs = memory_gbs(5);
+    fmt::print("threads {}\n", threads);
+    const double gflops = bench::machine_gemm_gflops(10);
+    const double gbs = bench::memory_read_gbs(5);
     ModelOptions mopts;
     mopts.threads = threads;
     mopts.linear_backend = parse_linear_backend(backend);

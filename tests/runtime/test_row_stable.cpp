@@ -1,6 +1,7 @@
 // The row-stable kernels (the CPU float32 default): a sequence's logits are the same bits
 // whatever else shares its batch, however wide the left padding, alone or with a cache;
 // and they agree with the BLAS path, an independent implementation, to float tolerance.
+#include <ATen/Parallel.h>
 #include <catch2/catch.hpp>
 
 #include "destein/runtime/model.hpp"
@@ -123,4 +124,45 @@ TEST_CASE("row-stable GEMM: the product, whatever the row count", "[model][stabl
   // Without bias.
   at::Tensor nb = destein::detail::stable_linear(x, packed, N, at::Tensor());
   CHECK(max_abs_diff(nb + bias, all) < 1e-4);
+}
+
+TEST_CASE("row-stable GEMM: the same bits on every instruction set and thread count", "[model][stable]") {
+  using destein::detail::StableIsa;
+  at::manual_seed(11);
+  // K: two depth blocks and a part; N: 13 full panels and a partial one, so that the
+  // few-row path's groups of 8, 4 or 2 panels leave remainders.
+  const int64_t K = 600, N = 13 * 16 + 5, M = 100;
+  at::Tensor w = at::randn({K, N}), bias = at::randn({N}), x = at::randn({M, K});
+  at::Tensor packed = destein::detail::pack_stable_weight(w);
+  struct Restore {
+    int threads = at::get_num_threads();
+    ~Restore() {
+      destein::detail::reset_stable_isa();
+      at::set_num_threads(threads);
+    }
+  } restore;
+  // The reference: the scalar path (std::fma chains), one thread, all rows at once.
+  destein::detail::set_stable_isa(StableIsa::kScalar);
+  at::set_num_threads(1);
+  const at::Tensor ref = destein::detail::stable_linear(x, packed, N, bias);
+  const at::Tensor exact = (x.to(at::kDouble).mm(w.to(at::kDouble)) + bias.to(at::kDouble)).to(at::kFloat);
+  CHECK(max_abs_diff(ref, exact) < 1e-3);
+  int paths = 0;
+  for (StableIsa isa : {StableIsa::kScalar, StableIsa::kAvx2, StableIsa::kAvx512}) {
+    if (!destein::detail::stable_isa_supported(isa)) {
+      CHECK_THROWS_AS(destein::detail::set_stable_isa(isa), std::invalid_argument);
+      continue;
+    }
+    destein::detail::set_stable_isa(isa);
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      ++paths;
+      for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 13, 24, 25, 30, 100}) {
+        INFO(destein::detail::stable_isa_name(isa) << ", " << threads << " threads, rows 0.." << m);
+        CHECK(at::equal(destein::detail::stable_linear(x.narrow(0, 0, m).contiguous(), packed, N, bias),
+                        ref.narrow(0, 0, m)));
+      }
+    }
+  }
+  CHECK(paths >= 2);
 }

@@ -1,7 +1,7 @@
 #include "destein/runtime/generate.hpp"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "runtime/parallel.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,9 +1,12 @@
 #include "runtime/row_stable.hpp"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <stdexcept>
+#include <utility>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,6 +18,7 @@
 #endif
 
 #include "check.hpp"
+#include "runtime/parallel.hpp"
 
 // This file is compiled with -ffp-contract=off (libdestein/CMakeLists.txt): the scalar and
 // vector paths must round identically, so every fused multiply-add is written out.
@@ -22,87 +26,206 @@
 namespace destein::detail {
 namespace {
 
-constexpr int64_t kNR = 16;   // columns per panel (two AVX2 registers)
-constexpr int64_t kMR = 6;    // rows per register block
+constexpr int64_t kNR = 16;   // columns per panel (two AVX2 registers, one AVX-512 register)
 constexpr int64_t kKC = 256;  // depth per pass: a (256, 16) weight block is 16 KiB, in L1
 constexpr int64_t kMC = 256;  // rows per pass at most: their (256, 256) input block stays in L2
 
-bool cpu_has_avx2_fma() {
+// Rows per register block at most: as many accumulators as the registers hold next to a
+// weight vector and a broadcast (16 ymm: 6 rows x 2; 32 zmm: 24 rows x 1).
+int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? 24 : 6; }
+
+// Panels a register block of `rows` rows spans: enough independent accumulator chains
+// (an FMA's latency times its issue rate: 8 on two FMA pipes of latency 4) for few rows.
+int64_t panels_per_block(StableIsa isa, int64_t rows) {
+  if (isa == StableIsa::kAvx512) return rows == 1 ? 8 : rows <= 3 ? 4 : rows <= 7 ? 2 : 1;
+  return rows == 1 ? 4 : rows <= 3 ? 2 : 1;
+}
+
+bool cpu_supports(StableIsa isa) {
 #if DESTEIN_X86
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
+  switch (isa) {
+    case StableIsa::kScalar: return true;
+    case StableIsa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case StableIsa::kAvx512: return __builtin_cpu_supports("avx512f");
+  }
   return false;
+#else
+  return isa == StableIsa::kScalar;
 #endif
 }
 
-// c (rows, 16) at stride ldc += x (rows, kc) at stride ldx times w (kc, 16); `first`
-// starts from zero instead of c; `bias` (16) is added after the last pass.
-void micro_scalar(int64_t rows, const float* x, int64_t ldx, const float* w, int64_t kc, float* c, int64_t ldc,
-                  bool first, const float* bias) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float acc[kNR];
-    for (int64_t n = 0; n < kNR; ++n) acc[n] = first ? 0.0f : c[r * ldc + n];
-    for (int64_t k = 0; k < kc; ++k) {
-      const float a = x[r * ldx + k];
-      for (int64_t n = 0; n < kNR; ++n) acc[n] = std::fma(a, w[k * kNR + n], acc[n]);
+StableIsa best_isa() {
+  static const StableIsa best = cpu_supports(StableIsa::kAvx512) ? StableIsa::kAvx512
+                                : cpu_supports(StableIsa::kAvx2) ? StableIsa::kAvx2
+                                                                 : StableIsa::kScalar;
+  return best;
+}
+
+std::atomic<int> g_forced_isa{-1};
+
+// c (rows, 16 np) at stride ldc += x (rows, kc) at stride ldx times np weight panels,
+// each (kc, 16), panel p at w + p * wstride; `first` starts from zero instead of c; `bias`
+// (16 np) is added after the last pass.
+void micro_scalar(int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w, int64_t wstride, int64_t kc,
+                  float* c, int64_t ldc, bool first, const float* bias) {
+  for (int64_t p = 0; p < np; ++p) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc[kNR];
+      float* cr = c + r * ldc + p * kNR;
+      const float* wp = w + p * wstride;
+      for (int64_t n = 0; n < kNR; ++n) acc[n] = first ? 0.0f : cr[n];
+      for (int64_t k = 0; k < kc; ++k) {
+        const float a = x[r * ldx + k];
+        for (int64_t n = 0; n < kNR; ++n) acc[n] = std::fma(a, wp[k * kNR + n], acc[n]);
+      }
+      for (int64_t n = 0; n < kNR; ++n) cr[n] = bias ? acc[n] + bias[p * kNR + n] : acc[n];
     }
-    for (int64_t n = 0; n < kNR; ++n) c[r * ldc + n] = bias ? acc[n] + bias[n] : acc[n];
   }
 }
 
 #if DESTEIN_X86
-template <int MR>
-__attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w, int64_t kc,
-                                                    float* c, int64_t ldc, bool first, const float* bias) {
-  __m256 acc[MR][2];
+// MR rows x NP panels of accumulators, all in registers: MR * NP * 2 of the 16 ymm
+// registers. The unroll pragmas matter: without them GCC kept an array of accumulators
+// in memory as well and stored all twelve on every k, which halved the kernel's rate.
+template <int MR, int NP>
+__attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w, int64_t wstride,
+                                                    int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
+  __m256 acc[MR][NP][2];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    acc[r][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * ldc);
-    acc[r][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * ldc + 8);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        acc[r][p][h] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * ldc + p * kNR + h * 8);
+      }
+    }
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(w + k * kNR), w1 = _mm256_loadu_ps(w + k * kNR + 8);
-    for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(x + r * ldx + k);
-      acc[r][0] = _mm256_fmadd_ps(a, w0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(a, w1, acc[r][1]);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      const float* wk = w + p * wstride + k * kNR;
+      const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m256 a = _mm256_broadcast_ss(x + r * ldx + k);
+        acc[r][p][0] = _mm256_fmadd_ps(a, w0, acc[r][p][0]);
+        acc[r][p][1] = _mm256_fmadd_ps(a, w1, acc[r][p][1]);
+      }
     }
   }
-  if (bias) {
-    const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-    for (int r = 0; r < MR; ++r) {
-      acc[r][0] = _mm256_add_ps(acc[r][0], b0);
-      acc[r][1] = _mm256_add_ps(acc[r][1], b1);
-    }
-  }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(c + r * ldc, acc[r][0]);
-    _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256 v = acc[r][p][h];
+        if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + p * kNR + h * 8));
+        _mm256_storeu_ps(c + r * ldc + p * kNR + h * 8, v);
+      }
+    }
   }
 }
+
+template <int MR, int NP>
+__attribute__((target("avx512f"))) void micro_avx512(const float* x, int64_t ldx, const float* w, int64_t wstride,
+                                                     int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
+  __m512 acc[MR][NP];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) acc[r][p] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * ldc + p * kNR);
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      const __m512 wv = _mm512_loadu_ps(w + p * wstride + k * kNR);
+#pragma GCC unroll 32
+      for (int r = 0; r < MR; ++r) acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + k]), wv, acc[r][p]);
+    }
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      __m512 v = acc[r][p];
+      if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + p * kNR));
+      _mm512_storeu_ps(c + r * ldc + p * kNR, v);
+    }
+  }
+}
+
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool, const float*);
+
+// One-panel AVX-512 kernels for 1..24 rows, indexed by rows - 1.
+template <size_t... I>
+constexpr std::array<MicroFn, sizeof...(I)> avx512_one_panel(std::index_sequence<I...>) {
+  return {&micro_avx512<static_cast<int>(I) + 1, 1>...};
+}
+constexpr auto kAvx512OnePanel = avx512_one_panel(std::make_index_sequence<24>());
 #endif
 
-void micro(bool vec, int64_t rows, const float* x, int64_t ldx, const float* w, int64_t kc, float* c, int64_t ldc,
-           bool first, const float* bias) {
+void micro(StableIsa isa, int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w, int64_t wstride,
+           int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
 #if DESTEIN_X86
-  if (vec) {
-    switch (rows) {
-      case 6: return micro_avx2<6>(x, ldx, w, kc, c, ldc, first, bias);
-      case 5: return micro_avx2<5>(x, ldx, w, kc, c, ldc, first, bias);
-      case 4: return micro_avx2<4>(x, ldx, w, kc, c, ldc, first, bias);
-      case 3: return micro_avx2<3>(x, ldx, w, kc, c, ldc, first, bias);
-      case 2: return micro_avx2<2>(x, ldx, w, kc, c, ldc, first, bias);
-      case 1: return micro_avx2<1>(x, ldx, w, kc, c, ldc, first, bias);
+  if (isa == StableIsa::kAvx512) {
+    if (np == 1 && rows >= 1 && rows <= 24) return kAvx512OnePanel[rows - 1](x, ldx, w, wstride, kc, c, ldc, first, bias);
+    switch (rows * 10 + np) {
+      case 18: return micro_avx512<1, 8>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 24: return micro_avx512<2, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 34: return micro_avx512<3, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 42: return micro_avx512<4, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 52: return micro_avx512<5, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 62: return micro_avx512<6, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 72: return micro_avx512<7, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      default: break;
+    }
+  }
+  if (isa == StableIsa::kAvx2) {
+    switch (rows * 10 + np) {
+      case 61: return micro_avx2<6, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 51: return micro_avx2<5, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 41: return micro_avx2<4, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 32: return micro_avx2<3, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 31: return micro_avx2<3, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 22: return micro_avx2<2, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 21: return micro_avx2<2, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 14: return micro_avx2<1, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 11: return micro_avx2<1, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
       default: break;
     }
   }
 #endif
-  micro_scalar(rows, x, ldx, w, kc, c, ldc, first, bias);
+  micro_scalar(rows, np, x, ldx, w, wstride, kc, c, ldc, first, bias);
 }
 
 }  // namespace
 
-bool stable_kernels_vectorized() { return cpu_has_avx2_fma(); }
+StableIsa stable_isa() {
+  const int forced = g_forced_isa.load(std::memory_order_relaxed);
+  return forced < 0 ? best_isa() : static_cast<StableIsa>(forced);
+}
+
+const char* stable_isa_name(StableIsa isa) {
+  switch (isa) {
+    case StableIsa::kScalar: return "scalar";
+    case StableIsa::kAvx2: return "avx2";
+    case StableIsa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+bool stable_isa_supported(StableIsa isa) { return cpu_supports(isa); }
+
+void set_stable_isa(StableIsa isa) {
+  if (!cpu_supports(isa)) {
+    throw std::invalid_argument(std::string("row-stable kernels: this CPU does not run ") + stable_isa_name(isa));
+  }
+  g_forced_isa.store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+void reset_stable_isa() { g_forced_isa.store(-1, std::memory_order_relaxed); }
 
 at::Tensor pack_stable_weight(const at::Tensor& weight_t) {
   DESTEIN_CHECK_ARG(weight_t.dim() == 2 && weight_t.scalar_type() == at::kFloat && weight_t.device().is_cpu(),
@@ -126,23 +249,67 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
   const float* wp = packed.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const bool vec = cpu_has_avx2_fma();
+  const StableIsa isa = stable_isa();
+  const int64_t block_rows = max_block_rows(isa);
   // Threads split the column panels; rows and depth are walked the same way in every
   // thread, so the split changes nothing in any element's chain. The grain is set by work,
-  // not rows: a thread takes panels worth at least ~1M multiply-adds (tens of
-  // microseconds, well above the cost of waking a thread). A grain of 8192 / M panels left
-  // every projection of a 1-row or 25-row decode step on one thread (a 2304-wide QKV
-  // projection has 144 panels).
+  // not rows: a thread takes panels worth at least ~256K multiply-adds (about 1 MB of
+  // weights at one row: tens of microseconds, well above the cost of waking a thread). A
+  // grain of 8192 / M panels left every projection of a 1-row or 25-row decode step on one
+  // thread (a 2304-wide QKV projection has 144 panels).
   const int64_t panel_work = std::max<int64_t>(1, M * K * kNR);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / panel_work);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / panel_work);
   at::parallel_for(0, NB, grain, [&](int64_t jb0, int64_t jb1) {
-    float tail[kMR * kNR];
+    float tail[24 * kNR];
     float tail_bias[kNR];
+    // One panel of `rows` rows from row i (their inputs at xs, stride ldx) over depth
+    // [k0, k0 + kc); the last, partial panel goes through a 16-wide buffer.
+    auto one_panel = [&](int64_t rows, int64_t i, const float* xs, int64_t ldx, int64_t jb, int64_t k0, int64_t kc,
+                         bool first, bool last) {
+      const float* w = wp + (jb * K + k0) * kNR;
+      const int64_t n0 = jb * kNR, nw = std::min(kNR, N - n0);
+      if (nw == kNR) {
+        micro(isa, rows, 1, xs, ldx, w, 0, kc, yp + i * N + n0, N, first, last && bp ? bp + n0 : nullptr);
+        return;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t n = 0; n < kNR; ++n) tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
+      }
+      for (int64_t n = 0; n < kNR; ++n) tail_bias[n] = bp && n < nw ? bp[n0 + n] : 0.0f;
+      micro(isa, rows, 1, xs, ldx, w, 0, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
+    };
+    const int64_t np = panels_per_block(isa, M);
+    if (np > 1) {
+      // Few rows (a decode step of one or a few sequences): the weights stream from memory
+      // once, each panel walked over the whole depth, several panels per register block so
+      // that enough accumulator chains run side by side.
+      const int64_t full_panels = N / kNR;
+      int64_t jb = jb0;
+      for (; jb + np <= std::min(jb1, full_panels); jb += np) {
+        micro(isa, M, np, xp, K, wp + jb * K * kNR, K * kNR, K, yp + jb * kNR, N, true, bp ? bp + jb * kNR : nullptr);
+      }
+      for (; jb < jb1; ++jb) one_panel(M, 0, xp, K, jb, 0, K, true, true);
+      return;
+    }
     // Every pass streams the weights once more, so the passes are evened out: 300 rows are
     // two passes of 150, not 256 + 44.
     const int64_t passes = (M + kMC - 1) / kMC, pass_rows = (M + passes - 1) / passes;
+    // The pass's inputs are copied into depth blocks of (mc, kKC) at a stride of kKC + 16
+    // floats: read in place, rows of 3072 floats (12 KiB apart) fall into the same L1 sets
+    // and a block of 20 rows evicted itself (the 3072-deep product ran at 2/3 the rate of
+    // the 768-deep ones).
+    constexpr int64_t ldp = kKC + 16;
+    thread_local std::vector<float> packed_x;
     for (int64_t i0 = 0; i0 < M; i0 += pass_rows) {
-      const int64_t mc = std::min(pass_rows, M - i0);
+      const int64_t mc = std::min(pass_rows, M - i0), depth_blocks = (K + kKC - 1) / kKC;
+      packed_x.resize(static_cast<size_t>(depth_blocks * mc * ldp));
+      for (int64_t kb = 0; kb < depth_blocks; ++kb) {
+        const int64_t k0 = kb * kKC, kc = std::min(kKC, K - k0);
+        for (int64_t r = 0; r < mc; ++r) {
+          std::memcpy(packed_x.data() + (kb * mc + r) * ldp, xp + (i0 + r) * K + k0, kc * sizeof(float));
+        }
+      }
       // Panels in groups of 16 (256 columns): the group's accumulators, (rows, 256), stay
       // in L2 while the depth blocks go by, instead of every panel of the thread.
       for (int64_t g0 = jb0; g0 < jb1; g0 += 16) {
@@ -151,29 +318,14 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
           const int64_t kc = std::min(kKC, K - k0);
           const bool first = k0 == 0, last = k0 + kc == K;
           for (int64_t jb = g0; jb < g1; ++jb) {
-            const float* w = wp + (jb * K + k0) * kNR;
-            const int64_t n0 = jb * kNR, nw = std::min(kNR, N - n0);
-            // Rows in blocks of at most kMR, evened out (25 rows: five blocks of 5, not four
-            // of 6 and a lone row running at a sixth of the speed). The block size changes
-            // no element's chain.
-            const int64_t nblocks = (mc + kMR - 1) / kMR, small = mc / nblocks, big_blocks = mc % nblocks;
+            // Rows in blocks of at most block_rows, evened out (25 rows on AVX2: five blocks
+            // of 5, not four of 6 and a lone row running at a sixth of the speed). The block
+            // size changes no element's chain.
+            const int64_t nblocks = (mc + block_rows - 1) / block_rows, small = mc / nblocks, big_blocks = mc % nblocks;
             for (int64_t blk = 0, i = i0; blk < nblocks; ++blk) {
               const int64_t rows = small + (blk < big_blocks ? 1 : 0);
-              const int64_t i_next = i + rows;
-              const float* xs = xp + i * K + k0;
-              if (nw == kNR) {
-                micro(vec, rows, xs, K, w, kc, yp + i * N + n0, N, first, last && bp ? bp + n0 : nullptr);
-                i = i_next;
-                continue;
-              }
-              // Last, partial panel: through a 16-wide buffer.
-              for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t n = 0; n < kNR; ++n) tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
-              }
-              for (int64_t n = 0; n < kNR; ++n) tail_bias[n] = bp && n < nw ? bp[n0 + n] : 0.0f;
-              micro(vec, rows, xs, K, w, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
-              for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
-              i = i_next;
+              one_panel(rows, i, packed_x.data() + ((k0 / kKC) * mc + (i - i0)) * ldp, ldp, jb, k0, kc, first, last);
+              i += rows;
             }
           }
         }
@@ -237,7 +389,7 @@ at::Tensor stable_attention(const at::Tensor& q, const at::Tensor& keys, const a
   const bool* mp = mask.data_ptr<bool>();
   float* zp = z.data_ptr<float>();
   const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), vs0 = values.stride(0), vs1 = values.stride(1);
-  const bool vec = cpu_has_avx2_fma();
+  const bool vec = stable_isa() != StableIsa::kScalar;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> visible;
     std::vector<float> score;

@@ -34,8 +34,21 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
 at::Tensor stable_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                             const at::Tensor& key_mask, int64_t past, int64_t window);
 
-/// True when the CPU runs the vector (AVX2 + FMA) kernels; otherwise a scalar path gives
-/// the same bits, slower.
-bool stable_kernels_vectorized();
+/// The instruction sets of the row-stable kernels. All give the same bits (each element is
+/// the same chain of fused multiply-adds); they differ in speed only.
+enum class StableIsa { kScalar, kAvx2, kAvx512 };
+
+/// The set the kernels use: the best this CPU runs (AVX-512F, else AVX2 + FMA, else
+/// scalar), unless set_stable_isa chose another.
+StableIsa stable_isa();
+/// "scalar", "avx2" or "avx512".
+const char* stable_isa_name(StableIsa isa);
+/// True when this CPU runs `isa`.
+bool stable_isa_supported(StableIsa isa);
+/// Forces the kernels onto `isa` (tests compare the paths, benchmarks time them); throws
+/// std::invalid_argument when the CPU lacks it. Not for use while kernels run.
+void set_stable_isa(StableIsa isa);
+/// Back to the best the CPU runs.
+void reset_stable_isa();
 
 }  // namespace destein::detail

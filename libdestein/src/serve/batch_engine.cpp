@@ -1,7 +1,7 @@
 #include "destein/serve/batch_engine.hpp"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "runtime/parallel.hpp"
 
 #include <algorithm>
 #include <random>
