@@ -40,7 +40,8 @@ using bench::seconds_since;
 
 // Roofline for a forward pass over `rows` new tokens with `context` cached positions on
 // average: FLOPs of every weight product plus attention, at the GEMM rate, against the
-// bytes of the weights and the KV cache read once, at the memory rate.
+// bytes of the weights and the KV cache read once, at the memory rate. The output head
+// runs on each sequence's last position only (`batch` rows), as the forward does.
 struct Limit {
   double tokens_per_s = 0;
   bool memory_bound = false;
@@ -50,7 +51,7 @@ Limit roofline(const ModelConfig& c, int64_t rows, int64_t batch, double context
   const double kv = static_cast<double>(c.n_kv_heads * c.head_dim);
   const double layer_params = d * (c.n_heads * c.head_dim) * 2 + d * kv * 2 + d * F * 2;
   const double head_params = d * static_cast<double>(c.vocab_size);
-  const double flops = rows * (2 * (L * layer_params + head_params) + L * 4 * context * c.n_heads * c.head_dim);
+  const double flops = rows * (2 * L * layer_params + L * 4 * context * c.n_heads * c.head_dim) + batch * 2 * head_params;
   const double bytes = 4 * (L * layer_params + head_params) + 4 * L * 2 * kv * context * batch;
   const double t_flops = flops / (gflops * 1e9), t_bytes = bytes / (gbs * 1e9);
   return {rows / std::max(t_flops, t_bytes), t_bytes > t_flops};

@@ -12,6 +12,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define DESTEIN_X86 1
@@ -30,15 +34,24 @@ constexpr int64_t kNR = 16;   // columns per panel (two AVX2 registers, one AVX-
 constexpr int64_t kKC = 256;  // depth per pass: a (256, 16) weight block is 16 KiB, in L1
 constexpr int64_t kMC = 256;  // rows per pass at most: their (256, 256) input block stays in L2
 
-// Rows per register block at most: as many accumulators as the registers hold next to a
-// weight vector and a broadcast (16 ymm: 6 rows x 2; 32 zmm: 24 rows x 1).
-int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? 24 : 6; }
+// Rows per register block at most, in the many-row path: as many accumulators as the
+// registers hold next to the weight vectors and a broadcast (16 ymm: 6 rows x 1 panel of
+// two registers; 32 zmm: 14 rows x 2 panels of one register).
+int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? 14 : 6; }
 
-// Panels a register block of `rows` rows spans: enough independent accumulator chains
-// (an FMA's latency times its issue rate: 8 on two FMA pipes of latency 4) for few rows.
+// Panels a register block spans in the many-row path. Two panels per block on AVX-512
+// halve the broadcasts per FMA (13 rows x 1 panel ran at 60 % of the kernel's peak).
+int64_t block_panels(StableIsa isa) { return isa == StableIsa::kAvx512 ? 2 : 1; }
+
+// Below this many rows the whole batch is one register block walking the full depth.
+int64_t few_rows_limit(StableIsa isa) { return isa == StableIsa::kAvx512 ? 8 : 4; }
+
+// Panels a register block of `rows` (< few_rows_limit) rows spans: enough independent
+// accumulator chains (an FMA's latency times its issue rate: 8 on two FMA pipes of
+// latency 4).
 int64_t panels_per_block(StableIsa isa, int64_t rows) {
-  if (isa == StableIsa::kAvx512) return rows == 1 ? 8 : rows <= 3 ? 4 : rows <= 7 ? 2 : 1;
-  return rows == 1 ? 4 : rows <= 3 ? 2 : 1;
+  if (isa == StableIsa::kAvx512) return rows == 1 ? 8 : rows <= 3 ? 4 : 2;
+  return rows == 1 ? 4 : 2;
 }
 
 bool cpu_supports(StableIsa isa) {
@@ -62,6 +75,23 @@ StableIsa best_isa() {
 }
 
 std::atomic<int> g_forced_isa{-1};
+
+// Outputs past 32 MiB (the output head's logits at 200 rows and more) come from a fresh
+// mmap on every call, and touching them faulted 4 KiB pages one by one: the head's
+// product at 400 rows ran at a third of its rate at 100. Transparent huge pages (where the
+// kernel grants them on request) fault 2 MiB at a time.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const size_t bytes = static_cast<size_t>(t.numel()) * sizeof(float);
+  if (bytes < 8 * kHuge) return;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr<float>());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + bytes) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is harmless
+#else
+  (void)t;
+#endif
+}
 
 // c (rows, 16 np) at stride ldc += x (rows, kc) at stride ldx times np weight panels,
 // each (kc, 16), panel p at w + p * wstride; `first` starts from zero instead of c; `bias`
@@ -179,6 +209,13 @@ void micro(StableIsa isa, int64_t rows, int64_t np, const float* x, int64_t ldx,
       case 52: return micro_avx512<5, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
       case 62: return micro_avx512<6, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
       case 72: return micro_avx512<7, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 82: return micro_avx512<8, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 92: return micro_avx512<9, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 102: return micro_avx512<10, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 112: return micro_avx512<11, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 122: return micro_avx512<12, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 132: return micro_avx512<13, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 142: return micro_avx512<14, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
       default: break;
     }
   }
@@ -245,12 +282,13 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
                     c10::str(packed.sizes()), c10::str(x.sizes()));
   at::Tensor y = at::empty({M, N}, at::kFloat);
   if (M == 0) return y;
+  advise_huge_pages(y);
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   const StableIsa isa = stable_isa();
-  const int64_t block_rows = max_block_rows(isa);
+  const int64_t block_rows = max_block_rows(isa), bp_panels = block_panels(isa);
   // Threads split the column panels; rows and depth are walked the same way in every
   // thread, so the split changes nothing in any element's chain. The grain is set by work,
   // not rows: a thread takes panels worth at least ~256K multiply-adds (about 1 MB of
@@ -279,8 +317,8 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
       micro(isa, rows, 1, xs, ldx, w, 0, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
       for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
     };
-    const int64_t np = panels_per_block(isa, M);
-    if (np > 1) {
+    if (M < few_rows_limit(isa)) {
+      const int64_t np = panels_per_block(isa, M);
       // Few rows (a decode step of one or a few sequences): the weights stream from memory
       // once, each panel walked over the whole depth, several panels per register block so
       // that enough accumulator chains run side by side.
@@ -317,16 +355,24 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
         for (int64_t k0 = 0; k0 < K; k0 += kKC) {
           const int64_t kc = std::min(kKC, K - k0);
           const bool first = k0 == 0, last = k0 + kc == K;
-          for (int64_t jb = g0; jb < g1; ++jb) {
+          for (int64_t jb = g0; jb < g1;) {
+            const int64_t np = jb + bp_panels <= g1 && (jb + bp_panels) * kNR <= N ? bp_panels : 1;
             // Rows in blocks of at most block_rows, evened out (25 rows on AVX2: five blocks
             // of 5, not four of 6 and a lone row running at a sixth of the speed). The block
             // size changes no element's chain.
             const int64_t nblocks = (mc + block_rows - 1) / block_rows, small = mc / nblocks, big_blocks = mc % nblocks;
             for (int64_t blk = 0, i = i0; blk < nblocks; ++blk) {
               const int64_t rows = small + (blk < big_blocks ? 1 : 0);
-              one_panel(rows, i, packed_x.data() + ((k0 / kKC) * mc + (i - i0)) * ldp, ldp, jb, k0, kc, first, last);
+              const float* xs = packed_x.data() + ((k0 / kKC) * mc + (i - i0)) * ldp;
+              if (np == 1) {
+                one_panel(rows, i, xs, ldp, jb, k0, kc, first, last);
+              } else {
+                micro(isa, rows, np, xs, ldp, wp + (jb * K + k0) * kNR, K * kNR, kc, yp + i * N + jb * kNR, N, first,
+                      last && bp ? bp + jb * kNR : nullptr);
+              }
               i += rows;
             }
+            jb += np;
           }
         }
       }
