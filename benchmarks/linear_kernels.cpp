@@ -1,12 +1,13 @@
 // The weight products of a decode step, alone: the row-stable kernel
 // (libdestein/src/runtime/row_stable.cpp) against LibTorch's BLAS product on the same
-// inputs (and the AVX2 kernel where AVX-512 is the default), for the GPT-2-small shapes at the decode batches, at 1 and at N threads, with
-// the machine's GEMM and memory-read rates measured in the same run. Each shape prints
-// GFLOP/s, weight GB/s and the fraction of the roofline limit that each kernel reaches:
-// the slower of the FLOPs at the GEMM rate (the faster of BLAS and the row-stable kernel on
-// 1024^3, kernel_rate.hpp) and the weight bytes at the memory rate; the
-// last line per batch is a whole decode step's products (12 layers and the output head).
-// Weights are cycled through more copies than any cache holds, as a decode step reads them.
+// inputs (and the kernel's AVX2 path where AVX-512 is its default), for the GPT-2-small
+// shapes at the decode batches, at 1 and at N threads, with the machine's GEMM and
+// memory-read rates measured in the same run. Each shape prints GFLOP/s, weight GB/s and
+// the fraction of the roofline limit that each kernel reaches: the slower of the FLOPs at
+// the GEMM rate (the faster of BLAS and the row-stable kernel on 1024^3, kernel_rate.hpp)
+// and the weight bytes at the memory rate; the last line per batch is a whole decode
+// step's products (12 layers and the output head). Weights are cycled through more copies
+// than any cache holds, as a decode step reads them.
 //
 //   build/bin/linear_kernels [--threads 2] [--batches 1,25,100] [--min-seconds 0.3]
 #include <ATen/ATen.h>
