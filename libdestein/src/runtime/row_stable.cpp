@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <stdexcept>
-#include <utility>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -76,10 +76,10 @@ StableIsa best_isa() {
 
 std::atomic<int> g_forced_isa{-1};
 
-// Outputs past 32 MiB (the output head's logits at 200 rows and more) come from a fresh
-// mmap on every call, and touching them faulted 4 KiB pages one by one: the head's
-// product at 400 rows ran at a third of its rate at 100. Transparent huge pages (where the
-// kernel grants them on request) fault 2 MiB at a time.
+// Large outputs (from 16 MiB: the output head's logits from 84 rows on; past 32 MiB
+// glibc maps every one afresh) were faulted in 4 KiB pages one by one on first touch: the
+// head's product at 400 rows ran at a third of its rate at 100. Transparent huge pages,
+// where the kernel grants them on request, fault 2 MiB at a time.
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
