@@ -297,6 +297,31 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
   // thread (a 2304-wide QKV projection has 144 panels).
   const int64_t panel_work = std::max<int64_t>(1, M * K * kNR);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / panel_work);
+  // Every pass streams the weights once more, so the passes are evened out: 300 rows are
+  // two passes of 150, not 256 + 44.
+  const int64_t passes = (M + kMC - 1) / kMC, pass_rows = (M + passes - 1) / passes;
+  const int64_t depth_blocks = (K + kKC - 1) / kKC;
+  // The many-row path reads its inputs from a copy, once for all threads: a pass's rows in
+  // depth blocks of (rows, kKC) at a stride of kKC + 16 floats. Read in place, rows of 3072
+  // floats (12 KiB apart) fall into the same L1 sets and a block of 20 rows evicted itself
+  // (the 3072-deep product ran at 2/3 the rate of the 768-deep ones).
+  constexpr int64_t ldp = kKC + 16;
+  thread_local std::vector<float> packed_x;  // the calling thread's, reused across calls
+  if (M >= few_rows_limit(isa)) {
+    packed_x.resize(static_cast<size_t>(M * depth_blocks * ldp));
+    for (int64_t i0 = 0; i0 < M; i0 += pass_rows) {
+      const int64_t mc = std::min(pass_rows, M - i0);
+      float* pass_x = packed_x.data() + i0 * depth_blocks * ldp;
+      for (int64_t kb = 0; kb < depth_blocks; ++kb) {
+        const int64_t k0 = kb * kKC, kc = std::min(kKC, K - k0);
+        for (int64_t r = 0; r < mc; ++r) {
+          std::memcpy(pass_x + (kb * mc + r) * ldp, xp + (i0 + r) * K + k0, kc * sizeof(float));
+        }
+      }
+    }
+  }
+  // Workers must not name packed_x: a thread_local is each thread's own.
+  const float* xpacked = packed_x.data();
   at::parallel_for(0, NB, grain, [&](int64_t jb0, int64_t jb1) {
     float tail[24 * kNR];
     float tail_bias[kNR];
@@ -330,24 +355,9 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
       for (; jb < jb1; ++jb) one_panel(M, 0, xp, K, jb, 0, K, true, true);
       return;
     }
-    // Every pass streams the weights once more, so the passes are evened out: 300 rows are
-    // two passes of 150, not 256 + 44.
-    const int64_t passes = (M + kMC - 1) / kMC, pass_rows = (M + passes - 1) / passes;
-    // The pass's inputs are copied into depth blocks of (mc, kKC) at a stride of kKC + 16
-    // floats: read in place, rows of 3072 floats (12 KiB apart) fall into the same L1 sets
-    // and a block of 20 rows evicted itself (the 3072-deep product ran at 2/3 the rate of
-    // the 768-deep ones).
-    constexpr int64_t ldp = kKC + 16;
-    thread_local std::vector<float> packed_x;
     for (int64_t i0 = 0; i0 < M; i0 += pass_rows) {
-      const int64_t mc = std::min(pass_rows, M - i0), depth_blocks = (K + kKC - 1) / kKC;
-      packed_x.resize(static_cast<size_t>(depth_blocks * mc * ldp));
-      for (int64_t kb = 0; kb < depth_blocks; ++kb) {
-        const int64_t k0 = kb * kKC, kc = std::min(kKC, K - k0);
-        for (int64_t r = 0; r < mc; ++r) {
-          std::memcpy(packed_x.data() + (kb * mc + r) * ldp, xp + (i0 + r) * K + k0, kc * sizeof(float));
-        }
-      }
+      const int64_t mc = std::min(pass_rows, M - i0);
+      const float* pass_x = xpacked + i0 * depth_blocks * ldp;
       // Panels in groups of 16 (256 columns): the group's accumulators, (rows, 256), stay
       // in L2 while the depth blocks go by, instead of every panel of the thread.
       for (int64_t g0 = jb0; g0 < jb1; g0 += 16) {
@@ -363,7 +373,7 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
             const int64_t nblocks = (mc + block_rows - 1) / block_rows, small = mc / nblocks, big_blocks = mc % nblocks;
             for (int64_t blk = 0, i = i0; blk < nblocks; ++blk) {
               const int64_t rows = small + (blk < big_blocks ? 1 : 0);
-              const float* xs = packed_x.data() + ((k0 / kKC) * mc + (i - i0)) * ldp;
+              const float* xs = pass_x + ((k0 / kKC) * mc + (i - i0)) * ldp;
               if (np == 1) {
                 one_panel(rows, i, xs, ldp, jb, k0, kc, first, last);
               } else {
