@@ -1,9 +1,10 @@
 // Prefill and decode throughput of destein's native forward pass against an eager PyTorch
 // loop with a KV cache (benchmarks/decode_throughput_eager.py, run in the same program
 // for a side-by-side ratio), on a random model of GPT-2-small shape, plus a GEMM GFLOP/s
-// (the faster of LibTorch's BLAS and the row-stable kernel) and a memory read rate; next to each rate
-// the limit for that shape from those two rates (a roofline: the slower of the FLOPs at
-// the GEMM rate and the bytes at the memory rate) and the fraction of it reached. Then
+// (the faster of LibTorch's BLAS and the row-stable kernel) and a memory read rate; next
+// to each rate the limit for that shape from those two rates (a roofline: the slower of
+// the FLOPs at the GEMM rate and the bytes at the memory rate) and the fraction of it
+// reached. Then
 // the same with a peaked logit distribution (the random model's logits scaled to a
 // trained model's spread: top-p keeps a few tokens, not most of 50k), on the committed
 // tiny model (models/tiny-lm), and where a decode step's time goes.
@@ -35,7 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-using bench::gemm_gflops;
 using bench::seconds_since;
 
 // Roofline for a forward pass over `rows` new tokens with `context` cached positions on

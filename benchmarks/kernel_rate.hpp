@@ -15,18 +15,11 @@
 
 namespace destein::bench {
 
-/// GFLOP/s of an n^3 product by the row-stable kernel: best of three rounds of `repeats`.
+/// GFLOP/s of an n^3 product by the row-stable kernel (best_gflops: best of three rounds).
 inline double stable_gemm_gflops(int64_t n, int repeats) {
   at::Tensor a = at::randn({n, n}), w = at::randn({n, n});
   at::Tensor packed = destein::detail::pack_stable_weight(w);
-  destein::detail::stable_linear(a, packed, n, at::Tensor());
-  double best = 0;
-  for (int round = 0; round < 3; ++round) {
-    auto t = Clock::now();
-    for (int i = 0; i < repeats; ++i) destein::detail::stable_linear(a, packed, n, at::Tensor());
-    best = std::max(best, 2.0 * n * n * n * repeats / seconds_since(t) / 1e9);
-  }
-  return best;
+  return best_gflops(2.0 * n * n * n, repeats, [&] { destein::detail::stable_linear(a, packed, n, at::Tensor()); });
 }
 
 /// The larger of the BLAS and the row-stable rate for a 1024^3 product; prints both.

@@ -23,32 +23,38 @@ inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-/// GFLOP/s of an n x n float32 matrix product, the best kernel BLAS picks here: the best
-/// of three rounds of `repeats` products after a warm-up (on this shared VM one round can
-/// come out at half the rate of the next, and a limit must be what the machine can do).
-inline double gemm_gflops(int64_t n, int repeats) {
-  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
-  at::mm(a, b);
-  at::mm(a, b);
+/// GFLOP/s of `product` (worth `flops` each call): the best of three rounds of `repeats`
+/// calls after two warm-up calls. On this shared VM one round can come out at half the
+/// rate of the next, and a limit must be what the machine can do.
+template <typename F>
+double best_gflops(double flops, int repeats, F&& product) {
+  product();
+  product();
   double best = 0;
   for (int round = 0; round < 3; ++round) {
     auto t = Clock::now();
-    for (int i = 0; i < repeats; ++i) at::mm(a, b);
-    best = std::max(best, 2.0 * n * n * n * repeats / seconds_since(t) / 1e9);
+    for (int i = 0; i < repeats; ++i) product();
+    best = std::max(best, flops * repeats / seconds_since(t) / 1e9);
   }
   return best;
 }
 
+/// GFLOP/s of an n x n float32 matrix product, the best kernel BLAS picks here.
+inline double gemm_gflops(int64_t n, int repeats) {
+  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
+  return best_gflops(2.0 * n * n * n, repeats, [&] { at::mm(a, b); });
+}
+
 namespace detail {
 
-// Sum of n floats read as `streams` interleaved sequential streams (hardware prefetchers
-// keep more lines in flight for several streams than for one, as a GEMV over weight
-// panels does).
+// Sum of n floats read as one sequential stream or as four interleaved ones (hardware
+// prefetchers keep more lines in flight for several streams than for one, as a GEMV over
+// weight panels does).
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) inline float read_streams(const float* a, int64_t n, int streams) {
-  const int64_t per = n / streams / 16 * 16;
+__attribute__((target("avx2"))) inline float read_streams(const float* a, int64_t n, bool four_streams) {
+  const int64_t per = n / (four_streams ? 4 : 1) / 16 * 16;
   __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  if (streams == 1) {
+  if (!four_streams) {
     for (int64_t i = 0; i < per; i += 16) {
       s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
       s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + i + 8));
@@ -89,13 +95,13 @@ inline double memory_read_gbs(int repeats) {
 #if defined(__x86_64__)
     if (__builtin_cpu_supports("avx2")) {
       const float* p = a.data_ptr<float>();
-      for (int streams : {1, 4}) {
+      for (bool four_streams : {false, true}) {
         std::vector<float> part(static_cast<size_t>(at::get_num_threads()), 0.0f);
         t = Clock::now();
         at::parallel_for(0, n, n / at::get_num_threads(), [&](int64_t b0, int64_t b1) {
-          part[static_cast<size_t>(at::get_thread_num())] = detail::read_streams(p + b0, b1 - b0, streams);
+          part[static_cast<size_t>(at::get_thread_num())] = detail::read_streams(p + b0, b1 - b0, four_streams);
         });
-        double& best = streams == 1 ? one : four;
+        double& best = four_streams ? four : one;
         best = std::max(best, n * 4.0 / seconds_since(t) / 1e9);
         sink = part[0];
       }
