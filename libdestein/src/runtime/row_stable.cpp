@@ -37,7 +37,8 @@ constexpr int64_t kMC = 256;  // rows per pass at most: their (256, 256) input b
 // Rows per register block at most, in the many-row path: as many accumulators as the
 // registers hold next to the weight vectors and a broadcast (16 ymm: 6 rows x 1 panel of
 // two registers; 32 zmm: 14 rows x 2 panels of one register).
-int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? 14 : 6; }
+constexpr int64_t kMaxBlockRowsAvx2 = 6, kMaxBlockRowsAvx512 = 14;
+int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? kMaxBlockRowsAvx512 : kMaxBlockRowsAvx2; }
 
 // Panels a register block spans in the many-row path. Two panels per block on AVX-512
 // halve the broadcasts per FMA (13 rows x 1 panel ran at 60 % of the kernel's peak).
@@ -188,19 +189,22 @@ __attribute__((target("avx512f"))) void micro_avx512(const float* x, int64_t ldx
 
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool, const float*);
 
-// One-panel AVX-512 kernels for 1..24 rows, indexed by rows - 1.
+// One-panel AVX-512 kernels for 1..14 rows (a partial or lone panel of any block), indexed
+// by rows - 1.
 template <size_t... I>
 constexpr std::array<MicroFn, sizeof...(I)> avx512_one_panel(std::index_sequence<I...>) {
   return {&micro_avx512<static_cast<int>(I) + 1, 1>...};
 }
-constexpr auto kAvx512OnePanel = avx512_one_panel(std::make_index_sequence<24>());
+constexpr auto kAvx512OnePanel = avx512_one_panel(std::make_index_sequence<kMaxBlockRowsAvx512>());
 #endif
 
 void micro(StableIsa isa, int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w, int64_t wstride,
            int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
 #if DESTEIN_X86
   if (isa == StableIsa::kAvx512) {
-    if (np == 1 && rows >= 1 && rows <= 24) return kAvx512OnePanel[rows - 1](x, ldx, w, wstride, kc, c, ldc, first, bias);
+    if (np == 1 && rows >= 1 && rows <= kMaxBlockRowsAvx512) {
+      return kAvx512OnePanel[rows - 1](x, ldx, w, wstride, kc, c, ldc, first, bias);
+    }
     switch (rows * 10 + np) {
       case 18: return micro_avx512<1, 8>(x, ldx, w, wstride, kc, c, ldc, first, bias);
       case 24: return micro_avx512<2, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
@@ -323,7 +327,7 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
   // Workers must not name packed_x: a thread_local is each thread's own.
   const float* xpacked = packed_x.data();
   at::parallel_for(0, NB, grain, [&](int64_t jb0, int64_t jb1) {
-    float tail[24 * kNR];
+    float tail[kMaxBlockRowsAvx512 * kNR];  // a block of any instruction set
     float tail_bias[kNR];
     // One panel of `rows` rows from row i (their inputs at xs, stride ldx) over depth
     // [k0, k0 + kc); the last, partial panel goes through a 16-wide buffer.
