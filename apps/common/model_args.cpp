@@ -11,7 +11,7 @@ ModelOptions read_model_options(Args& args) {
   opts.device = parse_device(args.get_or("device", "cpu", "cpu, cuda or cuda:N"));
   opts.dtype = parse_dtype(args.get_or("dtype", "float32", "compute dtype: float32, float16 (CUDA) or bfloat16"));
   opts.threads = static_cast<int>(args.get_int("threads", default_thread_count(), "LibTorch threads (DESTEIN_THREADS, else all cores)"));
-  opts.linear_backend = parse_linear_backend(args.get_or("linear-backend", "auto", "linear kernels: auto, blas or onednn"));
+  opts.linear_backend = parse_linear_backend(args.get_or("linear-backend", "auto", "linear kernels: auto (stable on CPU float32, else blas), stable, blas or onednn"));
   return opts;
 }
 

@@ -5,9 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <map>
+#include <sstream>
 
 #include "commands.hpp"
 #include "destein/runtime/generate.hpp"
+#include "destein/runtime/logits_processor.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/device.hpp"
 #include "model_args.hpp"
@@ -82,6 +85,31 @@ int run_logits(Args& args) {
   return 0;
 }
 
+// "ID:BIAS,ID:BIAS" -> {ID: BIAS}.
+std::map<int64_t, float> parse_logit_bias(const std::string& text) {
+  std::map<int64_t, float> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const auto colon = item.find(':');
+    size_t used_id = 0, used_bias = 0;
+    int64_t id = -1;
+    float bias = 0;
+    try {
+      if (colon == std::string::npos) throw std::invalid_argument("no colon");
+      id = std::stoll(item.substr(0, colon), &used_id);
+      bias = std::stof(item.substr(colon + 1), &used_bias);
+    } catch (const std::exception&) {
+      used_id = 0;
+    }
+    if (used_id == 0 || used_id != colon || used_bias != item.size() - colon - 1) {
+      throw std::invalid_argument(fmt::format("--logit-bias: '{}' is not ID:BIAS (e.g. 50256:-100)", item));
+    }
+    out[id] = bias;
+  }
+  return out;
+}
+
 int run_generate(Args& args) {
   const std::string path = args.require("model");
   ModelOptions opts = read_model_options(args);
@@ -94,6 +122,12 @@ int run_generate(Args& args) {
   g.seed = static_cast<uint64_t>(args.get_int("seed", 0));
   g.do_sample = !args.flag("greedy");
   g.batch_size = args.get_int("batch-size", 0);
+  const std::vector<int64_t> ban_ids =
+      args.get_int_list("ban-ids", "token ids never to sample (a TokenBanProcessor), e.g. 50256,13");
+  const auto logit_bias = args.get("logit-bias", "ID:BIAS,... added to those tokens' logits; a bias <= -100 bans "
+                                                 "(OpenAI's logit_bias)");
+  if (!ban_ids.empty()) g.processors.push_back(std::make_shared<TokenBanProcessor>(ban_ids));
+  if (logit_bias) g.processors.push_back(std::make_shared<LogitBiasProcessor>(parse_logit_bias(*logit_bias)));
   auto prompt = args.get("prompt");
   std::vector<int64_t> prompt_ids = args.get_int_list("ids");
   const bool json_lines = args.flag("json");

@@ -176,3 +176,85 @@ TEST_CASE("serve engine: cancel frees the rows, a full queue refuses, bad reques
   CHECK(reasons[0] == FinishReason::kTimeout);
   CHECK(tokens[0].size() < 100);
 }
+
+TEST_CASE("serve engine: logits processors per request give what generate() gives alone", "[serve][processors]") {
+  auto model = load_model(kTinyLm);
+  auto tok = load_tokenizer(kTinyLm);
+  REQUIRE(model->linear_backend() == "stable");
+  // Each kind: scores only (a ban), other models' scores (the model itself as a stand-in
+  // expert, a shifted copy of its weights being unavailable here: the ensemble's arithmetic
+  // is checked against full forwards in tests/runtime), prefixed copies (Self-Debiasing).
+  const std::vector<int64_t> prefix = tok->encode_prompt("The following text is rude:");
+  std::vector<int64_t> banned;
+  for (const char* w : {" the", " a", ".", ","}) {
+    const auto ids = tok->encode_prompt(w);
+    banned.insert(banned.end(), ids.begin(), ids.end());
+  }
+  auto make_chain = [&](int kind) -> LogitsProcessorChain {
+    switch (kind) {
+      case 1: return {std::make_shared<TokenBanProcessor>(banned)};
+      case 2:
+        return {std::make_shared<ModelEnsembleProcessor>(std::vector<const Model*>{model.get()},
+                                                         std::vector<double>{-0.5})};
+      case 3: return {std::make_shared<SelfDebiasProcessor>(*model, std::vector<std::vector<int64_t>>{prefix}, 10.0)};
+      default: return {};
+    }
+  };
+  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a", "Hello",
+                                          "Why would anyone"};
+  std::vector<Case> cases;
+  for (int i = 0; i < 10; ++i) {
+    Case c;
+    EngineRequest& r = c.request;
+    r.prompts = {tok->encode_prompt(texts[static_cast<size_t>(i) % texts.size()])};
+    r.n = i % 3 == 2 ? 2 : 1;
+    r.max_tokens = 5 + (i * 5) % 13;
+    r.sampling.do_sample = i % 4 != 0;
+    r.sampling.temperature = 1.1;
+    r.sampling.seed = 40 + static_cast<uint64_t>(i);
+    r.sampling.stop_at_eos = false;
+    GenerationOptions g = r.sampling;
+    g.max_new_tokens = r.max_tokens;
+    g.num_samples = r.n;
+    g.processors = make_chain(i % 4);
+    for (const Generation& gen : generate(*model, r.prompts, g)) c.expected.push_back(gen.token_ids);
+    r.processors = make_chain(i % 4);
+    cases.push_back(std::move(c));
+  }
+  BatchEngine engine(*model, {.max_rows = 6, .max_queue = 64});
+  std::vector<std::shared_ptr<RequestStream>> streams(cases.size());
+  std::vector<std::vector<std::vector<int64_t>>> got(cases.size());
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (i >= cases.size() / 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    streams[i] = engine.submit(cases[i].request);
+    REQUIRE(streams[i] != nullptr);
+    readers.emplace_back([&, i] { got[i] = collect(*streams[i]); });
+  }
+  for (auto& t : readers) t.join();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    INFO(fmt::format("request {} (processor kind {}, {} choices)", i, i % 4, cases[i].expected.size()));
+    CHECK(got[i] == cases[i].expected);
+    if (i % 4 == 1) {
+      for (const auto& tokens : got[i]) {
+        for (int64_t t : tokens) CHECK(std::find(banned.begin(), banned.end(), t) == banned.end());
+      }
+    }
+  }
+  CHECK(becomes_idle(engine));
+  // A processor that throws ends that request's rows with an error, not the engine.
+  struct Failing : LogitsProcessor {
+    std::string name() const override { return "failing"; }
+    void process(ProcessorRows&) override { throw std::runtime_error("no expert"); }
+  };
+  EngineRequest bad = cases[1].request;
+  bad.processors = {std::make_shared<Failing>()};
+  auto s = engine.submit(bad);
+  REQUIRE(s != nullptr);
+  std::vector<FinishReason> reasons;
+  collect(*s, &reasons);
+  CHECK((reasons.size() == 1 && reasons[0] == FinishReason::kError));
+  auto ok = engine.submit(cases[2].request);
+  REQUIRE(ok != nullptr);
+  CHECK(collect(*ok) == cases[2].expected);
+}

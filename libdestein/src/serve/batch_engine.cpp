@@ -7,7 +7,6 @@
 #include <random>
 
 #include "check.hpp"
-#include "runtime/families/decoder.hpp"
 #include "runtime/row_stream.hpp"
 
 namespace destein {
@@ -63,25 +62,30 @@ void RequestStream::stop_choice(int64_t choice) {
 // ---------------------------------------------------------------------------------------
 // Engine
 
-struct BatchEngine::Row {
+struct BatchEngine::RowMeta {
   std::shared_ptr<RequestStream> stream;
   int64_t choice = 0;
-  std::mt19937_64 rng;
-  GenerationOptions sampling;
   SteeringStack steering;
-  int64_t max_tokens = 0;
-  int64_t eos = -1;
   std::chrono::steady_clock::time_point deadline;
-  int64_t generated = 0;
-  int64_t length = 0;  // real positions of this row in the cache
-  int64_t last = -1;   // the last sampled token, not yet in the cache
-  FinishReason done = FinishReason::kNone;
+  int64_t sent = 0;       // tokens sent to the stream
+  bool reported = false;  // the row's finishing event was sent
 };
 
 BatchEngine::BatchEngine(const Model& model, BatchEngineOptions options) : model_(model), options_(options) {
   DESTEIN_CHECK_ARG(options_.max_rows > 0, "BatchEngine: max_rows must be positive, found {}", options_.max_rows);
   DESTEIN_CHECK_ARG(options_.max_queue >= 0, "BatchEngine: max_queue must be >= 0, found {}", options_.max_queue);
   controller_ = std::make_unique<SteeringController>(hooks_, model.config(), model.device());
+  DecodeBatchOptions bo;
+  bo.hooks = &hooks_;
+  bo.pad_id = 0;
+  // Each forward row's steering: a prompt-pass row serves the samples of one prompt of one
+  // request, which share their steering.
+  bo.before_forward = [this](const DecodeForward& f) {
+    std::vector<SteeringStack> stacks;
+    for (const auto& ids : f.row_ids) stacks.push_back(meta_.at(ids.front()).steering);
+    controller_->set_rows(std::move(stacks));
+  };
+  batch_ = std::make_unique<DecodeBatch>(model, std::move(bo));
   stats_.rows_per_forward_buckets.assign(16, 0);
   thread_ = std::thread([this] { run(); });
 }
@@ -96,7 +100,6 @@ BatchEngine::~BatchEngine() {
 }
 
 std::shared_ptr<RequestStream> BatchEngine::submit(EngineRequest request) {
-  const ModelConfig& c = model_.config();
   DESTEIN_CHECK_ARG(!request.prompts.empty(), "submit: a request needs at least one prompt");
   DESTEIN_CHECK_ARG(request.n > 0, "submit: n must be positive, found {}", request.n);
   DESTEIN_CHECK_ARG(request.max_tokens > 0, "submit: max_tokens must be positive, found {}", request.max_tokens);
@@ -104,23 +107,11 @@ std::shared_ptr<RequestStream> BatchEngine::submit(EngineRequest request) {
   DESTEIN_CHECK_ARG(rows <= options_.max_rows,
                     "submit: the request asks for {} rows (prompts x n) but the server batches at most {}", rows,
                     options_.max_rows);
-  const GenerationOptions& o = request.sampling;
-  DESTEIN_CHECK_ARG(!o.do_sample || o.temperature > 0, "submit: temperature must be > 0 when sampling, found {}",
-                    o.temperature);
-  DESTEIN_CHECK_ARG(o.top_k >= 0, "submit: top_k must be >= 0 (0 = off), found {}", o.top_k);
-  DESTEIN_CHECK_ARG(o.top_p > 0 && o.top_p <= 1, "submit: top_p must be in (0, 1], found {}", o.top_p);
-  for (size_t p = 0; p < request.prompts.size(); ++p) {
-    const auto& prompt = request.prompts[p];
-    DESTEIN_CHECK_ARG(!prompt.empty(), "submit: prompt {} is empty (it needs at least one token)", p);
-    DESTEIN_CHECK_ARG(static_cast<int64_t>(prompt.size()) + request.max_tokens <= c.max_positions,
-                      "submit: prompt {} has {} tokens; with max_tokens {} that is past the model's limit of {} "
-                      "positions",
-                      p, prompt.size(), request.max_tokens, c.max_positions);
-    for (int64_t id : prompt) {
-      DESTEIN_CHECK_ARG(id >= 0 && id < c.vocab_size, "submit: prompt {} holds token id {} outside the vocabulary [0, {})",
-                        p, id, c.vocab_size);
-    }
-  }
+  GenerationOptions checked = request.sampling;
+  checked.max_new_tokens = request.max_tokens;
+  check_sampling_options(checked, "submit");
+  check_decode_prompts(model_, request.prompts, request.max_tokens, "submit");
+  for (const auto& p : request.processors) DESTEIN_CHECK_ARG(p != nullptr, "submit: a logits processor is null");
   auto stream = std::make_shared<RequestStream>(rows);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -147,33 +138,36 @@ BatchEngineStats BatchEngine::stats() const {
   return stats_;
 }
 
-// Emits a sampled token for `row`; returns false when the row has finished.
-bool BatchEngine::emit(Row& row, int64_t token) {
-  if (row.sampling.stop_at_eos && token == row.eos) {
-    row.done = FinishReason::kEos;
-    row.stream->push({row.choice, -1, FinishReason::kEos, {}});
-    return false;
+void BatchEngine::emit_events() {
+  int64_t tokens = 0;
+  for (const DecodeRow& row : batch_->rows()) {
+    RowMeta& m = meta_.at(row.id);
+    if (m.reported) continue;
+    const auto n = static_cast<int64_t>(row.generated.size());
+    while (m.sent < n) {
+      const int64_t token = row.generated[static_cast<size_t>(m.sent++)];
+      // The token that reaches max_tokens carries the finish; other finishes come alone.
+      const bool last = m.sent == n && row.finish == FinishReason::kLength;
+      m.stream->push({m.choice, token, last ? FinishReason::kLength : FinishReason::kNone, {}});
+      m.reported = last;
+      ++tokens;
+    }
+    if (!m.reported && row.finish != FinishReason::kNone) {
+      m.stream->push({m.choice, -1, row.finish, row.error});
+      m.reported = true;
+    }
   }
-  ++row.generated;
-  row.last = token;
-  if (row.generated >= row.max_tokens) row.done = FinishReason::kLength;
-  row.stream->push({row.choice, token, row.done, {}});
   std::lock_guard<std::mutex> lock(mutex_);
-  ++stats_.generated_tokens;
-  return row.done == FinishReason::kNone;
+  stats_.generated_tokens += tokens;
 }
 
-bool BatchEngine::admit(std::vector<Pending>& taking, std::vector<Row>& joining, KVCache& joining_cache) {
-  const int64_t V = model_.config().vocab_size;
+void BatchEngine::admit(std::vector<Pending>& taking) {
   const auto now = std::chrono::steady_clock::now();
-  struct Prompt {
-    Pending* pending;
-    size_t index;
-  };
-  std::vector<Prompt> prompts;
-  int64_t rows_total = 0;
+  std::vector<DecodeRowSpec> specs;
+  std::vector<int64_t> ids;
+  int64_t rows_total = 0, prompts = 0, prompt_tokens = 0;
   for (Pending& pending : taking) {
-    const EngineRequest& req = pending.request;
+    EngineRequest& req = pending.request;
     const int64_t choices = pending.stream->choices();
     if (pending.stream->cancelled() || now >= req.deadline) {
       const FinishReason why = pending.stream->cancelled() ? FinishReason::kCancelled : FinishReason::kTimeout;
@@ -183,126 +177,55 @@ bool BatchEngine::admit(std::vector<Pending>& taking, std::vector<Row>& joining,
       continue;
     }
     rows_total += choices;
-    for (size_t p = 0; p < req.prompts.size(); ++p) prompts.push_back({&pending, p});
-  }
-  if (prompts.empty()) return false;
-  // One prompt pass for all newcomers, left-padded: on the row-stable kernels a row's
-  // logits and cache do not depend on the other rows or on its padding, so each prompt gets
-  // what generate() computes for it alone.
-  const int64_t P = static_cast<int64_t>(prompts.size());
-  int64_t L = 0, prompt_tokens = 0;
-  for (const Prompt& pr : prompts) {
-    const int64_t n = static_cast<int64_t>(pr.pending->request.prompts[pr.index].size());
-    L = std::max(L, n);
-    prompt_tokens += n;
-  }
-  at::Tensor ids = at::zeros({P, L}, at::kLong);   // (P, L), left padding masked out
-  at::Tensor mask = at::zeros({P, L}, at::kLong);  // (P, L)
-  std::vector<SteeringStack> stacks(static_cast<size_t>(P));
-  {
-    auto acc = ids.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < P; ++i) {
-      const auto& prompt = prompts[size_t(i)].pending->request.prompts[prompts[size_t(i)].index];
-      const int64_t n = static_cast<int64_t>(prompt.size());
-      for (int64_t j = 0; j < n; ++j) acc[i][L - n + j] = prompt[size_t(j)];
-      mask.narrow(0, i, 1).narrow(1, L - n, n).fill_(1);
-      stacks[size_t(i)] = prompts[size_t(i)].pending->request.steering;
+    GenerationOptions sampling = req.sampling;
+    sampling.max_new_tokens = req.max_tokens;
+    for (size_t p = 0; p < req.prompts.size(); ++p) {
+      // The samples of one prompt share its prompt pass.
+      const int64_t group = next_row_id_;
+      ++prompts;
+      prompt_tokens += static_cast<int64_t>(req.prompts[p].size());
+      for (int64_t s = 0; s < req.n; ++s) {
+        DecodeRowSpec spec;
+        spec.id = next_row_id_++;
+        spec.prompt = req.prompts[p];
+        spec.sampling = sampling;
+        spec.rng = detail::row_stream(req.sampling.seed, static_cast<int64_t>(p), s);
+        spec.processors = req.processors;
+        spec.prefill_group = group;
+        meta_[spec.id] = RowMeta{pending.stream, static_cast<int64_t>(p) * req.n + s, req.steering, req.deadline};
+        ids.push_back(spec.id);
+        specs.push_back(std::move(spec));
+      }
     }
   }
-  KVCache cache = model_.make_cache(P, L);
-  at::Tensor logits;
+  if (specs.empty()) return;
   try {
-    controller_->set_rows(std::move(stacks));
-    ForwardOptions fo;
-    fo.cache = &cache;
-    fo.hooks = &hooks_;
-    fo.logits = LogitsFor::kLast;
-    fo.attention_mask = mask;
-    logits = model_.forward(ids, fo).logits.reshape({P, V}).to(at::kCPU).contiguous();
+    batch_->add(std::move(specs));
   } catch (const std::exception& e) {
     for (Pending& pending : taking) {
       if (pending.stream->cancelled()) continue;
       for (int64_t c = 0; c < pending.stream->choices(); ++c) pending.stream->push({c, -1, FinishReason::kError, e.what()});
     }
+    for (int64_t id : ids) meta_.erase(id);
     std::lock_guard<std::mutex> lock(mutex_);
     admitted_rows_ -= rows_total;
-    return false;
+    return;
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stats_.prefills += P;
+    stats_.prefills += prompts;
     ++stats_.prefill_passes;
     stats_.prompt_tokens += prompt_tokens;
   }
-  const float* data = logits.data_ptr<float>();
-  std::vector<int64_t> keep;  // the prompt row each joining row continues from
-  int64_t ended = 0;
-  for (int64_t i = 0; i < P; ++i) {
-    const Pending& pending = *prompts[size_t(i)].pending;
-    const EngineRequest& req = pending.request;
-    const int64_t p = static_cast<int64_t>(prompts[size_t(i)].index);
-    for (int64_t s = 0; s < req.n; ++s) {
-      Row row;
-      row.stream = pending.stream;
-      row.choice = p * req.n + s;
-      row.rng = detail::row_stream(req.sampling.seed, p, s);
-      row.sampling = req.sampling;
-      row.steering = req.steering;
-      row.max_tokens = req.max_tokens;
-      row.eos = req.sampling.eos_id >= 0 ? req.sampling.eos_id : model_.config().eos_token_id.value_or(-1);
-      row.deadline = req.deadline;
-      row.length = static_cast<int64_t>(req.prompts[size_t(p)].size());
-      const double u = detail::uniform01(row.rng);
-      if (emit(row, sample_token(data + i * V, V, row.sampling, u))) {
-        keep.push_back(i);
-        joining.push_back(std::move(row));
-      } else {
-        ++ended;
-      }
-    }
-  }
-  if (ended > 0) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    admitted_rows_ -= ended;
-  }
-  if (keep.empty()) return false;
-  cache.select_rows(at::tensor(keep, at::kLong));
-  joining_cache = std::move(cache);
-  return true;
+  emit_events();
 }
 
 void BatchEngine::step() {
-  const int64_t B = static_cast<int64_t>(rows_.size());
-  const int64_t V = model_.config().vocab_size;
-  const int64_t T = cache_.length();
-  if (T + 1 > cache_.capacity()) {
-    int64_t remaining = 1;
-    for (const Row& r : rows_) remaining = std::max(remaining, r.max_tokens - r.generated);
-    cache_ = DecoderModel::stack_caches({&cache_}, T + remaining);
-  }
-  std::vector<int64_t> last(static_cast<size_t>(B));
-  std::vector<SteeringStack> stacks(static_cast<size_t>(B));
-  at::Tensor mask = at::zeros({B, T + 1}, at::kLong);  // (B, T + 1): each row's real positions, right-aligned
-  for (int64_t b = 0; b < B; ++b) {
-    const Row& r = rows_[static_cast<size_t>(b)];
-    last[static_cast<size_t>(b)] = r.last;
-    stacks[static_cast<size_t>(b)] = r.steering;
-    mask.narrow(0, b, 1).narrow(1, T - r.length, r.length + 1).fill_(1);
-  }
-  at::Tensor logits;
+  const int64_t B = static_cast<int64_t>(batch_->rows().size());
   try {
-    controller_->set_rows(std::move(stacks));
-    ForwardOptions fo;
-    fo.cache = &cache_;
-    fo.hooks = &hooks_;
-    fo.logits = LogitsFor::kLast;
-    fo.attention_mask = mask;
-    logits = model_.forward(at::tensor(last, at::kLong).view({B, 1}), fo).logits.reshape({B, V}).to(at::kCPU).contiguous();
-  } catch (const std::exception& e) {
-    for (Row& r : rows_) {
-      r.done = FinishReason::kError;
-      r.stream->push({r.choice, -1, FinishReason::kError, e.what()});
-    }
+    batch_->step();
+  } catch (const std::exception&) {
+    emit_events();  // every row ended with kError, the message its error
     return;
   }
   {
@@ -313,64 +236,33 @@ void BatchEngine::step() {
     while ((int64_t{1} << bucket) < B && bucket + 1 < stats_.rows_per_forward_buckets.size()) ++bucket;
     ++stats_.rows_per_forward_buckets[bucket];
   }
-  const float* data = logits.data_ptr<float>();
-  // Uniforms are drawn serially so that each row's stream advances once per token.
-  std::vector<double> uniforms(static_cast<size_t>(B));
-  std::vector<int64_t> next(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) uniforms[size_t(b)] = detail::uniform01(rows_[size_t(b)].rng);
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      next[size_t(b)] = sample_token(data + b * V, V, rows_[size_t(b)].sampling, uniforms[size_t(b)]);
-    }
-  });
-  for (int64_t b = 0; b < B; ++b) {
-    Row& r = rows_[static_cast<size_t>(b)];
-    ++r.length;
-    emit(r, next[static_cast<size_t>(b)]);
-  }
+  emit_events();
 }
 
 void BatchEngine::remove_finished() {
   const auto now = std::chrono::steady_clock::now();
-  std::vector<int64_t> keep;
+  const auto& rows = batch_->rows();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i].finish != FinishReason::kNone) continue;
+    const RowMeta& m = meta_.at(rows[i].id);
+    FinishReason why = FinishReason::kNone;
+    if (m.stream->cancelled()) why = FinishReason::kCancelled;
+    else if (m.stream->stop_requested(m.choice)) why = FinishReason::kStopped;
+    else if (now >= m.deadline) why = FinishReason::kTimeout;
+    if (why != FinishReason::kNone) batch_->finish(i, why);
+  }
+  emit_events();
   int64_t removed = 0;
-  for (size_t i = 0; i < rows_.size(); ++i) {
-    Row& r = rows_[i];
-    if (r.done == FinishReason::kNone) {
-      FinishReason why = FinishReason::kNone;
-      if (r.stream->cancelled()) why = FinishReason::kCancelled;
-      else if (r.stream->stop_requested(r.choice)) why = FinishReason::kStopped;
-      else if (now >= r.deadline) why = FinishReason::kTimeout;
-      if (why != FinishReason::kNone) {
-        r.done = why;
-        r.stream->push({r.choice, -1, why, {}});
-      }
-    }
-    if (r.done == FinishReason::kNone) keep.push_back(static_cast<int64_t>(i));
-    else ++removed;
+  for (const DecodeRow& r : rows) {
+    if (r.finish == FinishReason::kNone) continue;
+    meta_.erase(r.id);
+    ++removed;
   }
   if (removed == 0) return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    admitted_rows_ -= removed;
-    stats_.active_rows = static_cast<int64_t>(keep.size());
-  }
-  if (keep.empty()) {
-    rows_.clear();
-    cache_ = KVCache();
-    have_cache_ = false;
-    return;
-  }
-  std::vector<Row> kept;
-  int64_t longest = 0;
-  for (int64_t i : keep) {
-    longest = std::max(longest, rows_[static_cast<size_t>(i)].length);
-    kept.push_back(std::move(rows_[static_cast<size_t>(i)]));
-  }
-  rows_ = std::move(kept);
-  cache_.select_rows(at::tensor(keep, at::kLong));
-  // Columns that are padding for every remaining row carry nothing: drop them.
-  DecoderModel::drop_leading_columns(cache_, cache_.length() - longest);
+  batch_->remove_finished();
+  std::lock_guard<std::mutex> lock(mutex_);
+  admitted_rows_ -= removed;
+  stats_.active_rows = static_cast<int64_t>(batch_->rows().size());
 }
 
 void BatchEngine::run() {
@@ -378,7 +270,7 @@ void BatchEngine::run() {
     std::vector<Pending> taking;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !rows_.empty(); });
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !batch_->rows().empty(); });
       if (stopping_) break;
       while (!queue_.empty()) {
         Pending& front = queue_.front();
@@ -390,32 +282,24 @@ void BatchEngine::run() {
       }
       stats_.queued = static_cast<int64_t>(queue_.size());
     }
-    std::vector<Row> joining;
-    KVCache joining_cache;
-    if (!taking.empty() && admit(taking, joining, joining_cache)) {
-      std::vector<const KVCache*> parts;
-      if (have_cache_) parts.push_back(&cache_);
-      parts.push_back(&joining_cache);
-      const int64_t length = std::max(have_cache_ ? cache_.length() : int64_t{0}, joining_cache.length());
-      int64_t remaining = 1;
-      for (Row& r : joining) rows_.push_back(std::move(r));
-      for (const Row& r : rows_) remaining = std::max(remaining, r.max_tokens - r.generated);
-      cache_ = DecoderModel::stack_caches(parts, length + remaining);
-      have_cache_ = true;
+    if (!taking.empty()) {
+      admit(taking);
       std::lock_guard<std::mutex> lock(mutex_);
-      stats_.active_rows = static_cast<int64_t>(rows_.size());
+      stats_.active_rows = static_cast<int64_t>(batch_->rows().size());
     }
     remove_finished();
-    if (!rows_.empty()) {
+    if (!batch_->rows().empty()) {
       step();
       remove_finished();
     }
   }
   // Stopped: whatever still runs or waits ends as cancelled, so that no caller waits forever.
-  for (Row& r : rows_) {
-    if (r.done == FinishReason::kNone) r.stream->push({r.choice, -1, FinishReason::kCancelled, {}});
+  for (const DecodeRow& r : batch_->rows()) {
+    const RowMeta& m = meta_.at(r.id);
+    if (!m.reported) m.stream->push({m.choice, -1, FinishReason::kCancelled, {}});
   }
-  rows_.clear();
+  batch_.reset();
+  meta_.clear();
   std::lock_guard<std::mutex> lock(mutex_);
   for (Pending& p : queue_) {
     for (int64_t c = 0; c < p.stream->choices(); ++c) p.stream->push({c, -1, FinishReason::kCancelled, {}});

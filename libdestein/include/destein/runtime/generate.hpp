@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "destein/runtime/hooks.hpp"
+#include "destein/runtime/logits_processor.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/text/tokenizer.hpp"
 
@@ -53,6 +54,12 @@ struct GenerationOptions {
   /// which prompt and sample each row of that call belongs to, so a caller can change
   /// per-row state (steering) between calls. An exception from it leaves generate().
   GenerationRowsCallback before_forward;
+  /// Logits processors applied, in order, to every row's next-token scores before
+  /// sampling (logits_processor.hpp): e.g. a TokenBanProcessor.
+  LogitsProcessorChain processors;
+  /// Empty, or the chain of row (prompt, sample), replacing `processors` (rows that run
+  /// different methods side by side).
+  std::function<LogitsProcessorChain(int64_t prompt, int64_t sample)> processors_for_row;
 };
 
 /// One continuation of one prompt.

@@ -23,24 +23,15 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
+#include "destein/runtime/decode_batch.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering.hpp"
 
 namespace destein {
-
-/// Why a row stopped.
-enum class FinishReason {
-  kNone,       ///< still running
-  kEos,        ///< the model wrote its end-of-sequence token (not part of the tokens)
-  kLength,     ///< max_tokens reached
-  kStopped,    ///< stop_choice() (e.g. a stop string was found by the caller)
-  kCancelled,  ///< cancel(): the client went away
-  kTimeout,    ///< the request's deadline passed
-  kError,      ///< the forward pass threw; EngineEvent::error says why
-};
 
 /// One request: prompts x n rows, all with the same sampling options and steering.
 struct EngineRequest {
@@ -51,6 +42,9 @@ struct EngineRequest {
   /// generate() gives sample s of prompt p for `seed`.
   GenerationOptions sampling;
   SteeringStack steering;                     ///< empty: unsteered
+  /// Applied in order to every row's next-token scores (e.g. a LogitBiasProcessor for
+  /// OpenAI's logit_bias). Rows are keyed by engine-wide ids in process().
+  LogitsProcessorChain processors;
   /// Rows still running at this time finish with kTimeout (time_point::max(): none).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
@@ -133,28 +127,29 @@ class BatchEngine {
   const BatchEngineOptions& options() const { return options_; }
 
  private:
-  struct Row;
+  struct RowMeta;
   struct Pending {
     EngineRequest request;
     std::shared_ptr<RequestStream> stream;
   };
   void run();
-  // Prefills every prompt of `taking` in one left-padded forward pass and samples each
-  // row's first token; rows that go on are appended to `joining`, their cache rows (in the
-  // same order) put in `joining_cache`. False when no row goes on.
-  bool admit(std::vector<Pending>& taking, std::vector<Row>& joining, KVCache& joining_cache);
+  // Prefills every prompt of `taking` (one left-padded prompt pass) and samples each row's
+  // first token; the rows join the decode batch.
+  void admit(std::vector<Pending>& taking);
   void step();
+  // Ends rows whose client cancelled, stopped or timed out, then removes finished rows.
   void remove_finished();
-  bool emit(Row& row, int64_t token);
+  // Sends each row's event of the last add() or step(): its token, or how it finished.
+  void emit_events();
 
   const Model& model_;
   BatchEngineOptions options_;
   Hooks hooks_;
   std::unique_ptr<SteeringController> controller_;
   // Engine thread only.
-  std::vector<Row> rows_;
-  KVCache cache_;
-  bool have_cache_ = false;
+  std::unique_ptr<DecodeBatch> batch_;
+  std::unordered_map<int64_t, RowMeta> meta_;  // by decode row id
+  int64_t next_row_id_ = 0;
   // Shared with submitters.
   mutable std::mutex mutex_;
   std::condition_variable wake_;
