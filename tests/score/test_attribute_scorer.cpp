@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "destein/experiment/config_node.hpp"
+#include "destein/experiment/scorer_training_experiment.hpp"
 #include "destein/io/csv.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
@@ -101,10 +103,10 @@ destein::LinearFeatureOptions small_features() {
 
 destein::AttributeTrainOptions small_options() {
   destein::AttributeTrainOptions t;
-  t.l2 = 1e-4;
+  t.linear.l2 = 1e-4;
   t.l2_other = 1e-4;
   t.other_hash_bits = 12;
-  t.max_iterations = 150;
+  t.linear.max_iterations = 150;
   return t;
 }
 
@@ -315,6 +317,16 @@ TEST_CASE("attribute scorer: training refuses bad input", "[scorer]") {
     CHECK_THROWS_WITH(destein::AttributeScorer::train(data, small_features(), opt),
                       Contains("other_hash_bits"));
   }
+  SECTION("an option shared with v1 out of range names its key") {
+    opt.linear.lbfgs_memory = 0;
+    CHECK_THROWS_WITH(destein::AttributeScorer::train(data, small_features(), opt),
+                      Contains("train.lbfgs_memory") && Contains("found 0"));
+  }
+  SECTION("class_balance off, which v2 does not do") {
+    opt.linear.class_balance = false;
+    CHECK_THROWS_WITH(destein::AttributeScorer::train(data, small_features(), opt),
+                      Contains("train.class_balance") && Contains("found false"));
+  }
   SECTION("no Perspective-scored texts") {
     std::vector<destein::AttributeExample> labels_only;
     for (const auto& e : data) {
@@ -323,6 +335,52 @@ TEST_CASE("attribute scorer: training refuses bad input", "[scorer]") {
     CHECK_THROWS_WITH(destein::AttributeScorer::train(labels_only, small_features(), opt),
                       Contains("at least 20 Perspective-scored texts, found 0"));
   }
+}
+
+TEST_CASE("attribute scorer: the v2: keys of a scorer config map onto the options v2 shares with v1", "[scorer]") {
+  const auto load = [](const std::string& yaml) {
+    return destein::scorer_training_schema().load(destein::ConfigNode::load_string(yaml, "s.yaml"));
+  };
+  const auto e = load(
+      "version: 2\n"
+      "v2:\n  l2: 0.25\n  l2_other: 0.5\n  other_hash_bits: 12\n  perspective_share: 0.75\n"
+      "  max_iterations: 7\n  tolerance: 0.125\n  lbfgs_memory: 3\n  calibration_fraction: 0.375\n"
+      "  seed: 99\n");
+  CHECK(e.v2.linear.l2 == 0.25);
+  CHECK(e.v2.l2_other == 0.5);
+  CHECK(e.v2.other_hash_bits == 12);
+  CHECK(e.v2.perspective_share == 0.75);
+  CHECK(e.v2.linear.max_iterations == 7);
+  CHECK(e.v2.linear.tolerance == 0.125);
+  CHECK(e.v2.linear.lbfgs_memory == 3);
+  CHECK(e.v2.linear.calibration_fraction == 0.375);
+  CHECK(e.v2.linear.seed == 99);
+  CHECK(e.v2.linear.class_balance);
+  // v1's train: section is its own: nothing written under v2: reaches it.
+  CHECK(e.train.l2 == destein::LinearTrainOptions().l2);
+  CHECK(e.train.seed == destein::LinearTrainOptions().seed);
+
+  // The dump lists v2's nine keys in their documented order, and reads back to the same options.
+  const std::string dump = destein::dump_scorer_training_experiment(e);
+  const auto v2_at = dump.find("\nv2:\n");
+  REQUIRE(v2_at != std::string::npos);
+  size_t at = v2_at;
+  for (const char* key : {"l2", "l2_other", "other_hash_bits", "perspective_share", "max_iterations",
+                          "tolerance", "lbfgs_memory", "calibration_fraction", "seed"}) {
+    const auto next = dump.find(std::string("\n  ") + key + ": ", at);
+    INFO(key);
+    REQUIRE(next != std::string::npos);
+    at = next + 1;
+  }
+  CHECK(dump.find("class_balance", v2_at) == std::string::npos);
+  const auto again = load(dump);
+  CHECK(again.v2.linear.l2 == 0.25);
+  CHECK(again.v2.linear.seed == 99);
+  CHECK(again.v2.linear.calibration_fraction == 0.375);
+  CHECK(destein::dump_scorer_training_experiment(again) == dump);
+
+  CHECK_THROWS_WITH(load("version: 2\nv2:\n  class_balance: false\n"),
+                    Contains("s.yaml:3") && Contains("unknown key v2.class_balance"));
 }
 
 TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only prompt", "[scorer][data]") {

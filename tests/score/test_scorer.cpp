@@ -202,6 +202,21 @@ TEST_CASE("scorer: a corrupt, truncated or foreign file gives a clear error", "[
       destein::LinearScorer::load(bad),
       Contains("expected format 'destein.linear_scorer'") && Contains("someone.else_s_format"));
 
+  // A tensor entry that is not valid safetensors is refused by the shared header checks
+  // (io/safetensors_header), before anything scorer-specific.
+  std::string dtype = bytes;
+  const auto f16 = dtype.find("\"dtype\":\"F16\"");
+  REQUIRE(f16 != std::string::npos);
+  dtype.replace(f16 + 9, 3, "Q16");
+  write_bytes(bad, dtype);
+  CHECK_THROWS_WITH(destein::LinearScorer::load(bad),
+                    Contains("bad.safetensors") && Contains("tensor 'weight'") &&
+                        Contains("unsupported dtype 'Q16'"));
+  dtype.replace(f16 + 9, 3, "I16");  // valid safetensors, but not what a scorer holds
+  write_bytes(bad, dtype);
+  CHECK_THROWS_WITH(destein::LinearScorer::load(bad),
+                    Contains("tensor 'weight'") && Contains("expected dtype F16, found I16"));
+
   std::string newer = bytes;
   const auto v = newer.find("\"format_version\":\"1\"");
   REQUIRE(v != std::string::npos);

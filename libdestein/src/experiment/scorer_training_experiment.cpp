@@ -162,16 +162,20 @@ Schema<ScorerTrainingExperiment> scorer_training_schema() {
       .field("class_balance", &LinearTrainOptions::class_balance)
       .field("calibration_fraction", &LinearTrainOptions::calibration_fraction)
       .field("seed", &LinearTrainOptions::seed);
-  Schema<AttributeTrainOptions> v2;
-  v2.field("l2", &AttributeTrainOptions::l2)
-      .field("l2_other", &AttributeTrainOptions::l2_other)
-      .field("other_hash_bits", &AttributeTrainOptions::other_hash_bits)
-      .field("perspective_share", &AttributeTrainOptions::perspective_share)
-      .field("max_iterations", &AttributeTrainOptions::max_iterations)
-      .field("tolerance", &AttributeTrainOptions::tolerance)
-      .field("lbfgs_memory", &AttributeTrainOptions::lbfgs_memory)
-      .field("calibration_fraction", &AttributeTrainOptions::calibration_fraction)
-      .field("seed", &AttributeTrainOptions::seed);
+  // The v2 section keeps its flat keys: those it shares with `train:` (all but
+  // class_balance, which v2 fixes to true) map onto AttributeTrainOptions::linear.
+  using V2 = AttributeTrainOptions;
+  Schema<V2> v2;
+  v2.field("l2", [](V2& o) -> double& { return o.linear.l2; })
+      .field("l2_other", &V2::l2_other)
+      .field("other_hash_bits", &V2::other_hash_bits)
+      .field("perspective_share", &V2::perspective_share)
+      .field("max_iterations", [](V2& o) -> int& { return o.linear.max_iterations; })
+      .field("tolerance", [](V2& o) -> double& { return o.linear.tolerance; })
+      .field("lbfgs_memory", [](V2& o) -> int& { return o.linear.lbfgs_memory; })
+      .field("calibration_fraction",
+             [](V2& o) -> double& { return o.linear.calibration_fraction; })
+      .field("seed", [](V2& o) -> uint64_t& { return o.linear.seed; });
   Schema<E> s;
   s.field("version", &E::version)
       .field("data_dir", &E::data_dir)
@@ -387,7 +391,7 @@ std::string model_card_v2(const ScorerTrainingExperiment& c, const json& prov, c
       "\n{} Perspective-scored prompts and {} labelled texts fitted the weights; {} prompts "
       "(a seeded {}%) were held out of every fit for calibration.\n",
       ts["perspective_fit_texts"].get<int64_t>(), ts["labeled_fit_texts"].get<int64_t>(),
-      ts["calibration_texts"].get<int64_t>(), c.v2.calibration_fraction * 100);
+      ts["calibration_texts"].get<int64_t>(), c.v2.linear.calibration_fraction * 100);
   md += "\nNot used for anything but the figures below: `rtp/1k`, `rtp/100`, the DExperts file, the "
         "held-out labelled sets.\n";
   md += "\n## Training\n\n";
@@ -402,8 +406,8 @@ std::string model_card_v2(const ScorerTrainingExperiment& c, const json& prov, c
       "bytes of tensors.\n",
       c.features.word_ngram_max, c.features.char_ngram_min, c.features.char_ngram_max,
       c.features.value, c.features.hash_bits, c.v2.perspective_share, 1 - c.v2.perspective_share,
-      c.v2.l2, c.v2.other_hash_bits, c.v2.l2_other, c.v2.lbfgs_memory, c.v2.max_iterations,
-      s.weight_bytes());
+      c.v2.linear.l2, c.v2.other_hash_bits, c.v2.l2_other, c.v2.linear.lbfgs_memory,
+      c.v2.linear.max_iterations, s.weight_bytes());
   md += "\n| head | iterations | stop | Platt a | Platt b | calibration Pearson |\n|---|---|---|---|---|---|\n";
   for (int a = 0; a < kNumAttributes; ++a) {
     const auto& h = ts["heads"][names[static_cast<size_t>(a)]];

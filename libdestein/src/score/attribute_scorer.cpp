@@ -3,14 +3,15 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
-#include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include "check.hpp"
 #include "destein/score/scorer_eval.hpp"
-#include "linear_model_detail.hpp"
+#include "lbfgs.hpp"
+#include "logistic_regression.hpp"
+#include "platt.hpp"
+#include "scorer_file.hpp"
+#include "text_features.hpp"
 
 namespace destein {
 
@@ -44,8 +45,8 @@ int attribute_index(std::string_view name) {
   for (int a = 0; a < kNumAttributes; ++a) {
     if (names[static_cast<size_t>(a)] == name) return a;
   }
-  throw std::invalid_argument(fmt::format("unknown attribute '{}': expected one of {}", name,
-                                          fmt::join(names, ", ")));
+  throw std::invalid_argument(
+      fmt::format("unknown attribute '{}': expected one of {}", name, fmt::join(names, ", ")));
 }
 
 int64_t AttributeScorer::weight_bytes() const {
@@ -118,7 +119,10 @@ AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data
                                        const AttributeTrainOptions& opt,
                                        const std::function<void(const std::string&)>& log) {
   check_feature_options(features);
-  DESTEIN_CHECK_ARG(opt.l2 >= 0 && std::isfinite(opt.l2), "train.l2: expected >= 0, found {}", opt.l2);
+  check_train_options(opt.linear);
+  DESTEIN_CHECK_ARG(opt.linear.class_balance,
+                    "train.class_balance: expected true (v2 always balances the classes of the "
+                    "labelled texts), found false");
   DESTEIN_CHECK_ARG(opt.l2_other >= 0 && std::isfinite(opt.l2_other),
                     "train.l2_other: expected >= 0, found {}", opt.l2_other);
   DESTEIN_CHECK_ARG(opt.other_hash_bits >= 10 && opt.other_hash_bits <= features.hash_bits,
@@ -126,13 +130,6 @@ AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data
                     features.hash_bits, opt.other_hash_bits);
   DESTEIN_CHECK_ARG(opt.perspective_share > 0 && opt.perspective_share <= 1,
                     "train.perspective_share: expected in (0, 1], found {}", opt.perspective_share);
-  DESTEIN_CHECK_ARG(opt.max_iterations >= 1, "train.max_iterations: expected >= 1, found {}",
-                    opt.max_iterations);
-  DESTEIN_CHECK_ARG(opt.lbfgs_memory >= 1 && opt.lbfgs_memory <= 100,
-                    "train.lbfgs_memory: expected 1..100, found {}", opt.lbfgs_memory);
-  DESTEIN_CHECK_ARG(opt.calibration_fraction > 0 && opt.calibration_fraction < 0.5,
-                    "train.calibration_fraction: expected in (0, 0.5), found {}",
-                    opt.calibration_fraction);
 
   std::vector<size_t> perspective_rows, labeled_rows;
   int64_t labeled_count[2] = {0, 0};
@@ -171,23 +168,16 @@ AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data
                       opt.perspective_share, labeled_count[1], labeled_count[0]);
   }
 
-  // Calibration slice of the Perspective-scored texts: Fisher-Yates on mt19937_64 (its
-  // output is fixed by the standard), so the split is the same on every platform.
-  std::mt19937_64 rng(opt.seed);
-  std::vector<size_t> shuffled = perspective_rows;
-  for (size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[rng() % i]);
-  const size_t n_calib = std::max<size_t>(
-      1, static_cast<size_t>(std::llround(opt.calibration_fraction * static_cast<double>(shuffled.size()))));
-  std::vector<size_t> calib_rows(shuffled.begin(), shuffled.begin() + static_cast<int64_t>(n_calib));
-  std::vector<size_t> fit_p(shuffled.begin() + static_cast<int64_t>(n_calib), shuffled.end());
+  // Calibration slice of the Perspective-scored texts, held out of every head's fit.
+  std::mt19937_64 rng(opt.linear.seed);
+  std::vector<size_t> calib_rows, fit_p;
+  split_calibration(perspective_rows, opt.linear.calibration_fraction, rng, calib_rows, fit_p);
   std::sort(calib_rows.begin(), calib_rows.end());
   std::sort(fit_p.begin(), fit_p.end());
 
   auto append = [&](Csr& csr, size_t r, SparseFeatures& f) {
     extract_features_unchecked(data[r].text, features, f);
-    csr.index.insert(csr.index.end(), f.index.begin(), f.index.end());
-    csr.value.insert(csr.value.end(), f.value.begin(), f.value.end());
-    csr.row.push_back(static_cast<int64_t>(csr.index.size()));
+    csr.append(f);
   };
 
   AttributeScorer scorer;
@@ -228,35 +218,25 @@ AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data
       }
       csr.mask = static_cast<uint32_t>(dim - 1);
       if (log) {
-        log(fmt::format("head {}: {} Perspective-scored and {} labelled texts into {} weights", attr,
-                        fit_p.size(), use_labeled ? labeled_rows.size() : 0, dim));
+        log(fmt::format("head {}: {} Perspective-scored and {} labelled texts into {} weights",
+                        attr, fit_p.size(), use_labeled ? labeled_rows.size() : 0, dim));
       }
-      LinearTrainOptions lo;
-      lo.l2 = opt.l2;
-      lo.max_iterations = opt.max_iterations;
-      lo.tolerance = opt.tolerance;
-      lo.lbfgs_memory = opt.lbfgs_memory;
-      x = minimize_lbfgs(
-          [&](const Eigen::VectorXd& w, Eigen::VectorXd& g) { return objective(csr, w, lo.l2, g); },
-          dim + 1, lo, log, summary);
+      x = minimize_lbfgs([&](const Eigen::VectorXd& w,
+                             Eigen::VectorXd& g) { return objective(csr, w, opt.linear.l2, g); },
+                         dim + 1, lbfgs_options(opt.linear), log, summary);
     } else {
       persp.target.clear();
       for (size_t r : fit_p) persp.target.push_back(data[r].target[static_cast<size_t>(a)]);
       persp.mask = static_cast<uint32_t>(dim - 1);
-      if (log) log(fmt::format("head {}: {} Perspective-scored texts into {} weights", attr, fit_p.size(), dim));
-      LinearTrainOptions lo;
-      lo.l2 = opt.l2_other;
-      lo.max_iterations = opt.max_iterations;
-      lo.tolerance = opt.tolerance;
-      lo.lbfgs_memory = opt.lbfgs_memory;
-      x = minimize_lbfgs(
-          [&](const Eigen::VectorXd& w, Eigen::VectorXd& g) { return objective(persp, w, lo.l2, g); },
-          dim + 1, lo, log, summary);
+      if (log) {
+        log(fmt::format("head {}: {} Perspective-scored texts into {} weights", attr, fit_p.size(),
+                        dim));
+      }
+      x = minimize_lbfgs([&](const Eigen::VectorXd& w,
+                             Eigen::VectorXd& g) { return objective(persp, w, opt.l2_other, g); },
+                         dim + 1, lbfgs_options(opt.linear), log, summary);
     }
-    auto& w = scorer.weights_[static_cast<size_t>(a)];
-    w.resize(static_cast<size_t>(dim));
-    // Round to f16 now, so that calibration and self-test see the weights the file holds.
-    for (int64_t j = 0; j < dim; ++j) w[static_cast<size_t>(j)] = static_cast<float>(Eigen::half(static_cast<float>(x[j])));
+    scorer.weights_[static_cast<size_t>(a)] = round_to_f16(x, dim);
     scorer.bias_[static_cast<size_t>(a)] = static_cast<float>(x[dim]);
     scorer.head_bits_[static_cast<size_t>(a)] = bits;
 
@@ -282,8 +262,8 @@ AttributeScorer AttributeScorer::train(const std::vector<AttributeExample>& data
       summary["calibration_auc_vs_0.5"] = roc_auc(probs, labels);
     }
     if (log) {
-      log(fmt::format("head {}: Platt a = {:.4f}, b = {:.4f}; calibration slice Pearson {:.4f}", attr, pa,
-                      pb, summary["calibration_pearson"].get<double>()));
+      log(fmt::format("head {}: Platt a = {:.4f}, b = {:.4f}; calibration slice Pearson {:.4f}",
+                      attr, pa, pb, summary["calibration_pearson"].get<double>()));
     }
     heads[attr] = summary;
   }
@@ -304,21 +284,15 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
   uint64_t offset = 0;
   for (int a = 0; a < kNumAttributes; ++a) {
     const auto& w = weights_[static_cast<size_t>(a)];
-    for (float v : w) {
-      const uint16_t bits = Eigen::numext::bit_cast<uint16_t>(Eigen::half(v));
-      data += static_cast<char>(bits & 0xFF);
-      data += static_cast<char>(bits >> 8);
-    }
+    append_f16(data, w);
     header["weight." + perspective_attributes()[static_cast<size_t>(a)]] = {
         {"dtype", "F16"}, {"shape", {w.size()}}, {"data_offsets", {offset, offset + 2 * w.size()}}};
     offset += 2 * w.size();
   }
-  for (float b : bias_) {
-    uint32_t bits;
-    std::memcpy(&bits, &b, 4);
-    for (int i = 0; i < 4; ++i) data += static_cast<char>((bits >> (8 * i)) & 0xFF);
-  }
-  header["bias"] = {{"dtype", "F32"}, {"shape", {kNumAttributes}}, {"data_offsets", {offset, offset + 4 * kNumAttributes}}};
+  for (float b : bias_) append_f32(data, b);
+  header["bias"] = {{"dtype", "F32"},
+                    {"shape", {kNumAttributes}},
+                    {"data_offsets", {offset, offset + 4 * kNumAttributes}}};
 
   nlohmann::json heads = nlohmann::json::array();
   for (int a = 0; a < kNumAttributes; ++a) {
@@ -330,7 +304,8 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
   nlohmann::json self_test = nlohmann::json::array();
   for (const auto& [text, p] : self_test_) {
     nlohmann::json scores = nlohmann::json::object();
-    for (int a = 0; a < kNumAttributes; ++a) scores[perspective_attributes()[static_cast<size_t>(a)]] = p[static_cast<size_t>(a)];
+    for (int a = 0; a < kNumAttributes; ++a)
+      scores[perspective_attributes()[static_cast<size_t>(a)]] = p[static_cast<size_t>(a)];
     self_test.push_back({{"text", text}, {"scores", scores}});
   }
   header["__metadata__"] = {
@@ -339,7 +314,7 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
       {"features", dump(feature_json(features_))},
       {"heads", dump(heads)},
       {"calibration", "platt against Perspective's scores, per head"},
-      {"checksum_fnv1a64", hex64(fnv1a_bytes(data.data(), data.size()))},
+      {"checksum_fnv1a64", data_checksum(data.data(), data.size())},
       {"self_test", dump(self_test)},
       {"provenance", dump(provenance_)},
   };
@@ -348,15 +323,13 @@ void AttributeScorer::save(const std::filesystem::path& path) const {
 }
 
 std::string scorer_file_version(const std::filesystem::path& path) {
-  const ScorerFile f = read_scorer_file(path);
-  return f.header["__metadata__"].value("format_version", std::string("<none>"));
+  return read_scorer_file(path).meta("format_version");
 }
 
 AttributeScorer AttributeScorer::load(const std::filesystem::path& path) {
   const std::string file = path.string();
   const ScorerFile f = read_scorer_file(path);
-  const auto& meta = f.header["__metadata__"];
-  const std::string version = meta.value("format_version", std::string("<none>"));
+  const std::string version = f.meta("format_version");
   DESTEIN_CHECK_IO(version == std::to_string(kFormatVersion),
                    "{}: expected format_version {} (the eight-attribute scorer v2), found '{}'{}",
                    file, kFormatVersion, version,
@@ -364,8 +337,8 @@ AttributeScorer AttributeScorer::load(const std::filesystem::path& path) {
                                     "or load_offline_scorer()"
                                   : " (written by another destein version?)");
   AttributeScorer scorer;
-  scorer.features_ = read_feature_json(meta_json(meta, "features", file), file);
-  const nlohmann::json heads = meta_json(meta, "heads", file);
+  scorer.features_ = read_feature_json(f.meta_json("features"), file);
+  const nlohmann::json heads = f.meta_json("heads");
   DESTEIN_CHECK_IO(heads.is_array() && heads.size() == kNumAttributes,
                    "{}: metadata 'heads': expected {} heads, found {}", file, kNumAttributes,
                    heads.is_array() ? std::to_string(heads.size()) : heads.type_name());
@@ -377,49 +350,36 @@ AttributeScorer AttributeScorer::load(const std::filesystem::path& path) {
     DESTEIN_CHECK_IO(name == attr, "{}: expected attribute '{}', found '{}'", hwhere, attr, name);
     const int bits = json_field<int>(heads[static_cast<size_t>(a)], "hash_bits", hwhere);
     DESTEIN_CHECK_IO(bits >= 10 && bits <= scorer.features_.hash_bits,
-                     "{}: expected hash_bits in 10..{}, found {}", hwhere, scorer.features_.hash_bits, bits);
+                     "{}: expected hash_bits in 10..{}, found {}", hwhere,
+                     scorer.features_.hash_bits, bits);
     scorer.head_bits_[static_cast<size_t>(a)] = bits;
-    scorer.platt_a_[static_cast<size_t>(a)] = json_field<double>(heads[static_cast<size_t>(a)], "platt_a", hwhere);
-    scorer.platt_b_[static_cast<size_t>(a)] = json_field<double>(heads[static_cast<size_t>(a)], "platt_b", hwhere);
+    scorer.platt_a_[static_cast<size_t>(a)] =
+        json_field<double>(heads[static_cast<size_t>(a)], "platt_a", hwhere);
+    scorer.platt_b_[static_cast<size_t>(a)] =
+        json_field<double>(heads[static_cast<size_t>(a)], "platt_b", hwhere);
     DESTEIN_CHECK_IO(std::isfinite(scorer.platt_a_[static_cast<size_t>(a)]) &&
                          std::isfinite(scorer.platt_b_[static_cast<size_t>(a)]),
                      "{}: expected finite Platt parameters", hwhere);
     const int64_t dim = int64_t{1} << bits;
-    check_tensor(f.header, "weight." + attr, "F16", dim, offset, file);
+    f.check_tensor("weight." + attr, "F16", dim, offset);
     offset += static_cast<uint64_t>(dim) * 2;
   }
-  check_tensor(f.header, "bias", "F32", kNumAttributes, offset, file);
-  const uint64_t data_bytes = offset + 4 * kNumAttributes;
-  DESTEIN_CHECK_IO(f.bytes.size() - f.data_begin == data_bytes,
-                   "{}: expected {} bytes of tensor data after the header, found {} (truncated or "
-                   "corrupt file)",
-                   file, data_bytes, f.bytes.size() - f.data_begin);
-  const std::string expected_sum = meta.value("checksum_fnv1a64", std::string("<none>"));
-  const std::string found_sum = hex64(fnv1a_bytes(f.bytes.data() + f.data_begin, data_bytes));
-  DESTEIN_CHECK_IO(expected_sum == found_sum, "{}: corrupt weights: checksum expected {}, found {}",
-                   file, expected_sum, found_sum);
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(f.bytes.data() + f.data_begin);
+  f.check_tensor("bias", "F32", kNumAttributes, offset);
+  const unsigned char* p = f.checked_data(offset + 4 * kNumAttributes);
   for (int a = 0; a < kNumAttributes; ++a) {
-    auto& w = scorer.weights_[static_cast<size_t>(a)];
-    w.resize(size_t{1} << scorer.head_bits_[static_cast<size_t>(a)]);
-    for (float& v : w) {
-      const uint16_t bits = static_cast<uint16_t>(p[0] | (p[1] << 8));
-      v = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
-      p += 2;
-    }
+    scorer.weights_[static_cast<size_t>(a)] =
+        read_f16(p, size_t{1} << scorer.head_bits_[static_cast<size_t>(a)]);
   }
   for (int a = 0; a < kNumAttributes; ++a) {
-    uint32_t bits = 0;
-    for (int i = 0; i < 4; ++i) bits |= static_cast<uint32_t>(p[i]) << (8 * i);
-    p += 4;
-    std::memcpy(&scorer.bias_[static_cast<size_t>(a)], &bits, 4);
-    DESTEIN_CHECK_IO(std::isfinite(scorer.bias_[static_cast<size_t>(a)]), "{}: expected a finite bias of head {}",
-                     file, perspective_attributes()[static_cast<size_t>(a)]);
+    scorer.bias_[static_cast<size_t>(a)] = read_f32(p);
+    DESTEIN_CHECK_IO(std::isfinite(scorer.bias_[static_cast<size_t>(a)]),
+                     "{}: expected a finite bias of head {}", file,
+                     perspective_attributes()[static_cast<size_t>(a)]);
   }
-  scorer.provenance_ = meta_json(meta, "provenance", file);
+  scorer.provenance_ = f.meta_json("provenance");
 
   // The file checks itself: the reference texts must score as they did when it was saved.
-  const nlohmann::json self_test = meta_json(meta, "self_test", file);
+  const nlohmann::json self_test = f.meta_json("self_test");
   DESTEIN_CHECK_IO(self_test.is_array() && !self_test.empty(),
                    "{}: expected self-test samples in the metadata, found none", file);
   const std::string swhere = file + ": metadata 'self_test'";
@@ -431,10 +391,12 @@ AttributeScorer AttributeScorer::load(const std::filesystem::path& path) {
     for (int a = 0; a < kNumAttributes; ++a) {
       const auto& attr = perspective_attributes()[static_cast<size_t>(a)];
       expected[static_cast<size_t>(a)] = json_field<double>(scores, attr, swhere);
-      DESTEIN_CHECK_IO(std::abs(found[static_cast<size_t>(a)] - expected[static_cast<size_t>(a)]) <= kSelfTestTolerance,
-                       "{}: self-test failed on '{}': expected {} {:.9f}, found {:.9f} (the file is "
-                       "corrupt, or this build's features differ from the trainer's)",
-                       file, text, attr, expected[static_cast<size_t>(a)], found[static_cast<size_t>(a)]);
+      DESTEIN_CHECK_IO(
+          std::abs(found[static_cast<size_t>(a)] - expected[static_cast<size_t>(a)]) <=
+              kSelfTestTolerance,
+          "{}: self-test failed on '{}': expected {} {:.9f}, found {:.9f} (the file is "
+          "corrupt, or this build's features differ from the trainer's)",
+          file, text, attr, expected[static_cast<size_t>(a)], found[static_cast<size_t>(a)]);
     }
     scorer.self_test_.emplace_back(std::move(text), expected);
   }

@@ -58,8 +58,12 @@ struct AttributeExample {
 /// against Perspective's scores on a slice of the Perspective-scored texts held out of
 /// every fit.
 struct AttributeTrainOptions {
-  /// L2 of the toxicity head (2^features.hash_bits weights).
-  double l2 = 3e-6;
+  /// The options v2 shares with v1: `linear.l2` is the toxicity head's L2 (2^features.hash_bits
+  /// weights); max_iterations, tolerance and lbfgs_memory drive every head's L-BFGS;
+  /// calibration_fraction is the fraction of the Perspective-scored texts held out of the
+  /// fits for calibration, seeded by `seed`. v2 always balances the classes of the labelled
+  /// texts, so class_balance must stay true.
+  LinearTrainOptions linear;
   /// L2 of the seven other heads.
   double l2_other = 3e-6;
   /// Buckets of the seven other heads: 2^other_hash_bits (<= features.hash_bits); their
@@ -68,13 +72,6 @@ struct AttributeTrainOptions {
   /// Share of the toxicity head's loss carried by the Perspective-scored texts; the
   /// labelled texts carry the rest, class-balanced. 1: Perspective's scores only.
   double perspective_share = 0.5;
-  int max_iterations = 300;
-  double tolerance = 1e-7;
-  int lbfgs_memory = 10;
-  /// Fraction of the Perspective-scored texts held out of the fits for calibration.
-  double calibration_fraction = 0.1;
-  /// Seeds the calibration split.
-  uint64_t seed = 13;
 };
 
 /// Eight-attribute linear scorer. Immutable once trained or loaded; const methods are safe
