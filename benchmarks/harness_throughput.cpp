@@ -32,7 +32,6 @@
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
-#include "destein/eval/mixed_methods.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/steering.hpp"

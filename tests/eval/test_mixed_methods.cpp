@@ -7,7 +7,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "destein/eval/mixed_methods.hpp"
+#include "destein/eval/harness.hpp"
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"

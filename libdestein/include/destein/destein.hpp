@@ -13,7 +13,6 @@
 
 #include "destein/eval/harness.hpp"
 #include "destein/eval/metrics.hpp"
-#include "destein/eval/mixed_methods.hpp"
 #include "destein/eval/perplexity.hpp"
 #include "destein/eval/rescoring.hpp"
 #include "destein/experiment/config_node.hpp"
@@ -48,6 +47,7 @@
 #include "destein/score/perspective.hpp"
 #include "destein/score/scorer.hpp"
 #include "destein/score/scorer_eval.hpp"
+#include "destein/score/scorer_factory.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "destein/serve/batch_engine.hpp"
 #include "destein/serve/chat_template.hpp"

@@ -1,5 +1,4 @@
 #include "destein/eval/harness.hpp"
-#include "destein/eval/mixed_methods.hpp"
 
 #include "destein/score/attribute_scorer.hpp"
 
@@ -63,16 +62,6 @@ nlohmann::json stage_times_json(const EvalStageTimes& t) {
   return {{"generate", stage(t.generate)},     {"detokenize", stage(t.detokenize)}, {"score", stage(t.score)},
           {"perplexity", stage(t.perplexity)}, {"write", stage(t.write)},           {"wait", stage(t.wait)},
           {"wall_seconds", t.wall}};
-}
-
-EvalRunReport run_generation_eval(const Model& model, const Tokenizer& tokenizer,
-                                  const std::vector<EvalPrompt>& prompts, const Hooks* hooks, ToxicityScorer* scorer,
-                                  const PerplexityEvaluator* evaluator, const EvalRunOptions& options,
-                                  const std::filesystem::path& output,
-                                  const std::function<void(int64_t, int64_t)>& progress, const ProcessGroup* group) {
-  return run_mixed_generation_eval(model, tokenizer, prompts, {EvalTrack{options.method, output}}, hooks, {}, scorer,
-                                   evaluator, options, progress, group)
-      .front();
 }
 
 EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_malformed) {

@@ -26,6 +26,60 @@ int64_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>&
   return static_cast<int64_t>(i);
 }
 
+// One row of a shared-prefix chunk: sequence `seq` of group `group`, whose prefix is row
+// `b` of the chunk's prefix forward.
+struct Row {
+  int64_t b;
+  size_t group, seq;
+  int64_t prefix, length;
+};
+
+// The predictions after a prefix's next token: the remainders of `remainder_rows`, right
+// padded, batch_size at a time, each reading its prefix's row of `cache` through `mask`
+// (B, Tp); their negative log-probabilities added to `out` in token order.
+void add_remainder_nlls(const Model& model, int64_t batch_size,
+                        const std::vector<std::vector<std::vector<int64_t>>>& groups,
+                        const std::vector<Row>& remainder_rows, const KVCache& cache,
+                        const at::Tensor& mask, std::vector<std::vector<double>>* out) {
+  const int64_t Tp = mask.size(1);
+  const int64_t num_rows = static_cast<int64_t>(remainder_rows.size());
+  for (int64_t rs = 0; rs < num_rows; rs += batch_size) {
+    const int64_t R = std::min(batch_size, num_rows - rs);
+    int64_t T = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
+      T = std::max(T, row.length - row.prefix - 1);
+    }
+    at::Tensor in = at::zeros({R, T}, at::kLong), target = at::zeros({R, T}, at::kLong);
+    at::Tensor row_mask = at::zeros({R, Tp + T}, at::kLong);
+    std::vector<int64_t> cache_rows;
+    for (int64_t r = 0; r < R; ++r) {
+      const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
+      const auto& s = groups[row.group][row.seq];
+      const int64_t n = row.length - row.prefix - 1;
+      in[r].narrow(0, 0, n).copy_(at::tensor(
+          std::vector<int64_t>(s.begin() + row.prefix, s.begin() + row.prefix + n), at::kLong));
+      target[r].narrow(0, 0, n).copy_(at::tensor(
+          std::vector<int64_t>(s.begin() + row.prefix + 1, s.end()), at::kLong));
+      row_mask[r].narrow(0, 0, Tp).copy_(mask[row.b]);
+      row_mask[r].narrow(0, Tp, n).fill_(1);  // right padding stays 0: no real position follows it
+      cache_rows.push_back(row.b);
+    }
+    KVCache rows_cache = cache;  // select_rows() makes new tensors: `cache` is not touched
+    rows_cache.select_rows(at::tensor(cache_rows, at::kLong));
+    ForwardOptions ro;
+    ro.attention_mask = row_mask;
+    ro.cache = &rows_cache;
+    at::Tensor host = target_log_probs(model.forward(in, ro).logits, target);
+    const double* lp = host.data_ptr<double>();
+    for (int64_t r = 0; r < R; ++r) {
+      const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
+      double& sum = (*out)[row.group][row.seq];
+      for (int64_t t = 0; t < row.length - row.prefix - 1; ++t) sum -= lp[r * T + t];
+    }
+  }
+}
+
 }  // namespace
 
 PerplexityEvaluator::PerplexityEvaluator(const Model& model, const Tokenizer& tokenizer, int64_t batch_size)
@@ -134,11 +188,6 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
         prefix_sum[static_cast<size_t>(b)] = sum;
       }
     }
-    struct Row {
-      int64_t b;
-      size_t group, seq;
-      int64_t prefix, length;
-    };
     std::vector<Row> rows, remainder_rows;
     std::vector<int64_t> row_prompt, row_token;
     for (int64_t b = 0; b < Bp; ++b) {
@@ -163,42 +212,7 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
       for (size_t k = 0; k < rows.size(); ++k) out[rows[k].group][rows[k].seq] -= lp[k];
     }
 
-    const int64_t num_rows = static_cast<int64_t>(remainder_rows.size());
-    for (int64_t rs = 0; rs < num_rows; rs += batch_size_) {
-      const int64_t R = std::min(batch_size_, num_rows - rs);
-      int64_t T = 0;
-      for (int64_t r = 0; r < R; ++r) {
-        const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
-        T = std::max(T, row.length - row.prefix - 1);
-      }
-      at::Tensor in = at::zeros({R, T}, at::kLong), target = at::zeros({R, T}, at::kLong);
-      at::Tensor row_mask = at::zeros({R, Tp + T}, at::kLong);
-      std::vector<int64_t> cache_rows;
-      for (int64_t r = 0; r < R; ++r) {
-        const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
-        const auto& s = groups[row.group][row.seq];
-        const int64_t n = row.length - row.prefix - 1;
-        in[r].narrow(0, 0, n).copy_(at::tensor(
-            std::vector<int64_t>(s.begin() + row.prefix, s.begin() + row.prefix + n), at::kLong));
-        target[r].narrow(0, 0, n).copy_(at::tensor(
-            std::vector<int64_t>(s.begin() + row.prefix + 1, s.end()), at::kLong));
-        row_mask[r].narrow(0, 0, Tp).copy_(mask[row.b]);
-        row_mask[r].narrow(0, Tp, n).fill_(1);  // right padding stays 0: no real position follows it
-        cache_rows.push_back(row.b);
-      }
-      KVCache rows_cache = cache;  // select_rows() makes new tensors: `cache` is not touched
-      rows_cache.select_rows(at::tensor(cache_rows, at::kLong));
-      ForwardOptions ro;
-      ro.attention_mask = row_mask;
-      ro.cache = &rows_cache;
-      at::Tensor host = target_log_probs(model_.forward(in, ro).logits, target);
-      const double* lp = host.data_ptr<double>();
-      for (int64_t r = 0; r < R; ++r) {
-        const Row& row = remainder_rows[static_cast<size_t>(rs + r)];
-        double& sum = out[row.group][row.seq];
-        for (int64_t t = 0; t < row.length - row.prefix - 1; ++t) sum -= lp[r * T + t];
-      }
-    }
+    add_remainder_nlls(model_, batch_size_, groups, remainder_rows, cache, mask, &out);
   }
   return out;
 }

@@ -25,9 +25,7 @@
 #include "destein/experiment/progress.hpp"
 #include "destein/experiment/stop_request.hpp"
 #include "destein/io/data_folder.hpp"
-
-#include "destein/experiment/progress.hpp"
-#include "destein/io/data_folder.hpp"
+#include "experiment/train_lm_model_card.hpp"
 
 namespace destein {
 
@@ -226,12 +224,6 @@ std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& t
   return ids;
 }
 
-std::string fmt_count(double n) {
-  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
-  if (n >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
-  return fmt::format("{:.0f}", n);
-}
-
 // Weights as they will be stored, plus reference logits computed by the training forward
 // from those very (rounded) weights: `destein verify` on the export then checks the
 // inference runtime against the trainer.
@@ -252,139 +244,79 @@ std::map<std::string, at::Tensor> export_weights(const Gpt2Trainable& model, c10
   return stored;
 }
 
-std::string model_card(const TrainLmExperiment& c, const json& report, const json& figures,
-                       const std::vector<std::pair<std::string, std::vector<std::string>>>& samples) {
-  std::string md;
-  auto line = [&](const std::string& s) { md += s + "\n"; };
-  const auto& s = c.train.shape;
-  line("# tiny-lm: a small GPT-2 trained from scratch by `destein train-lm`");
-  line("");
-  line("**Content warning:** the training text includes toxic web comments on purpose, so the model "
-       "writes toxic text as web text does.");
-  line("");
-  line("A GPT-2-architecture language model trained on this project's machine, for running the "
-       "whole DeStein pipeline (self-induced pairs, steering vectors, RealToxicityPrompts-style "
-       "evaluation) offline in minutes. It is a demonstration model, not a general-purpose LM: "
-       "its fluency is far below GPT-2's, and numbers measured on it say what the method does at "
-       "this scale only.");
-  line("");
-  line("Written by `destein train-lm` from the figures of the run; the command that reproduces it:");
-  line("");
-  line(fmt::format("    build/bin/destein train-lm --config {}", c.config_path));
-  line("");
-  line("## Model");
-  line("");
-  line("| | |");
-  line("|---|---|");
-  line(fmt::format("| architecture | GPT-2 (pre-LN, gelu_new, learned positions, tied output head) |"));
-  line(fmt::format("| layers / heads / d_model / d_ff | {} / {} / {} / {} |", s.n_layers, s.n_heads, s.d_model, s.ff()));
-  line(fmt::format("| context | {} tokens |", s.context));
-  line(fmt::format("| parameters | {} ({}) |", figures["parameters"].get<int64_t>(),
-                   fmt_count(figures["parameters"].get<double>())));
-  line(fmt::format("| storage | {} (`model.pt`, TorchScript archive with Hugging Face names) |", c.export_dtype));
-  line(fmt::format("| tokenizer | SentencePiece {}, {} pieces, byte fallback; `<s>`=1 starts a document, "
-                   "`</s>`=2 ends it |",
-                   c.tokenizer_type, c.vocab_size));
-  line("");
-  line("## Training data");
-  line("");
-  line("Read from the shared data folder (never copied into the repository):");
-  line("");
-  line("| source | documents (train) | words (train) | documents (held-out) |");
-  line("|---|---|---|---|");
-  for (const auto& name : c.sources) {
-    const json& e = report["sources"][name];
-    line(fmt::format("| {} | {} | {} | {} |", name, e.contains("train") ? e["train"]["documents"].get<int64_t>() : 0,
-                     e.contains("train") ? e["train"]["words"].get<int64_t>() : 0,
-                     e.contains("heldout") ? e["heldout"]["documents"].get<int64_t>() : 0));
+// Continuations of the card's sample prompts from the exported checkpoint, through the
+// inference runtime (" ⏎" marks one that ended with </s>).
+std::vector<std::pair<std::string, std::vector<std::string>>> sample_continuations(
+    const TrainLmExperiment& c, const fs::path& checkpoint, const Tokenizer& tok,
+    int threads_used) {
+  ModelOptions mopts;
+  mopts.threads = threads_used;
+  auto model = load_model(checkpoint, mopts);
+  GenerationOptions g;
+  g.max_new_tokens = c.sample_tokens;
+  g.num_samples = c.samples_per_prompt;
+  g.top_p = 0.9;
+  g.seed = c.sample_seed;
+  std::vector<std::vector<int64_t>> prompt_ids;
+  for (const auto& p : c.sample_prompts) prompt_ids.push_back(tok.encode_prompt(p));
+  auto gens = generate(*model, prompt_ids, g);
+  std::vector<std::pair<std::string, std::vector<std::string>>> samples;
+  for (size_t i = 0; i < c.sample_prompts.size(); ++i) samples.push_back({c.sample_prompts[i], {}});
+  for (const auto& gen : gens) {
+    const std::string text =
+        tok.decode_continuation(prompt_ids[static_cast<size_t>(gen.prompt_index)], gen.token_ids);
+    samples[static_cast<size_t>(gen.prompt_index)].second.push_back(
+        text + (gen.stopped_at_eos ? " ⏎" : ""));
   }
-  line("");
-  line(fmt::format("Files: `lm/goemotions/{{train,dev,test}}.tsv`, `lm/reddit_post_comment/reddit_post_comment.jsonl`, "
-                   "`lm/wikitext-2-tokenized/{{valid,test}}.txt` (headings dropped, tokenised punctuation rejoined) "
-                   "and the text columns of the classifier's training sets (`detox_civil_comments/dev_*`, "
-                   "`davidson_hate_offensive`, `olid`, `toxic_spans/comments.csv`), as far as they are listed "
-                   "above. Left out: every file under `rtp/` (evaluation), the classifier's held-out sets "
-                   "(they measure the scorer), ParaDetox (the steering-pair seeds), and the two books "
-                   "(`tinyshakespeare`, `botchan`), whose style is far from web comments."));
-  line("");
-  const json& o = report["rtp_overlap"];
-  if (c.toxic_keep_fraction < 1.0) {
-    line(fmt::format("The classifier sets are far more toxic than web text: about a third of their texts are "
-                     "labelled toxic (by their own annotations), and a model trained on all of them writes "
-                     "toxic text after almost any prompt. A seeded {:.0f}% of the texts labelled toxic was kept "
-                     "({} dropped), and every other text; the model still sees plenty of toxic language.",
-                     100 * c.toxic_keep_fraction, report["toxic_labelled_dropped"].get<int64_t>()));
-    line("");
-  }
-  line(fmt::format("{} duplicate documents were dropped. **RealToxicityPrompts overlap:** every document "
-                   "was searched for each of the {} distinct RTP prompts of at least {} characters "
-                   "(lower-cased, whitespace-normalised substring match; {} shorter prompts were not searched). "
-                   "{} documents contained a prompt and were removed:",
-                   report["duplicates_removed"].get<int64_t>(), o["prompts_checked"].get<int64_t>(),
-                   o["min_chars"].get<int64_t>(), o["prompts_too_short"].get<int64_t>(),
-                   o["documents_removed"].get<int64_t>()));
-  line("");
-  for (const auto& m : o["matches"]) {
-    line(fmt::format("- \"{}\" ({})", m["prompt"].get<std::string>(), m["source"].get<std::string>()));
-  }
-  line("");
-  line(fmt::format("Held-out split: {:.0f}% of the documents by a seeded hash of their text (seed {}), "
-                   "{} documents, {} tokens.",
-                   100 * c.heldout_fraction, c.split_seed, report["heldout_documents"].get<int64_t>(),
-                   figures["heldout_tokens"].get<int64_t>()));
-  line("");
-  line("## Training");
-  line("");
-  const auto& opt = c.train.optimizer;
-  line("| | |");
-  line("|---|---|");
-  line(fmt::format("| training tokens | {} ({} documents) |", figures["train_tokens"].get<int64_t>(),
-                   report["train_documents"].get<int64_t>()));
-  line(fmt::format("| steps x batch x context | {} x {} x {} = {} tokens seen ({:.2f} epochs) |", opt.total_steps,
-                   c.train.batch_size, s.context, figures["tokens_seen"].get<int64_t>(),
-                   figures["tokens_seen"].get<double>() / figures["train_tokens"].get<double>()));
-  line(fmt::format("| optimizer | AdamW, lr {} peak -> {} (linear warmup {} steps, cosine decay), betas ({}, {}), "
-                   "weight decay {}, gradient clip {} |",
-                   opt.learning_rate, opt.min_learning_rate, opt.warmup_steps, opt.beta1, opt.beta2,
-                   opt.weight_decay, opt.grad_clip));
-  line(fmt::format("| seed | {} (initialisation and batches) |", c.train.seed));
-  line(fmt::format("| time | {:.1f} min of training steps on {} threads ({}) |",
-                   figures["train_seconds"].get<double>() / 60, figures["threads"].get<int>(),
-                   figures["machine"].get<std::string>()));
-  line(fmt::format("| throughput | {:.0f} tokens/s (tokens seen / time of the training steps, all runs) |",
-                   figures["tokens_seen"].get<double>() / figures["train_seconds"].get<double>()));
-  line("");
-  line("Held-out loss (nats per token) and perplexity:");
-  line("");
-  line("| step | loss | perplexity |");
-  line("|---|---|---|");
-  for (const auto& p : figures["heldout_curve"]) {
-    line(fmt::format("| {} | {:.3f} | {:.1f} |", p[0].get<int64_t>(), p[1].get<double>(), std::exp(p[1].get<double>())));
-  }
-  line("");
-  line(fmt::format("**Held-out perplexity of the exported ({}) model: {:.1f}** (loss {:.3f}, over {} held-out tokens "
-                   "in windows of {}).",
-                   c.export_dtype, std::exp(figures["final_heldout_loss"].get<double>()),
-                   figures["final_heldout_loss"].get<double>(), figures["heldout_tokens_scored"].get<int64_t>(),
-                   s.context));
-  line("");
-  line(fmt::format("## Samples\n\nNucleus sampling (top-p 0.9, at most {} new tokens, seed {}), from the "
-                   "exported checkpoint through destein's inference runtime. ⏎ marks a sample that ended with "
-                   "`</s>`: the model learned that comments are short.",
-                   c.sample_tokens, c.sample_seed));
-  line("");
-  for (const auto& [prompt, texts] : samples) {
-    for (const auto& t : texts) line(fmt::format("- **{}**{}", prompt, t));
-  }
-  line("");
-  line("## Files");
-  line("");
-  line("- `model.pt`: weights and `config.json` (+ `reference.json`: logits of the training forward on "
-       "three held-out inputs, so `destein verify --model <this folder>` checks the inference runtime "
-       "against the trainer).");
-  line("- `tokenizer.model`: the SentencePiece model.");
-  line("- `training.json`: every figure above, machine-readable.");
-  return md;
+  return samples;
+}
+
+// The export folder: the model in the export dtype beside its tokenizer, its held-out loss
+// and samples, training.json and the model card. Returns the exported held-out loss.
+double export_trained_model(const TrainLmExperiment& c, LmTrainer& trainer,
+                            const LmTrainResult& result, const json& report, const Tokenizer& tok,
+                            const fs::path& tok_path, const std::vector<int32_t>& train_ids,
+                            const std::vector<int32_t>& heldout_ids, int threads_used) {
+  const auto bos = tok.bos_id(), eos = tok.eos_id();
+  const fs::path ex(c.export_dir);
+  fs::create_directories(ex);
+  const c10::ScalarType dtype = parse_dtype(c.export_dtype);
+  ReferenceLogits ex_reference;
+  auto stored = export_weights(trainer.model(), dtype, heldout_ids, ex_reference);
+  save_checkpoint(ex / "model.pt", gpt2_hf_config(c.train.shape, bos, eos), stored, ex_reference);
+  fs::copy_file(tok_path, ex / "tokenizer.model", fs::copy_options::overwrite_existing);
+
+  // Held-out loss of the stored (rounded) weights, and samples through the inference runtime.
+  const double exported_loss = mean_heldout_loss(Gpt2Trainable(c.train.shape, stored), heldout_ids,
+                                                 c.train.batch_size, c.train.eval_tokens);
+  const auto samples = sample_continuations(c, ex / "model.pt", tok, threads_used);
+
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  json figures = {
+      {"parameters", trainer.model().parameter_count()},
+      {"train_tokens", train_ids.size()},
+      {"heldout_tokens", heldout_ids.size()},
+      {"heldout_tokens_scored",
+       std::min<int64_t>(c.train.eval_tokens > 0 ? c.train.eval_tokens : INT64_MAX,
+                         (static_cast<int64_t>(heldout_ids.size()) - 1) / c.train.shape.context *
+                             c.train.shape.context)},
+      {"tokens_seen", result.tokens_seen},
+      {"train_seconds", result.train_seconds_total},
+      {"tokens_per_second", static_cast<double>(result.tokens_seen) / result.train_seconds_total},
+      {"threads", threads_used},
+      {"machine", fmt::format("{} cores, OPENBLAS_CORETYPE={}", std::thread::hardware_concurrency(),
+                              coretype ? coretype : "unset")},
+      {"heldout_curve", json::array()},
+      {"final_heldout_loss", exported_loss},
+      {"final_heldout_loss_float32", result.final_heldout_loss},
+      {"corpus", report}};
+  for (const auto& [step, loss] : result.heldout_curve)
+    figures["heldout_curve"].push_back({step, loss});
+  write_text_file(ex / "training.json", figures.dump(2) + "\n");
+  write_text_file(ex / "MODEL_CARD.md", train_lm_model_card(c, report, figures, samples));
+  fmt::print(stderr, "exported {} ({}): held-out perplexity {:.1f}\n", ex.string(), c.export_dtype,
+             std::exp(exported_loss));
+  return exported_loss;
 }
 
 }  // namespace
@@ -570,57 +502,8 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   if (c.export_dir.empty()) return run_report;
 
   const fs::path ex(c.export_dir);
-  fs::create_directories(ex);
-  const c10::ScalarType dtype = parse_dtype(c.export_dtype);
-  ReferenceLogits ex_reference;
-  auto stored = export_weights(trainer.model(), dtype, heldout_ids, ex_reference);
-  save_checkpoint(ex / "model.pt", gpt2_hf_config(c.train.shape, bos, eos), stored, ex_reference);
-  fs::copy_file(tok_path, ex / "tokenizer.model", fs::copy_options::overwrite_existing);
-
-  // Held-out loss of the stored (rounded) weights, and samples through the inference runtime.
-  const double exported_loss = mean_heldout_loss(Gpt2Trainable(c.train.shape, stored), heldout_ids,
-                                                c.train.batch_size, c.train.eval_tokens);
-  ModelOptions mopts;
-  mopts.threads = threads_used;
-  auto model = load_model(ex / "model.pt", mopts);
-  GenerationOptions g;
-  g.max_new_tokens = c.sample_tokens;
-  g.num_samples = c.samples_per_prompt;
-  g.top_p = 0.9;
-  g.seed = c.sample_seed;
-  std::vector<std::vector<int64_t>> prompt_ids;
-  for (const auto& p : c.sample_prompts) prompt_ids.push_back(tok->encode_prompt(p));
-  auto gens = generate(*model, prompt_ids, g);
-  std::vector<std::pair<std::string, std::vector<std::string>>> samples;
-  for (size_t i = 0; i < c.sample_prompts.size(); ++i) samples.push_back({c.sample_prompts[i], {}});
-  for (const auto& gen : gens) {
-    const std::string text = tok->decode_continuation(prompt_ids[static_cast<size_t>(gen.prompt_index)], gen.token_ids);
-    samples[static_cast<size_t>(gen.prompt_index)].second.push_back(text + (gen.stopped_at_eos ? " ⏎" : ""));
-  }
-
-  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  json figures = {{"parameters", trainer.model().parameter_count()},
-                  {"train_tokens", train_ids.size()},
-                  {"heldout_tokens", heldout_ids.size()},
-                  {"heldout_tokens_scored",
-                   std::min<int64_t>(c.train.eval_tokens > 0 ? c.train.eval_tokens : INT64_MAX,
-                                     (static_cast<int64_t>(heldout_ids.size()) - 1) / c.train.shape.context *
-                                         c.train.shape.context)},
-                  {"tokens_seen", result.tokens_seen},
-                  {"train_seconds", result.train_seconds_total},
-                  {"tokens_per_second", static_cast<double>(result.tokens_seen) / result.train_seconds_total},
-                  {"threads", threads_used},
-                  {"machine", fmt::format("{} cores, OPENBLAS_CORETYPE={}", std::thread::hardware_concurrency(),
-                                          coretype ? coretype : "unset")},
-                  {"heldout_curve", json::array()},
-                  {"final_heldout_loss", exported_loss},
-                  {"final_heldout_loss_float32", result.final_heldout_loss},
-                  {"corpus", report}};
-  for (const auto& [step, loss] : result.heldout_curve) figures["heldout_curve"].push_back({step, loss});
-  write_text_file(ex / "training.json", figures.dump(2) + "\n");
-  write_text_file(ex / "MODEL_CARD.md", model_card(c, report, figures, samples));
-  fmt::print(stderr, "exported {} ({}): held-out perplexity {:.1f}\n", ex.string(), c.export_dtype,
-             std::exp(exported_loss));
+  const double exported_loss = export_trained_model(c, trainer, result, report, *tok, tok_path,
+                                                    train_ids, heldout_ids, threads_used);
   run_report.exported = ex;
   run_report.exported_heldout_loss = exported_loss;
   return run_report;

@@ -1,0 +1,130 @@
+#include "experiment/bench_report.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "destein/io/file_io.hpp"
+
+namespace destein {
+
+namespace {
+
+double method_alpha(const BenchMethod& m) {
+  return m.steering.empty() ? 0.0 : m.steering.front().steering.alpha;
+}
+
+std::string results_table(const nlohmann::json& results) {
+  std::string md =
+      "| method | subset | prompts | EMT | TP | PPL | Dist-1 | Dist-2 | Dist-3 |\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : results) {
+    std::string ppl = "-";
+    if (r.contains("perplexity")) {
+      ppl = std::isfinite(r["perplexity"].get<double>())
+                ? fmt::format("{:.2f}", r["perplexity"].get<double>())
+                : fmt::format("n/a (all {} >= 1e4)", r["perplexity_dropped"].get<int64_t>());
+    }
+    md += fmt::format(
+        "| {} | {} | {} | {:.3f} ± {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} |\n",
+        r["method"].get<std::string>(), r["subset"].get<std::string>(),
+        r["num_prompts"].get<int64_t>(), r["expected_max_toxicity"].get<double>(),
+        r["expected_max_toxicity_std"].get<double>(), r["toxicity_probability"].get<double>(), ppl,
+        r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
+  }
+  return md;
+}
+
+}  // namespace
+
+std::string bench_method_variant(const BenchMethod& m) {
+  if (!m.variant.empty()) return m.variant;
+  if (m.steering.empty()) return "base";
+  const SteeringOptions& o = m.steering.front().steering;
+  std::string v = steering_mode_name(o.mode);
+  if (o.positions != SteeringPositions::kAll) v += " " + steering_positions_name(o.positions);
+  if (o.gate == SteeringGate::kProbe) {
+    v += o.gate_threshold > 0 ? fmt::format(" gate>={}", o.gate_threshold) : " gate";
+  }
+  if (o.layer_start != 0 || o.layer_end != -1) {
+    v += fmt::format(" layers {}:{}", o.layer_start, o.layer_end);
+  }
+  if (o.top_k_heads) v += fmt::format(" top{}", o.top_k_heads);
+  if (m.steering.size() > 1) v += fmt::format(" +{} entries", m.steering.size() - 1);
+  return v;
+}
+
+void print_bench_run_notes(const std::filesystem::path& file, const BenchPromptSet& set,
+                           const EvalRunReport& rep, int64_t skipped, bool pipelined) {
+  const nlohmann::json stages = stage_times_json(rep.times);
+  auto percent = [&](const char* stage) { return stages[stage]["share"].get<double>() * 100; };
+  if (rep.prompts_done > 0) {
+    fmt::print(stderr,
+               "{}: {} prompts per batch{}; wall {:.1f} s: generate {:.0f}%, detokenize {:.0f}%, "
+               "score {:.0f}%, perplexity {:.0f}%, write {:.0f}%, waiting {:.0f}%\n",
+               file.string(), rep.prompts_per_batch, pipelined ? ", pipelined" : "", rep.times.wall,
+               percent("generate"), percent("detokenize"), percent("score"), percent("perplexity"),
+               percent("write"), percent("wait"));
+  }
+  if (rep.prompts_resumed > 0 || rep.truncated_bytes > 0) {
+    fmt::print(
+        stderr, "{}: resumed ({} prompts already done{})\n", file.string(), rep.prompts_resumed,
+        rep.truncated_bytes ? fmt::format(", cut a partial line of {} bytes", rep.truncated_bytes)
+                            : "");
+  }
+  if (skipped) fmt::print(stderr, "{}: skipped {} malformed prompt lines\n", set.path, skipped);
+  if (rep.unscored) {
+    fmt::print(stderr, "{}: {} generations have no toxicity score\n", file.string(), rep.unscored);
+  }
+}
+
+void BenchResults::add(const BenchMethod& method, const BenchPromptSet& set,
+                       const std::filesystem::path& file, const EvalRunReport& rep, bool pipelined,
+                       const std::optional<SteeringReport>& acted, const std::string& label) {
+  const EvalSummary s = summarize_generations(file);
+  nlohmann::json row = eval_summary_json(s);
+  row["method"] = method.name;
+  row["subset"] = set.name;
+  row["alpha"] = method_alpha(method);
+  row["mode"] =
+      method.steering.empty() ? "none" : steering_mode_name(method.steering.front().steering.mode);
+  row["generations_file"] = file.string();
+  row["variant"] = bench_method_variant(method);
+  row["prompts_per_batch"] = rep.prompts_per_batch;
+  row["pipelined"] = pipelined;
+  row["stages"] = stage_times_json(rep.times);
+  if (acted) {
+    // Proof that the steering acted, over the prompts generated in this run (a resumed
+    // file's earlier prompts are not counted).
+    bool heads = false;
+    for (const auto& e : method.steering) {
+      heads = heads || e.steering.mode == SteeringMode::kHeadwise;
+    }
+    row["steering_acted"] = steering_report_json(*acted, heads);
+    row["steering_warnings"] = acted->warnings();
+    for (const auto& w : acted->warnings()) fmt::print(stderr, "{}: WARNING: {}\n", label, w);
+  }
+  results_.push_back(row);
+  const double ppl = s.perplexity ? s.perplexity->mean : std::nan("");
+  csv_ += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.3f},{:.4f},{:.4f},{:.4f}\n", method.name,
+                      set.name, s.num_prompts, s.toxicity.expected_max_toxicity,
+                      s.toxicity.expected_max_toxicity_std, s.toxicity.toxicity_probability, ppl,
+                      s.distinct.dist_1, s.distinct.dist_2, s.distinct.dist_3);
+  if (std::isfinite(ppl)) {
+    tradeoff_.push_back({set.name, bench_method_variant(method), method.name, method_alpha(method),
+                         s.toxicity.expected_max_toxicity, ppl});
+  }
+}
+
+BenchRunReport BenchResults::write(const std::filesystem::path& out_dir) const {
+  write_text_file(out_dir / "results.json", results_.dump(2) + "\n");
+  write_text_file(out_dir / "results.csv", csv_);
+  const std::string md = results_table(results_);
+  write_text_file(out_dir / "results.md", md);
+  if (tradeoff_.size() > 1) {
+    write_text_file(out_dir / "tradeoff.svg", tradeoff_svg(tradeoff_, "toxicity vs fluency"));
+  }
+  return {results_, md, out_dir};
+}
+
+}  // namespace destein

@@ -1,0 +1,42 @@
+// Private: what a bench run reports: its notes on stderr, results.json / .csv / .md and
+// the trade-off plot.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "destein/experiment/bench_experiment.hpp"
+#include "experiment/tradeoff_plot.hpp"
+
+namespace destein {
+
+/// Prints what a (method, prompt set) run did to stderr: stage shares, resuming, skipped
+/// prompt lines, unscored generations.
+void print_bench_run_notes(const std::filesystem::path& file, const BenchPromptSet& set,
+                           const EvalRunReport& report, int64_t skipped_prompts, bool pipelined);
+
+/// The results of a bench run as they come, one (method, prompt set) after the other.
+class BenchResults {
+ public:
+  /// Adds the row of `method` on `set`: the summary of its generations `file`, the run's
+  /// report and, for a steered method, the proof that the steering acted (`acted`; its
+  /// warnings also go to stderr, prefixed by `label`).
+  void add(const BenchMethod& method, const BenchPromptSet& set, const std::filesystem::path& file,
+           const EvalRunReport& report, bool pipelined, const std::optional<SteeringReport>& acted,
+           const std::string& label);
+
+  /// Writes results.json, results.csv, results.md and, with two points or more of
+  /// measured perplexity, tradeoff.svg into `out_dir`.
+  BenchRunReport write(const std::filesystem::path& out_dir) const;
+
+ private:
+  nlohmann::json results_ = nlohmann::json::array();
+  std::string csv_ = "method,subset,prompts,emt,emt_std,tp,ppl,dist_1,dist_2,dist_3\n";
+  std::vector<TradeoffPoint> tradeoff_;
+};
+
+}  // namespace destein

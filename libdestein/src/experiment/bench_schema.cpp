@@ -1,0 +1,196 @@
+// The YAML form of a bench experiment (configs/demo.yaml): one table-driven mapping onto
+// BenchExperiment, with the checks that need more than one key.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "destein/experiment/bench_experiment.hpp"
+#include "destein/score/scorer_factory.hpp"
+
+namespace destein {
+
+namespace {
+
+int64_t parse_prompts_per_batch(const std::string& text) {
+  if (text == "auto") return 0;
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || n < 1) {
+    throw std::invalid_argument(
+        fmt::format("expected a positive integer or auto, found '{}'", text));
+  }
+  return n;
+}
+
+Schema<BenchSteeringEntry> steering_entry_schema() {
+  using E = BenchSteeringEntry;
+  Schema<E> s;
+  s.field("vectors", &E::vectors)
+      .field_as(
+          "mode", [](E& e) -> SteeringMode& { return e.steering.mode; }, parse_steering_mode,
+          steering_mode_name)
+      .field("alpha", [](E& e) -> double& { return e.steering.alpha; })
+      .field("layer_start", [](E& e) -> int64_t& { return e.steering.layer_start; })
+      .field("layer_end", [](E& e) -> int64_t& { return e.steering.layer_end; })
+      .field("top_k_heads", [](E& e) -> int64_t& { return e.steering.top_k_heads; })
+      .field_as(
+          "positions", [](E& e) -> SteeringPositions& { return e.steering.positions; },
+          parse_steering_positions, steering_positions_name)
+      .field_as(
+          "gate", [](E& e) -> SteeringGate& { return e.steering.gate; }, parse_steering_gate,
+          steering_gate_name)
+      .field("gate_threshold", [](E& e) -> double& { return e.steering.gate_threshold; });
+  return s;
+}
+
+Schema<BenchMethod> method_schema() {
+  const Schema<BenchSteeringEntry> entry = steering_entry_schema();
+  Schema<BenchMethod> s;
+  s.field("name", &BenchMethod::name).required().field("variant", &BenchMethod::variant);
+  // One entry: its keys on the method itself. Several: a `steering:` list of entries.
+  s.custom(
+      [entry](const ConfigNode& node, BenchMethod& m) {
+        BenchSteeringEntry first;
+        entry.read(node, first);
+        m.steering.clear();
+        if (node.has("steering")) {
+          if (!first.vectors.empty()) {
+            throw std::invalid_argument(
+                fmt::format("{}: give either the steering keys (vectors, mode, alpha, ...) on the "
+                            "method or a 'steering' list of entries, not both",
+                            node.where("steering")));
+          }
+          for (const auto& n : node.list("steering")) {
+            BenchSteeringEntry e;
+            entry.read(n, e);
+            if (e.vectors.empty()) {
+              throw std::invalid_argument(
+                  fmt::format("{}: a steering entry needs 'vectors'", n.where("vectors")));
+            }
+            m.steering.push_back(e);
+          }
+        } else if (!first.vectors.empty()) {
+          m.steering.push_back(first);
+        }
+      },
+      [entry](YAML::Emitter& e, const BenchMethod& m) {
+        if (m.steering.size() == 1) {
+          entry.emit(e, m.steering.front());
+        } else if (m.steering.size() > 1) {
+          e << YAML::Key << "steering" << YAML::Value << YAML::BeginSeq;
+          for (const auto& x : m.steering) {
+            e << YAML::BeginMap;
+            entry.emit(e, x);
+            e << YAML::EndMap;
+          }
+          e << YAML::EndSeq;
+        }
+      });
+  return s;
+}
+
+}  // namespace
+
+BenchExperiment::BenchExperiment() {
+  generation.num_samples = 25;
+  generation.max_new_tokens = 20;
+  generation.top_p = 0.9;
+  generation.batch_size = 0;
+}
+
+Schema<BenchExperiment> bench_experiment_schema() {
+  using E = BenchExperiment;
+  Schema<BenchPromptSet> prompt;
+  prompt.field("name", &BenchPromptSet::name)
+      .required()
+      .field("path", &BenchPromptSet::path)
+      .required()
+      .field("subset", [](BenchPromptSet& p) -> std::string& { return p.options.subset; })
+      .field("limit", [](BenchPromptSet& p) -> int64_t& { return p.options.limit; })
+      .field("skip_malformed", [](BenchPromptSet& p) -> bool& { return p.options.skip_malformed; })
+      .field("exclude", &BenchPromptSet::exclude);
+  Schema<E> scorer;
+  scorer.field("kind", &E::scorer_kind)
+      .field("path", &E::scorer)
+      .field("requests_per_second", &E::perspective_rps)
+      .field_as(
+          "tokenizer", [](E& e) -> std::filesystem::path& { return e.torchscript.tokenizer; },
+          [](const std::string& s) { return std::filesystem::path(s); },
+          [](const std::filesystem::path& p) { return p.string(); })
+      .field("activation", [](E& e) -> std::string& { return e.torchscript.activation; })
+      .field("label_index", [](E& e) -> int64_t& { return e.torchscript.label_index; })
+      .field("max_length", [](E& e) -> int64_t& { return e.torchscript.max_length; })
+      .field("bos_id", [](E& e) -> int64_t& { return e.torchscript.bos_id; })
+      .field("eos_id", [](E& e) -> int64_t& { return e.torchscript.eos_id; })
+      .field("pad_id", [](E& e) -> int64_t& { return e.torchscript.pad_id; })
+      .check([](const E& c, const ConfigNode& n) {
+        const auto& kinds = toxicity_scorer_kinds();
+        if (std::find(kinds.begin(), kinds.end(), c.scorer_kind) == kinds.end()) {
+          throw std::invalid_argument(fmt::format("{}: scorer.kind must be one of {}, found '{}'",
+                                                  n.where("kind"), fmt::join(kinds, ", "),
+                                                  c.scorer_kind));
+        }
+        if (c.scorer_kind == "torchscript" && c.scorer.empty()) {
+          throw std::invalid_argument(fmt::format(
+              "{}: scorer.kind torchscript needs scorer.path (the .pt module)", n.where()));
+        }
+      });
+  Schema<E> generation;
+  generation.include(&E::generation, generation_schema("samples"))
+      .field_as(
+          "prompts_per_batch", [](E& e) -> int64_t& { return e.prompts_per_batch; },
+          parse_prompts_per_batch,
+          [](int64_t n) { return n > 0 ? std::to_string(n) : std::string("auto"); })
+      .field("max_rows", &E::max_rows)
+      .field("pipelined", &E::pipelined)
+      .field("mix_methods", &E::mix_methods)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.max_rows < 0) {
+          throw std::invalid_argument(fmt::format(
+              "{}: generation.max_rows must be >= 0 (0: {} on cpu, {} on cuda), found {}",
+              n.where("max_rows"), default_max_rows(c10::Device(c10::kCPU)),
+              default_max_rows(c10::Device(c10::kCUDA)), c.max_rows));
+        }
+      });
+  Schema<E> evaluator;
+  evaluator.field("enabled", &E::perplexity)
+      .field("model", [](E& e) -> std::string& { return e.evaluator.model; })
+      .field("tokenizer", [](E& e) -> std::string& { return e.evaluator.tokenizer; });
+  Schema<E> s;
+  s.include(&E::model, model_section_schema())
+      .field("data_dir", &E::data_dir)
+      .list("prompts", &E::prompts, prompt)
+      .list("methods", &E::methods, method_schema())
+      .section(
+          "generation", [](E& e) -> E& { return e; }, generation)
+      .section(
+          "scorer", [](E& e) -> E& { return e; }, scorer)
+      .section(
+          "evaluator", [](E& e) -> E& { return e; }, evaluator)
+      .field("output", &E::output)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.prompts.empty()) {
+          throw std::invalid_argument(n.where() +
+                                      ": 'prompts' needs at least one {name, path, subset}");
+        }
+        if (c.methods.empty())
+          throw std::invalid_argument(n.where("methods") + ": 'methods' is an empty list");
+      });
+  return s;
+}
+
+BenchExperiment load_bench_experiment(const std::filesystem::path& yaml) {
+  return bench_experiment_schema().load(ConfigNode::load_file(yaml));
+}
+
+std::string dump_bench_experiment(const BenchExperiment& e) {
+  return bench_experiment_schema().dump(e);
+}
+
+}  // namespace destein
