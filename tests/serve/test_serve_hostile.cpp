@@ -123,7 +123,8 @@ TEST_CASE("serve hostile: a missing API key is refused from the headers, before 
   CHECK(client.read_reply(std::chrono::seconds(3)).status == 401);
 }
 
-TEST_CASE("serve hostile: 40 clients sending headers at 1 byte/s do not starve a 16-thread server", "[serve][hostile]") {
+TEST_CASE("serve hostile: 40 clients sending headers at 1 byte/s (and 20 idle ones) do not starve a 16-thread server",
+          "[serve][hostile]") {
   auto dir = temp_dir("serve_hostile_slowloris");
   ServeProcess server({"--model", kTinyLm, "--max-rows", "4", "--max-queue", "4", "--http-threads", "16",
                        "--header-timeout", "4", "--body-timeout", "3"},
@@ -141,6 +142,13 @@ TEST_CASE("serve hostile: 40 clients sending headers at 1 byte/s do not starve a
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
   });
+  // 20 kept-alive connections after one request each, idle now: more than the 16 workers.
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 20; ++i) {
+    idle.push_back(std::make_unique<RawClient>(server.port()));
+    REQUIRE(idle.back()->send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(idle.back()->read_reply().status == 200);
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // every slow client holds a connection
   // Normal requests meanwhile: each answered at once.
   for (int i = 0; i < 4; ++i) {
