@@ -29,13 +29,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       const size_t used = parser.feed(buffer.data(), buffer.size());
       buffer.erase(0, used);
-      if (buffer.size() > limits.max_head_bytes + limits.max_body_bytes + 256 + step) __builtin_trap();  // unbounded
+      if (buffer.size() > limits.max_head_bytes + limits.max_body_bytes + 256 + step)
+        __builtin_trap();  // unbounded
       if (!parser.done()) {
         if (used == 0 && at >= bytes.size()) break;
         continue;
       }
       const destein::http::HttpRequest& req = parser.request();
-      if (const std::string* auth = req.header("authorization")) (void)destein::bearer_credentials(*auth);
+      if (const std::string* auth = req.header("authorization"))
+        (void)destein::bearer_credentials(*auth);
       try {
         if (req.path == "/v1/chat/completions") {
           (void)destein::parse_chat_request(req.body);

@@ -71,7 +71,8 @@ class RawClient {
     }
     r.head = buf_.substr(0, head_end + 2);
     buf_.erase(0, head_end + 4);
-    if (r.head.rfind("HTTP/1.1 ", 0) != 0 || r.head.size() < 12) throw std::runtime_error("bad status line: " + r.head);
+    if (r.head.rfind("HTTP/1.1 ", 0) != 0 || r.head.size() < 12)
+      throw std::runtime_error("bad status line: " + r.head);
     const int status = std::stoi(r.head.substr(9, 3));
     const std::string lower = to_lower(r.head);
     if (lower.find("\r\ntransfer-encoding: chunked\r\n") != std::string::npos) {
@@ -120,7 +121,9 @@ class RawClient {
     return s;
   }
   bool fill(std::chrono::steady_clock::time_point end) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          end - std::chrono::steady_clock::now())
+                          .count();
     if (left <= 0 || !readable(static_cast<int>(left))) return false;
     char b[65536];
     const ssize_t n = ::recv(fd_, b, sizeof(b), 0);

@@ -11,7 +11,8 @@ using Catch::Matchers::Contains;
 namespace {
 
 // Feeds `bytes` in pieces of `step`; returns the requests read and what is left over.
-std::vector<HttpRequest> read_all(const std::string& bytes, size_t step, HttpLimits limits = {}, bool* started = nullptr) {
+std::vector<HttpRequest> read_all(const std::string& bytes, size_t step, HttpLimits limits = {},
+                                  bool* started = nullptr) {
   HttpRequestParser parser(limits);
   std::vector<HttpRequest> out;
   std::string buffer;
@@ -47,10 +48,13 @@ int status_of(const std::string& bytes, HttpLimits limits = {}) {
 
 }  // namespace
 
-TEST_CASE("http parser: Content-Length, chunked and pipelined requests, however split", "[serve][http]") {
+TEST_CASE("http parser: Content-Length, chunked and pipelined requests, however split",
+          "[serve][http]") {
   const std::string stream =
-      "\r\nPOST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nAuthorization: Bearer k\r\n\r\nhello"
-      "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+      "\r\nPOST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nAuthorization: "
+      "Bearer k\r\n\r\nhello"
+      "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nConnection: "
+      "close\r\n\r\n"
       "3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"
       "GET /health HTTP/1.0\r\n\r\n"
       "GET /hea";
@@ -78,7 +82,8 @@ TEST_CASE("http parser: Content-Length, chunked and pipelined requests, however 
 
 TEST_CASE("http parser: the head is complete before the body is read", "[serve][http]") {
   HttpRequestParser parser;
-  const std::string head = "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
+  const std::string head =
+      "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
   const std::string bytes = head + "5\r\nhello\r\n";
   const size_t used = parser.feed(bytes.data(), bytes.size());
   CHECK(used == head.size());  // it stops after the head: the caller judges it first
@@ -96,7 +101,8 @@ TEST_CASE("http parser: limits and ambiguous framing are statuses", "[serve][htt
   CHECK(status_of(post + "Content-Length: 11\r\n\r\n", small) == 413);
   CHECK(status_of(post + "Content-Length: 10\r\n\r\n0123456789", small) == 0);
   // Chunked: 413 as soon as the sizes pass the limit, before the data arrives.
-  CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\n6\r\n", small) == 0);  // incomplete, not refused
+  CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\n6\r\n", small) ==
+        0);  // incomplete, not refused
   CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n", small) == 413);
   CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFF\r\n", small) == 413);
   CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n", small) == 400);
@@ -105,7 +111,8 @@ TEST_CASE("http parser: limits and ambiguous framing are statuses", "[serve][htt
   // A head that never ends: 431 once it passes the limit, without waiting for its end.
   CHECK(status_of(post + "X: " + std::string(300, 'a'), small) == 431);
   CHECK(status_of(post + "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", small) == 431);
-  CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\n0\r\nT: " + std::string(300, 'a'), small) == 431);
+  CHECK(status_of(post + "Transfer-Encoding: chunked\r\n\r\n0\r\nT: " + std::string(300, 'a'),
+                  small) == 431);
   // Smuggling: two framings, or two lengths, are refused.
   CHECK(status_of(post + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n") == 400);
   CHECK(status_of(post + "Content-Length: 3\r\nContent-Length: 4\r\n\r\n") == 400);
@@ -120,5 +127,6 @@ TEST_CASE("http parser: limits and ambiguous framing are statuses", "[serve][htt
   CHECK(status_of("GET  / HTTP/1.1\r\n\r\n") == 400);
   CHECK(status_of("GET http://a/ HTTP/1.1\r\n\r\n") == 400);
   CHECK(status_of("G(T / HTTP/1.1\r\n\r\n") == 400);
-  CHECK(read_all("GET / HTTP/1.1\n\n", 3).empty());  // bare LF ends no head: it waits, then times out
+  CHECK(
+      read_all("GET / HTTP/1.1\n\n", 3).empty());  // bare LF ends no head: it waits, then times out
 }

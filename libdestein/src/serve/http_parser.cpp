@@ -78,14 +78,17 @@ size_t HttpRequestParser::feed(const char* data, size_t size) {
         if (!take_line(p, n, used, line, 1024, 400, "a chunk-size line")) break;
         const std::string_view digits = trim(std::string_view(line).substr(0, line.find(';')));
         if (digits.empty() || digits.size() > 15 ||
-            !std::all_of(digits.begin(), digits.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
-          throw HttpError(400, fmt::format("malformed chunk size '{}' (expected hexadecimal digits)",
-                                           std::string(digits.substr(0, 20))));
+            !std::all_of(digits.begin(), digits.end(),
+                         [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+          throw HttpError(400,
+                          fmt::format("malformed chunk size '{}' (expected hexadecimal digits)",
+                                      std::string(digits.substr(0, 20))));
         }
         const size_t chunk = std::stoull(std::string(digits), nullptr, 16);
         if (chunk > limits_.max_body_bytes - request_.body.size()) {
-          throw HttpError(413, fmt::format("the request body is larger than the server's limit of {} bytes",
-                                           limits_.max_body_bytes));
+          throw HttpError(
+              413, fmt::format("the request body is larger than the server's limit of {} bytes",
+                               limits_.max_body_bytes));
         }
         remaining_ = chunk;
         state_ = chunk == 0 ? State::kTrailers : State::kChunkData;
@@ -111,18 +114,20 @@ size_t HttpRequestParser::feed(const char* data, size_t size) {
         const size_t before = used;
         if (!take_line(p, n, used, line, limits_.max_head_bytes, 431, "a trailer line")) break;
         trailer_bytes_ += used - before;
-        if (trailer_bytes_ > limits_.max_head_bytes) throw HttpError(431, "the chunked body's trailers are too large");
+        if (trailer_bytes_ > limits_.max_head_bytes)
+          throw HttpError(431, "the chunked body's trailers are too large");
         if (line.empty()) state_ = State::kDone;  // trailer fields are read and dropped
         break;
       }
-      case State::kDone: break;
+      case State::kDone:
+        break;
     }
   }
   return used;
 }
 
-bool HttpRequestParser::take_line(const char* data, size_t size, size_t& used, std::string& line, size_t limit,
-                                  int status, const char* what) {
+bool HttpRequestParser::take_line(const char* data, size_t size, size_t& used, std::string& line,
+                                  size_t limit, int status, const char* what) {
   const char* nl = static_cast<const char*>(std::memchr(data, '\n', size));
   const size_t take = nl ? static_cast<size_t>(nl - data) + 1 : size;
   if (pending_.size() + take > limit + 2) {
@@ -134,7 +139,8 @@ bool HttpRequestParser::take_line(const char* data, size_t size, size_t& used, s
   line.swap(pending_);
   pending_.clear();
   line.pop_back();  // '\n'
-  if (line.empty() || line.back() != '\r') throw HttpError(400, fmt::format("{} does not end in CRLF", what));
+  if (line.empty() || line.back() != '\r')
+    throw HttpError(400, fmt::format("{} does not end in CRLF", what));
   line.pop_back();
   return true;
 }
@@ -151,12 +157,15 @@ size_t HttpRequestParser::feed_head(const char* data, size_t size) {
   // The search starts where the end of the head could begin: every byte is looked at a
   // bounded number of times however the head is split across reads.
   const size_t from = pending_.size() >= 3 ? pending_.size() - 3 : 0;
-  const size_t keep = std::min(size - used, limits_.max_head_bytes + 4 - std::min(pending_.size(), limits_.max_head_bytes + 4));
+  const size_t keep =
+      std::min(size - used,
+               limits_.max_head_bytes + 4 - std::min(pending_.size(), limits_.max_head_bytes + 4));
   pending_.append(data + used, keep);
   const size_t end = pending_.find("\r\n\r\n", from);
   if (end == std::string::npos) {
     if (pending_.size() > limits_.max_head_bytes) {
-      throw HttpError(431, fmt::format("the request line and headers are longer than {} bytes", limits_.max_head_bytes));
+      throw HttpError(431, fmt::format("the request line and headers are longer than {} bytes",
+                                       limits_.max_head_bytes));
     }
     return used + keep;
   }
@@ -170,7 +179,8 @@ size_t HttpRequestParser::feed_head(const char* data, size_t size) {
 
 void HttpRequestParser::parse_head(std::string_view head) {
   if (head.size() > limits_.max_head_bytes) {
-    throw HttpError(431, fmt::format("the request line and headers are longer than {} bytes", limits_.max_head_bytes));
+    throw HttpError(431, fmt::format("the request line and headers are longer than {} bytes",
+                                     limits_.max_head_bytes));
   }
   HttpRequest& r = request_;
   size_t eol = head.find("\r\n");
@@ -184,15 +194,20 @@ void HttpRequestParser::parse_head(std::string_view head) {
   }
   const std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1),
                          version = line.substr(sp2 + 1);
-  if (method.empty() || !std::all_of(method.begin(), method.end(), [](char c) { return is_token_char(static_cast<unsigned char>(c)); })) {
+  if (method.empty() || !std::all_of(method.begin(), method.end(), [](char c) {
+        return is_token_char(static_cast<unsigned char>(c));
+      })) {
     throw HttpError(400, "malformed request method");
   }
-  if (target.empty() || target[0] != '/' ||
-      std::any_of(target.begin(), target.end(), [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+  if (target.empty() || target[0] != '/' || std::any_of(target.begin(), target.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+      })) {
     throw HttpError(400, "malformed request target (expected a path such as /v1/completions)");
   }
-  if (version.size() != 8 || version.substr(0, 7) != "HTTP/1." || (version[7] != '0' && version[7] != '1')) {
-    if (version.substr(0, 5) == "HTTP/") throw HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served");
+  if (version.size() != 8 || version.substr(0, 7) != "HTTP/1." ||
+      (version[7] != '0' && version[7] != '1')) {
+    if (version.substr(0, 5) == "HTTP/")
+      throw HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served");
     throw HttpError(400, "malformed HTTP version in the request line");
   }
   r.method = std::string(method);
@@ -204,7 +219,8 @@ void HttpRequestParser::parse_head(std::string_view head) {
     const std::string_view field = head.substr(0, eol);
     head.remove_prefix(eol + 2);
     if (field.empty()) continue;
-    if (field[0] == ' ' || field[0] == '\t') throw HttpError(400, "folded header lines are not accepted (RFC 9112 5.2)");
+    if (field[0] == ' ' || field[0] == '\t')
+      throw HttpError(400, "folded header lines are not accepted (RFC 9112 5.2)");
     const size_t colon = field.find(':');
     if (colon == std::string_view::npos || colon == 0 ||
         !std::all_of(field.begin(), field.begin() + static_cast<std::ptrdiff_t>(colon),
@@ -212,10 +228,12 @@ void HttpRequestParser::parse_head(std::string_view head) {
       throw HttpError(400, "malformed header line (expected Name: value)");
     }
     const std::string_view value = trim(field.substr(colon + 1));
-    if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\0' || c == '\r' || c == '\n'; })) {
+    if (std::any_of(value.begin(), value.end(),
+                    [](char c) { return c == '\0' || c == '\r' || c == '\n'; })) {
       throw HttpError(400, "a header value holds a control character");
     }
-    if (r.headers.size() >= limits_.max_headers) throw HttpError(431, fmt::format("more than {} header lines", limits_.max_headers));
+    if (r.headers.size() >= limits_.max_headers)
+      throw HttpError(431, fmt::format("more than {} header lines", limits_.max_headers));
     r.headers.emplace_back(lower(field.substr(0, colon)), std::string(value));
   }
   // The body's framing. Both Transfer-Encoding and Content-Length, or two lengths, could be
@@ -227,13 +245,16 @@ void HttpRequestParser::parse_head(std::string_view head) {
       if (te) throw HttpError(400, "Transfer-Encoding is given twice");
       te = &value;
     } else if (name == "content-length") {
-      if (cl && *cl != value) throw HttpError(400, "Content-Length is given twice with different values");
+      if (cl && *cl != value)
+        throw HttpError(400, "Content-Length is given twice with different values");
       cl = &value;
     }
   }
   if (te && cl) throw HttpError(400, "both Transfer-Encoding and Content-Length are given");
   if (te) {
-    if (lower(*te) != "chunked") throw HttpError(501, fmt::format("Transfer-Encoding '{}' is not supported (only chunked)", te->substr(0, 40)));
+    if (lower(*te) != "chunked")
+      throw HttpError(501, fmt::format("Transfer-Encoding '{}' is not supported (only chunked)",
+                                       te->substr(0, 40)));
     if (r.minor_version == 0) throw HttpError(400, "Transfer-Encoding is not allowed in HTTP/1.0");
     r.chunked = true;
   } else if (cl) {
@@ -243,15 +264,18 @@ void HttpRequestParser::parse_head(std::string_view head) {
     }
     r.content_length = std::stoull(*cl);
     if (r.content_length > limits_.max_body_bytes) {
-      throw HttpError(413, fmt::format("the request body ({} bytes) is larger than the server's limit of {} bytes",
-                                       r.content_length, limits_.max_body_bytes));
+      throw HttpError(
+          413,
+          fmt::format("the request body ({} bytes) is larger than the server's limit of {} bytes",
+                      r.content_length, limits_.max_body_bytes));
     }
   }
   const std::string* connection = r.header("connection");
   r.keep_alive = r.minor_version == 1 ? !(connection && has_token(*connection, "close"))
                                       : (connection && has_token(*connection, "keep-alive"));
   if (const std::string* expect = r.header("expect")) {
-    if (lower(*expect) != "100-continue") throw HttpError(417, "only 'Expect: 100-continue' is understood");
+    if (lower(*expect) != "100-continue")
+      throw HttpError(417, "only 'Expect: 100-continue' is understood");
     r.expect_continue = r.minor_version == 1;
   }
   if (r.chunked) {

@@ -25,7 +25,8 @@ namespace destein::http {
 /// A request the reader cannot accept: the status to answer with and why.
 class HttpError : public std::runtime_error {
  public:
-  HttpError(int status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  HttpError(int status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
   int status() const { return status_; }
 
  private:
@@ -35,7 +36,7 @@ class HttpError : public std::runtime_error {
 struct HttpLimits {
   size_t max_head_bytes = 16 * 1024;  ///< request line + headers (+ a chunked body's trailers)
   size_t max_headers = 100;
-  size_t max_body_bytes = 1 << 20;    ///< after chunked decoding
+  size_t max_body_bytes = 1 << 20;  ///< after chunked decoding
 };
 
 struct HttpRequest {
@@ -45,8 +46,9 @@ struct HttpRequest {
   int minor_version = 1;
   std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased, values trimmed
   std::string body;
-  bool keep_alive = true;       ///< HTTP/1.1 without "Connection: close", or 1.0 with keep-alive
-  bool expect_continue = false; ///< "Expect: 100-continue": the client waits for a 100 before its body
+  bool keep_alive = true;  ///< HTTP/1.1 without "Connection: close", or 1.0 with keep-alive
+  bool expect_continue =
+      false;  ///< "Expect: 100-continue": the client waits for a 100 before its body
   bool chunked = false;
   size_t content_length = 0;
 
@@ -79,14 +81,14 @@ class HttpRequestParser {
   void parse_head(std::string_view head);
   // A whole line (without CRLF) from data, or false when it is not complete yet; `limit`
   // bounds the line with what was kept of it from earlier calls.
-  bool take_line(const char* data, size_t size, size_t& used, std::string& line, size_t limit, int status,
-                 const char* what);
+  bool take_line(const char* data, size_t size, size_t& used, std::string& line, size_t limit,
+                 int status, const char* what);
 
   HttpLimits limits_;
   State state_ = State::kHead;
   HttpRequest request_;
-  std::string pending_;  // a partial head or chunk-size / trailer line
-  size_t remaining_ = 0; // body bytes (Content-Length) or chunk bytes still to come
+  std::string pending_;   // a partial head or chunk-size / trailer line
+  size_t remaining_ = 0;  // body bytes (Content-Length) or chunk bytes still to come
   size_t trailer_bytes_ = 0;
   bool started_ = false;
 };

@@ -1,8 +1,8 @@
 #include "serve/http_server.hpp"
 
-#include <fmt/format.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,24 +26,42 @@ Clock::duration seconds(double s) {
 
 const char* reason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 499:
+      return "Client Closed Request";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Status";
   }
 }
 
@@ -57,10 +75,12 @@ bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) return false;
       pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR) return false;
+      if (::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
+        return false;
       continue;
     }
     return false;
@@ -71,7 +91,8 @@ bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
 }  // namespace
 
 std::string serialize_head(const HttpResponse& r, bool keep_alive, bool chunked) {
-  std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\n", r.status, reason(r.status), r.content_type);
+  std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\n", r.status,
+                                reason(r.status), r.content_type);
   if (chunked) {
     out += "Transfer-Encoding: chunked\r\n";
   } else {
@@ -130,7 +151,8 @@ class SocketExchange : public HttpExchange {
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandlers handlers)
     : options_(std::move(options)), handlers_(std::move(handlers)) {
-  if (::pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error(fmt::format("pipe: {}", std::strerror(errno)));
+  if (::pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0)
+    throw std::runtime_error(fmt::format("pipe: {}", std::strerror(errno)));
 }
 
 HttpServer::~HttpServer() {
@@ -149,10 +171,13 @@ int HttpServer::bind(const std::string& host, int port) {
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
   const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
-  if (rc != 0) throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", host, port, ::gai_strerror(rc)));
+  if (rc != 0)
+    throw std::runtime_error(
+        fmt::format("cannot listen on {}:{}: {}", host, port, ::gai_strerror(rc)));
   std::string why = "no address";
   for (addrinfo* a = found; a; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    const int fd =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) continue;
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -164,7 +189,8 @@ int HttpServer::bind(const std::string& host, int port) {
     ::close(fd);
   }
   ::freeaddrinfo(found);
-  if (listen_fd_ < 0) throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", host, port, why));
+  if (listen_fd_ < 0)
+    throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", host, port, why));
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -174,7 +200,8 @@ int HttpServer::bind(const std::string& host, int port) {
 
 void HttpServer::start() {
   reader_ = std::thread([this] { read_loop(); });
-  for (int i = 0; i < std::max(1, options_.threads); ++i) workers_.emplace_back([this] { work_loop(); });
+  for (int i = 0; i < std::max(1, options_.threads); ++i)
+    workers_.emplace_back([this] { work_loop(); });
 }
 
 void HttpServer::stop_accepting() {
@@ -228,7 +255,8 @@ void HttpServer::read_loop() {
 
     fds.clear();
     fds.push_back({wake_[0], POLLIN, 0});
-    const bool can_accept = listen_fd_ >= 0 && reading_.size() + static_cast<size_t>(busy_) < options_.max_connections;
+    const bool can_accept =
+        listen_fd_ >= 0 && reading_.size() + static_cast<size_t>(busy_) < options_.max_connections;
     if (can_accept) fds.push_back({listen_fd_, POLLIN, 0});
     const size_t first_conn = fds.size();
     for (auto& c : reading_) fds.push_back({c->fd, POLLIN, 0});
@@ -252,10 +280,11 @@ void HttpServer::read_loop() {
     for (auto& c : reading_) {
       if (!c || now < c->deadline) continue;
       if (c->phase == Connection::Phase::kRequest) {
-        answer_and_close(*c, handlers_.error(408, c->parser.head_done()
-                                                      ? "the request body did not arrive in time (--body-timeout)"
-                                                      : "the request headers did not arrive in time (--header-timeout)"));
-        c->deadline = now + std::chrono::milliseconds(500);
+        answer_and_close(
+            *c, handlers_.error(
+                    408, c->parser.head_done()
+                             ? "the request body did not arrive in time (--body-timeout)"
+                             : "the request headers did not arrive in time (--header-timeout)"));
       } else {
         c.reset();  // idle past its keep-alive time, or done lingering
       }
@@ -318,7 +347,8 @@ bool HttpServer::advance(std::unique_ptr<Connection>& slot) {
       if (!had_head && c.parser.head_done()) {
         c.deadline = Clock::now() + seconds(options_.body_timeout_s);
         if (handlers_.refusing && handlers_.refusing()) {
-          answer_and_close(c, handlers_.error(503, "the server is shutting down and takes no new requests"));
+          answer_and_close(
+              c, handlers_.error(503, "the server is shutting down and takes no new requests"));
           return false;
         }
         if (handlers_.check_head) {
@@ -391,7 +421,8 @@ void HttpServer::answer(Connection& c) {
   } catch (const std::exception& e) {
     r = handlers_.error(500, fmt::format("internal error: {}", e.what()));
   }
-  const bool keep_alive = req.keep_alive && accepting_ && !(handlers_.refusing && handlers_.refusing());
+  const bool keep_alive =
+      req.keep_alive && accepting_ && !(handlers_.refusing && handlers_.refusing());
   bool ok;
   if (r.stream) {
     ok = exchange.send(serialize_head(r, keep_alive, true));

@@ -33,12 +33,12 @@ namespace destein::http {
 
 struct HttpServerOptions {
   HttpLimits limits;
-  int threads = 8;                 ///< workers answering whole requests
-  size_t max_connections = 1024;   ///< open connections; more are closed at accept
-  double head_timeout_s = 10;      ///< from a request's first byte to the end of its head
-  double body_timeout_s = 30;      ///< from the end of the head to the end of the body
-  double idle_timeout_s = 5;       ///< a kept-alive (or new) connection with no request
-  double write_timeout_s = 30;     ///< a client that reads none of an answer for this long is dropped
+  int threads = 8;                ///< workers answering whole requests
+  size_t max_connections = 1024;  ///< open connections; more are closed at accept
+  double head_timeout_s = 10;     ///< from a request's first byte to the end of its head
+  double body_timeout_s = 30;     ///< from the end of the head to the end of the body
+  double idle_timeout_s = 5;      ///< a kept-alive (or new) connection with no request
+  double write_timeout_s = 30;  ///< a client that reads none of an answer for this long is dropped
 };
 
 class HttpExchange;
@@ -122,8 +122,8 @@ class HttpServer {
   std::vector<std::unique_ptr<Connection>> reading_;  // owned by the reading thread
   std::mutex mutex_;
   std::condition_variable work_ready_;
-  std::deque<std::unique_ptr<Connection>> work_;      // whole requests for the workers
-  std::vector<std::unique_ptr<Connection>> returned_; // kept-alive connections coming back
+  std::deque<std::unique_ptr<Connection>> work_;       // whole requests for the workers
+  std::vector<std::unique_ptr<Connection>> returned_;  // kept-alive connections coming back
   std::thread reader_;
   std::vector<std::thread> workers_;
 };
