@@ -9,14 +9,14 @@
 # coverage. New inputs go to build-fuzz/corpus/<target>/ (the committed seeds are not
 # modified); a crash leaves build-fuzz/artifacts/<target>/crash-*, and the script fails:
 # turn the input into a regression test under tests/ and add it to the seed corpus.
-# The targets cover the LibTorch-free readers, and the vectors file reader compiled into its
+# The targets cover the LibTorch-free readers (the serve request path among them), and the vectors file reader compiled into its
 # target on Debian's LibTorch (see tests/fuzz/CMakeLists.txt).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_jsonl fuzz_gpt2_bpe fuzz_sentencepiece fuzz_yaml_config fuzz_safetensors_header fuzz_perspective fuzz_vectors_file)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_jsonl fuzz_gpt2_bpe fuzz_sentencepiece fuzz_yaml_config fuzz_safetensors_header fuzz_perspective fuzz_vectors_file fuzz_serve_request)
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 not found (apt-get install clang-14)" >&2; exit 2; }
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi

@@ -12,7 +12,7 @@ packages=(
   libcurl4-openssl-dev    # Perspective API client
   libpcre2-dev            # Unicode-class regex for the GPT-2 pre-tokeniser (\p{L}, lookahead)
   libicu-dev              # Unicode NFC, the normalizer of GPT-NeoX (MPT) tokenizers
-  libcpp-httplib-dev curl # destein serve's HTTP server; curl is its tests' HTTP client
+  libcpp-httplib-dev curl # the serve_load benchmark's HTTP client; curl is the serve tests' client
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
   clang-14 libclang-rt-14-dev  # only for scripts/fuzz.sh (libFuzzer)
   openmpi-bin libopenmpi-dev  # MPI: sharded runs over processes, GPUs and machines (docs/scaling.md)

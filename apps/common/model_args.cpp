@@ -17,6 +17,13 @@ ModelOptions read_model_options(Args& args) {
 
 std::unique_ptr<Tokenizer> find_tokenizer(Args& args, const std::filesystem::path& model_path) {
   if (auto explicit_path = args.get("tokenizer", "tokenizer file or folder (default: next to the model)")) return load_tokenizer(*explicit_path);
+  // Named first: a missing --model would otherwise surface as a tokenizer missing from its
+  // parent folder ("/" for /nonexistent).
+  std::error_code ec;
+  if (!std::filesystem::exists(model_path, ec)) {
+    throw std::invalid_argument(fmt::format("--model {}: no such file or folder (expected a model folder or checkpoint file)",
+                                            model_path.string()));
+  }
   const std::filesystem::path dir = model_folder(model_path);
   try {
     return load_tokenizer(dir);

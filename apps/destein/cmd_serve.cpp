@@ -87,6 +87,11 @@ int run_serve(Args& args) {
   o.max_queue = args.get_int("max-queue", o.max_queue, "requests waiting for rows before 429");
   o.max_body_bytes = static_cast<size_t>(args.get_int("max-body-bytes", static_cast<int64_t>(o.max_body_bytes), "larger bodies get 413"));
   o.request_timeout_s = args.get_double("request-timeout", o.request_timeout_s, "seconds per request, queueing included (then 504)");
+  o.http_threads = static_cast<int>(args.get_int("http-threads", 0, "workers answering whole requests (0: max-rows + max-queue + 8)"));
+  const int64_t max_connections = args.get_int("max-connections", static_cast<int64_t>(o.max_connections), "open connections at most");
+  o.header_timeout_s = args.get_double("header-timeout", o.header_timeout_s, "seconds from a request's first byte to the end of its headers (then 408)");
+  o.body_timeout_s = args.get_double("body-timeout", o.body_timeout_s, "seconds from the end of the headers to the end of the body (then 408)");
+  o.keep_alive_timeout_s = args.get_double("keep-alive-timeout", o.keep_alive_timeout_s, "seconds an idle connection stays open");
   o.steering_defaults.mode = parse_steering_mode(args.get_or("mode", "reference", "default steering mode of a request"));
   o.steering_defaults.alpha = args.get_double("alpha", o.steering_defaults.alpha, "default steering strength");
   o.steering_defaults.positions = parse_steering_positions(args.get_or("positions", "all", "default position window"));
@@ -94,9 +99,16 @@ int run_serve(Args& args) {
   args.finish();
   if (o.max_rows <= 0 || o.max_queue < 0) throw std::invalid_argument("--max-rows must be positive and --max-queue >= 0");
   if (o.request_timeout_s <= 0) throw std::invalid_argument("--request-timeout must be positive (seconds)");
+  if (!(o.header_timeout_s > 0) || !(o.body_timeout_s > 0) || !(o.keep_alive_timeout_s > 0)) {
+    throw std::invalid_argument("--header-timeout, --body-timeout and --keep-alive-timeout must be positive (seconds)");
+  }
+  if (o.max_body_bytes == 0 || o.max_body_bytes > (size_t{1} << 40)) throw std::invalid_argument("--max-body-bytes must be positive");
+  if (max_connections <= 0 || o.http_threads < 0) throw std::invalid_argument("--max-connections must be positive and --http-threads >= 0");
+  o.max_connections = static_cast<size_t>(max_connections);
   if (c.chat_template != "auto") parse_chat_template(c.chat_template);
   for (const auto& [name, path] : o.vectors) c.vectors.push_back({name, path});
   c.max_body_bytes = static_cast<int64_t>(o.max_body_bytes);
+  c.max_connections = static_cast<int64_t>(o.max_connections);
   return serve(c, dump_config);
 }
 

@@ -164,3 +164,78 @@ TEST_CASE("serve metrics: Prometheus text exposition", "[serve]") {
   CHECK_THROWS_WITH(m.observe("depth", 1), Contains("depth is a gauge, not a histogram"));
   CHECK_THROWS_WITH(m.add("nothing"), Contains("was not described"));
 }
+
+namespace {
+std::string nested(const std::string& key, size_t depth) {
+  return "{\"" + key + "\": " + std::string(depth, '[') + "\"x\"" + std::string(depth, ']') + "}";
+}
+std::string chat_error_of(const std::string& body, int* status = nullptr, std::string* param = nullptr) {
+  try {
+    parse_chat_request(body);
+  } catch (const ApiError& e) {
+    if (status) *status = e.status();
+    if (param) *param = e.param();
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("serve protocol: hostile bodies are 400s that name the field, never a crash or overflow", "[serve]") {
+  int status = 0;
+  std::string param;
+  // 60,000 deep (the body that crashed the server) and just past the limit: refused while
+  // parsing; 32 levels (the limit) still parse.
+  for (const char* key : {"prompt", "stop", "steering"}) {
+    for (size_t depth : {size_t{60000}, size_t{33}}) {
+      status = 0;
+      const std::string what = error_of(nested(key, depth), &status, &param);
+      CHECK(status == 400);
+      CHECK_THAT(what, Contains("more than 32 deep"));
+      CHECK(param == key);
+    }
+  }
+  CHECK_THAT(error_of(R"({"prompt": "p", "stop": )" + std::string(31, '[') + "1" + std::string(31, ']') + "}", &status, &param),
+             Contains("'stop' must be a non-empty string or a list"));
+  // The excerpt of a huge or deep value is bounded.
+  std::string many = "1";
+  for (int i = 0; i < 100000; ++i) many += ", 1";
+  const std::string big = error_of(R"({"prompt": [)" + many + "]}", &status, &param);
+  CHECK(status == 400);
+  CHECK(param == "prompt");
+  CHECK(big.size() < 300);
+  // A number a double cannot hold: a 400 naming the field (nlohmann throws out_of_range).
+  CHECK_THAT(error_of(R"({"prompt": "p", "temperature": 1e400})", &status, &param),
+             Contains("'temperature' holds a number too large"));
+  CHECK(status == 400);
+  CHECK(param == "temperature");
+  CHECK_THAT(error_of(R"({"prompt": "p", "steering": {"vectors": "v", "alpha": -1e999}})", &status, &param),
+             Contains("'steering.alpha' holds a number too large"));
+  CHECK(param == "steering.alpha");
+  CHECK_THAT(chat_error_of(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2e308})", &status, &param),
+             Contains("'max_tokens' holds a number too large"));
+  // Integers past int64 (undefined to cast) and unsigned ones: range errors, not UB.
+  CHECK_THAT(error_of(R"({"prompt": "p", "seed": 18446744073709551615})", &status, &param), Contains("'seed' must be an integer"));
+  CHECK_THAT(error_of(R"({"prompt": "p", "seed": 1e300})", &status, &param), Contains("'seed' must be an integer"));
+  CHECK_THAT(error_of(R"({"prompt": "p", "max_tokens": 1e19})", &status, &param), Contains("'max_tokens' must be a positive"));
+  CHECK(parse_completion_request(R"({"prompt": "p", "seed": 9223372036854775807})").seed == 9223372036854775807ULL);
+  // A syntax error quotes a bounded part of what the parser read.
+  const std::string bad = error_of("{\"prompt\": \"" + std::string(100000, 'a') + "\x01\"}", &status);
+  CHECK(status == 400);
+  CHECK_THAT(bad, Contains("not valid JSON"));
+  CHECK(bad.size() < 400);
+  // A content part whose type is not a string is the caller's error, not an internal one.
+  CHECK_THAT(chat_error_of(R"({"messages": [{"role": "user", "content": [{"type": 5, "text": "x"}]}]})", &status, &param),
+             Contains("'messages[0].content' must be"));
+  CHECK(status == 400);
+}
+
+TEST_CASE("serve protocol: the Bearer scheme is matched without regard to case", "[serve]") {
+  CHECK(bearer_credentials("Bearer k1") == "k1");
+  CHECK(bearer_credentials("bearer k1") == "k1");
+  CHECK(bearer_credentials("BEARER  k1 ") == "k1");
+  CHECK(bearer_credentials("Basic k1").empty());
+  CHECK(bearer_credentials("Bearerk1").empty());
+  CHECK(bearer_credentials("Bearer").empty());
+  CHECK(bearer_credentials("").empty());
+}

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 
 namespace destein {
@@ -10,9 +11,49 @@ namespace {
 
 using nlohmann::json;
 
+// Nesting deeper than any OpenAI request needs (messages[i].content[j].text is 4 levels) is
+// refused while parsing, before a deep value exists: nothing later walks an unbounded depth.
+constexpr int kMaxDepth = 32;
+// How much of an offending value or key an error message quotes.
+constexpr size_t kExcerptBytes = 80;
+
+// At most `budget` bytes of `s` (cut on a UTF-8 character boundary), "..." when cut.
+std::string clip(const std::string& s, size_t budget = kExcerptBytes) {
+  if (s.size() <= budget) return s;
+  size_t n = budget;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n) + "...";
+}
+
+// A JSON excerpt of `v` of about `budget` bytes, written without dump(): it stops when the
+// budget is spent, so a huge or deep value costs no more than a small one.
+void excerpt_into(const json& v, std::string& out, size_t budget) {
+  if (out.size() >= budget) return;
+  if (v.is_object() || v.is_array()) {
+    const bool object = v.is_object();
+    out += object ? '{' : '[';
+    bool first = true;
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (out.size() >= budget) return;
+      if (!first) out += ", ";
+      first = false;
+      if (object) out += json(clip(it.key(), budget)).dump(-1, ' ', false, json::error_handler_t::replace) + ": ";
+      excerpt_into(*it, out, budget);
+    }
+    out += object ? '}' : ']';
+    return;
+  }
+  if (v.is_string()) {
+    out += json(clip(v.get_ref<const std::string&>(), budget)).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  out += v.dump();  // a number, true, false or null: a few bytes
+}
+
 ApiError field_error(const std::string& field, const std::string& expected, const json& found) {
-  std::string shown = found.dump();
-  if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+  std::string shown;
+  excerpt_into(found, shown, kExcerptBytes);
+  shown = clip(shown);
   return ApiError(400, fmt::format("'{}' must be {}, found {}", field, expected, shown), field);
 }
 
@@ -29,13 +70,28 @@ double number_in(const json& v, const std::string& name, double lo, double hi, c
 }
 
 int64_t integer_in(const json& v, const std::string& name, int64_t lo, int64_t hi, const std::string& expected) {
-  // 3.0 from a JavaScript client is an integer too.
-  if (!v.is_number()) throw field_error(name, expected, v);
+  if (v.is_number_unsigned()) {  // nlohmann stores a non-negative literal as unsigned
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || static_cast<int64_t>(u) < lo ||
+        static_cast<int64_t>(u) > hi) {
+      throw field_error(name, expected, v);
+    }
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i < lo || i > hi) throw field_error(name, expected, v);
+    return i;
+  }
+  // 3.0 from a JavaScript client is an integer too. The range is checked before the cast:
+  // converting a double outside int64_t's range is undefined.
+  if (!v.is_number_float()) throw field_error(name, expected, v);
   const double d = v.get<double>();
-  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+  if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)) || d >= 9223372036854775808.0 ||
+      d != static_cast<double>(static_cast<int64_t>(d))) {
     throw field_error(name, expected, v);
   }
-  return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
+  return static_cast<int64_t>(d);
 }
 
 std::string string_of(const json& v, const std::string& name) {
@@ -44,11 +100,47 @@ std::string string_of(const json& v, const std::string& name) {
 }
 
 json parse_body(const std::string& body) {
+  // The callback sees every key and container as the parser goes: it refuses nesting past
+  // kMaxDepth, and remembers the keys above the value being read so that a number too
+  // large for a double (1e400) is reported against its field.
+  std::vector<std::string> keys;  // one entry per open container ("" for an array)
+  auto track = [&keys](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxDepth) {
+          throw ApiError(400, fmt::format("the request body nests objects and lists more than {} deep", kMaxDepth),
+                         keys.empty() ? std::string() : keys.back());
+        }
+        keys.emplace_back(keys.empty() || keys.back().empty() ? std::string() : keys.back());
+        break;
+      case json::parse_event_t::key:
+        if (!keys.empty()) {
+          const std::string outer = keys.size() > 1 ? keys[keys.size() - 2] : std::string();
+          keys.back() = (outer.empty() ? "" : outer + ".") + clip(parsed.get<std::string>(), 40);
+        }
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        if (!keys.empty()) keys.pop_back();
+        break;
+      case json::parse_event_t::value: break;
+    }
+    return true;
+  };
   json parsed;
   try {
-    parsed = json::parse(body);
-  } catch (const json::parse_error& e) {
-    throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
+    parsed = json::parse(body, track);
+  } catch (const json::out_of_range& e) {
+    // The lexer's only out_of_range: a number literal outside a double's range.
+    const std::string field = keys.empty() ? std::string() : keys.back();
+    throw ApiError(400,
+                   field.empty() ? "the request body holds a number too large for a double"
+                                 : fmt::format("'{}' holds a number too large for a double", field),
+                   field);
+  } catch (const json::exception& e) {
+    // The parser's message quotes what it last read, which may be a whole long string.
+    throw ApiError(400, fmt::format("the request body is not valid JSON: {}", clip(e.what(), 200)));
   }
   if (!parsed.is_object()) throw ApiError(400, fmt::format("the request body must be a JSON object, found {}", parsed.type_name()));
   return parsed;
@@ -79,8 +171,8 @@ SteeringRequest parse_steering(const json& v) {
       throw ApiError(400,
                      fmt::format("'steering.{}' is not a steering field (expected vectors, mode, alpha, positions, "
                                  "gate, gate_threshold, top_k_heads)",
-                                 it.key()),
-                     "steering." + it.key());
+                                 clip(it.key())),
+                     "steering." + clip(it.key()));
     }
   }
   SteeringRequest s;
@@ -224,10 +316,12 @@ ChatRequest parse_chat_request(const std::string& body) {
     } else if (content && content->is_array()) {
       // [{"type": "text", "text": "..."}]: text parts joined; other parts (images) refused.
       for (const json& part : *content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+        const json* type = part.is_object() ? field(part, "type") : nullptr;
+        const json* text = part.is_object() ? field(part, "text") : nullptr;
+        if (!type || *type != "text" || !text || !text->is_string()) {
           throw field_error(at + ".content", "a string or a list of {\"type\": \"text\", \"text\": ...} parts", *content);
         }
-        msg.content += part["text"].get<std::string>();
+        msg.content += text->get<std::string>();
       }
     } else {
       throw field_error(at + ".content", "a string", content ? *content : json(nullptr));
@@ -309,6 +403,22 @@ size_t safe_stream_length(const std::string& text, const std::vector<std::string
     if (length > continuation + 1) n = i - 1;
   }
   return n;
+}
+
+std::string bearer_credentials(const std::string& authorization) {
+  static const std::string kScheme = "bearer";
+  size_t i = 0;
+  while (i < authorization.size() && (authorization[i] == ' ' || authorization[i] == '\t')) ++i;
+  if (authorization.size() < i + kScheme.size() + 1) return {};
+  for (size_t k = 0; k < kScheme.size(); ++k) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i + k])) != kScheme[k]) return {};
+  }
+  i += kScheme.size();
+  if (authorization[i] != ' ' && authorization[i] != '\t') return {};
+  while (i < authorization.size() && (authorization[i] == ' ' || authorization[i] == '\t')) ++i;
+  size_t end = authorization.size();
+  while (end > i && (authorization[end - 1] == ' ' || authorization[end - 1] == '\t')) --end;
+  return authorization.substr(i, end - i);
 }
 
 bool api_key_matches(const std::string& presented, const std::string& expected) {

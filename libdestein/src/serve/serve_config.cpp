@@ -38,6 +38,11 @@ Schema<ServeConfig> serve_config_schema() {
       .field("max_queue", [](C& c) -> int64_t& { return c.server.max_queue; })
       .field("max_body_bytes", [](C& c) -> int64_t& { return c.max_body_bytes; })
       .field("request_timeout", [](C& c) -> double& { return c.server.request_timeout_s; })
+      .field("http_threads", [](C& c) -> int& { return c.server.http_threads; })
+      .field("max_connections", [](C& c) -> int64_t& { return c.max_connections; })
+      .field("header_timeout", [](C& c) -> double& { return c.server.header_timeout_s; })
+      .field("body_timeout", [](C& c) -> double& { return c.server.body_timeout_s; })
+      .field("keep_alive_timeout", [](C& c) -> double& { return c.server.keep_alive_timeout_s; })
       .check([](const C& c, const ConfigNode& n) {
         if (c.server.max_rows <= 0) throw std::invalid_argument(n.where("max_rows") + ": max_rows must be positive");
         if (c.server.max_queue < 0) throw std::invalid_argument(n.where("max_queue") + ": max_queue must be >= 0");
@@ -45,6 +50,13 @@ Schema<ServeConfig> serve_config_schema() {
         if (c.server.request_timeout_s <= 0) {
           throw std::invalid_argument(n.where("request_timeout") + ": request_timeout must be positive (seconds)");
         }
+        for (const auto& [key, value] : {std::pair<const char*, double>{"header_timeout", c.server.header_timeout_s},
+                                         {"body_timeout", c.server.body_timeout_s},
+                                         {"keep_alive_timeout", c.server.keep_alive_timeout_s}}) {
+          if (!(value > 0)) throw std::invalid_argument(n.where(key) + fmt::format(": {} must be positive (seconds)", key));
+        }
+        if (c.max_connections <= 0) throw std::invalid_argument(n.where("max_connections") + ": max_connections must be positive");
+        if (c.server.http_threads < 0) throw std::invalid_argument(n.where("http_threads") + ": http_threads must be >= 0 (0: max_rows + max_queue + 8)");
         if (c.server.port < 0 || c.server.port > 65535) throw std::invalid_argument(n.where("port") + ": port must be in [0, 65535]");
         if (c.chat_template != "auto") {
           try {
@@ -66,6 +78,7 @@ Schema<ServeConfig> serve_config_schema() {
 ServeConfig load_serve_config(const std::filesystem::path& path) {
   ServeConfig c = serve_config_schema().load(ConfigNode::load_file(path));
   c.server.max_body_bytes = static_cast<size_t>(c.max_body_bytes);
+  c.server.max_connections = static_cast<size_t>(c.max_connections);
   c.server.vectors.clear();
   for (const auto& v : c.vectors) c.server.vectors.emplace_back(v.name, v.path);
   return c;

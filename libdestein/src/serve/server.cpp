@@ -1,16 +1,10 @@
 #include "destein/serve/server.hpp"
 
 #include <fmt/format.h>
-#include <httplib.h>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <atomic>
 #include <ctime>
-#include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
@@ -20,6 +14,7 @@
 #include "destein/serve/metrics_registry.hpp"
 #include "destein/serve/openai_protocol.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "serve/http_server.hpp"
 
 namespace destein {
 namespace {
@@ -32,45 +27,6 @@ using Clock = std::chrono::steady_clock;
 std::string wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 const std::vector<double> kLatencyBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
-
-// httplib 0.11 does not tell a handler that its client went away. The handler's connection
-// is the one socket of this process whose peer is the request's remote address and port;
-// a zero-byte peek on it then means the client closed it.
-int find_client_socket(const httplib::Request& req) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/proc/self/fd", ec)) {
-    int fd = -1;
-    try {
-      fd = std::stoi(entry.path().filename().string());
-    } catch (...) {
-      continue;
-    }
-    sockaddr_storage addr{};
-    socklen_t len = sizeof(addr);
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) continue;
-    char host[INET6_ADDRSTRLEN] = {0};
-    int port = -1;
-    if (addr.ss_family == AF_INET) {
-      auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-      inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-      port = ntohs(a->sin_port);
-    } else if (addr.ss_family == AF_INET6) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-      port = ntohs(a->sin6_port);
-    }
-    if (port == req.remote_port && req.remote_addr == host) return fd;
-  }
-  return -1;
-}
-
-bool client_gone(int fd) {
-  if (fd < 0) return false;
-  char byte;
-  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
 
 // One choice of a request as the client sees it.
 struct ChoiceState {
@@ -151,10 +107,35 @@ struct Job {
   }
 };
 
-std::string bearer_token(const httplib::Request& req) {
-  const std::string h = req.get_header_value("Authorization");
-  const std::string prefix = "Bearer ";
-  return h.rfind(prefix, 0) == 0 ? h.substr(prefix.size()) : std::string();
+std::string bearer_token(const http::HttpRequest& req) {
+  const std::string* h = req.header("authorization");
+  return h ? bearer_credentials(*h) : std::string();
+}
+
+// The endpoints and the one method each takes.
+struct Route {
+  const char* path;
+  const char* method;
+  bool needs_key;  // with --api-key-file
+};
+constexpr Route kRoutes[] = {{"/health", "GET", false},
+                             {"/metrics", "GET", false},
+                             {"/v1/models", "GET", true},
+                             {"/v1/completions", "POST", true},
+                             {"/v1/chat/completions", "POST", true}};
+
+http::HttpResponse json_response(int status, const json& body) {
+  http::HttpResponse r;
+  r.status = status;
+  r.body = wire(body);
+  return r;
+}
+
+http::HttpResponse error_response(const ApiError& e) {
+  http::HttpResponse r = json_response(e.status(), error_json(e));
+  if (e.status() == 429) r.headers.emplace_back("Retry-After", "1");
+  if (e.status() == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
 }
 
 }  // namespace
@@ -168,18 +149,20 @@ struct Server::Impl {
   std::map<std::string, std::shared_ptr<const SteeringPlan>> plans;
   std::unique_ptr<BatchEngine> engine;
   MetricsRegistry metrics;
-  httplib::Server http;
-  std::atomic<int> in_flight{0};
   std::atomic<bool> stop_asked{false};
+  std::function<bool()> should_stop;  // set by serve() before the first request
   std::atomic<uint64_t> next_id{1};
   int64_t started_unix = 0;
+  // A prompt longer than this many bytes has more tokens than the model has positions
+  // (each token stands for at most this many bytes / max_positions of text): refused
+  // before the tokenizer sees it.
+  size_t max_prompt_bytes = 0;
+  // Declared last: destroyed first, while the engine its handlers use is still there.
+  std::unique_ptr<http::HttpServer> http;
 
   Impl(const Model& m, const Tokenizer& t, ServerOptions o) : model(m), tokenizer(t), options(std::move(o)) {}
 
-  void send_error(httplib::Response& res, const ApiError& e) {
-    res.status = e.status();
-    res.set_content(wire(error_json(e)), "application/json");
-  }
+  bool refusing() const { return stop_asked || (should_stop && should_stop()); }
 
   SteeringStack steering_for(const std::optional<SteeringRequest>& request) {
     if (!request) return {};
@@ -289,23 +272,37 @@ struct Server::Impl {
     }
   }
 
-  void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+  void check_prompt_bytes(size_t bytes, const std::string& what, const std::string& param) const {
+    if (bytes <= max_prompt_bytes) return;
+    throw ApiError(400,
+                   fmt::format("{} is {} bytes, more than the {} tokens the model can hold could cover "
+                               "(at most {} bytes); shorten it",
+                               what, bytes, model.config().max_positions, max_prompt_bytes),
+                   param);
+  }
+
+  http::HttpResponse handle(const http::HttpRequest& req, http::HttpExchange& exchange, bool chat) {
     const auto started = Clock::now();
     const std::string endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
-    ++in_flight;
-    struct Leave {
-      std::atomic<int>& n;
-      ~Leave() { --n; }
-    } leave{in_flight};
     try {
-      if (options.api_key && !api_key_matches(bearer_token(req), *options.api_key)) {
-        throw ApiError(401, "missing or wrong API key: send \"Authorization: Bearer KEY\"", {}, "authentication_error");
-      }
       SamplingRequest sampling;
       std::vector<std::vector<int64_t>> prompts;
       std::vector<std::string> stop;
+      // Every bound that needs no tokenizer is checked before it runs: a long prompt or
+      // many of them cost what a short refusal costs.
+      auto check_rows = [&](size_t count, int64_t n) {
+        if (static_cast<int64_t>(count) * n > options.max_rows) {
+          throw ApiError(400, fmt::format("'n' x prompts = {} rows, more than this server's limit of {} per request",
+                                          static_cast<int64_t>(count) * n, options.max_rows),
+                         "n");
+        }
+      };
       if (chat) {
         ChatRequest r = parse_chat_request(req.body);
+        size_t bytes = 0;
+        for (const auto& m : r.messages) bytes += m.content.size();
+        check_prompt_bytes(bytes, "the text of 'messages'", "messages");
+        check_rows(1, r.n);
         if (r.max_tokens < 0) r.max_tokens = options.default_chat_max_tokens;
         ChatPrompt prompt = render_chat(options.chat_template, r.messages, tokenizer);
         const int64_t room = model.config().max_positions - static_cast<int64_t>(prompt.ids.size());
@@ -316,6 +313,10 @@ struct Server::Impl {
         sampling = r;
       } else {
         CompletionRequest r = parse_completion_request(req.body);
+        check_rows(r.prompts.size(), r.n);
+        for (size_t i = 0; i < r.prompts.size(); ++i) {
+          check_prompt_bytes(r.prompts[i].size(), fmt::format("prompt {}", i), "prompt");
+        }
         for (const auto& p : r.prompts) prompts.push_back(tokenizer.encode_prompt(p));
         stop = r.stop;
         sampling = r;
@@ -323,18 +324,14 @@ struct Server::Impl {
       auto job = start_job(sampling, std::move(prompts), std::move(stop), started);
       const std::string id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
       const int64_t created = static_cast<int64_t>(std::time(nullptr));
-      const int client_fd = find_client_socket(req);
-      if (sampling.stream) {
-        stream_job(res, job, id, created, chat, sampling.include_usage, client_fd, endpoint);
-        return;
-      }
+      if (sampling.stream) return stream_job(job, id, created, chat, sampling.include_usage, endpoint);
       EngineEvent ev;
       bool waiting = false;
       auto next_check = Clock::now();
       while (true) {
         // Whether tokens arrive or not, look at the client every 200 ms.
         if (Clock::now() >= next_check) {
-          if (client_gone(client_fd)) job->stream->cancel();
+          if (exchange.client_gone()) job->stream->cancel();
           next_check = Clock::now() + std::chrono::milliseconds(200);
         }
         if (job->stream->next_for(ev, std::chrono::milliseconds(200), waiting)) {
@@ -344,9 +341,8 @@ struct Server::Impl {
         if (!waiting) break;
       }
       if (job->cancelled) {
-        res.status = 499;  // nginx's "client closed request": nobody reads it
         count_request(endpoint, 499, started);
-        return;
+        return json_response(499, json::object());  // nginx's "client closed request": nobody reads it
       }
       finish_errors(*job);
       std::vector<ChoiceResult> choices;
@@ -354,105 +350,119 @@ struct Server::Impl {
       const Usage usage{job->prompt_tokens, job->completion_tokens()};
       const json body = chat ? chat_response(id, created, options.model_name, choices, usage)
                              : completion_response(id, created, options.model_name, choices, usage);
-      res.set_content(wire(body), "application/json");
       count_request(endpoint, 200, started);
+      return json_response(200, body);
     } catch (const ApiError& e) {
-      send_error(res, e);
       count_request(endpoint, e.status(), started);
-      if (e.status() == 429) res.set_header("Retry-After", "1");
+      return error_response(e);
     } catch (const std::exception& e) {
-      send_error(res, ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error"));
       count_request(endpoint, 500, started);
+      return error_response(ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error"));
     }
   }
 
-  void stream_job(httplib::Response& res, std::shared_ptr<Job> job, const std::string& id, int64_t created, bool chat,
-                  bool include_usage, int client_fd, const std::string& endpoint) {
-    res.set_header("Cache-Control", "no-cache");
-    // The in-flight count covers the streaming too: a drain waits for the last chunk.
-    ++in_flight;
-    auto done = std::make_shared<bool>(false);
-    const std::string model_name = options.model_name;
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, job, id, created, chat, include_usage, client_fd, done, model_name, endpoint](size_t, httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
-            const std::string line = "data: " + wire(j) + "\n\n";
-            return sink.write(line.data(), line.size());
-          };
-          EngineEvent ev;
-          bool waiting = false;
-          if (job->stream->next_for(ev, std::chrono::milliseconds(200), waiting)) {
-            const size_t i = static_cast<size_t>(job->apply(ev));
-            ChoiceState& c = job->choices[i];
-            const std::string delta = job->take_delta(i);
-            std::optional<std::string> finish = c.finish;
-            if (finish && (*finish == "cancelled")) return true;
-            if (finish && (*finish == "timeout" || *finish == "error")) {
-              // Headers are gone: the error travels as an event, as OpenAI streams do.
-              const ApiError e = job->timed_out ? ApiError(504, fmt::format("the request took longer than the server's limit of {} s", options.request_timeout_s), {}, "timeout_error")
-                                                : ApiError(500, "generation failed: " + job->error, {}, "server_error");
-              send(error_json(e));
-              return true;
-            }
-            if (!delta.empty() || finish || c.first_chunk) {
-              const json chunk = chat ? chat_chunk(id, created, model_name, static_cast<int64_t>(i), delta, finish, c.first_chunk)
-                                      : completion_chunk(id, created, model_name, static_cast<int64_t>(i), delta, finish);
-              c.first_chunk = false;
-              if (!send(chunk)) {
-                job->stream->cancel();
-                return false;
-              }
-            }
-            return true;
+  http::HttpResponse stream_job(std::shared_ptr<Job> job, const std::string& id, int64_t created, bool chat,
+                                bool include_usage, const std::string& endpoint) {
+    http::HttpResponse res;
+    res.content_type = "text/event-stream";
+    res.headers.emplace_back("Cache-Control", "no-cache");
+    // Runs on the worker after the head is sent; the server's busy count covers it, so a
+    // drain waits for the last chunk.
+    res.stream = [this, job, id, created, chat, include_usage, endpoint](http::HttpExchange& ex) {
+      auto send = [&](const json& j) { return ex.write("data: " + wire(j) + "\n\n"); };
+      bool delivered = true;
+      EngineEvent ev;
+      bool waiting = false;
+      while (true) {
+        if (job->stream->next_for(ev, std::chrono::milliseconds(200), waiting)) {
+          const size_t i = static_cast<size_t>(job->apply(ev));
+          ChoiceState& c = job->choices[i];
+          const std::string delta = job->take_delta(i);
+          const std::optional<std::string> finish = c.finish;
+          if (finish && *finish == "cancelled") continue;
+          if (finish && (*finish == "timeout" || *finish == "error")) {
+            // Headers are gone: the error travels as an event, as OpenAI streams do.
+            const ApiError e =
+                job->timed_out
+                    ? ApiError(504, fmt::format("the request took longer than the server's limit of {} s", options.request_timeout_s), {}, "timeout_error")
+                    : ApiError(500, "generation failed: " + job->error, {}, "server_error");
+            send(error_json(e));
+            continue;
           }
-          if (waiting) {
-            if (client_gone(client_fd)) {
+          if (!delta.empty() || finish || c.first_chunk) {
+            const json chunk = chat ? chat_chunk(id, created, options.model_name, static_cast<int64_t>(i), delta, finish, c.first_chunk)
+                                    : completion_chunk(id, created, options.model_name, static_cast<int64_t>(i), delta, finish);
+            c.first_chunk = false;
+            if (!send(chunk)) {
               job->stream->cancel();
-              return false;
+              delivered = false;
+              break;
             }
-            return true;
           }
-          // Every choice finished.
-          if (include_usage) {
-            const int64_t pt = job->prompt_tokens, ct = job->completion_tokens();
-            send({{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-                  {"model", model_name}, {"choices", json::array()},
-                  {"usage", {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}});
+          continue;
+        }
+        if (waiting) {
+          if (ex.client_gone()) {
+            job->stream->cancel();
+            delivered = false;
+            break;
           }
-          const std::string end = "data: [DONE]\n\n";
-          sink.write(end.data(), end.size());
-          sink.done();
-          return true;
-        },
-        [this, job, done, endpoint](bool success) {
-          if (!success || job->cancelled) job->stream->cancel();
-          count_request(endpoint, success && !job->cancelled ? 200 : 499, job->started);
-          --in_flight;
-        });
+          continue;
+        }
+        // Every choice finished.
+        if (include_usage) {
+          const int64_t pt = job->prompt_tokens, ct = job->completion_tokens();
+          send({{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
+                {"model", options.model_name}, {"choices", json::array()},
+                {"usage", {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}});
+        }
+        delivered = ex.write("data: [DONE]\n\n");
+        break;
+      }
+      if (!delivered) job->stream->cancel();
+      count_request(endpoint, delivered && !job->cancelled ? 200 : 499, job->started);
+    };
+    return res;
   }
 
-  void routes() {
-    http.set_payload_max_length(options.max_body_bytes);
-    const int threads = options.http_threads > 0 ? options.http_threads
-                                                 : static_cast<int>(options.max_rows + options.max_queue + 8);
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(wire(json{{"status", engine->draining() ? "draining" : "ok"}}), "application/json");
-      if (engine->draining()) res.status = 503;
-    });
-    http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-      if (options.api_key && !api_key_matches(bearer_token(req), *options.api_key)) {
-        send_error(res, ApiError(401, "missing or wrong API key: send \"Authorization: Bearer KEY\"", {}, "authentication_error"));
-        return;
-      }
+  // Refusals decided from the head, before any of the body is read.
+  std::optional<http::HttpResponse> check_head(const http::HttpRequest& req) const {
+    const Route* route = nullptr;
+    for (const Route& r : kRoutes) {
+      if (req.path == r.path) route = &r;
+    }
+    if (!route) {
+      return error_response(ApiError(404, fmt::format("no endpoint {} {} (see GET /v1/models, POST /v1/completions, "
+                                                      "POST /v1/chat/completions)",
+                                                      req.method.substr(0, 20), req.path.substr(0, 100)),
+                                     {}, "not_found_error"));
+    }
+    if (req.method != route->method) {
+      http::HttpResponse r = error_response(ApiError(
+          405, fmt::format("{} takes {}, not {}", route->path, route->method, req.method.substr(0, 20)), {},
+          "invalid_request_error"));
+      r.headers.emplace_back("Allow", route->method);
+      return r;
+    }
+    if (route->needs_key && options.api_key && !api_key_matches(bearer_token(req), *options.api_key)) {
+      return error_response(
+          ApiError(401, "missing or wrong API key: send \"Authorization: Bearer KEY\"", {}, "authentication_error"));
+    }
+    return std::nullopt;
+  }
+
+  http::HttpResponse answer(const http::HttpRequest& req, http::HttpExchange& exchange) {
+    if (req.path == "/health") {
+      return json_response(engine->draining() ? 503 : 200, json{{"status", engine->draining() ? "draining" : "ok"}});
+    }
+    if (req.path == "/v1/models") {
       json names = json::array();
       for (const auto& [name, v] : vectors) names.push_back(name);
       json model_entry = {{"id", options.model_name}, {"object", "model"}, {"created", started_unix},
                           {"owned_by", "destein"}, {"steering_vectors", names}};
-      res.set_content(wire(json{{"object", "list"}, {"data", json::array({model_entry})}}), "application/json");
-    });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      return json_response(200, json{{"object", "list"}, {"data", json::array({model_entry})}});
+    }
+    if (req.path == "/metrics") {
       const BatchEngineStats s = engine->stats();
       metrics.set("destein_queue_depth", static_cast<double>(s.queued));
       metrics.set("destein_active_rows", static_cast<double>(s.active_rows));
@@ -464,31 +474,30 @@ struct Server::Impl {
       // The engine's last bucket is everything above 2^14 rows: the +Inf bucket.
       std::vector<double> buckets(s.rows_per_forward_buckets.begin(), s.rows_per_forward_buckets.end());
       metrics.set_histogram("destein_rows_per_decode_step", buckets, static_cast<double>(s.rows_forwarded));
-      res.set_content(metrics.render(), "text/plain; version=0.0.4");
-    });
-    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
-    http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      std::string message = "internal error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        message = fmt::format("internal error: {}", e.what());
-      } catch (...) {
-      }
-      res.status = 500;
-      res.set_content(wire(error_json(ApiError(500, message, {}, "server_error"))), "application/json");
-    });
-    // httplib answers some failures itself (413 for a large body, 404, 400 for a malformed
-    // request line) with an empty body: give them OpenAI's error object.
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      std::string message;
-      if (res.status == 413) message = "the request body is larger than the server's limit (--max-body-bytes)";
-      else if (res.status == 404) message = fmt::format("no endpoint {} {} (see GET /v1/models, POST /v1/completions, POST /v1/chat/completions)", req.method, req.path);
-      else message = fmt::format("HTTP {}", res.status);
-      res.set_content(wire(error_json(ApiError(res.status, message))), "application/json");
-    });
+      http::HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = metrics.render();
+      return r;
+    }
+    return handle(req, exchange, req.path == "/v1/chat/completions");
+  }
+
+  void make_http() {
+    http::HttpServerOptions o;
+    o.limits.max_body_bytes = options.max_body_bytes;
+    o.threads = options.http_threads > 0 ? options.http_threads : static_cast<int>(options.max_rows + options.max_queue + 8);
+    o.max_connections = options.max_connections;
+    o.head_timeout_s = options.header_timeout_s;
+    o.body_timeout_s = options.body_timeout_s;
+    o.idle_timeout_s = options.keep_alive_timeout_s;
+    http::HttpHandlers h;
+    h.check_head = [this](const http::HttpRequest& req) { return check_head(req); };
+    h.handle = [this](const http::HttpRequest& req, http::HttpExchange& ex) { return answer(req, ex); };
+    h.error = [](int status, const std::string& message) {
+      return error_response(ApiError(status, message, {}, status >= 500 ? "server_error" : "invalid_request_error"));
+    };
+    h.refusing = [this] { return refusing(); };
+    http = std::make_unique<http::HttpServer>(o, h);
   }
 };
 
@@ -523,38 +532,41 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
   s.metrics.describe_histogram("destein_request_duration_seconds", "time from request to last byte of the answer", kLatencyBounds);
   s.engine = std::make_unique<BatchEngine>(model, BatchEngineOptions{s.options.max_rows, s.options.max_queue});
   s.started_unix = static_cast<int64_t>(std::time(nullptr));
-  s.routes();
+  // The longest text one token stands for, from the vocabulary itself. A byte-level BPE
+  // consumes at least one byte per token, and each token at most this many; a
+  // normalising tokenizer (SentencePiece's NFKC) can shrink a character to a third of
+  // its bytes before matching, hence the factor 3 there.
+  size_t longest = 1;
+  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id) longest = std::max(longest, tokenizer.decode({id}).size() + 1);
+  const size_t shrink = tokenizer.kind() == "gpt2-bpe" ? 1 : 3;
+  s.max_prompt_bytes = static_cast<size_t>(std::max<int64_t>(1, model.config().max_positions)) * longest * shrink;
+  s.make_http();
 }
 
 Server::~Server() {
-  impl_->http.stop();
+  impl_->http->stop_accepting();
+  impl_->http->join();
 }
 
 int Server::bind() {
   Impl& s = *impl_;
-  int port = s.options.port;
-  if (port == 0) {
-    port = s.http.bind_to_any_port(s.options.host);
-  } else if (!s.http.bind_to_port(s.options.host, port)) {
-    port = -1;
-  }
-  if (port < 0) {
-    throw std::runtime_error(fmt::format("cannot listen on {}:{} (address in use, or not an address of this machine)",
-                                         s.options.host, s.options.port));
-  }
+  const int port = s.http->bind(s.options.host, s.options.port);
   s.options.port = port;
   return port;
 }
 
 void Server::serve(const std::function<bool()>& should_stop) {
   Impl& s = *impl_;
-  std::thread listener([&s] { s.http.listen_after_bind(); });
-  while (!s.stop_asked && !(should_stop && should_stop())) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  // Drain: new requests get 503 while the queued and running ones finish and are sent.
+  // The reader asks refusing() at every request head: from the instant should_stop turns
+  // true, a new request is refused (503), not only from the next poll of this loop.
+  s.should_stop = should_stop;
+  s.http->start();
+  while (!s.refusing()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // Drain: the listening socket closes, queued and running requests finish and are sent.
+  s.http->stop_accepting();
   s.engine->drain();
-  while (!s.engine->idle() || s.in_flight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  s.http.stop();
-  listener.join();
+  while (!s.engine->idle() || s.http->busy() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  s.http->join();
 }
 
 void Server::stop() { impl_->stop_asked = true; }

@@ -111,6 +111,10 @@ nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::str
 /// could still become the start of a stop string (that tail is held back until it can not).
 size_t safe_stream_length(const std::string& text, const std::vector<std::string>& stop);
 
+/// The credentials of an `Authorization: Bearer KEY` header value; empty when the scheme is
+/// not Bearer. The scheme is matched without regard to case (RFC 7235), "bearer KEY" too.
+std::string bearer_credentials(const std::string& authorization);
+
 /// Constant-time comparison of a presented API key with the configured one.
 bool api_key_matches(const std::string& presented, const std::string& expected);
 

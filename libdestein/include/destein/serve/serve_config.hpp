@@ -15,6 +15,11 @@
 ///   max_queue: 64
 ///   max_body_bytes: 1048576
 ///   request_timeout: 300
+///   http_threads: 0                  # 0: max_rows + max_queue + 8
+///   max_connections: 1024
+///   header_timeout: 10               # seconds; then 408
+///   body_timeout: 30
+///   keep_alive_timeout: 5
 
 #include <filesystem>
 #include <string>
@@ -36,6 +41,7 @@ struct ServeConfig {
   std::string chat_template = "auto";
   std::string api_key_file;               ///< empty: no key
   int64_t max_body_bytes = 1 << 20;      ///< the YAML side of server.max_body_bytes (a size_t)
+  int64_t max_connections = 1024;        ///< the YAML side of server.max_connections
 };
 
 /// The mapping of ServeConfig (for --dump-config as well).

@@ -1,6 +1,6 @@
 #pragma once
-/// `destein serve`: an OpenAI-compatible HTTP server (cpp-httplib, kept out of this
-/// header) over a BatchEngine, with per-request DeStein steering by vectors names
+/// `destein serve`: an OpenAI-compatible HTTP server (its own HTTP/1.1 connection layer,
+/// kept out of this header: docs/serving.md, "Exposure") over a BatchEngine, with per-request DeStein steering by vectors names
 /// configured at start. Endpoints: GET /health, GET /v1/models, GET /metrics,
 /// POST /v1/completions, POST /v1/chat/completions (docs/serving.md).
 ///
@@ -41,7 +41,13 @@ struct ServerOptions {
   int64_t max_queue = 64;              ///< requests waiting beyond that; more get 429
   double request_timeout_s = 300;      ///< per request, queueing included; then 504
   int64_t default_chat_max_tokens = 256;
-  int http_threads = 0;                ///< 0: max_rows + max_queue + 8
+  int http_threads = 0;                ///< workers answering whole requests; 0: max_rows + max_queue + 8
+  /// Open connections at most; more wait in the kernel's accept queue. A connection that
+  /// is still sending its request, or idle between requests, holds no worker.
+  size_t max_connections = 1024;
+  double header_timeout_s = 10;        ///< from a request's first byte to the end of its headers; then 408
+  double body_timeout_s = 30;          ///< from the end of the headers to the end of the body; then 408
+  double keep_alive_timeout_s = 5;     ///< an open connection with no request is closed after this
 };
 
 class Server {
@@ -56,8 +62,9 @@ class Server {
 
   /// Binds host:port; returns the port. Throws std::runtime_error when it cannot.
   int bind();
-  /// Serves until stop() is called or `should_stop` (polled every 100 ms) returns true;
-  /// then refuses new requests (503), lets queued and running ones finish, and returns.
+  /// Serves until stop() is called or `should_stop` returns true (asked at every request's
+  /// headers, so that no request is taken after it turns true, and every 20 ms); then
+  /// closes the listening socket, lets queued and running requests finish, and returns.
   void serve(const std::function<bool()>& should_stop = {});
   /// Asks serve() to drain and return (any thread).
   void stop();
