@@ -34,7 +34,7 @@ class Tokenizer {
   /// false for GPT-2, whose training data had no BOS in front of documents).
   virtual bool prepend_bos() const = 0;
 
-  /// "gpt2-bpe", "sentencepiece" or "hf-bpe" (destein/text/hf_tokenizer.hpp).
+  /// "gpt2-bpe" or "sentencepiece".
   virtual std::string kind() const = 0;
 
   /// encode() with BOS in front when prepend_bos() says so: what a prompt becomes.
@@ -66,8 +66,6 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
 /// Finds and loads the tokenizer of a model: `path` may be a tokenizer file
 /// (`tokenizer.json`, `*.model`) or a folder holding `tokenizer.model`, `tokenizer.json`,
 /// or `vocab.json` + `merges.txt` (or `encoder.json` + `vocab.bpe`), tried in that order.
-/// A tokenizer.json with GPT-2's byte-level pipeline goes to the GPT-2 loader, any other to
-/// load_hf_tokenizer().
 /// Throws std::runtime_error listing what was looked for when nothing is found.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 
