@@ -202,7 +202,7 @@ TEST_CASE("Gemma 3's tokenizer.json gives the Hugging Face library's ids and tex
 TEST_CASE("synthetic tokenizer.json files give the Hugging Face library's ids and text",
           "[hf_tokenizer]") {
   for (const char* name : {"syn_llama2", "syn_metaspace_first", "syn_metaspace_always",
-                           "syn_split_behaviors", "syn_bytelevel", "syn_affixes"}) {
+                           "syn_split_behaviors", "syn_bytelevel", "syn_regex", "syn_affixes"}) {
     SECTION(name) { check_against_library(name, 700); }
   }
 }
