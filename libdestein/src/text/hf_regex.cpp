@@ -46,8 +46,8 @@ std::string onig_to_pcre2(const std::string& p, const std::string& where) {
       DESTEIN_CHECK_IO(i + 1 < p.size(), "{}: regex {} ends in a lone backslash", where, p);
       const char d = p[i + 1];
       switch (d) {
-        // Oniguruma's \s is the White_Space property; PCRE2's (UCP) is Z plus \t-\r,
-        // without U+0085.
+        // Oniguruma's \s is the White_Space property; PCRE2's (UCP) leaves out U+0085 and
+        // takes U+180E.
         case 's':
           out += "\\p{White_Space}";
           break;
