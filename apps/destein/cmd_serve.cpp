@@ -82,7 +82,7 @@ int run_serve(Args& args) {
   const std::string folder_name = model_path.has_filename() ? model_path.filename().string() : model_path.parent_path().filename().string();
   o.model_name = args.get_or("model-name", folder_name, "model id in /v1/models and responses");
   c.api_key_file = args.get_or("api-key-file", "", "file whose first line is the key clients must send as Bearer");
-  c.chat_template = args.get_or("chat-template", "auto", "llama-2, chatml, plain, or auto (from the model folder)");
+  c.chat_template = args.get_or("chat-template", "auto", "llama-2, chatml, llama-3, gemma, plain, or auto (from the model folder)");
   o.max_rows = args.get_int("max-rows", o.max_rows, "rows decoded together");
   o.max_queue = args.get_int("max-queue", o.max_queue, "requests waiting for rows before 429");
   o.max_body_bytes = static_cast<size_t>(args.get_int("max-body-bytes", static_cast<int64_t>(o.max_body_bytes), "larger bodies get 413"));

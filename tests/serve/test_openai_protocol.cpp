@@ -118,7 +118,7 @@ TEST_CASE("serve protocol: chat requests and the built-in templates", "[serve]")
   CHECK_THROWS_WITH(render_chat(ChatTemplate::kLlama2, {{"user", "a"}, {"assistant", "b"}}, *tok),
                     Contains("must be a user message"));
   CHECK(parse_chat_template("chatml") == ChatTemplate::kChatml);
-  CHECK_THROWS_WITH(parse_chat_template("jinja"), Contains("expected llama-2, chatml or plain"));
+  CHECK_THROWS_WITH(parse_chat_template("jinja"), Contains("expected llama-2, chatml, plain, llama-3 or gemma"));
 
   const auto dir = std::filesystem::path(DESTEIN_TEST_BINARY_DIR) / "tmp" / "chat_template_detect";
   std::filesystem::remove_all(dir);

@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "check.hpp"
+#include "destein/text/hf_tokenizer.hpp"
+#include "text/hf_loader.hpp"
+#include "text/text_util.hpp"
 
 namespace destein {
 
@@ -43,6 +46,24 @@ bool is_file(const fs::path& path) {
   return fs::is_regular_file(path, ec);
 }
 
+// A tokenizer.json: the GPT-2 loader for the byte-level pipelines it has always read (so
+// that their ids stay what they were), the general Hugging Face pipeline for the rest.
+std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& file) {
+  const nlohmann::json root = text_detail::parse_json_file(file, "tokenizer file");
+  const auto pre = root.is_object() ? root.find("pre_tokenizer") : root.end();
+  const bool gpt2_pipeline = root.is_object() && pre != root.end() && pre->is_object() &&
+                             pre->value("type", "") == "ByteLevel" && pre->value("use_regex", true);
+  if (gpt2_pipeline) {
+    try {
+      return load_gpt2_tokenizer_json(file);
+    } catch (const std::runtime_error&) {
+      // An option the GPT-2 loader does not take (an lstrip token, another normalizer):
+      // the general pipeline takes it or names what it refuses.
+    }
+  }
+  return text_detail::load_hf_tokenizer_json(root, file);
+}
+
 // A file named by the caller: the kind follows from its name.
 std::unique_ptr<Tokenizer> load_tokenizer_file(const fs::path& file) {
   const std::string name = file.filename().string();
@@ -56,7 +77,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_file(const fs::path& file) {
                      file.string(), merges.string());
     return load_gpt2_tokenizer(file, merges);
   }
-  if (ext == ".json") return load_gpt2_tokenizer_json(file);
+  if (ext == ".json") return load_tokenizer_json(file);
   throw std::runtime_error(
       fmt::format("cannot tell the tokenizer kind of '{}': expected tokenizer.json, *.model, "
                   "vocab.json or encoder.json",
@@ -70,12 +91,12 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   DESTEIN_CHECK_IO(fs::exists(path, ec), "tokenizer path '{}' does not exist", path.string());
   if (!fs::is_directory(path, ec)) return load_tokenizer_file(path);
 
-  // tokenizer.model first: LLaMA checkpoints also ship a tokenizer.json whose Metaspace
-  // pipeline the GPT-2 BPE loader does not implement.
+  // tokenizer.model first, as before tokenizer.json was read in general: the ids of the
+  // LLaMA-2 checkpoints that ship both stay those of their SentencePiece model.
   if (is_file(path / "tokenizer.model")) {
     return load_sentencepiece_tokenizer(path / "tokenizer.model");
   }
-  if (is_file(path / "tokenizer.json")) return load_gpt2_tokenizer_json(path / "tokenizer.json");
+  if (is_file(path / "tokenizer.json")) return load_tokenizer_json(path / "tokenizer.json");
   if (is_file(path / "vocab.json") && is_file(path / "merges.txt")) {
     return load_gpt2_tokenizer(path / "vocab.json", path / "merges.txt");
   }

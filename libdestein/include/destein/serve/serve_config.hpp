@@ -9,7 +9,7 @@
 ///   vectors:
 ///     - {name: detox, path: runs/tiny-lm/vectors.safetensors}
 ///   steering: {mode: headwise, alpha: 0.5, positions: all, gate: none}
-///   chat_template: auto              # llama-2, chatml, plain, or auto (from the folder)
+///   chat_template: auto              # llama-2, chatml, llama-3, gemma, plain, or auto (from the folder)
 ///   api_key_file: /etc/destein/key
 ///   max_rows: 32
 ///   max_queue: 64
