@@ -4,6 +4,14 @@
     python3 tools/export_checkpoint.py gpt2-large --out exported/gpt2-large
     python3 tools/export_checkpoint.py /path/to/llama-2-7b --out exported/llama2-7b --dtype float16
     python3 tools/export_checkpoint.py /path/to/mpt-7b --out exported/mpt-7b --dtype bfloat16
+    python3 tools/export_checkpoint.py meta-llama/Llama-3.1-8B --out exported/llama3.1-8b --dtype bfloat16
+    python3 tools/export_checkpoint.py Qwen/Qwen2.5-7B --out exported/qwen2.5-7b --dtype bfloat16
+    python3 tools/export_checkpoint.py google/gemma-2-9b --out exported/gemma-2-9b --dtype bfloat16
+
+Llama 3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 2 and the Gemma 3 text model (gemma3_text,
+e.g. google/gemma-3-1b-pt) export like the others. The reference logits are computed with
+transformers' eager attention: its SDPA and flash paths skip Gemma 2's attention
+soft-capping in some versions, and the reference must be the architecture as published.
 
 MPT loads through transformers' own MptForCausalLM (transformers >= 4.31); pass
 --trust-remote-code to run MosaicML's modeling code shipped with the checkpoint instead
@@ -123,7 +131,11 @@ def main(argv=None):
 
     dtype = getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32,
-                                                 trust_remote_code=args.trust_remote_code)
+                                                 trust_remote_code=args.trust_remote_code,
+                                                 attn_implementation="eager")
+    if model.config.model_type == "gemma3":
+        sys.exit("export_checkpoint.py: model_type gemma3 is Gemma 3 with its vision tower; destein runs "
+                 "the text model (gemma3_text, e.g. google/gemma-3-1b-pt)")
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)

@@ -359,7 +359,8 @@ TEST_CASE("destein-bench runs an experiment and recomputes metrics", "[eval][cli
 }
 
 TEST_CASE("the shipped benchmark configs parse", "[eval][configs]") {
-  for (const char* name : {"bench-gpt2-large", "bench-llama2-7b", "bench-mpt-7b"}) {
+  for (const char* name : {"bench-gpt2-large", "bench-llama2-7b", "bench-mpt-7b", "bench-llama3.1-8b",
+                           "bench-qwen2.5-7b", "bench-gemma-2-9b"}) {
     INFO(name);
     auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + DESTEIN_SOURCE_DIR +
                          "/configs/" + name + ".yaml");

@@ -1,8 +1,10 @@
 #include "destein/runtime/model_config.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "check.hpp"
+#include "runtime/family_options.hpp"
 
 namespace destein {
 namespace {
@@ -62,7 +64,108 @@ void parse_gpt2(ModelConfig& c, const json& j, const std::string& src) {
                    "{}: scale_attn_weights=false is not supported", src);
 }
 
-void parse_llama(ModelConfig& c, const json& j, const std::string& src) {
+// rope_scaling (or the flat rope_parameters of newer configs): the frequency schedules
+// destein computes exactly. Dynamic NTK rescales the frequencies with the current sequence
+// length, so keys already in a KV cache would carry stale rotations: refused, as are the
+// schedules not implemented.
+RopeScaling parse_rope_scaling(const json& s, const std::string& src, const std::string& key) {
+  RopeScaling r;
+  if (s.is_null()) return r;
+  DESTEIN_CHECK_IO(s.is_object(), "{}: {} must be an object or null, found {}", src, key, s.dump());
+  std::string type;
+  if (auto t = s.find("rope_type"); t != s.end() && t->is_string()) {
+    type = t->get<std::string>();
+  } else if (auto t2 = s.find("type"); t2 != s.end() && t2->is_string()) {
+    type = t2->get<std::string>();
+  }
+  DESTEIN_CHECK_IO(!type.empty(), "{}: {} has no rope_type (or type): {}", src, key, s.dump());
+  const std::string where = src + " (" + key + ")";
+  if (type == "default") return r;
+  if (type == "linear") {
+    r.factor = required<double>(s, "factor", where);
+  } else if (type == "llama3") {
+    r.factor = required<double>(s, "factor", where);
+    r.low_freq_factor = required<double>(s, "low_freq_factor", where);
+    r.high_freq_factor = required<double>(s, "high_freq_factor", where);
+    r.original_max_positions = required<int64_t>(s, "original_max_position_embeddings", where);
+    DESTEIN_CHECK_IO(r.high_freq_factor > r.low_freq_factor && r.low_freq_factor > 0,
+                     "{}: {} llama3 needs high_freq_factor ({}) > low_freq_factor ({}) > 0", src, key,
+                     r.high_freq_factor, r.low_freq_factor);
+    DESTEIN_CHECK_IO(r.original_max_positions > 0,
+                     "{}: {} original_max_position_embeddings must be positive, found {}", src, key,
+                     r.original_max_positions);
+  } else {
+    throw std::runtime_error(fmt::format(
+        "{}: {} type '{}' is not supported: destein computes default, linear and llama3 "
+        "(dynamic changes the frequencies with the sequence length, which cached keys cannot "
+        "follow; yarn, longrope and the others are not implemented)",
+        src, key, type));
+  }
+  DESTEIN_CHECK_IO(r.factor > 0, "{}: {} factor must be positive, found {}", src, key, r.factor);
+  r.type = type;
+  return r;
+}
+
+// rope_theta and rope_scaling, or newer configs' rope_parameters holding both.
+void parse_rope(ModelConfig& c, FamilyOptions& o, const json& j, const std::string& src, double default_theta) {
+  c.rope_theta = optional_or<double>(j, "rope_theta", default_theta, src);
+  if (auto it = j.find("rope_scaling"); it != j.end()) o.rope_scaling = parse_rope_scaling(*it, src, "rope_scaling");
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    DESTEIN_CHECK_IO(it->is_object() && (it->contains("rope_type") || it->contains("type")),
+                     "{}: rope_parameters {} is not supported (expected one object with rope_type)",
+                     src, it->dump());
+    o.rope_scaling = parse_rope_scaling(*it, src, "rope_parameters");
+    c.rope_theta = optional_or<double>(*it, "rope_theta", c.rope_theta, src + " (rope_parameters)");
+  }
+  const double partial = optional_or<double>(j, "partial_rotary_factor", 1.0, src);
+  DESTEIN_CHECK_IO(partial == 1.0, "{}: partial_rotary_factor {} is not supported (expected 1)", src, partial);
+}
+
+// layer_types (newer configs): which layers use the sliding window.
+void parse_layer_types(ModelConfig& c, FamilyOptions& o, const json& j, const std::string& src) {
+  auto it = j.find("layer_types");
+  if (it == j.end() || it->is_null()) return;
+  DESTEIN_CHECK_IO(it->is_array() && static_cast<int64_t>(it->size()) == c.n_layers,
+                   "{}: layer_types must list one type for each of the {} layers, found {}", src,
+                   c.n_layers, it->dump());
+  std::vector<bool> sliding;
+  for (const auto& t : *it) {
+    const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+    DESTEIN_CHECK_IO(type == "full_attention" || type == "sliding_attention",
+                     "{}: layer_types entry '{}' is not supported (expected full_attention or "
+                     "sliding_attention)",
+                     src, type);
+    sliding.push_back(type == "sliding_attention");
+  }
+  const bool any = std::find(sliding.begin(), sliding.end(), true) != sliding.end();
+  DESTEIN_CHECK_IO(!any || c.sliding_window, "{}: layer_types names sliding_attention layers but "
+                   "sliding_window is not set", src);
+  o.sliding_layers = any ? sliding : std::vector<bool>();
+  if (!any) c.sliding_window.reset();
+}
+
+std::optional<int64_t> optional_window(const json& j, const std::string& src) {
+  auto it = j.find("sliding_window");
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  const int64_t w = optional_or<int64_t>(j, "sliding_window", 0, src);
+  DESTEIN_CHECK_IO(w > 0, "{}: sliding_window must be a positive integer or null, found {}", src, it->dump());
+  return w;
+}
+
+std::optional<double> optional_positive(const json& j, const std::string& key, std::optional<double> fallback,
+                                        const std::string& src) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (it->is_null()) return std::nullopt;
+  const double v = optional_or<double>(j, key, 0.0, src);
+  DESTEIN_CHECK_IO(v > 0, "{}: {} must be a positive number or null, found {}", src, key, it->dump());
+  return v;
+}
+
+// The LLaMA layout, shared by LLaMA 2/3, Mistral, Qwen2/2.5 and Qwen3: RMSNorm, RoPE,
+// SwiGLU, grouped-query attention; the differences are options below.
+void parse_llama(ModelConfig& c, const json& j, const std::string& src, FamilyOptions& o) {
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
   c.vocab_size = required<int64_t>(j, "vocab_size", src);
   c.n_layers = required<int64_t>(j, "num_hidden_layers", src);
   c.n_heads = required<int64_t>(j, "num_attention_heads", src);
@@ -70,19 +173,77 @@ void parse_llama(ModelConfig& c, const json& j, const std::string& src) {
   c.d_model = required<int64_t>(j, "hidden_size", src);
   c.head_dim = optional_or<int64_t>(j, "head_dim", 0, src);
   c.d_ff = required<int64_t>(j, "intermediate_size", src);
-  c.max_positions = optional_or<int64_t>(j, "max_position_embeddings", 2048, src);
+  c.max_positions = qwen ? required<int64_t>(j, "max_position_embeddings", src)
+                         : optional_or<int64_t>(j, "max_position_embeddings", 2048, src);
   c.norm_eps = optional_or<double>(j, "rms_norm_eps", 1e-6, src);
-  c.rope_theta = optional_or<double>(j, "rope_theta", 10000.0, src);
   c.activation = optional_or<std::string>(j, "hidden_act", "silu", src);
   c.tie_word_embeddings = optional_or<bool>(j, "tie_word_embeddings", false, src);
-  c.attention_bias = optional_or<bool>(j, "attention_bias", false, src);
-  if (auto it = j.find("sliding_window"); it != j.end() && it->is_number_integer()) {
-    c.sliding_window = it->get<int64_t>();
+  parse_rope(c, o, j, src, qwen ? 1000000.0 : 10000.0);
+  if (c.model_type == "qwen2") {
+    c.attention_bias = true;  // Qwen2 always has q/k/v biases (and none on o_proj)
+  } else {
+    c.attention_bias = optional_or<bool>(j, "attention_bias", false, src);
   }
-  auto scaling = j.find("rope_scaling");
-  DESTEIN_CHECK_IO(scaling == j.end() || scaling->is_null(),
-                   "{}: rope_scaling {} is not supported (only plain RoPE with rope_theta)", src,
-                   scaling == j.end() ? "" : scaling->dump());
+  o.qk_norm = c.model_type == "qwen3";
+  o.mlp_bias = optional_or<bool>(j, "mlp_bias", false, src);
+  if (qwen) {
+    // Qwen configs carry a sliding_window that applies only with use_sliding_window, which no
+    // released Qwen2/2.5/3 checkpoint sets; the per-layer rule it implies is not implemented.
+    DESTEIN_CHECK_IO(!optional_or<bool>(j, "use_sliding_window", false, src),
+                     "{}: use_sliding_window = true is not supported for {} (sliding attention "
+                     "from max_window_layers on)",
+                     src, c.model_type);
+  } else {
+    c.sliding_window = optional_window(j, src);
+    parse_layer_types(c, o, j, src);
+  }
+  DESTEIN_CHECK_IO(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
+                   "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                   src, c.n_heads, c.n_kv_heads);
+}
+
+// Gemma 2 and the Gemma 3 text model: the LLaMA layout with (1 + w) RMSNorms around both
+// sublayers, embeddings scaled by sqrt(hidden_size), GeGLU (tanh GELU), attention scaled by
+// query_pre_attn_scalar, sliding windows on alternate layers; Gemma 2 soft-caps attention
+// scores and logits, Gemma 3 normalises q and k per head and gives its sliding layers their
+// own RoPE base. Defaults are transformers' Gemma2Config / Gemma3TextConfig.
+void parse_gemma(ModelConfig& c, const json& j, const std::string& src, FamilyOptions& o) {
+  const bool g3 = c.model_type == "gemma3_text";
+  c.vocab_size = required<int64_t>(j, "vocab_size", src);
+  c.n_layers = required<int64_t>(j, "num_hidden_layers", src);
+  c.n_heads = required<int64_t>(j, "num_attention_heads", src);
+  c.n_kv_heads = optional_or<int64_t>(j, "num_key_value_heads", c.n_heads, src);
+  c.d_model = required<int64_t>(j, "hidden_size", src);
+  c.head_dim = optional_or<int64_t>(j, "head_dim", 256, src);
+  c.d_ff = required<int64_t>(j, "intermediate_size", src);
+  c.max_positions = optional_or<int64_t>(j, "max_position_embeddings", g3 ? 131072 : 8192, src);
+  c.norm_eps = optional_or<double>(j, "rms_norm_eps", 1e-6, src);
+  // Gemma's MLP reads hidden_activation; hidden_act is the older key.
+  c.activation = optional_or<std::string>(j, "hidden_activation",
+                                          optional_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", src), src);
+  c.tie_word_embeddings = optional_or<bool>(j, "tie_word_embeddings", true, src);
+  c.attention_bias = optional_or<bool>(j, "attention_bias", false, src);
+  parse_rope(c, o, j, src, g3 ? 1000000.0 : 10000.0);
+  if (g3) o.rope_local_theta = optional_or<double>(j, "rope_local_base_freq", 10000.0, src);
+  o.query_pre_attn_scalar = optional_or<double>(j, "query_pre_attn_scalar", 256.0, src);
+  DESTEIN_CHECK_IO(*o.query_pre_attn_scalar > 0, "{}: query_pre_attn_scalar must be positive", src);
+  o.attn_softcap = optional_positive(j, "attn_logit_softcapping", g3 ? std::nullopt : std::optional<double>(50.0), src);
+  o.final_softcap = optional_positive(j, "final_logit_softcapping", g3 ? std::nullopt : std::optional<double>(30.0), src);
+  o.qk_norm = g3;
+  c.sliding_window = optional_window(j, src);
+  if (!j.contains("sliding_window")) c.sliding_window = 4096;
+  DESTEIN_CHECK_IO(!optional_or<bool>(j, "use_bidirectional_attention", false, src),
+                   "{}: use_bidirectional_attention = true is not supported (destein runs causal "
+                   "language models)",
+                   src);
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    parse_layer_types(c, o, j, src);
+  } else if (c.sliding_window) {
+    // Gemma 2: layers 0, 2, 4, ... slide; Gemma 3: all but every sliding_window_pattern-th.
+    const int64_t pattern = g3 ? optional_or<int64_t>(j, "sliding_window_pattern", 6, src) : 2;
+    DESTEIN_CHECK_IO(pattern > 0, "{}: sliding_window_pattern must be positive, found {}", src, pattern);
+    for (int64_t i = 0; i < c.n_layers; ++i) o.sliding_layers.push_back((i + 1) % pattern != 0);
+  }
   DESTEIN_CHECK_IO(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
                    "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                    src, c.n_heads, c.n_kv_heads);
@@ -216,7 +377,22 @@ void parse_mpt(ModelConfig& c, const json& j, const std::string& src) {
   }
 }
 
+bool is_llama_layout(const std::string& t) {
+  return t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3";
+}
+bool is_gemma(const std::string& t) { return t == "gemma2" || t == "gemma3_text"; }
+
 }  // namespace
+
+FamilyOptions family_options(const ModelConfig& c, const std::string& source) {
+  FamilyOptions o;
+  if (!c.raw.is_object()) return o;  // a config made in code, not read from config.json
+  ModelConfig scratch;
+  scratch.model_type = c.model_type;
+  if (is_llama_layout(c.model_type)) parse_llama(scratch, c.raw, source, o);
+  if (is_gemma(c.model_type)) parse_gemma(scratch, c.raw, source, o);
+  return o;
+}
 
 ModelConfig ModelConfig::from_hf_json(const json& config, const std::string& source) {
   DESTEIN_CHECK_IO(config.is_object(), "{}: config.json must hold a JSON object", source);
@@ -225,16 +401,27 @@ ModelConfig ModelConfig::from_hf_json(const json& config, const std::string& sou
   c.model_type = required<std::string>(config, "model_type", source);
   if (c.model_type == "gpt2") {
     parse_gpt2(c, config, source);
-  } else if (c.model_type == "llama" || c.model_type == "mistral") {
-    parse_llama(c, config, source);
+  } else if (is_llama_layout(c.model_type)) {
+    FamilyOptions unused;
+    parse_llama(c, config, source, unused);
+  } else if (is_gemma(c.model_type)) {
+    FamilyOptions unused;
+    parse_gemma(c, config, source, unused);
   } else if (c.model_type == "opt") {
     parse_opt(c, config, source);
   } else if (c.model_type == "mpt") {
     parse_mpt(c, config, source);
+  } else if (c.model_type == "gemma3") {
+    throw std::invalid_argument(fmt::format(
+        "{}: model_type 'gemma3' (Gemma 3 with its vision tower) is not supported: destein runs "
+        "the text model, model_type gemma3_text (Gemma 3 1B, or the text_config and "
+        "language_model weights of a larger one)",
+        source));
   } else {
     throw std::invalid_argument(fmt::format(
-        "{}: unknown model_type '{}': destein runs gpt2, llama, mistral, opt and mpt", source,
-        c.model_type));
+        "{}: unknown model_type '{}': destein runs gpt2, llama, mistral, qwen2, qwen3, gemma2, "
+        "gemma3_text, opt and mpt",
+        source, c.model_type));
   }
   DESTEIN_CHECK_IO(c.vocab_size > 0 && c.n_layers > 0 && c.n_heads > 0 && c.d_model > 0,
                    "{}: vocab_size, layer count, head count and hidden size must be positive",

@@ -19,6 +19,10 @@ at::Tensor capture_site_activations(const Model& model, const std::vector<std::v
                     options.batch_size);
   const int64_t N = static_cast<int64_t>(sequences.size());
   const int64_t L = c.n_layers, H = c.n_heads, Dh = c.head_dim;
+  DESTEIN_CHECK_ARG(options.site != SteeringSite::kAttnOut || H * Dh == c.d_model,
+                    "capture_site_activations: site attn_out needs heads x head_dim = hidden size, and this {} "
+                    "model has {} x {} != {}; use site hook_z",
+                    c.model_type, H, Dh, c.d_model);
   for (int64_t i = 0; i < N; ++i) {
     DESTEIN_CHECK_ARG(!sequences[i].empty(), "capture_site_activations: sequence {} is empty", i);
   }

@@ -167,6 +167,12 @@ SteeringVectors load_steering_vectors(const std::filesystem::path& path) {
 }
 
 void check_vectors_match_model(const SteeringVectors& v, const ModelConfig& c, const std::string& name) {
+  // The attn_out site cuts the hidden state into heads; Qwen3 and Gemma have
+  // heads x head_dim != hidden size, where only hook_z has heads.
+  DESTEIN_CHECK_ARG(v.site != SteeringSite::kAttnOut || c.n_heads * c.head_dim == c.d_model,
+                    "{}: site attn_out needs heads x head_dim = hidden size, and this {} model has {} x {} != {}; "
+                    "use site hook_z",
+                    name, c.model_type, c.n_heads, c.head_dim, c.d_model);
   std::vector<std::string> diffs;
   if (v.layers() != c.n_layers) diffs.push_back(fmt::format("layers {} vs {}", v.layers(), c.n_layers));
   if (v.heads() != c.n_heads) diffs.push_back(fmt::format("heads {} vs {}", v.heads(), c.n_heads));

@@ -60,12 +60,22 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
   device_ = options.device;
   dtype_ = options.dtype;
   if (arch_.positions == PositionKind::kRotary) {
-    // Hugging Face computes the inverse frequencies in float32; so do we.
-    const int64_t dh = config_.head_dim;
-    at::Tensor exponents = at::arange(0, dh, 2, at::kFloat) / static_cast<float>(dh);
-    inv_freq_ = (1.0 / at::pow(at::scalar_tensor(config_.rope_theta, at::kFloat), exponents))
-                    .to(device_);
+    inv_freqs_.push_back(rope_inv_freq(config_.rope_theta, config_.head_dim, arch_.rope_scaling).to(device_));
+    layer_rope_.assign(static_cast<size_t>(config_.n_layers), 0);
+    if (arch_.rope_local_theta > 0) {
+      // Gemma 3: the sliding layers rotate with their own base and no scaling.
+      inv_freqs_.push_back(rope_inv_freq(arch_.rope_local_theta, config_.head_dim, RopeScaling{}).to(device_));
+      for (int64_t l = 0; l < config_.n_layers; ++l) {
+        if (!arch_.sliding_layers.empty() && arch_.sliding_layers[static_cast<size_t>(l)]) {
+          layer_rope_[static_cast<size_t>(l)] = 1;
+        }
+      }
+    }
   }
+  DESTEIN_CHECK_ARG(arch_.sliding_layers.empty() ||
+                        static_cast<int64_t>(arch_.sliding_layers.size()) == config_.n_layers,
+                    "sliding_layers lists {} layers, the model has {}", arch_.sliding_layers.size(),
+                    config_.n_layers);
   if (arch_.alibi) slopes_ = alibi_slopes(config_.n_heads, arch_.alibi_bias_max).view({1, -1, 1, 1}).to(device_);
   // Count each stored tensor once (tied heads share the embedding).
   std::set<const void*> seen;
@@ -84,7 +94,8 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
                                 &l.mlp_norm.bias, &l.qkv.weight, &l.qkv.bias, &l.out.weight,
                                 &l.out.bias, &l.fc_in.weight, &l.fc_in.bias, &l.fc_out.weight,
                                 &l.fc_out.bias, &l.q_norm.weight, &l.q_norm.bias,
-                                &l.k_norm.weight, &l.k_norm.bias}) {
+                                &l.k_norm.weight, &l.k_norm.bias, &l.post_attn_norm.weight,
+                                &l.post_mlp_norm.weight}) {
       count(*t);
     }
   }
@@ -137,6 +148,37 @@ void DecoderModel::prepare_linears(bool pack, bool stable) {
   if (pack) linear_backend_ = "onednn";
   if (stable) linear_backend_ = "stable";
   stable_ = stable;
+}
+
+at::Tensor rope_inv_freq(double theta, int64_t head_dim, const RopeScaling& scaling) {
+  // Hugging Face computes the inverse frequencies in float32; so do we.
+  at::Tensor exponents = at::arange(0, head_dim, 2, at::kFloat) / static_cast<float>(head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(at::scalar_tensor(theta, at::kFloat), exponents);
+  if (scaling.type == "linear") return inv_freq / scaling.factor;
+  if (scaling.type == "llama3") {
+    // Llama 3.1: wavelengths longer than the original context / low_freq_factor are divided
+    // by factor, those shorter than context / high_freq_factor are kept, and the band
+    // between is interpolated by how many wavelengths fit in the original context.
+    const double context = static_cast<double>(scaling.original_max_positions);
+    const double low_wavelen = context / scaling.low_freq_factor;
+    const double high_wavelen = context / scaling.high_freq_factor;
+    // Python's scalar / tensor is reciprocal() * scalar: written so, to round alike.
+    at::Tensor wavelen = inv_freq.reciprocal() * (2 * M_PI);
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq);
+    at::Tensor smooth = (wavelen.reciprocal() * context - scaling.low_freq_factor) /
+                        (scaling.high_freq_factor - scaling.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled;
+    at::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
+    return at::where(medium, smoothed, scaled);
+  }
+  DESTEIN_CHECK_ARG(scaling.type == "default", "rope scaling type '{}' is not implemented", scaling.type);
+  return inv_freq;
+}
+
+int64_t DecoderModel::window_of(int64_t layer) const {
+  if (!config_.sliding_window) return 0;
+  if (!arch_.sliding_layers.empty() && !arch_.sliding_layers[static_cast<size_t>(layer)]) return 0;
+  return *config_.sliding_window;
 }
 
 KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
@@ -202,6 +244,10 @@ at::Tensor DecoderModel::norm(const at::Tensor& x, const Norm& n) const {
   // RMSNorm as Hugging Face computes it: in float32, weight applied after the cast back.
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
+  if (arch_.norm == NormKind::kRMSNormPlusOne) {
+    // Gemma: the (1 + w) scale applied in float32, before the cast back.
+    return (normed * (1.0 + n.weight.to(at::kFloat))).to(x.scalar_type());
+  }
   return n.weight * normed.to(x.scalar_type());
 }
 
@@ -273,16 +319,20 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   // Additive attention bias (B, 1, T, total) in f32: 0 where a query may look, the most
   // negative finite float elsewhere (finite so that fully masked padding rows stay finite
   // and cannot poison real rows through 0 * NaN).
-  at::Tensor bias;
-  // The row-stable attention has no ALiBi term: ALiBi models (MPT) take the masked
-  // softmax, whose sums may regroup with the padding width (last bits only).
-  const bool stable_attention = stable_ && !arch_.alibi;
-  if (!stable_attention) {
+  // The row-stable attention has no ALiBi term and no soft-capping: those models take the
+  // masked softmax, whose sums may regroup with the padding width (last bits only).
+  const bool stable_attention = stable_ && !arch_.alibi && !arch_.attn_softcap;
+  // One bias per distinct sliding window (Gemma alternates two), made on first use.
+  std::map<int64_t, at::Tensor> biases;
+  auto bias_for = [&](int64_t window) -> const at::Tensor& {
+    auto found = biases.find(window);
+    if (found != biases.end()) return found->second;
+    at::Tensor bias;
     at::Tensor q_index = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor k_index = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor allowed = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // (T, total)
-    if (c.sliding_window) {
-      allowed = allowed & (k_index.unsqueeze(0) > q_index.unsqueeze(1) - *c.sliding_window);
+    if (window > 0) {
+      allowed = allowed & (k_index.unsqueeze(0) > q_index.unsqueeze(1) - window);
     }
     allowed = allowed.unsqueeze(0) & key_mask.unsqueeze(1);  // (B, T, total)
     if (arch_.alibi) {
@@ -298,14 +348,14 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
                  .masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest())
                  .unsqueeze(1);
     }
-  }
+    return biases.emplace(window, std::move(bias)).first->second;
+  };
 
-  at::Tensor cos, sin;  // (B, 1, T, Dh)
-  if (arch_.positions == PositionKind::kRotary) {
-    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (B, T, Dh/2)
+  std::vector<std::pair<at::Tensor, at::Tensor>> rotations;  // per inv_freqs_ entry: cos, sin (B, 1, T, Dh)
+  for (const at::Tensor& inv_freq : inv_freqs_) {
+    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // (B, T, Dh/2)
     at::Tensor emb = at::cat({freqs, freqs}, -1);
-    cos = emb.cos().to(dtype_).unsqueeze(1);
-    sin = emb.sin().to(dtype_).unsqueeze(1);
+    rotations.emplace_back(emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1));
   }
 
   const Hooks* hooks = (opt.hooks && !opt.hooks->empty()) ? opt.hooks : nullptr;
@@ -315,6 +365,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   };
 
   at::Tensor x = at::embedding(weights_.token_embedding, ids);  // (B, T, E)
+  // Gemma: times sqrt(d) rounded to the embedding dtype first, as Hugging Face does.
+  if (arch_.embedding_scale > 0) x = x * at::scalar_tensor(arch_.embedding_scale, x.options());
   if (present(weights_.project_in)) x = linear(x, weights_.project_in);
   if (arch_.positions == PositionKind::kLearned) {
     x = x + at::embedding(weights_.position_embedding, positions + weights_.position_offset);
@@ -330,17 +382,25 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     at::Tensor qkv = linear(h, w.qkv);  // (B, T, (H + 2 Hkv) Dh)
     if (arch_.clip_qkv) qkv = qkv.clamp(-*arch_.clip_qkv, *arch_.clip_qkv);
     at::Tensor q_flat = qkv.narrow(-1, 0, H * Dh), k_flat = qkv.narrow(-1, H * Dh, Hkv * Dh);
-    if (w.q_norm.weight.defined()) {  // MPT qk_ln: one LayerNorm over all heads
+    if (w.q_norm.weight.defined() && !arch_.qk_norm_per_head) {  // MPT qk_ln: one LayerNorm over all heads
       q_flat = at::layer_norm(q_flat, {H * Dh}, w.q_norm.weight, w.q_norm.bias, c.norm_eps);
       k_flat = at::layer_norm(k_flat, {Hkv * Dh}, w.k_norm.weight, w.k_norm.bias, c.norm_eps);
     }
-    at::Tensor q = q_flat.view({B, T, H, Dh}).transpose(1, 2);    // (B, H, T, Dh)
-    at::Tensor k = k_flat.view({B, T, Hkv, Dh}).transpose(1, 2);  // (B, Hkv, T, Dh)
+    at::Tensor q = q_flat.view({B, T, H, Dh});
+    at::Tensor k = k_flat.view({B, T, Hkv, Dh});
+    if (arch_.qk_norm_per_head) {  // Qwen3, Gemma 3: each head normalised alone, before RoPE
+      q = norm(q, w.q_norm);
+      k = norm(k, w.k_norm);
+    }
+    q = q.transpose(1, 2);  // (B, H, T, Dh)
+    k = k.transpose(1, 2);  // (B, Hkv, T, Dh)
     at::Tensor v = qkv.narrow(-1, (H + Hkv) * Dh, Hkv * Dh).view({B, T, Hkv, Dh}).transpose(1, 2);
     if (arch_.positions == PositionKind::kRotary) {
+      const auto& [cos, sin] = rotations[static_cast<size_t>(layer_rope_[static_cast<size_t>(l)])];
       q = q * cos + rotate_half(q) * sin;
       k = k * cos + rotate_half(k) * sin;
     }
+    const int64_t window = window_of(l);
     at::Tensor keys = k, values = v;  // (B, Hkv, S, Dh)
     if (cache) {
       cache->keys_[l].narrow(2, past, T).copy_(k);
@@ -353,24 +413,29 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
       // Each query over exactly its own visible keys: nothing depends on the padding.
       auto planes = [Dh](const at::Tensor& t) { return t.stride(3) == 1 && (t.stride(2) == Dh || t.size(2) == 1) ? t : t.contiguous(); };
       z = detail::stable_attention((q * scale).transpose(1, 2).contiguous(), planes(keys), planes(values), key_mask,
-                                   past, c.sliding_window ? *c.sliding_window : 0);
+                                   past, window);
     } else {
       // Grouped-query attention without copying K/V: the G query heads that share a KV
       // head are stacked along the query axis.
       at::Tensor qg = (q * scale).reshape({B, Hkv, G * T, Dh});
       at::Tensor scores = at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
-      at::Tensor probs = (scores.to(at::kFloat) + bias).softmax(-1).to(dtype_);
+      if (arch_.attn_softcap) scores = at::tanh(scores / *arch_.attn_softcap) * *arch_.attn_softcap;
+      at::Tensor probs = (scores.to(at::kFloat) + bias_for(window)).softmax(-1).to(dtype_);
       z = at::matmul(probs.view({B, Hkv, G * T, total}), values)  // (B, Hkv, G T, Dh)
               .view({B, H, T, Dh})
               .transpose(1, 2);                                   // (B, T, H, Dh)
     }
     z = hook(l, HookSite::kAttnZ, std::move(z));
     at::Tensor attn_out = linear(z.reshape({B, T, H * Dh}), w.out);  // (B, T, d)
+    // Gemma's post-attention norm belongs to the attention output: the hook sees what is
+    // added to the residual stream, as in every other family.
+    if (w.post_attn_norm.weight.defined()) attn_out = norm(attn_out, w.post_attn_norm);
     attn_out = hook(l, HookSite::kAttnOut, std::move(attn_out));
 
     x = x + attn_out;
     if (!arch_.pre_norm) x = norm(x, w.attn_norm);
     at::Tensor mlp_out = mlp(arch_.pre_norm ? norm(x, w.mlp_norm) : x, w);
+    if (w.post_mlp_norm.weight.defined()) mlp_out = norm(mlp_out, w.post_mlp_norm);
     mlp_out = hook(l, HookSite::kMlpOut, std::move(mlp_out));
     x = x + mlp_out;
     if (!arch_.pre_norm) x = norm(x, w.mlp_norm);
@@ -385,6 +450,7 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   if (present(weights_.project_out)) x = linear(x, weights_.project_out);
   out.logits = linear(x, lm_head_).to(at::kFloat);  // (B, T or 1, V)
   if (arch_.logit_scale != 1.0) out.logits.mul_(arch_.logit_scale);
+  if (arch_.final_softcap) out.logits = at::tanh(out.logits / *arch_.final_softcap) * *arch_.final_softcap;
   return out;
 }
 
@@ -406,7 +472,8 @@ namespace {
 const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)>& families() {
   static const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)> table = {
       {"gpt2", &build_gpt2}, {"llama", &build_llama}, {"mistral", &build_llama}, {"opt", &build_opt},
-      {"mpt", &build_mpt}};
+      {"mpt", &build_mpt}, {"qwen2", &build_llama}, {"qwen3", &build_llama}, {"gemma2", &build_gemma},
+      {"gemma3_text", &build_gemma}};
   return table;
 }
 }  // namespace

@@ -15,10 +15,12 @@
 
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/model.hpp"
+#include "runtime/family_options.hpp"
 
 namespace destein {
 
-enum class NormKind { kLayerNorm, kRMSNorm };
+// kRMSNormPlusOne: Gemma's RMSNorm, x / rms(x) * (1 + w), all in float32.
+enum class NormKind { kLayerNorm, kRMSNorm, kRMSNormPlusOne };
 enum class PositionKind { kLearned, kRotary, kNone };
 enum class MlpKind { kPlain, kGated };
 
@@ -50,8 +52,11 @@ struct LayerWeights {
   Linear out;     // (d, H*Dh)
   Linear fc_in;   // plain: (F, d); gated: (2F, d) = [gate; up]
   Linear fc_out;  // (d, F)
-  Norm q_norm;    // (H*Dh) MPT qk_ln: LayerNorm of all query heads together; else undefined
-  Norm k_norm;    // (Hkv*Dh)
+  Norm q_norm;    // MPT qk_ln: (H*Dh), one LayerNorm of all query heads together;
+                  // Qwen3 / Gemma 3 (Architecture::qk_norm_per_head): (Dh), each head alone
+  Norm k_norm;    // (Hkv*Dh) or (Dh)
+  Norm post_attn_norm;  // Gemma: norm of the attention output before the residual add
+  Norm post_mlp_norm;   // Gemma: norm of the MLP output before the residual add
 };
 
 struct DecoderWeights {
@@ -76,6 +81,13 @@ struct Architecture {
   std::optional<double> clip_qkv;   // MPT: clamp the fused q, k, v
   double softmax_scale = 0.0;       // 0: 1 / sqrt(Dh)
   double logit_scale = 1.0;
+  bool qk_norm_per_head = false;    // q_norm / k_norm of kind `norm` over each head's Dh
+  double embedding_scale = 0.0;     // Gemma: embeddings times sqrt(d) in their dtype; 0: none
+  std::optional<double> attn_softcap;   // Gemma 2: scores = c tanh(scores / c)
+  std::optional<double> final_softcap;  // Gemma 2: logits = c tanh(logits / c)
+  RopeScaling rope_scaling;         // of rope_theta; Gemma 3: its global layers only
+  double rope_local_theta = 0.0;    // Gemma 3: the sliding layers' RoPE base (0: rope_theta)
+  std::vector<bool> sliding_layers;  // where config.sliding_window applies; empty: every layer
 };
 
 /// Hands out checkpoint tensors by name, checking shapes and converting to the compute
@@ -88,6 +100,7 @@ class WeightFetcher {
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape);
   at::Tensor get_optional(const std::string& name, const std::vector<int64_t>& shape);
   const ModelConfig& config() const { return checkpoint_.config; }
+  std::string source() const { return checkpoint_.source.string(); }
 
  private:
   const Checkpoint& checkpoint_;
@@ -103,6 +116,11 @@ void build_gpt2(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weight
 void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
 void build_opt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
 void build_mpt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
+void build_gemma(WeightFetcher& fetch, Architecture& arch, DecoderWeights& weights);
+
+/// RoPE inverse frequencies (Dh/2) float32 for base `theta`, with Hugging Face's linear or
+/// llama3 scaling (rope_utils: computed in float32 in the same order).
+at::Tensor rope_inv_freq(double theta, int64_t head_dim, const RopeScaling& scaling);
 
 /// MPT's ALiBi slopes (MosaicML gen_slopes): for H' = the next power of two >= H,
 /// s_i = 2^(-alibi_bias_max * i / H'), i = 1..H'; when H' != H the odd-indexed slopes
@@ -133,7 +151,11 @@ class DecoderModel : public Model {
 
   Architecture arch_;
   DecoderWeights weights_;
-  at::Tensor inv_freq_;  // (Dh/2) f32, rotary only
+  // Sliding window of layer l (0: none).
+  int64_t window_of(int64_t layer) const;
+  // (Dh/2) f32, rotary only: [0] rope_theta with rope_scaling, [1] Gemma 3's local base.
+  std::vector<at::Tensor> inv_freqs_;
+  std::vector<int> layer_rope_;  // per layer, the index into inv_freqs_
   at::Tensor slopes_;    // (1, H, 1, 1) f32, ALiBi only
   Linear lm_head_;       // the output head as a Linear (packed when the backend allows)
   bool stable_ = false;  // row-stable linears and attention (CPU float32)

@@ -1,5 +1,8 @@
-// LLaMA family (LLaMA-2, Mistral): RMSNorm, rotary positions in Hugging Face's
-// rotate-half convention, SwiGLU MLP, grouped-query attention, untied head by default.
+// LLaMA family (LLaMA 2 and 3.x, Mistral, Qwen2/2.5, Qwen3): RMSNorm, rotary positions in
+// Hugging Face's rotate-half convention (rope_scaling and per-layer sliding windows are the
+// shared decoder's, from the config), SwiGLU MLP, grouped-query attention, untied head by
+// default. They share the checkpoint layout; Qwen2 adds q/k/v biases (attention_bias set by
+// the config parser), Qwen3 an RMSNorm of each q and k head before RoPE.
 #include "runtime/families/decoder.hpp"
 
 #include <ATen/ATen.h>
@@ -16,6 +19,10 @@ void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
   arch.mlp = MlpKind::kGated;
   arch.activation = c.activation;
   arch.pre_norm = true;
+  const FamilyOptions o = family_options(c, fetch.source());
+  arch.qk_norm_per_head = o.qk_norm;
+  arch.rope_scaling = o.rope_scaling;
+  arch.sliding_layers = o.sliding_layers;
 
   w.token_embedding = fetch.get(p + "embed_tokens.weight", {v, d});
   w.final_norm = {fetch.get(p + "norm.weight", {d}), {}};
@@ -40,6 +47,14 @@ void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
     lw.fc_in.weight = at::cat({fetch.get(l + "mlp.gate_proj.weight", {f, d}),
                                fetch.get(l + "mlp.up_proj.weight", {f, d})});
     lw.fc_out.weight = fetch.get(l + "mlp.down_proj.weight", {d, f});
+    if (o.mlp_bias) {
+      lw.fc_in.bias = at::cat({fetch.get(l + "mlp.gate_proj.bias", {f}), fetch.get(l + "mlp.up_proj.bias", {f})});
+      lw.fc_out.bias = fetch.get(l + "mlp.down_proj.bias", {d});
+    }
+    if (o.qk_norm) {
+      lw.q_norm = {fetch.get(l + "self_attn.q_norm.weight", {c.head_dim}), {}};
+      lw.k_norm = {fetch.get(l + "self_attn.k_norm.weight", {c.head_dim}), {}};
+    }
     w.layers.push_back(std::move(lw));
   }
 }
