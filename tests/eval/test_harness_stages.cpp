@@ -78,7 +78,7 @@ TrackLines lines(int64_t prompts, int64_t unscored, std::string text) {
 
 }  // namespace
 
-TEST_CASE("pipeline: items in order on one or two threads; the first error stops both",
+TEST_CASE("pipeline: items in order on one or two threads, and the first error stops both",
           "[eval][harness_stages]") {
   for (bool overlapped : {false, true}) {
     std::vector<int64_t> consumed;
