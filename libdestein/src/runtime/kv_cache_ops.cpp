@@ -5,11 +5,11 @@
 #include <algorithm>
 
 #include "check.hpp"
-#include "runtime/families/decoder.hpp"
+#include "destein/runtime/model.hpp"
 
 namespace destein {
 
-KVCache DecoderModel::stack_caches(const std::vector<const KVCache*>& parts, int64_t capacity) {
+KVCache KVCache::stack(const std::vector<const KVCache*>& parts, int64_t capacity) {
   std::vector<const KVCache*> used;
   int64_t length = 0, rows = 0;
   for (const KVCache* p : parts) {
@@ -18,12 +18,12 @@ KVCache DecoderModel::stack_caches(const std::vector<const KVCache*>& parts, int
     length = std::max(length, p->length_);
     rows += p->batch_;
   }
-  DESTEIN_CHECK_ARG(!used.empty(), "stack_caches: no cache with rows to stack");
-  DESTEIN_CHECK_ARG(capacity >= length, "stack_caches: capacity {} is below the longest part's {} positions",
+  DESTEIN_CHECK_ARG(!used.empty(), "KVCache::stack: no cache with rows to stack");
+  DESTEIN_CHECK_ARG(capacity >= length, "KVCache::stack: capacity {} is below the longest part's {} positions",
                     capacity, length);
   const size_t layers = used.front()->keys_.size();
   for (const KVCache* p : used) {
-    DESTEIN_CHECK_ARG(p->keys_.size() == layers, "stack_caches: parts have {} and {} layers (one model only)",
+    DESTEIN_CHECK_ARG(p->keys_.size() == layers, "KVCache::stack: parts have {} and {} layers (one model only)",
                       layers, p->keys_.size());
   }
   KVCache out;
@@ -47,15 +47,16 @@ KVCache DecoderModel::stack_caches(const std::vector<const KVCache*>& parts, int
   return out;
 }
 
-void DecoderModel::drop_leading_columns(KVCache& cache, int64_t columns) {
-  DESTEIN_CHECK_ARG(columns >= 0 && columns <= cache.length_,
-                    "drop_leading_columns: {} columns asked of a cache holding {} positions", columns, cache.length_);
+void KVCache::drop_leading_columns(int64_t columns) {
+  DESTEIN_CHECK_ARG(columns >= 0 && columns <= length_,
+                    "KVCache::drop_leading_columns: {} columns asked of a cache holding {} positions", columns,
+                    length_);
   if (columns == 0) return;
-  // Views, not copies: the next stack_caches() (a row joining, or growth) compacts them.
-  for (auto& k : cache.keys_) k = k.narrow(2, columns, cache.capacity_ - columns);
-  for (auto& v : cache.values_) v = v.narrow(2, columns, cache.capacity_ - columns);
-  cache.capacity_ -= columns;
-  cache.length_ -= columns;
+  // Views, not copies: the next stack() (a row joining, or growth) compacts them.
+  for (auto& k : keys_) k = k.narrow(2, columns, capacity_ - columns);
+  for (auto& v : values_) v = v.narrow(2, columns, capacity_ - columns);
+  capacity_ -= columns;
+  length_ -= columns;
 }
 
 }  // namespace destein

@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "check.hpp"
-#include "runtime/families/decoder.hpp"  // interim: KVCache row operations
 
 namespace destein {
 
@@ -53,7 +52,7 @@ at::Tensor KVCacheRows::prefill(const std::vector<std::vector<int64_t>>& sequenc
     const int64_t T = cache_.length();
     timeline = std::max(T, L);
     shift_old = timeline - T;
-    cache_ = DecoderModel::stack_caches({&cache_, &fresh}, timeline + reserve);
+    cache_ = KVCache::stack({&cache_, &fresh}, timeline + reserve);
   }
   for (auto& b : begin_) b += shift_old;
   for (int64_t src : row_source) {
@@ -70,7 +69,7 @@ at::Tensor KVCacheRows::advance(const std::vector<int64_t>& tokens, const std::v
   DESTEIN_CHECK_ARG(static_cast<int64_t>(tokens.size()) == B && static_cast<int64_t>(live.size()) == B,
                     "KVCacheRows::advance: {} tokens and {} flags for {} rows", tokens.size(), live.size(), B);
   const int64_t T = cache_.length();
-  if (T + 1 > cache_.capacity()) cache_ = DecoderModel::stack_caches({&cache_}, T + std::max<int64_t>(reserve, 1));
+  if (T + 1 > cache_.capacity()) cache_ = KVCache::stack({&cache_}, T + std::max<int64_t>(reserve, 1));
   at::Tensor mask = at::zeros({B, T + 1}, at::kLong);  // (B, T + 1): each row's real positions
   for (int64_t b = 0; b < B; ++b) {
     const auto r = static_cast<size_t>(b);
@@ -97,7 +96,7 @@ void KVCacheRows::keep(const std::vector<int64_t>& rows) {
   }
   cache_.select_rows(at::tensor(rows, at::kLong));
   // Columns that are padding for every remaining row carry nothing.
-  DecoderModel::drop_leading_columns(cache_, first);
+  cache_.drop_leading_columns(first);
   for (auto& b : begin) b -= first;
   begin_ = std::move(begin);
   length_ = std::move(length);

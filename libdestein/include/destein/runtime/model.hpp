@@ -53,6 +53,17 @@ class KVCache {
   /// Keeps only the rows `rows` (e.g. drop finished sequences). (R) long.
   void select_rows(const at::Tensor& rows);
 
+  /// One cache holding the rows of `parts` in order, `capacity` columns wide: rows of
+  /// caches of different lengths on one timeline. Each part is right-aligned on a timeline
+  /// as long as the longest part; the columns in front of a shorter part are zeros, to be
+  /// masked out as left padding. Parts without rows are skipped. Throws
+  /// std::invalid_argument when no part has rows, the parts come from models with different
+  /// layer counts, or `capacity` is below the longest part.
+  static KVCache stack(const std::vector<const KVCache*>& parts, int64_t capacity);
+  /// Drops the first `columns` timeline positions of every row (left padding that every row
+  /// shares, e.g. after the longest rows left). Views, no copy: the next stack() compacts.
+  void drop_leading_columns(int64_t columns);
+
  private:
   friend class DecoderModel;
   std::vector<at::Tensor> keys_;    // per layer (B, Hkv, capacity, Dh)

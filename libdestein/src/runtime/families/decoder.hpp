@@ -134,16 +134,6 @@ class DecoderModel : public Model {
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& options) const override;
   KVCache make_cache(int64_t batch, int64_t capacity) const override;
 
-  // Cache surgery for continuous batching (serve/batch_engine.cpp; src/runtime/kv_cache_ops.cpp).
-  // Here because DecoderModel is KVCache's friend, and model.hpp is included everywhere.
-
-  /// One cache holding the rows of `parts` in order, `capacity` columns wide; each part is
-  /// right-aligned on a timeline as long as the longest part (columns in front of a shorter
-  /// part are zeros, to be masked out as left padding). Empty parts are skipped.
-  static KVCache stack_caches(const std::vector<const KVCache*>& parts, int64_t capacity);
-  /// Drops the first `columns` timeline positions of every row (left padding all rows share).
-  static void drop_leading_columns(KVCache& cache, int64_t columns);
-
  private:
   at::Tensor norm(const at::Tensor& x, const Norm& n) const;
   void prepare_linears(bool pack, bool stable);
