@@ -80,6 +80,23 @@ TEST_CASE("serve protocol: each bad field is a 400 naming it and what was expect
   CHECK(param == "steering.gate");
   CHECK_THAT(error_of(R"({"prompt": "x", "steering": {"vectors": "v", "gate_threshold": 1}})"), Contains("[0, 1)"));
   CHECK_THAT(error_of(R"({"prompt": "x", "steering": {"vectors": 3}})"), Contains("'steering.vectors' must be a string"));
+  // logit_bias: OpenAI's shape, string keys that are token ids, biases in [-100, 100].
+  const auto bias = parse_completion_request(R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5, "0": 0}})").logit_bias;
+  CHECK(bias == std::map<int64_t, float>{{0, 0.0f}, {7, 2.5f}, {50256, -100.0f}});
+  CHECK(parse_completion_request(R"({"prompt": "x"})").logit_bias.empty());
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": [1, 2]})", nullptr, &param), Contains("'logit_bias' must be an object"));
+  CHECK(param == "logit_bias");
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": {"-3": 1}})", nullptr, &param), Contains("key \"-3\" is not a token id"));
+  CHECK(param == "logit_bias.-3");
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": {"12a": 1}})"), Contains("is not a token id"));
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": {"99999999999": 1}})"), Contains("is not a token id"));
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": {"5": 101}})", nullptr, &param),
+             Contains("'logit_bias.5' must be a number in [-100, 100], found 101"));
+  CHECK(param == "logit_bias.5");
+  CHECK_THAT(error_of(R"({"prompt": "x", "logit_bias": {"5": "big"}})"), Contains("'logit_bias.5' must be a number"));
+  nlohmann::json many = {{"prompt", "x"}, {"logit_bias", nlohmann::json::object()}};
+  for (int i = 0; i < 1025; ++i) many["logit_bias"][std::to_string(i)] = 1;
+  CHECK_THAT(error_of(many.dump()), Contains("1025 entries, more than the 1024"));
   const nlohmann::json e = error_json(ApiError(429, "busy", {}, "rate_limit_error"));
   CHECK(e == nlohmann::json::parse(R"({"error": {"message": "busy", "type": "rate_limit_error", "param": null, "code": null}})"));
 }

@@ -85,9 +85,15 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
       {"--temperature 0.8 --top-p 0.9 --seed 7 --n 2", {{"temperature", 0.8}, {"top_p", 0.9}, {"seed", 7}, {"n", 2}}},
       {"--temperature 0.8 --seed 11 --vectors " + vectors + " --alpha 0.7 --gate probe",
        {{"temperature", 0.8}, {"seed", 11}, {"steering", {{"vectors", "v"}, {"alpha", 0.7}, {"gate", "probe"}}}}},
+      // logit_bias = `destein generate --logit-bias`: bans of the first greedy tokens of
+      // "I think that" ('s a: 7930, 7907) and a pull toward another token.
+      {"--greedy --logit-bias 7930:-100,7907:-100,100:5",
+       {{"temperature", 0}, {"logit_bias", {{"7930", -100}, {"7907", -100}, {"100", 5}}}}},
+      {"--temperature 0.9 --seed 5 --n 2 --logit-bias 100:4,101:-100",
+       {{"temperature", 0.9}, {"seed", 5}, {"n", 2}, {"logit_bias", {{"100", 4}, {"101", -100}}}}},
   };
   const std::vector<std::string> prompts = {"I think that", "You are a"};
-  std::vector<std::string> base_texts, steered_texts;
+  std::vector<std::string> base_texts, steered_texts, biased_texts;
   for (const auto& prompt : prompts) {
     for (size_t k = 0; k < variants.size(); ++k) {
       json body = variants[k].request;
@@ -107,9 +113,18 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
       for (const auto& c : j["choices"]) CHECK((c["finish_reason"] == "length" || c["finish_reason"] == "stop"));
       if (k == 0) base_texts.push_back(expected[0]);
       if (k == 1) steered_texts.push_back(expected[0]);
+      if (k == 5) biased_texts.push_back(expected[0]);
     }
   }
   CHECK(base_texts != steered_texts);  // the steering changed something, so the equality above says something
+  CHECK(base_texts != biased_texts);   // and so did the bias
+  {
+    json body = {{"prompt", prompts[0]}, {"max_tokens", 4}, {"logit_bias", {{"100000", 1}}}};
+    auto reply = http("POST", url, body.dump(), dir);
+    CHECK(reply.status == 400);
+    CHECK_THAT(reply.body, Contains("past the model's vocabulary"));
+    CHECK(reply.json()["error"]["param"] == "logit_bias.100000");
+  }
 
   SECTION("SSE streams the same text and ends with [DONE]") {
     json body = {{"prompt", prompts[0]}, {"max_tokens", 12}, {"temperature", 0}, {"stream", true},

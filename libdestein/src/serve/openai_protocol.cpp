@@ -159,7 +159,6 @@ void reject_unsupported(const json& body) {
   for (const char* p : {"presence_penalty", "frequency_penalty"}) {
     if (const json* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0)) refuse(p, "only 0");
   }
-  if (const json* v = field(body, "logit_bias"); v && !(v->is_object() && v->empty())) refuse("logit_bias", "leave it out");
   if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) refuse("tools", "no tool calls");
 }
 
@@ -202,6 +201,30 @@ SteeringRequest parse_steering(const json& v) {
     s.top_k_heads = integer_in(*f, "steering.top_k_heads", 0, 1 << 20, "an integer >= 0 (0: all heads)");
   }
   return s;
+}
+
+// OpenAI's shape: {"50256": -100, "1234": 5.5}, keys token ids as strings.
+std::map<int64_t, float> parse_logit_bias(const json& v) {
+  if (!v.is_object()) throw field_error("logit_bias", "an object mapping token ids to biases, such as {\"50256\": -100}", v);
+  // A bound on the work one request may ask of every sampling step.
+  constexpr size_t kMaxEntries = 1024;
+  if (v.size() > kMaxEntries) {
+    throw ApiError(400, fmt::format("'logit_bias' has {} entries, more than the {} this server takes", v.size(), kMaxEntries),
+                   "logit_bias");
+  }
+  std::map<int64_t, float> out;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& key = it.key();
+    const std::string name = "logit_bias." + clip(key, 40);
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) {
+      throw ApiError(400, fmt::format("'logit_bias' key \"{}\" is not a token id (a non-negative integer as a string)", clip(key, 40)),
+                     name);
+    }
+    out[std::stoll(key)] = static_cast<float>(number_in(it.value(), name, -100, 100, "a number in [-100, 100]"));
+  }
+  return out;
 }
 
 void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
@@ -259,6 +282,7 @@ void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
     if (!v->is_boolean()) throw field_error("ignore_eos", "true or false", *v);
     r.ignore_eos = v->get<bool>();
   }
+  if (const json* v = field(body, "logit_bias")) r.logit_bias = parse_logit_bias(*v);
   if (const json* v = field(body, "steering")) r.steering = parse_steering(*v);
 }
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "destein/runtime/logits_processor.hpp"
 #include "destein/serve/batch_engine.hpp"
 #include "destein/serve/metrics_registry.hpp"
 #include "destein/serve/openai_protocol.hpp"
@@ -241,6 +242,16 @@ struct Server::Impl {
     req.sampling.seed = r.seed ? *r.seed : std::random_device{}();
     req.sampling.stop_at_eos = !r.ignore_eos;
     req.steering = steering_for(r.steering);
+    if (!r.logit_bias.empty()) {
+      const int64_t vocab = model.config().vocab_size;
+      for (const auto& [id, bias] : r.logit_bias) {
+        if (id >= vocab) {
+          throw ApiError(400, fmt::format("'logit_bias' names token {}, past the model's vocabulary of {} tokens", id, vocab),
+                         fmt::format("logit_bias.{}", id));
+        }
+      }
+      req.processors.push_back(std::make_shared<LogitBiasProcessor>(r.logit_bias));
+    }
     req.deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.request_timeout_s));
     auto job = std::make_shared<Job>();
     job->tokenizer = &tokenizer;

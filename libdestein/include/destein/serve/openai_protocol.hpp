@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,9 @@ struct SamplingRequest {
   bool stream = false;
   bool include_usage = false;  ///< stream_options.include_usage
   bool ignore_eos = false;     ///< extension (vLLM's name): keep going past end-of-sequence
+  /// OpenAI's `logit_bias`: token id -> bias in [-100, 100] added to its logit; -100 bans.
+  /// Ids are checked against the model's vocabulary by the server.
+  std::map<int64_t, float> logit_bias;
   std::optional<SteeringRequest> steering;
 };
 
