@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n"
                "destein linear kernels: {}; OPENBLAS_CORETYPE={}\n",
-               model->parameter_count() / 1e6, prompt_len, new_tokens, model->linear_backend(),
+               model->parameter_count() / 1e6, prompt_len, new_tokens, destein::linear_backend_name(model->linear_backend()),
                coretype ? coretype : "(unset: OpenBLAS detects the core)");
 
     nlohmann::json eager;

@@ -316,7 +316,7 @@ int main(int argc, char** argv) {
       tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
       tiny_section.threads = threads;
       auto tiny = load_model_section(tiny_section);
-      fmt::print("linear kernels {}\n", tiny.model->linear_backend());
+      fmt::print("linear kernels {}\n", destein::linear_backend_name(tiny.model->linear_backend()));
       PromptFileOptions mo;
       mo.limit = n_prompts;
       auto scorer = AttributeScorer::load(default_scorer_path());
@@ -335,7 +335,7 @@ int main(int argc, char** argv) {
     auto scorer = AttributeScorer::load(default_scorer_path());
     if (part == "perplexity") {
       fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; linear kernels {}\n", threads, bench::gemm_gflops(1024, 10),
-                 model->linear_backend());
+                 destein::linear_backend_name(model->linear_backend()));
       PromptFileOptions bo;
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
       PromptFileOptions bo;
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
-      fmt::print("threads {}; linear kernels {}\n", threads, model->linear_backend());
+      fmt::print("threads {}; linear kernels {}\n", threads, destein::linear_backend_name(model->linear_backend()));
       if (models.find("gpt2") != std::string::npos) {
         batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer,
                       perplexity, widths, samples, new_tokens, rounds);

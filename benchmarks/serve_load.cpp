@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     }
     fmt::print("model: {} ({:.1f} M parameters, {} kernels); {} new tokens per request (ignore_eos), sampled (temperature 0.9)\n",
                tiny ? "models/tiny-lm" : "random GPT-2-small shape", model->parameter_count() / 1e6,
-               model->linear_backend(), max_tokens);
+               destein::linear_backend_name(model->linear_backend()), max_tokens);
     const std::vector<std::string> prompts = {
         "The city council met on Tuesday to discuss the new budget for the coming year, and",
         "I have been reading a lot about the history of the internet lately, and I think",

@@ -38,7 +38,7 @@ int run_info(Args& args) {
   std::string stored;
   for (const auto& [name, n] : stored_dtypes) stored += fmt::format("{}{} x{}", stored.empty() ? "" : ", ", name, n);
   fmt::print("stored dtype  {}\ncompute       {} on {}, {} threads, {} linear kernels\n", stored,
-             dtype_name(model->dtype()), model->device().str(), threads(), model->linear_backend());
+             dtype_name(model->dtype()), model->device().str(), threads(), destein::linear_backend_name(model->linear_backend()));
   fmt::print("reference     {}\n", ckpt.reference ? fmt::format("{} cases ({})", ckpt.reference->inputs.size(),
                                                                   ckpt.reference->source)
                                                     : "none");

@@ -51,7 +51,7 @@ int serve(const ServeConfig& config, bool dump_config) {
   const int port = server.bind();
   // One line a script can wait for (tests and benchmarks read the port from it).
   fmt::print("destein serve: listening on http://{}:{} (model {}, {} kernels, chat template {}, vectors {})\n", o.host,
-             port, o.model_name, loaded.model->linear_backend(), chat_template_name(o.chat_template), o.vectors.size());
+             port, o.model_name, destein::linear_backend_name(loaded.model->linear_backend()), chat_template_name(o.chat_template), o.vectors.size());
   std::fflush(stdout);
   server.serve([] { return stop_signal() != 0; });
   if (stop_signal() != 0) {

@@ -49,7 +49,7 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
   auto dir = destein::test::temp_dir("eval_batching");
   auto prompts = load_eval_prompts(write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
-  REQUIRE(model->linear_backend() == "stable");
+  REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
   auto scorer = AttributeScorer::load(default_scorer_path());
   PerplexityEvaluator ev(*model, *tok, 5);  // chunks that cut across prompts

@@ -111,7 +111,7 @@ struct Setup {
   std::vector<SteeringReport> expected_acted;
 
   void run_apart() {
-    REQUIRE(model->linear_backend() == "stable");
+    REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
     for (const auto& m : all) {
       Hooks hooks;
       std::optional<SteeringHandle> handle;

@@ -86,7 +86,7 @@ TEST_CASE("rescoring replaces every score from the new scorer and keeps the rest
   CHECK(g[1]["insult"].is_null());
   CHECK(g[1]["perplexity"].is_null());
   CHECK(lines[1]["generations"][0]["toxicity"].get<double>() == Approx(0.2));
-  CHECK_FALSE(fs::exists(out.string() + ".partial"));
+  CHECK_FALSE(fs::exists(out.string() + ".tmp"));
 }
 
 TEST_CASE("rescoring refuses to overwrite its input and names a bad line", "[eval][rescore]") {
@@ -96,6 +96,10 @@ TEST_CASE("rescoring refuses to overwrite its input and names a bad line", "[eva
   const fs::path bad = write_file("bad.jsonl", std::string(kRun) + R"({"prompt": {"text": "C"}})" + "\n");
   CHECK_THROWS_WITH(destein::rescore_generations(bad, rescore_dir() / "bad.out.jsonl", scorer),
                     Contains("bad.jsonl:3") && Contains("generations"));
+  // The two good lines before the bad one were written to the temporary file: it is gone,
+  // and no output appeared under the final name.
+  CHECK_FALSE(fs::exists(rescore_dir() / "bad.out.jsonl"));
+  CHECK_FALSE(fs::exists(rescore_dir() / "bad.out.jsonl.tmp"));
   const fs::path no_text = write_file("notext.jsonl", R"({"generations": [{"toxicity": 0.3}]})" "\n");
   CHECK_THROWS_WITH(destein::rescore_generations(no_text, rescore_dir() / "notext.out.jsonl", scorer),
                     Contains("notext.jsonl:1") && Contains("without \"text\""));

@@ -305,7 +305,7 @@ TEST_CASE("decode core: rows join a running batch and leave it with the tokens t
           "[generate][processors]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
-  REQUIRE(model->linear_backend() == "stable");
+  REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
   const std::vector<std::string> texts = {"The", "I think that the people who", "You are a", "Hello there"};
   auto spec = [&](int64_t id) {
     DecodeRowSpec s;

@@ -38,14 +38,14 @@ TEST_CASE("row-stable kernels: a row's logits do not depend on its batch", "[mod
   for (const char* family : destein::test::kFamilies) {
     INFO("family " << family);
     auto model = load_model(fixture(std::string(family) + ".pt"));
-    REQUIRE(model->linear_backend() == "stable");
+    REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
     // ALiBi models take the masked-softmax attention (the row-stable one has no ALiBi
     // term), so the bit-for-bit claim covers their linears, not their attention.
     if (model->config().alibi) continue;
     ModelOptions blas;
     blas.linear_backend = LinearBackend::kBlas;
     auto reference = load_model(fixture(std::string(family) + ".pt"), blas);
-    REQUIRE(reference->linear_backend() == "blas");
+    REQUIRE(reference->linear_backend() == destein::LinearBackend::kBlas);
     for (size_t r = 0; r < kSequences.size(); ++r) {
       const auto& s = kSequences[r];
       const int64_t n = static_cast<int64_t>(s.size());
@@ -100,7 +100,7 @@ TEST_CASE("row-stable backend: named, and refused where it cannot run", "[model]
   o.dtype = at::kBFloat16;
   CHECK_THROWS_WITH(load_model(fixture("gpt2.pt"), o), Catch::Matchers::Contains("float32 on cpu"));
   o.linear_backend = LinearBackend::kAuto;
-  CHECK(load_model(fixture("gpt2.pt"), o)->linear_backend() == "blas");
+  CHECK(load_model(fixture("gpt2.pt"), o)->linear_backend() == destein::LinearBackend::kBlas);
 }
 
 TEST_CASE("row-stable GEMM: the product, whatever the row count", "[model][stable]") {

@@ -73,7 +73,7 @@ std::vector<std::vector<int64_t>> collect(RequestStream& stream, std::vector<Fin
 TEST_CASE("serve engine: each request gets its tokens from generate() alone, batched or not", "[serve]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
-  REQUIRE(model->linear_backend() == "stable");
+  REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
   const SteeringVectors vectors = random_vectors(model->config(), 3);
   SteeringOptions a;
   a.alpha = 0.7;
@@ -180,7 +180,7 @@ TEST_CASE("serve engine: cancel frees the rows, a full queue refuses, bad reques
 TEST_CASE("serve engine: logits processors per request give what generate() gives alone", "[serve][processors]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
-  REQUIRE(model->linear_backend() == "stable");
+  REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
   // Each kind: scores only (a ban), other models' scores (the model itself as a stand-in
   // expert, a shifted copy of its weights being unavailable here: the ensemble's arithmetic
   // is checked against full forwards in tests/runtime), prefixed copies (Self-Debiasing).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.hpp"
+#include "destein/io/file_io.hpp"
 #include "destein/io/jsonl.hpp"
 #include "destein/score/attribute_scorer.hpp"
 
@@ -25,8 +26,7 @@ RescoreReport rescore_generations(const std::filesystem::path& input, const std:
   JsonlReader reader(input);
   // Written next to the output first and renamed at the end: a failed run leaves no
   // half-rescored file that reads as a whole one.
-  const fs::path partial = output.string() + ".partial";
-  {
+  write_file_atomically(output, [&](const fs::path& partial) {
     JsonlWriter writer(partial);
     nlohmann::json line;
     while (reader.next(line)) {
@@ -62,8 +62,7 @@ RescoreReport rescore_generations(const std::filesystem::path& input, const std:
       report.generations += static_cast<int64_t>(texts.size());
     }
     writer.close();
-  }
-  fs::rename(partial, output);
+  });
   return report;
 }
 

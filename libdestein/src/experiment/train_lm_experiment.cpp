@@ -212,14 +212,12 @@ std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& t
   }
   bar.update(total);
   bar.finish();
-  const fs::path tmp = token_file.string() + ".tmp";
-  {
+  write_file_atomically(token_file, [&](const fs::path& tmp) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * sizeof(int32_t)));
     out.close();
     if (!out.good()) throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
-  }
-  fs::rename(tmp, token_file);
+  });
   write_text_file(stamp_file, stamp.dump(2) + "\n");
   return ids;
 }

@@ -34,16 +34,30 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   }
 }
 
-void write_text_file(const std::filesystem::path& path, const std::string& text) {
+void write_file_atomically(const std::filesystem::path& path,
+                           const std::function<void(const std::filesystem::path& tmp)>& write) {
   const std::filesystem::path tmp = path.string() + ".tmp";
-  {
+  std::error_code ignored;
+  try {
+    write(tmp);
+  } catch (...) {
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) std::filesystem::remove(tmp, ignored);
+  DESTEIN_CHECK_IO(!ec, "cannot move '{}' into place as '{}': {}", tmp.string(), path.string(), ec.message());
+}
+
+void write_text_file(const std::filesystem::path& path, const std::string& text) {
+  write_file_atomically(path, [&](const std::filesystem::path& tmp) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     DESTEIN_CHECK_IO(out.good(), "cannot create '{}'", tmp.string());
     out << text;
     out.close();
     DESTEIN_CHECK_IO(out.good(), "failed writing '{}' (disk full or not writable?)", tmp.string());
-  }
-  std::filesystem::rename(tmp, path);
+  });
 }
 
 std::string file_fnv1a64(const std::filesystem::path& path) {

@@ -1,3 +1,4 @@
+#include "destein/io/file_io.hpp"
 #include "destein/io/safetensors.hpp"
 
 #include <ATen/ATen.h>
@@ -80,8 +81,7 @@ void write_safetensors(const std::filesystem::path& path,
   // The format asks for the data to start 8-byte aligned; pad the header with spaces.
   while (header_text.size() % 8 != 0) header_text.push_back(' ');
 
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
+  write_file_atomically(path, [&](const std::filesystem::path& tmp) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     DESTEIN_CHECK_IO(out.good(), "{}: cannot open for writing", tmp.string());
     uint64_t len = header_text.size();
@@ -95,11 +95,7 @@ void write_safetensors(const std::filesystem::path& path,
     }
     out.flush();
     DESTEIN_CHECK_IO(out.good(), "{}: write failed (disk full?)", tmp.string());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  DESTEIN_CHECK_IO(!ec, "{}: cannot move the written file into place: {}", path.string(),
-                   ec.message());
+  });
 }
 
 }  // namespace destein

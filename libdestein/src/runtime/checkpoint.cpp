@@ -1,3 +1,4 @@
+#include "destein/io/file_io.hpp"
 #include "destein/runtime/checkpoint.hpp"
 
 #include <ATen/ATen.h>
@@ -257,17 +258,14 @@ void save_checkpoint(const fs::path& path, const json& hf_config,
     }
     extra["reference.json"] = json{{"source", reference->source}, {"cases", cases}}.dump();
   }
-  const std::string tmp = path.string() + ".tmp";
-  try {
-    module.save(tmp, extra);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(
-        fmt::format("{}: cannot write archive: {}", path.string(), first_line(e.what_without_backtrace())));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  DESTEIN_CHECK_IO(!ec, "{}: cannot move the written archive into place: {}", path.string(),
-                   ec.message());
+  write_file_atomically(path, [&](const fs::path& tmp) {
+    try {
+      module.save(tmp.string(), extra);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(
+          fmt::format("{}: cannot write archive: {}", path.string(), first_line(e.what_without_backtrace())));
+    }
+  });
 }
 
 }  // namespace destein

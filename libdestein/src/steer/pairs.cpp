@@ -1,3 +1,4 @@
+#include "destein/io/file_io.hpp"
 #include "destein/steer/pairs.hpp"
 
 #include <algorithm>
@@ -346,9 +347,7 @@ std::vector<SteeringPair> deduplicate_pairs(const std::vector<SteeringPair>& pai
 void write_pairs_jsonl(const std::filesystem::path& path, const std::vector<SteeringPair>& pairs) {
   DESTEIN_CHECK_ARG(!pairs.empty(), "write_pairs_jsonl: no pairs to write to '{}'",
                     path.string());
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  try {
+  write_file_atomically(path, [&](const std::filesystem::path& tmp) {
     JsonlWriter out(tmp);
     for (const auto& pair : pairs) {
       nlohmann::json line = {{"toxic", pair.toxic}, {"nontoxic", pair.nontoxic}};
@@ -356,19 +355,7 @@ void write_pairs_jsonl(const std::filesystem::path& path, const std::vector<Stee
       out.write(line);
     }
     out.close();
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw;
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-  }
-  DESTEIN_CHECK_IO(!ec, "cannot move '{}' to '{}': {}", tmp.string(), path.string(),
-                   ec.message());
+  });
 }
 
 std::string pair_set_hash(const std::vector<SteeringPair>& pairs) {

@@ -4,6 +4,7 @@
 /// resume checks report).
 
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -14,8 +15,15 @@ namespace destein {
 /// opened or is not valid JSON.
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
-/// Writes `text` to `path` through a temporary file and a rename, so a crash never leaves
-/// a half-written file. Throws std::runtime_error naming the file on failure.
+/// Write-then-rename, the one way the library replaces a file: `write` fills `path` + ".tmp",
+/// which is then renamed onto `path`, so a crash or an error never leaves a half-written
+/// file under the final name. When `write` throws, or the rename fails, the temporary file
+/// is removed and the error goes on (the rename's as std::runtime_error naming both files).
+void write_file_atomically(const std::filesystem::path& path,
+                           const std::function<void(const std::filesystem::path& tmp)>& write);
+
+/// Writes `text` to `path` through write_file_atomically(). Throws std::runtime_error
+/// naming the file on failure.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
 
 /// FNV-1a 64 of a file's bytes as 16 hex digits: identifies a file a cache or a run was

@@ -75,7 +75,7 @@ using GenerationProgress = std::function<void(int64_t done, int64_t total)>;
 
 /// Continues every prompt `num_samples` times. Row (p, s) draws its random numbers from
 /// its own stream seeded by (seed, p, s); with a model on row-stable kernels (the CPU
-/// float32 default, Model::linear_backend() "stable") its logits do not depend on the
+/// float32 default, Model::linear_backend() kStable) its logits do not depend on the
 /// other rows either, so results do not depend on batch_size or on which other prompts
 /// share the batch, bit for bit. Prompts are left padded within a batch. Results
 /// are ordered by prompt, then sample. `hooks` (may be null) are active on every forward

@@ -39,6 +39,8 @@ struct ModelOptions {
 
 /// "auto", "blas", "onednn", "stable". Throws std::invalid_argument otherwise.
 LinearBackend parse_linear_backend(const std::string& name);
+/// The name parse_linear_backend() reads: "auto", "blas", "onednn", "stable".
+std::string linear_backend_name(LinearBackend backend);
 
 /// Keys and values of every layer for incremental decoding, preallocated to a capacity.
 /// Rows are sequences of a batch; columns are positions of one shared timeline (left
@@ -99,8 +101,9 @@ class Model {
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
   int64_t parameter_count() const { return parameter_count_; }
-  /// "stable", "onednn" or "blas": the kernels the weight products run on.
-  const std::string& linear_backend() const { return linear_backend_; }
+  /// The kernels the weight products run on: kStable, kOneDnn or kBlas (never kAuto, which
+  /// is resolved at load). linear_backend_name() spells it.
+  LinearBackend linear_backend() const { return linear_backend_; }
 
   /// input_ids (B, T) long. Throws std::invalid_argument for an id outside the vocabulary,
   /// a sequence past the position limit, a mask of the wrong shape, a cache too small, or
@@ -116,7 +119,7 @@ class Model {
   c10::Device device_ = c10::Device(c10::kCPU);
   c10::ScalarType dtype_ = c10::kFloat;
   int64_t parameter_count_ = 0;
-  std::string linear_backend_ = "blas";
+  LinearBackend linear_backend_ = LinearBackend::kBlas;
 };
 
 /// Builds the native model for `checkpoint.config.model_type` ("gpt2", "llama",

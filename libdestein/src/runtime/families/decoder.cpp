@@ -145,8 +145,8 @@ void DecoderModel::prepare_linears(bool pack, bool stable) {
   // The output head stays on the GEMM path: oneDNN measured 1.5-8x slower on a
   // 50k-row head than a plain GEMM on the (in, out) layout.
   prepare(lm_head_, false);
-  if (pack) linear_backend_ = "onednn";
-  if (stable) linear_backend_ = "stable";
+  if (pack) linear_backend_ = LinearBackend::kOneDnn;
+  if (stable) linear_backend_ = LinearBackend::kStable;
   stable_ = stable;
 }
 
@@ -485,6 +485,16 @@ LinearBackend parse_linear_backend(const std::string& name) {
   if (name == "stable") return LinearBackend::kStable;
   throw std::invalid_argument(
       fmt::format("unknown linear backend '{}': expected auto, blas, onednn or stable", name));
+}
+
+std::string linear_backend_name(LinearBackend backend) {
+  switch (backend) {
+    case LinearBackend::kAuto: return "auto";
+    case LinearBackend::kBlas: return "blas";
+    case LinearBackend::kOneDnn: return "onednn";
+    case LinearBackend::kStable: return "stable";
+  }
+  return "unknown";
 }
 
 std::vector<std::string> known_model_types() {
