@@ -42,6 +42,7 @@
 #include "destein/runtime/logits_processor.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/model_config.hpp"
+#include "destein/runtime/word_filter.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/perspective.hpp"
