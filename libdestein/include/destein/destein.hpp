@@ -36,6 +36,7 @@
 #include "destein/parallel/work_split.hpp"
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/decode_batch.hpp"
+#include "destein/runtime/decoding_method.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/hooks.hpp"
