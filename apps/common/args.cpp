@@ -23,8 +23,10 @@ Args::Args(int argc, char** argv, int first) {
     auto eq = key.find('=');
     if (eq != std::string::npos) {
       values_[key.substr(0, eq)] = key.substr(eq + 1);
+      all_values_[key.substr(0, eq)].push_back(key.substr(eq + 1));
     } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
       values_[key] = argv[++i];
+      all_values_[key].push_back(values_[key]);
     } else {
       flags_seen_.insert(key);
     }
@@ -107,11 +109,10 @@ bool Args::flag(const std::string& key, const char* help) {
       fmt::format("option --{} is a flag: give it alone or as --{}=true|false", key, key));
 }
 
-std::vector<int64_t> Args::get_int_list(const std::string& key, const char* help) {
-  document(key, "N,N,...", help);
+namespace {
+
+std::vector<int64_t> parse_int_list(const std::string& key, const std::string* v) {
   std::vector<int64_t> out;
-  auto v = lookup(key);
-  if (!v) return out;
   size_t start = 0;
   while (start <= v->size()) {
     size_t end = v->find(',', start);
@@ -127,6 +128,23 @@ std::vector<int64_t> Args::get_int_list(const std::string& key, const char* help
     }
     start = end + 1;
   }
+  return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> Args::get_int_list(const std::string& key, const char* help) {
+  document(key, "N,N,...", help);
+  auto v = lookup(key);
+  if (!v) return {};
+  return parse_int_list(key, &*v);
+}
+
+std::vector<std::vector<int64_t>> Args::get_int_lists(const std::string& key, const char* help) {
+  document(key, "N,N,... (repeatable)", help);
+  std::vector<std::vector<int64_t>> out;
+  if (!lookup(key)) return out;
+  for (const auto& v : all_values_.at(key)) out.push_back(parse_int_list(key, &v));
   return out;
 }
 

@@ -35,6 +35,10 @@ class Args {
   bool flag(const std::string& key, const char* help = nullptr);
   /// Comma-separated integers, e.g. `--ids 5,17,42`.
   std::vector<int64_t> get_int_list(const std::string& key, const char* help = nullptr);
+  /// An integer list option that may be given several times, one list per occurrence in
+  /// command-line order (`--debias-prefix-ids 1,2 --debias-prefix-ids 3`).
+  std::vector<std::vector<int64_t>> get_int_lists(const std::string& key,
+                                                  const char* help = nullptr);
 
   const std::vector<std::string>& positional() const { return positional_; }
   /// True when --help or -h was given: getters return their defaults.
@@ -52,7 +56,8 @@ class Args {
   void document(const std::string& key, std::string value, const char* help);
   bool help_ = false;
   std::vector<OptionDoc> docs_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> values_;                 // the last value of each key
+  std::map<std::string, std::vector<std::string>> all_values_;  // every value, in order
   std::set<std::string> flags_seen_;
   std::set<std::string> used_;
   std::vector<std::string> positional_;

@@ -65,11 +65,11 @@ SteeringEntrySpec parse_entry(const std::string& spec, const std::string& defaul
 
 }  // namespace
 
-SteeringArgs read_steering_args(Args& args) {
+SteeringArgs read_steering_args(Args& args, bool alpha_taken) {
   SteeringArgs s;
   s.vectors_path = args.get("vectors");
   auto mode = args.get("mode");
-  auto alpha = args.get("alpha");
+  auto alpha = alpha_taken ? std::nullopt : args.get("alpha");
   auto layers = args.get("layers");
   auto positions = args.get("positions");
   auto gate = args.get("gate");

@@ -31,7 +31,9 @@ struct SteeringArgs {
 };
 
 /// Reads the steering flags (all optional; --mode/--alpha without --vectors is an error).
-SteeringArgs read_steering_args(Args& args);
+/// `alpha_taken`: --alpha belongs to a decoding-time method (method_args.hpp), so it is
+/// neither read nor an error here.
+SteeringArgs read_steering_args(Args& args, bool alpha_taken = false);
 
 /// Parses "START:END" (end exclusive, either may be empty) into options; `what` names the
 /// flag or key in the error.

@@ -9,10 +9,12 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "destein/runtime/decoding_method.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/logits_processor.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/device.hpp"
+#include "method_args.hpp"
 #include "model_args.hpp"
 #include "steering_args.hpp"
 
@@ -69,10 +71,21 @@ int run_logits(Args& args) {
   const std::string path = args.require("model");
   ModelOptions opts = read_model_options(args);
   std::vector<int64_t> ids = args.get_int_list("ids");
-  SteeringArgs steering = read_steering_args(args);
+  // The logits themselves, not a sampling distribution: DExperts' truncation only when asked.
+  const std::optional<DecodingMethod> method = read_method_args(args, 1.0);
+  SteeringArgs steering = read_steering_args(args, method.has_value());
+  std::unique_ptr<Tokenizer> tok;
+  if (method && decoding_method_needs_tokenizer(*method)) tok = find_tokenizer(args, path);
   args.finish();
   if (ids.empty()) throw std::invalid_argument("--ids needs at least one token id, e.g. --ids 5,17,42");
+  if (method && steering.vectors_path) {
+    throw std::invalid_argument("--method and --vectors do not combine");
+  }
   auto model = load_model(path, opts);
+  if (tok) {
+    tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type,
+                                   model->config().bos_token_id);
+  }
   Hooks hooks;
   auto handle = attach_from_args(steering, hooks, *model);
   ForwardOptions fo;
@@ -80,6 +93,17 @@ int run_logits(Args& args) {
   fo.logits = LogitsFor::kLast;
   at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).logits.reshape({-1}).to(at::kCPU);
   std::vector<float> values(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  if (method) {
+    // The scores the method's chain gives the next token after --ids (banned: null).
+    const std::vector<int64_t> none;
+    ProcessorRows rows;
+    rows.vocab_size = static_cast<int64_t>(values.size());
+    rows.row_ids = {0};
+    rows.prompts = {&ids};
+    rows.generated = {&none};
+    rows.scores = {values.data()};
+    for (const auto& p : build_decoding_method(*method, *model, tok.get(), opts)) p->process(rows);
+  }
   nlohmann::json out = {{"ids", ids}, {"logits", values}};
   std::cout << out.dump() << "\n";
   return 0;
@@ -127,23 +151,37 @@ int run_generate(Args& args) {
   const auto logit_bias = args.get("logit-bias", "ID:BIAS,... added to those tokens' logits; a bias <= -100 bans "
                                                  "(OpenAI's logit_bias)");
   if (!ban_ids.empty()) g.processors.push_back(std::make_shared<TokenBanProcessor>(ban_ids));
-  if (logit_bias) g.processors.push_back(std::make_shared<LogitBiasProcessor>(parse_logit_bias(*logit_bias)));
+  if (logit_bias) {
+    g.processors.push_back(std::make_shared<LogitBiasProcessor>(parse_logit_bias(*logit_bias)));
+  }
   auto prompt = args.get("prompt");
   std::vector<int64_t> prompt_ids = args.get_int_list("ids");
   const bool json_lines = args.flag("json");
   const bool compare = args.flag("compare");
   const bool explain = args.flag("explain");
-  SteeringArgs steering = read_steering_args(args);
+  const std::optional<DecodingMethod> method = read_method_args(args, 0.9);
+  SteeringArgs steering = read_steering_args(args, method.has_value());
   std::unique_ptr<Tokenizer> tok;
-  if (prompt) tok = find_tokenizer(args, path);
+  if (prompt || (method && decoding_method_needs_tokenizer(*method))) {
+    tok = find_tokenizer(args, path);
+  }
   args.finish();
   if (!prompt && prompt_ids.empty()) throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
   if (compare && !steering.vectors_path) throw std::invalid_argument("--compare needs --vectors FILE");
   if (explain && !steering.vectors_path) throw std::invalid_argument("--explain needs --vectors FILE");
+  if (method && steering.vectors_path) {
+    throw std::invalid_argument("--method and --vectors do not combine");
+  }
 
   auto model = load_model(path, opts);
   if (tok) tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type, model->config().bos_token_id);
   if (prompt) prompt_ids = tok->encode_prompt(*prompt);
+  // The method edits the model's scores first; bans and biases are the caller's last word.
+  if (method) {
+    LogitsProcessorChain chain = build_decoding_method(*method, *model, tok.get(), opts);
+    chain.insert(chain.end(), g.processors.begin(), g.processors.end());
+    g.processors = std::move(chain);
+  }
   Hooks hooks;
   std::vector<Generation> base;
   if (compare) base = generate(*model, {prompt_ids}, g);

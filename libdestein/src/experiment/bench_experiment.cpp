@@ -213,6 +213,15 @@ std::vector<EvalPrompt> load_bench_prompt_set(const BenchPromptSet& set,
 BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const ProcessGroup* group) {
   const bool sharded = group && group->size() > 1;
   const bool writer = !sharded || group->is_root();
+  for (const auto& m : experiment.methods) {
+    // The mixed pass steers rows by method but runs one processor chain for the whole batch.
+    if (experiment.mix_methods && !m.decoding.kind.empty()) {
+      throw std::invalid_argument(fmt::format(
+          "method '{}' ({}) cannot run with mix_methods: its logits processors would apply to "
+          "every method's rows; run the methods apart",
+          m.name, m.decoding.kind));
+    }
+  }
   const std::filesystem::path out_dir(experiment.output);
   OutputLock lock;
   if (writer) {
@@ -249,6 +258,18 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       }
       handle = attach_steering(hooks, *tools.gen.model, std::move(stack));
     }
+    // A decoding-time method's processors (its expert models loaded as the generating
+    // model is), one chain for all of the method's prompt sets.
+    LogitsProcessorChain chain;
+    if (!method.decoding.kind.empty()) {
+      ModelOptions expert_options;
+      expert_options.device = tools.gen.model->device();
+      expert_options.dtype = tools.gen.model->dtype();
+      expert_options.threads = c.model.threads;
+      expert_options.linear_backend = parse_linear_backend(c.model.linear_backend);
+      chain = build_decoding_method(method.decoding, *tools.gen.model, tools.gen.tokenizer.get(),
+                                    expert_options);
+    }
     for (size_t si = 0; si < c.prompts.size(); ++si) {
       const BenchPromptSet& set = c.prompts[si];
       int64_t skipped = 0;
@@ -257,6 +278,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       const std::string label = fmt::format("{} / {}", method.name, set.name);
       EvalRunOptions ro = eval_run_options(c, set);
       ro.method = method.name;
+      ro.generation.processors = chain;
       // The settings are the experiment's as written, not a rank's device placement.
       if (writer) check_resume_settings(file, bench_run_settings(experiment, method, set));
       const MethodOutcome outcome =

@@ -11,6 +11,8 @@ namespace destein {
 namespace {
 
 double method_alpha(const BenchMethod& m) {
+  if (m.decoding.kind == "dexperts") return m.decoding.alpha;
+  if (m.decoding.kind == "self-debias") return m.decoding.lambda;
   return m.steering.empty() ? 0.0 : m.steering.front().steering.alpha;
 }
 
@@ -39,6 +41,7 @@ std::string results_table(const nlohmann::json& results) {
 
 std::string bench_method_variant(const BenchMethod& m) {
   if (!m.variant.empty()) return m.variant;
+  if (!m.decoding.kind.empty()) return m.decoding.kind;
   if (m.steering.empty()) return "base";
   const SteeringOptions& o = m.steering.front().steering;
   std::string v = steering_mode_name(o.mode);
@@ -88,6 +91,7 @@ void BenchResults::add(const BenchMethod& method, const BenchPromptSet& set,
   row["alpha"] = method_alpha(method);
   row["mode"] =
       method.steering.empty() ? "none" : steering_mode_name(method.steering.front().steering.mode);
+  if (!method.decoding.kind.empty()) row["decoding_method"] = method.decoding.kind;
   row["generations_file"] = file.string();
   row["variant"] = bench_method_variant(method);
   row["prompts_per_batch"] = rep.prompts_per_batch;

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <map>
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/score/scorer_factory.hpp"
@@ -49,6 +50,62 @@ Schema<BenchSteeringEntry> steering_entry_schema() {
   return s;
 }
 
+// `method: NAME` and its keys; the keys of the other methods and of steering are errors.
+void read_decoding_method(const ConfigNode& node, BenchMethod& m) {
+  DecodingMethod& d = m.decoding;
+  d = DecodingMethod{};
+  d.kind = node.require<std::string>("method");
+  const std::string where = node.where("method");
+  const auto& kinds = decoding_method_kinds();
+  if (std::find(kinds.begin(), kinds.end(), d.kind) == kinds.end()) {
+    throw std::invalid_argument(fmt::format("{}: unknown method '{}' (known: {})", where, d.kind,
+                                            fmt::join(kinds, ", ")));
+  }
+  const std::map<std::string, std::vector<std::string>> keys_of = {
+      {"dexperts", {"expert", "anti_expert", "alpha", "filter_p"}},
+      {"self-debias", {"lambda", "prefixes"}},
+      {"word-filter", {"words"}}};
+  for (const auto& [kind, keys] : keys_of) {
+    if (kind == d.kind) continue;
+    for (const auto& key : keys) {
+      if (node.has(key)) {
+        throw std::invalid_argument(fmt::format("{}: '{}' belongs to method {}, not {}",
+                                                node.where(key), key, kind, d.kind));
+      }
+    }
+  }
+  for (const char* key : {"vectors", "steering", "mode"}) {
+    if (node.has(key)) {
+      throw std::invalid_argument(fmt::format(
+          "{}: a method '{}' entry does not take steering keys; give steering its own entry",
+          node.where(key), d.kind));
+    }
+  }
+  d.expert = node.get<std::string>("expert", d.expert);
+  d.anti_expert = node.get<std::string>("anti_expert", d.anti_expert);
+  d.alpha = node.get<double>("alpha", d.alpha);
+  d.filter_p = node.get<double>("filter_p", d.filter_p);
+  d.lambda = node.get<double>("lambda", d.lambda);
+  d.prefixes = node.get<std::vector<std::string>>("prefixes", d.prefixes);
+  d.words = node.get<std::string>("words", d.words);
+  check_decoding_method(d, where);
+}
+
+void emit_decoding_method(YAML::Emitter& e, const DecodingMethod& d) {
+  e << YAML::Key << "method" << YAML::Value << d.kind;
+  if (d.kind == "dexperts") {
+    e << YAML::Key << "expert" << YAML::Value << d.expert;
+    e << YAML::Key << "anti_expert" << YAML::Value << d.anti_expert;
+    e << YAML::Key << "alpha" << YAML::Value << d.alpha;
+    e << YAML::Key << "filter_p" << YAML::Value << d.filter_p;
+  } else if (d.kind == "self-debias") {
+    e << YAML::Key << "lambda" << YAML::Value << d.lambda;
+    if (!d.prefixes.empty()) e << YAML::Key << "prefixes" << YAML::Value << d.prefixes;
+  } else {
+    e << YAML::Key << "words" << YAML::Value << d.words;
+  }
+}
+
 Schema<BenchMethod> method_schema() {
   const Schema<BenchSteeringEntry> entry = steering_entry_schema();
   Schema<BenchMethod> s;
@@ -56,6 +113,10 @@ Schema<BenchMethod> method_schema() {
   // One entry: its keys on the method itself. Several: a `steering:` list of entries.
   s.custom(
       [entry](const ConfigNode& node, BenchMethod& m) {
+        if (node.has("method")) {
+          read_decoding_method(node, m);
+          return;
+        }
         BenchSteeringEntry first;
         entry.read(node, first);
         m.steering.clear();
@@ -80,6 +141,10 @@ Schema<BenchMethod> method_schema() {
         }
       },
       [entry](YAML::Emitter& e, const BenchMethod& m) {
+        if (!m.decoding.kind.empty()) {
+          emit_decoding_method(e, m.decoding);
+          return;
+        }
         if (m.steering.size() == 1) {
           entry.emit(e, m.steering.front());
         } else if (m.steering.size() > 1) {
@@ -181,6 +246,14 @@ Schema<BenchExperiment> bench_experiment_schema() {
         }
         if (c.methods.empty())
           throw std::invalid_argument(n.where("methods") + ": 'methods' is an empty list");
+        for (const auto& m : c.methods) {
+          if (c.mix_methods && !m.decoding.kind.empty()) {
+            throw std::invalid_argument(fmt::format(
+                "{}: method '{}' ({}) cannot run with generation.mix_methods: its logits "
+                "processors apply to every row of a batch; set mix_methods: false",
+                n.where("methods"), m.name, m.decoding.kind));
+          }
+        }
       });
   return s;
 }

@@ -50,6 +50,23 @@ nlohmann::json entry_settings(const BenchSteeringEntry& e) {
 }
 
 nlohmann::json method_settings(const BenchMethod& m) {
+  if (!m.decoding.kind.empty()) {
+    // Only for these methods, so that the settings of every other method stay as they were.
+    const DecodingMethod& d = m.decoding;
+    nlohmann::json j = {{"method", d.kind}};
+    if (d.kind == "dexperts") {
+      j["expert"] = file_identity(d.expert);
+      j["anti_expert"] = file_identity(d.anti_expert);
+      j["alpha"] = d.alpha;
+      j["filter_p"] = d.filter_p;
+    } else if (d.kind == "self-debias") {
+      j["lambda"] = d.lambda;
+      j["prefixes"] = d.prefixes.empty() ? self_debias_prefixes() : d.prefixes;
+    } else {
+      j["words"] = file_identity(d.words);
+    }
+    return j;
+  }
   if (m.steering.empty()) {
     const SteeringOptions none;
     return {{"vectors", nullptr},

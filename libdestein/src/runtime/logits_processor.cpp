@@ -210,11 +210,23 @@ void PrefixedRowsProcessor::process(ProcessorRows& rows) {
   // Copy k of row i is keyed row_id * K + k: one cached row each, advancing with the row.
   std::vector<int64_t> keys;
   std::vector<const std::vector<int64_t>*> prefixes, prompts, generated;
+  // A prefix that starts with the model's BOS already begins the sequence: the prompt's own
+  // leading BOS would put a second document start between prefix and prompt.
+  const auto bos = shadows_.model().config().bos_token_id;
+  std::vector<std::vector<int64_t>> after_bos;
+  after_bos.reserve(N);
   for (size_t i = 0; i < N; ++i) {
+    const std::vector<int64_t>* prompt = rows.prompts[i];
+    const std::vector<int64_t>* prompt_after_bos = prompt;
+    if (bos && !prompt->empty() && prompt->front() == *bos) {
+      after_bos.emplace_back(prompt->begin() + 1, prompt->end());
+      prompt_after_bos = &after_bos.back();
+    }
     for (size_t k = 0; k < K; ++k) {
       keys.push_back(rows.row_ids[i] * static_cast<int64_t>(K) + static_cast<int64_t>(k));
       prefixes.push_back(&prefixes_[k]);
-      prompts.push_back(rows.prompts[i]);
+      const bool prefix_has_bos = bos && prefixes_[k].front() == *bos;
+      prompts.push_back(prefix_has_bos ? prompt_after_bos : prompt);
       generated.push_back(rows.generated[i]);
     }
   }

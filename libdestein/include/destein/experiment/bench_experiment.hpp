@@ -19,6 +19,7 @@
 #include "destein/eval/harness.hpp"
 #include "destein/experiment/model_section.hpp"
 #include "destein/parallel/process_group.hpp"
+#include "destein/runtime/decoding_method.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "destein/steer/steering.hpp"
 
@@ -47,11 +48,14 @@ struct BenchSteeringEntry {
 };
 
 /// `methods:` items. One entry: its keys on the method itself; several: a `steering:`
-/// list, applied in order. No entry: the unsteered model.
+/// list, applied in order. No entry: the unsteered model. Or a decoding-time method
+/// instead of steering (`method: dexperts | self-debias | word-filter` with its keys:
+/// expert, anti_expert, alpha, filter_p; lambda, prefixes; words; docs/methods.md).
 struct BenchMethod {
   std::string name = "base";
   std::string variant;                      ///< the trade-off plot's curve; empty: from the settings
   std::vector<BenchSteeringEntry> steering;
+  DecodingMethod decoding;                  ///< kind empty: none
 };
 
 struct BenchExperiment {
