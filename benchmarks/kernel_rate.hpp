@@ -19,14 +19,18 @@ namespace destein::bench {
 inline double stable_gemm_gflops(int64_t n, int repeats) {
   at::Tensor a = at::randn({n, n}), w = at::randn({n, n});
   at::Tensor packed = destein::detail::pack_stable_weight(w);
-  return best_gflops(2.0 * n * n * n, repeats, [&] { destein::detail::stable_linear(a, packed, n, at::Tensor()); });
+  return best_gflops(2.0 * n * n * n, repeats,
+                     [&] { destein::detail::stable_linear(a, packed, n, at::Tensor()); });
 }
 
 /// The larger of the BLAS and the row-stable rate for a 1024^3 product; prints both.
 inline double machine_gemm_gflops(int repeats) {
   const double blas = gemm_gflops(1024, repeats), stable = stable_gemm_gflops(1024, repeats);
-  fmt::print("GEMM 1024^3: BLAS {:.1f} GFLOP/s, row-stable kernel ({}) {:.1f} GFLOP/s; limit uses {:.1f}\n", blas,
-             destein::detail::stable_isa_name(destein::detail::stable_isa()), stable, std::max(blas, stable));
+  fmt::print(
+      "GEMM 1024^3: BLAS {:.1f} GFLOP/s, row-stable kernel ({}) {:.1f} GFLOP/s; limit uses "
+      "{:.1f}\n",
+      blas, destein::detail::stable_isa_name(destein::detail::stable_isa()), stable,
+      std::max(blas, stable));
   return std::max(blas, stable);
 }
 

@@ -15,8 +15,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -24,7 +24,6 @@
 #include "kernel_rate.hpp"
 #include "machine_rate.hpp"
 #include "runtime/row_stable.hpp"
-
 
 using destein::bench::Clock;
 using destein::bench::seconds_since;
@@ -61,12 +60,12 @@ double time_call(F&& f, double min_seconds) {
   return best;
 }
 
-
 }  // namespace
 
 int main(int argc, char** argv) try {
   destein::app::Args args(argc, argv);
-  const int threads = static_cast<int>(args.get_int("threads", destein::app::default_thread_count()));
+  const int threads =
+      static_cast<int>(args.get_int("threads", destein::app::default_thread_count()));
   std::vector<int64_t> batches = args.get_int_list("batches", "decode batches (default 1,25,100)");
   if (batches.empty()) batches = {1, 25, 100};
   const double min_seconds = args.get_double("min-seconds", 0.3);
@@ -79,10 +78,13 @@ int main(int argc, char** argv) try {
   if (threads > 1) thread_counts.push_back(threads);
   for (int t : thread_counts) {
     at::set_num_threads(t);
-    const double gemm = destein::bench::machine_gemm_gflops(5), mem = destein::bench::memory_read_gbs(3);
-    fmt::print("== {} thread(s): GEMM limit {:.1f} GFLOP/s, memory read {:.1f} GB/s ==\n", t, gemm, mem);
-    fmt::print("{:>5} {:<18} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8} {:>7}\n", "rows", "shape", "stable GF",
-               "avx2 GF", "blas GF", "stable GB", "blas GB", "stable%", "blas%", "s/b");
+    const double gemm = destein::bench::machine_gemm_gflops(5),
+                 mem = destein::bench::memory_read_gbs(3);
+    fmt::print("== {} thread(s): GEMM limit {:.1f} GFLOP/s, memory read {:.1f} GB/s ==\n", t, gemm,
+               mem);
+    fmt::print("{:>5} {:<18} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8} {:>7}\n", "rows", "shape",
+               "stable GF", "avx2 GF", "blas GF", "stable GB", "blas GB", "stable%", "blas%",
+               "s/b");
     for (int64_t m : batches) {
       double step_stable = 0, step_blas = 0, step_limit = 0;
       for (const Shape& s : kShapes) {
@@ -97,27 +99,35 @@ int main(int argc, char** argv) try {
         at::Tensor bias = at::randn({s.n}) * 0.02, x = at::randn({m, s.k});
         int64_t next = 0;
         const double ts = time_call(
-            [&] { destein::detail::stable_linear(x, packed[next++ % copies], s.n, bias); }, min_seconds);
+            [&] { destein::detail::stable_linear(x, packed[next++ % copies], s.n, bias); },
+            min_seconds);
         double t2 = ts;  // the AVX2 kernel, where the default is another
         if (destein::detail::stable_isa() == destein::detail::StableIsa::kAvx512) {
           destein::detail::set_stable_isa(destein::detail::StableIsa::kAvx2);
-          t2 = time_call([&] { destein::detail::stable_linear(x, packed[next++ % copies], s.n, bias); }, min_seconds);
+          t2 = time_call(
+              [&] { destein::detail::stable_linear(x, packed[next++ % copies], s.n, bias); },
+              min_seconds);
           destein::detail::reset_stable_isa();
         }
         const double tb = time_call([&] { at::addmm(bias, x, w[next++ % copies]); }, min_seconds);
         const double flops = 2.0 * m * s.k * s.n, bytes = 4.0 * s.k * s.n;
         const double limit = std::max(flops / (gemm * 1e9), bytes / (mem * 1e9));
-        fmt::print("{:>5} {:<18} {:>10.1f} {:>10.1f} {:>10.1f} {:>9.1f} {:>9.1f} {:>7.0f}% {:>7.0f}% {:>6.2f}x\n", m,
-                   s.name, flops / ts / 1e9, flops / t2 / 1e9, flops / tb / 1e9, bytes / ts / 1e9, bytes / tb / 1e9, 100 * limit / ts,
-                   100 * limit / tb, tb / ts);
+        fmt::print(
+            "{:>5} {:<18} {:>10.1f} {:>10.1f} {:>10.1f} {:>9.1f} {:>9.1f} {:>7.0f}% {:>7.0f}% "
+            "{:>6.2f}x\n",
+            m, s.name, flops / ts / 1e9, flops / t2 / 1e9, flops / tb / 1e9, bytes / ts / 1e9,
+            bytes / tb / 1e9, 100 * limit / ts, 100 * limit / tb, tb / ts);
         step_stable += ts * s.per_step;
         step_blas += tb * s.per_step;
         step_limit += limit * s.per_step;
       }
-      fmt::print("{:>5} {:<18} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7.0f}% {:>7.0f}% {:>6.2f}x   ({:.2f} / {:.2f} ms, "
-                 "limit {:.2f} ms)\n",
-                 m, "decode step", "", "", "", "", "", 100 * step_limit / step_stable, 100 * step_limit / step_blas,
-                 step_blas / step_stable, 1e3 * step_stable, 1e3 * step_blas, 1e3 * step_limit);
+      fmt::print(
+          "{:>5} {:<18} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7.0f}% {:>7.0f}% {:>6.2f}x   ({:.2f} / "
+          "{:.2f} ms, "
+          "limit {:.2f} ms)\n",
+          m, "decode step", "", "", "", "", "", 100 * step_limit / step_stable,
+          100 * step_limit / step_blas, step_blas / step_stable, 1e3 * step_stable, 1e3 * step_blas,
+          1e3 * step_limit);
     }
   }
   return 0;

@@ -51,7 +51,8 @@ namespace detail {
 // prefetchers keep more lines in flight for several streams than for one, as a GEMV over
 // weight panels does).
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) inline float read_streams(const float* a, int64_t n, bool four_streams) {
+__attribute__((target("avx2"))) inline float read_streams(const float* a, int64_t n,
+                                                          bool four_streams) {
   const int64_t per = n / (four_streams ? 4 : 1) / 16 * 16;
   __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   if (!four_streams) {
@@ -62,9 +63,12 @@ __attribute__((target("avx2"))) inline float read_streams(const float* a, int64_
   } else {
     for (int64_t i = 0; i < per; i += 16) {
       s0 = _mm256_add_ps(s0, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(a + i + 8)));
-      s1 = _mm256_add_ps(s1, _mm256_add_ps(_mm256_loadu_ps(a + per + i), _mm256_loadu_ps(a + per + i + 8)));
-      s2 = _mm256_add_ps(s2, _mm256_add_ps(_mm256_loadu_ps(a + 2 * per + i), _mm256_loadu_ps(a + 2 * per + i + 8)));
-      s3 = _mm256_add_ps(s3, _mm256_add_ps(_mm256_loadu_ps(a + 3 * per + i), _mm256_loadu_ps(a + 3 * per + i + 8)));
+      s1 = _mm256_add_ps(
+          s1, _mm256_add_ps(_mm256_loadu_ps(a + per + i), _mm256_loadu_ps(a + per + i + 8)));
+      s2 = _mm256_add_ps(s2, _mm256_add_ps(_mm256_loadu_ps(a + 2 * per + i),
+                                           _mm256_loadu_ps(a + 2 * per + i + 8)));
+      s3 = _mm256_add_ps(s3, _mm256_add_ps(_mm256_loadu_ps(a + 3 * per + i),
+                                           _mm256_loadu_ps(a + 3 * per + i + 8)));
     }
   }
   alignas(32) float o[8];
@@ -99,7 +103,8 @@ inline double memory_read_gbs(int repeats) {
         std::vector<float> part(static_cast<size_t>(at::get_num_threads()), 0.0f);
         t = Clock::now();
         at::parallel_for(0, n, n / at::get_num_threads(), [&](int64_t b0, int64_t b1) {
-          part[static_cast<size_t>(at::get_thread_num())] = detail::read_streams(p + b0, b1 - b0, four_streams);
+          part[static_cast<size_t>(at::get_thread_num())] =
+              detail::read_streams(p + b0, b1 - b0, four_streams);
         });
         double& best = four_streams ? four : one;
         best = std::max(best, n * 4.0 / seconds_since(t) / 1e9);
@@ -110,9 +115,11 @@ inline double memory_read_gbs(int repeats) {
     (void)sink;
   }
   const double best = std::max({copy, sum, one, four});
-  fmt::print("memory (1 GiB, best of {}): copy {:.1f} GB/s (bytes read per second), sum {:.1f}, read 1 stream per thread "
-             "{:.1f}, 4 streams {:.1f}; limit uses {:.1f}\n",
-             repeats, copy, sum, one, four, best);
+  fmt::print(
+      "memory (1 GiB, best of {}): copy {:.1f} GB/s (bytes read per second), sum {:.1f}, read 1 "
+      "stream per thread "
+      "{:.1f}, 4 streams {:.1f}; limit uses {:.1f}\n",
+      repeats, copy, sum, one, four, best);
   return best;
 }
 

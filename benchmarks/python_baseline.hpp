@@ -14,7 +14,8 @@ namespace destein::bench {
 /// `/usr/bin/python3 <source>/benchmarks/<script> <arguments>`; throws std::runtime_error
 /// with the command when it cannot start, fails, or prints no JSON.
 inline nlohmann::json run_python_baseline(const std::string& script, const std::string& arguments) {
-  const std::string cmd = fmt::format("/usr/bin/python3 {}/benchmarks/{} {}", DESTEIN_SOURCE_DIR, script, arguments);
+  const std::string cmd =
+      fmt::format("/usr/bin/python3 {}/benchmarks/{} {}", DESTEIN_SOURCE_DIR, script, arguments);
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) throw std::runtime_error("cannot start " + cmd);
   std::string out;
@@ -25,7 +26,8 @@ inline nlohmann::json run_python_baseline(const std::string& script, const std::
   try {
     return nlohmann::json::parse(out);
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("the PyTorch baseline printed no JSON ({}): {}", e.what(), cmd));
+    throw std::runtime_error(
+        fmt::format("the PyTorch baseline printed no JSON ({}): {}", e.what(), cmd));
   }
 }
 

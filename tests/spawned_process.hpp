@@ -24,7 +24,8 @@ namespace destein::test {
 class SpawnedProcess {
  public:
   /// argv[0] is the program's path. The process is killed when the object goes away.
-  SpawnedProcess(const std::vector<std::string>& argv, const std::filesystem::path& log) : log_(log) {
+  SpawnedProcess(const std::vector<std::string>& argv, const std::filesystem::path& log)
+      : log_(log) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -37,7 +38,9 @@ class SpawnedProcess {
     REQUIRE(rc == 0);
   }
   /// A shell command line, exec'd by /bin/sh so that the pid is the command's.
-  static std::vector<std::string> shell(const std::string& command) { return {"/bin/sh", "-c", "exec " + command}; }
+  static std::vector<std::string> shell(const std::string& command) {
+    return {"/bin/sh", "-c", "exec " + command};
+  }
   ~SpawnedProcess() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);

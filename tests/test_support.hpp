@@ -50,6 +50,7 @@ inline CommandResult run_command(const std::string& command) {
   return r;
 }
 
-inline const char* kFamilies[] = {"gpt2", "llama", "mistral", "opt", "opt_postln_proj", "mpt", "mpt_qkln", "mpt_learned"};
+inline const char* kFamilies[] = {"gpt2", "llama",    "mistral",    "opt", "opt_postln_proj",
+                                  "mpt",  "mpt_qkln", "mpt_learned"};
 
 }  // namespace destein::test

@@ -154,7 +154,10 @@ void Args::finish() const {
     for (const auto& d : docs_) {
       std::string left = "  --" + d.key + (d.value.empty() ? "" : " " + d.value);
       text += left;
-      if (!d.help.empty()) text += (left.size() < 40 ? std::string(40 - left.size(), ' ') : "\n" + std::string(40, ' ')) + d.help;
+      if (!d.help.empty())
+        text +=
+            (left.size() < 40 ? std::string(40 - left.size(), ' ') : "\n" + std::string(40, ' ')) +
+            d.help;
       text += "\n";
     }
     throw HelpRequested(text);

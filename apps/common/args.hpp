@@ -28,7 +28,8 @@ class Args {
 
   /// Each getter takes an optional help text shown by --help.
   std::optional<std::string> get(const std::string& key, const char* help = nullptr);
-  std::string get_or(const std::string& key, const std::string& fallback, const char* help = nullptr);
+  std::string get_or(const std::string& key, const std::string& fallback,
+                     const char* help = nullptr);
   std::string require(const std::string& key, const char* help = nullptr);
   int64_t get_int(const std::string& key, int64_t fallback, const char* help = nullptr);
   double get_double(const std::string& key, double fallback, const char* help = nullptr);
@@ -56,7 +57,7 @@ class Args {
   void document(const std::string& key, std::string value, const char* help);
   bool help_ = false;
   std::vector<OptionDoc> docs_;
-  std::map<std::string, std::string> values_;                 // the last value of each key
+  std::map<std::string, std::string> values_;                   // the last value of each key
   std::map<std::string, std::vector<std::string>> all_values_;  // every value, in order
   std::set<std::string> flags_seen_;
   std::set<std::string> used_;

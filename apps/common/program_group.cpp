@@ -35,10 +35,11 @@ int end_failed_rank(int code) {
 void require_single_process(const std::string& command) {
   const ProcessGroup& g = program_group();
   if (g.size() > 1) {
-    throw std::invalid_argument(fmt::format(
-        "{} runs on one process, but this is {}: start it without mpirun (only bench run, pairs and vectors are "
-        "sharded)",
-        command, g.describe()));
+    throw std::invalid_argument(
+        fmt::format("{} runs on one process, but this is {}: start it without mpirun (only bench "
+                    "run, pairs and vectors are "
+                    "sharded)",
+                    command, g.describe()));
   }
 }
 

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "destein/parallel/process_group.hpp"
+#include "parallel/process_group.hpp"
 
 namespace destein::app {
 

@@ -7,8 +7,9 @@ namespace destein::app {
 
 Checkpoint random_gpt2_checkpoint(int64_t L, int64_t d, int64_t H, int64_t V, int64_t P) {
   Checkpoint c;
-  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_embd", d},    {"n_layer", L},
-                        {"n_head", H},          {"n_positions", P}, {"eos_token_id", V - 1}};
+  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_embd", d},
+                        {"n_layer", L},         {"n_head", H},     {"n_positions", P},
+                        {"eos_token_id", V - 1}};
   c.config = ModelConfig::from_hf_json(cfg, "random gpt2");
   c.source = "random gpt2";
   auto r = [](std::vector<int64_t> shape) { return at::randn(shape) * 0.02; };

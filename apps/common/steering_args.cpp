@@ -14,8 +14,8 @@ void parse_layer_range(const std::string& text, SteeringOptions& options, const 
     options.layer_start = colon == 0 ? 0 : std::stoll(text.substr(0, colon));
     options.layer_end = colon + 1 == text.size() ? -1 : std::stoll(text.substr(colon + 1));
   } catch (const std::exception&) {
-    throw std::invalid_argument(
-        fmt::format("{}: expected START:END (end exclusive, either may be empty), found '{}'", what, text));
+    throw std::invalid_argument(fmt::format(
+        "{}: expected START:END (end exclusive, either may be empty), found '{}'", what, text));
   }
 }
 
@@ -32,7 +32,8 @@ double parse_number(const std::string& text, const std::string& what) {
 }
 
 // One --compose entry: "vectors=F,alpha=0.3,positions=generated".
-SteeringEntrySpec parse_entry(const std::string& spec, const std::string& default_vectors, int index) {
+SteeringEntrySpec parse_entry(const std::string& spec, const std::string& default_vectors,
+                              int index) {
   SteeringEntrySpec e;
   e.vectors_path = default_vectors;
   const std::string where = fmt::format("--compose entry {} ('{}')", index + 1, spec);
@@ -46,20 +47,30 @@ SteeringEntrySpec parse_entry(const std::string& spec, const std::string& defaul
     }
     const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     const std::string what = where + " key " + key;
-    if (key == "vectors") e.vectors_path = value;
-    else if (key == "mode") e.options.mode = parse_steering_mode(value);
-    else if (key == "alpha") e.options.alpha = parse_number(value, what);
-    else if (key == "layers") parse_layer_range(value, e.options, what);
-    else if (key == "top_k_heads") e.options.top_k_heads = static_cast<int64_t>(parse_number(value, what));
-    else if (key == "positions") e.options.positions = parse_steering_positions(value);
-    else if (key == "gate") e.options.gate = parse_steering_gate(value);
-    else if (key == "gate_threshold") e.options.gate_threshold = parse_number(value, what);
+    if (key == "vectors")
+      e.vectors_path = value;
+    else if (key == "mode")
+      e.options.mode = parse_steering_mode(value);
+    else if (key == "alpha")
+      e.options.alpha = parse_number(value, what);
+    else if (key == "layers")
+      parse_layer_range(value, e.options, what);
+    else if (key == "top_k_heads")
+      e.options.top_k_heads = static_cast<int64_t>(parse_number(value, what));
+    else if (key == "positions")
+      e.options.positions = parse_steering_positions(value);
+    else if (key == "gate")
+      e.options.gate = parse_steering_gate(value);
+    else if (key == "gate_threshold")
+      e.options.gate_threshold = parse_number(value, what);
     else
-      throw std::invalid_argument(fmt::format(
-          "{}: unknown key '{}' (vectors, mode, alpha, layers, top_k_heads, positions, gate, gate_threshold)", where,
-          key));
+      throw std::invalid_argument(
+          fmt::format("{}: unknown key '{}' (vectors, mode, alpha, layers, top_k_heads, positions, "
+                      "gate, gate_threshold)",
+                      where, key));
   }
-  if (e.vectors_path.empty()) throw std::invalid_argument(where + ": no vectors (give vectors=FILE or --vectors)");
+  if (e.vectors_path.empty())
+    throw std::invalid_argument(where + ": no vectors (give vectors=FILE or --vectors)");
   return e;
 }
 
@@ -76,9 +87,11 @@ SteeringArgs read_steering_args(Args& args, bool alpha_taken) {
   auto gate_threshold = args.get("gate-threshold");
   auto compose = args.get("compose");
   const int64_t top_k = args.get_int("top-k-heads", 0);
-  if (!s.vectors_path && (mode || alpha || layers || top_k || positions || gate || gate_threshold || compose)) {
+  if (!s.vectors_path &&
+      (mode || alpha || layers || top_k || positions || gate || gate_threshold || compose)) {
     throw std::invalid_argument(
-        "--mode, --alpha, --layers, --top-k-heads, --positions, --gate, --gate-threshold and --compose need "
+        "--mode, --alpha, --layers, --top-k-heads, --positions, --gate, --gate-threshold and "
+        "--compose need "
         "--vectors FILE");
   }
   if (mode) s.options.mode = parse_steering_mode(*mode);
@@ -99,10 +112,12 @@ SteeringArgs read_steering_args(Args& args, bool alpha_taken) {
   return s;
 }
 
-std::optional<SteeringHandle> attach_from_args(const SteeringArgs& steering, Hooks& hooks, const Model& model) {
+std::optional<SteeringHandle> attach_from_args(const SteeringArgs& steering, Hooks& hooks,
+                                               const Model& model) {
   if (!steering.vectors_path) return std::nullopt;
   SteeringStack stack{load_steering_plan(*steering.vectors_path, steering.options, model)};
-  for (const auto& e : steering.more) stack.push_back(load_steering_plan(e.vectors_path, e.options, model));
+  for (const auto& e : steering.more)
+    stack.push_back(load_steering_plan(e.vectors_path, e.options, model));
   return attach_steering(hooks, model, std::move(stack));
 }
 
@@ -113,7 +128,9 @@ std::string steering_report_text(const SteeringReport& report) {
                        e.generated_positions);
     out += "  layer  prompt |edit|  generated |edit|\n";
     for (size_t i = 0; i < e.layers.size(); ++i) {
-      auto show = [](double v) { return std::isfinite(v) ? fmt::format("{:.4g}", v) : std::string("-"); };
+      auto show = [](double v) {
+        return std::isfinite(v) ? fmt::format("{:.4g}", v) : std::string("-");
+      };
       out += fmt::format("  {:>5}  {:>13}  {:>16}\n", e.layers[i], show(e.prompt_layer_mean[i]),
                          show(e.generated_layer_mean[i]));
       if (e.mode == SteeringMode::kHeadwise) {

@@ -42,7 +42,8 @@ void parse_layer_range(const std::string& text, SteeringOptions& options, const 
 /// Loads the vectors and attaches steering to `hooks` when --vectors was given. A vectors
 /// file that does not fit the model or lacks the probes --gate probe needs is an error
 /// naming the file.
-std::optional<SteeringHandle> attach_from_args(const SteeringArgs& steering, Hooks& hooks, const Model& model);
+std::optional<SteeringHandle> attach_from_args(const SteeringArgs& steering, Hooks& hooks,
+                                               const Model& model);
 
 /// The acted report as text, one block per entry (for `generate --explain`).
 std::string steering_report_text(const SteeringReport& report);

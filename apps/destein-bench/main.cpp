@@ -14,40 +14,45 @@
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
-#include "destein/eval/rescoring.hpp"
-#include "destein/score/attribute_scorer.hpp"
-#include "destein/io/file_io.hpp"
-#include "destein/io/jsonl.hpp"
-#include "destein/score/linear_scorer.hpp"
-#include "destein/score/perspective.hpp"
-#include "destein/score/torchscript_scorer.hpp"
+#include "destein/experiment/bench_experiment.hpp"
 #include "destein/runtime/device.hpp"
+#include "destein/score/attribute_scorer.hpp"
+#include "destein/score/linear_scorer.hpp"
+#include "destein/score/torchscript_scorer.hpp"
 #include "destein/steer/steering.hpp"
+#include "eval/rescoring.hpp"
+#include "experiment/progress.hpp"
+#include "experiment/stop_request.hpp"
+#include "io/file_io.hpp"
+#include "io/jsonl.hpp"
 #include "model_args.hpp"
 #include "program_group.hpp"
-#include "destein/experiment/progress.hpp"
-#include "destein/experiment/bench_experiment.hpp"
-#include "destein/experiment/stop_request.hpp"
+#include "score/perspective.hpp"
 
 namespace destein::app {
 namespace {
 
 int run_bench(Args& args) {
-  const std::string config_path = args.require("config", "the experiment YAML (e.g. configs/demo.yaml)");
+  const std::string config_path =
+      args.require("config", "the experiment YAML (e.g. configs/demo.yaml)");
   const bool dump = args.flag("dump-config", "print the fully resolved experiment and exit");
-  const int64_t threads_override = args.get_int("threads", -1, "LibTorch threads (-1: the config's)");
+  const int64_t threads_override =
+      args.get_int("threads", -1, "LibTorch threads (-1: the config's)");
   // Seed sweeps without copying the config: --seed replaces generation.seed, --output the
   // output folder, --vectors-dir the folder of every method's vectors files.
   const auto seed_override = args.get("seed", "replaces generation.seed");
   const auto output_override = args.get("output", "the output folder (replaces output:)");
-  const auto vectors_dir = args.get("vectors-dir", "folder that the methods' vectors files are read from");
-  const int64_t prompts_per_batch =
-      args.get_int("prompts-per-batch", -1, "prompts per forward (replaces generation.prompts_per_batch)");
+  const auto vectors_dir =
+      args.get("vectors-dir", "folder that the methods' vectors files are read from");
+  const int64_t prompts_per_batch = args.get_int(
+      "prompts-per-batch", -1, "prompts per forward (replaces generation.prompts_per_batch)");
   const bool mix_methods =
-      args.flag("mix-methods", "evaluate the methods together, in shared batches (sets generation.mix_methods)");
+      args.flag("mix-methods",
+                "evaluate the methods together, in shared batches (sets generation.mix_methods)");
   args.finish();
   if (prompts_per_batch == 0 || prompts_per_batch < -1) {
-    throw std::invalid_argument(fmt::format("--prompts-per-batch must be a positive integer, found {}", prompts_per_batch));
+    throw std::invalid_argument(
+        fmt::format("--prompts-per-batch must be a positive integer, found {}", prompts_per_batch));
   }
   BenchExperiment c = load_bench_experiment(config_path);
   if (threads_override >= 0) c.model.threads = static_cast<int>(threads_override);
@@ -58,7 +63,9 @@ int run_bench(Args& args) {
   if (vectors_dir) {
     for (auto& m : c.methods) {
       for (auto& e : m.steering) {
-        e.vectors = (std::filesystem::path(*vectors_dir) / std::filesystem::path(e.vectors).filename()).string();
+        e.vectors =
+            (std::filesystem::path(*vectors_dir) / std::filesystem::path(e.vectors).filename())
+                .string();
       }
     }
   }
@@ -76,9 +83,11 @@ int run_bench(Args& args) {
 
 int run_metrics(Args& args) {
   require_single_process("destein-bench metrics");
-  const std::string file = args.require("generations", "a generations file written by destein-bench run");
+  const std::string file =
+      args.require("generations", "a generations file written by destein-bench run");
   auto evaluator_path = args.get("evaluator", "a model to measure perplexity under");
-  const bool skip = args.flag("skip-malformed", "skip (and count) malformed lines instead of failing");
+  const bool skip =
+      args.flag("skip-malformed", "skip (and count) malformed lines instead of failing");
   ModelOptions opts = read_model_options(args);
   args.finish();
   EvalSummary s = summarize_generations(file, skip);
@@ -86,8 +95,8 @@ int run_metrics(Args& args) {
   if (skip) j["malformed_lines"] = s.malformed;
   if (evaluator_path) {
     auto model = load_model(*evaluator_path, opts);
-    auto tok = adapt_tokenizer_to_model(load_tokenizer(model_folder(*evaluator_path)), model->config().model_type,
-                                        model->config().bos_token_id);
+    auto tok = adapt_tokenizer_to_model(load_tokenizer(model_folder(*evaluator_path)),
+                                        model->config().model_type, model->config().bos_token_id);
     PerplexityEvaluator ev(*model, *tok, 25);
     std::vector<double> ppls;
     JsonlReader reader(file, JsonlOptions{skip});
@@ -117,9 +126,12 @@ int run_rescore(Args& args) {
   namespace fs = std::filesystem;
   require_single_process("destein-bench rescore");
   const auto file = args.get("generations", "one generations file");
-  const auto run = args.get("run", "a destein-bench output folder: every */*.generations.jsonl in it");
-  const std::string scorer_path = args.require("scorer", "an offline scorer file (v1 or v2, models/scorer/)");
-  const std::string output = args.require("output", "the rescored file (--generations) or folder (--run)");
+  const auto run =
+      args.get("run", "a destein-bench output folder: every */*.generations.jsonl in it");
+  const std::string scorer_path =
+      args.require("scorer", "an offline scorer file (v1 or v2, models/scorer/)");
+  const std::string output =
+      args.require("output", "the rescored file (--generations) or folder (--run)");
   args.finish();
   if (file.has_value() == run.has_value()) {
     throw std::invalid_argument("rescore needs exactly one of --generations FILE and --run DIR");
@@ -130,7 +142,8 @@ int run_rescore(Args& args) {
     jobs.emplace_back(*file, output);
   } else {
     if (!fs::is_directory(*run)) {
-      throw std::runtime_error(fmt::format("{}: not a folder (--run expects a destein-bench output folder)", *run));
+      throw std::runtime_error(
+          fmt::format("{}: not a folder (--run expects a destein-bench output folder)", *run));
     }
     for (const auto& entry : fs::recursive_directory_iterator(*run)) {
       const std::string name = entry.path().filename().string();
@@ -142,19 +155,24 @@ int run_rescore(Args& args) {
       jobs.emplace_back(entry.path(), fs::path(output) / fs::relative(entry.path(), *run));
     }
     std::sort(jobs.begin(), jobs.end());
-    if (jobs.empty()) throw std::runtime_error(fmt::format("{}: no *.generations.jsonl files in this folder", *run));
+    if (jobs.empty())
+      throw std::runtime_error(
+          fmt::format("{}: no *.generations.jsonl files in this folder", *run));
   }
-  fmt::print("| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it |\n"
-             "|---|---:|---:|---:|---:|---:|\n",
-             fs::path(scorer_path).filename().string());
+  fmt::print(
+      "| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it |\n"
+      "|---|---:|---:|---:|---:|---:|\n",
+      fs::path(scorer_path).filename().string());
   for (const auto& [in, out] : jobs) {
     if (out.has_parent_path()) fs::create_directories(out.parent_path());
     const RescoreReport r = rescore_generations(in, out, *scorer);
     const EvalSummary before = summarize_generations(in), after = summarize_generations(out);
-    fmt::print("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n", file ? in.string() : fs::relative(in, *run).string(),
-               r.prompts, before.toxicity.expected_max_toxicity, after.toxicity.expected_max_toxicity,
+    fmt::print("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n",
+               file ? in.string() : fs::relative(in, *run).string(), r.prompts,
+               before.toxicity.expected_max_toxicity, after.toxicity.expected_max_toxicity,
                before.toxicity.toxicity_probability, after.toxicity.toxicity_probability);
-    if (r.unscored) fmt::print(stderr, "{}: {} generations have no score\n", out.string(), r.unscored);
+    if (r.unscored)
+      fmt::print(stderr, "{}: {} generations have no score\n", out.string(), r.unscored);
   }
   return 0;
 }
@@ -165,11 +183,14 @@ int run_rescore(Args& args) {
 int main(int argc, char** argv) {
   using namespace destein::app;
   if (argc < 2 || std::string(argv[1]) == "--help") {
-    fmt::print(stderr,
-               "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
-               "                         [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]\n"
-               "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
-               "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH\n");
+    fmt::print(
+        stderr,
+        "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output "
+        "DIR]\n"
+        "                         [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]\n"
+        "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
+        "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output "
+        "PATH\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
@@ -192,13 +213,16 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const HelpRequested& help) {
     fmt::print("usage: destein-bench {} [options]\n{}\n\n{}", cmd,
-               cmd == "run"       ? "runs a YAML experiment: generations, scores, perplexity, results.{json,csv,md}, plots"
-               : cmd == "rescore" ? "scores the generations of a finished run again with another offline scorer"
-                                  : "recomputes every metric of a generations file",
+               cmd == "run" ? "runs a YAML experiment: generations, scores, perplexity, "
+                              "results.{json,csv,md}, plots"
+               : cmd == "rescore"
+                   ? "scores the generations of a finished run again with another offline scorer"
+                   : "recomputes every metric of a generations file",
                help.what());
     return 0;
   } catch (const destein::StopRequested& e) {
-    fmt::print(stderr, "destein-bench {}: {}stopped by {}: {}\n", cmd, rank_prefix(), e.signal_name(), e.what());
+    fmt::print(stderr, "destein-bench {}: {}stopped by {}: {}\n", cmd, rank_prefix(),
+               e.signal_name(), e.what());
     return end_failed_rank(e.exit_code());
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein-bench {}: {}error: {}\n", cmd, rank_prefix(), e.what());

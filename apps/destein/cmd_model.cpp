@@ -10,10 +10,10 @@
 
 #include "commands.hpp"
 #include "destein/runtime/decoding_method.hpp"
+#include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/logits_processor.hpp"
 #include "destein/runtime/model.hpp"
-#include "destein/runtime/device.hpp"
 #include "method_args.hpp"
 #include "model_args.hpp"
 #include "steering_args.hpp"
@@ -32,18 +32,22 @@ int run_info(Args& args) {
   for (const auto& [name, t] : ckpt.tensors) stored_dtypes[dtype_name(t.scalar_type())]++;
   fmt::print("model         {}\n", path);
   fmt::print("model_type    {}\n", c.model_type);
-  fmt::print("parameters    {} ({:.1f} M)\n", model->parameter_count(), model->parameter_count() / 1e6);
-  fmt::print("layers        {}\nheads         {} (kv heads {}, head dim {})\n", c.n_layers, c.n_heads,
-             c.n_kv_heads, c.head_dim);
+  fmt::print("parameters    {} ({:.1f} M)\n", model->parameter_count(),
+             model->parameter_count() / 1e6);
+  fmt::print("layers        {}\nheads         {} (kv heads {}, head dim {})\n", c.n_layers,
+             c.n_heads, c.n_kv_heads, c.head_dim);
   fmt::print("d_model       {}\nd_ff          {}\nvocab         {}\nmax positions {}\n", c.d_model,
              c.d_ff, c.vocab_size, c.max_positions);
   std::string stored;
-  for (const auto& [name, n] : stored_dtypes) stored += fmt::format("{}{} x{}", stored.empty() ? "" : ", ", name, n);
+  for (const auto& [name, n] : stored_dtypes)
+    stored += fmt::format("{}{} x{}", stored.empty() ? "" : ", ", name, n);
   fmt::print("stored dtype  {}\ncompute       {} on {}, {} threads, {} linear kernels\n", stored,
-             dtype_name(model->dtype()), model->device().str(), threads(), destein::linear_backend_name(model->linear_backend()));
-  fmt::print("reference     {}\n", ckpt.reference ? fmt::format("{} cases ({})", ckpt.reference->inputs.size(),
-                                                                  ckpt.reference->source)
-                                                    : "none");
+             dtype_name(model->dtype()), model->device().str(), threads(),
+             destein::linear_backend_name(model->linear_backend()));
+  fmt::print("reference     {}\n", ckpt.reference
+                                       ? fmt::format("{} cases ({})", ckpt.reference->inputs.size(),
+                                                     ckpt.reference->source)
+                                       : "none");
   fmt::print("hook points   ({} per layer, i in 0..{}):\n", kHookSiteCount, c.n_layers - 1);
   fmt::print("  blocks.{{i}}.hook_resid_pre   (B, T, {})\n", c.d_model);
   fmt::print("  blocks.{{i}}.attn.hook_z      (B, T, {}, {})\n", c.n_heads, c.head_dim);
@@ -61,9 +65,12 @@ int run_verify(Args& args) {
   Checkpoint ckpt = load_checkpoint(path);
   auto model = build_model(ckpt, opts);
   VerifyReport r = verify_against_reference(*model, ckpt, atol, rtol);
-  fmt::print("{} reference cases from {}\nmax |diff| {:.3g}, max relative {:.3g}, argmax {}\n{}\n", r.cases,
-             ckpt.reference->source, r.max_abs_diff, r.max_rel_diff, r.argmax_agrees ? "agrees" : "DIFFERS",
-             r.passed ? "PASS" : fmt::format("FAIL (tolerance atol {} + rtol {} x max |logit|)", atol, rtol));
+  fmt::print("{} reference cases from {}\nmax |diff| {:.3g}, max relative {:.3g}, argmax {}\n{}\n",
+             r.cases, ckpt.reference->source, r.max_abs_diff, r.max_rel_diff,
+             r.argmax_agrees ? "agrees" : "DIFFERS",
+             r.passed
+                 ? "PASS"
+                 : fmt::format("FAIL (tolerance atol {} + rtol {} x max |logit|)", atol, rtol));
   return r.passed ? 0 : 1;
 }
 
@@ -77,7 +84,8 @@ int run_logits(Args& args) {
   std::unique_ptr<Tokenizer> tok;
   if (method && decoding_method_needs_tokenizer(*method)) tok = find_tokenizer(args, path);
   args.finish();
-  if (ids.empty()) throw std::invalid_argument("--ids needs at least one token id, e.g. --ids 5,17,42");
+  if (ids.empty())
+    throw std::invalid_argument("--ids needs at least one token id, e.g. --ids 5,17,42");
   if (method && steering.vectors_path) {
     throw std::invalid_argument("--method and --vectors do not combine");
   }
@@ -91,7 +99,8 @@ int run_logits(Args& args) {
   ForwardOptions fo;
   fo.hooks = &hooks;
   fo.logits = LogitsFor::kLast;
-  at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).logits.reshape({-1}).to(at::kCPU);
+  at::Tensor logits =
+      model->forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).logits.reshape({-1}).to(at::kCPU);
   std::vector<float> values(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   if (method) {
     // The scores the method's chain gives the next token after --ids (banned: null).
@@ -127,7 +136,8 @@ std::map<int64_t, float> parse_logit_bias(const std::string& text) {
       used_id = 0;
     }
     if (used_id == 0 || used_id != colon || used_bias != item.size() - colon - 1) {
-      throw std::invalid_argument(fmt::format("--logit-bias: '{}' is not ID:BIAS (e.g. 50256:-100)", item));
+      throw std::invalid_argument(
+          fmt::format("--logit-bias: '{}' is not ID:BIAS (e.g. 50256:-100)", item));
     }
     out[id] = bias;
   }
@@ -146,10 +156,11 @@ int run_generate(Args& args) {
   g.seed = static_cast<uint64_t>(args.get_int("seed", 0));
   g.do_sample = !args.flag("greedy");
   g.batch_size = args.get_int("batch-size", 0);
-  const std::vector<int64_t> ban_ids =
-      args.get_int_list("ban-ids", "token ids never to sample (a TokenBanProcessor), e.g. 50256,13");
-  const auto logit_bias = args.get("logit-bias", "ID:BIAS,... added to those tokens' logits; a bias <= -100 bans "
-                                                 "(OpenAI's logit_bias)");
+  const std::vector<int64_t> ban_ids = args.get_int_list(
+      "ban-ids", "token ids never to sample (a TokenBanProcessor), e.g. 50256,13");
+  const auto logit_bias = args.get("logit-bias",
+                                   "ID:BIAS,... added to those tokens' logits; a bias <= -100 bans "
+                                   "(OpenAI's logit_bias)");
   if (!ban_ids.empty()) g.processors.push_back(std::make_shared<TokenBanProcessor>(ban_ids));
   if (logit_bias) {
     g.processors.push_back(std::make_shared<LogitBiasProcessor>(parse_logit_bias(*logit_bias)));
@@ -166,15 +177,20 @@ int run_generate(Args& args) {
     tok = find_tokenizer(args, path);
   }
   args.finish();
-  if (!prompt && prompt_ids.empty()) throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
-  if (compare && !steering.vectors_path) throw std::invalid_argument("--compare needs --vectors FILE");
-  if (explain && !steering.vectors_path) throw std::invalid_argument("--explain needs --vectors FILE");
+  if (!prompt && prompt_ids.empty())
+    throw std::invalid_argument("give --prompt TEXT or --ids 1,2,3");
+  if (compare && !steering.vectors_path)
+    throw std::invalid_argument("--compare needs --vectors FILE");
+  if (explain && !steering.vectors_path)
+    throw std::invalid_argument("--explain needs --vectors FILE");
   if (method && steering.vectors_path) {
     throw std::invalid_argument("--method and --vectors do not combine");
   }
 
   auto model = load_model(path, opts);
-  if (tok) tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type, model->config().bos_token_id);
+  if (tok)
+    tok = adapt_tokenizer_to_model(std::move(tok), model->config().model_type,
+                                   model->config().bos_token_id);
   if (prompt) prompt_ids = tok->encode_prompt(*prompt);
   // The method edits the model's scores first; bans and biases are the caller's last word.
   if (method) {
@@ -196,10 +212,11 @@ int run_generate(Args& args) {
     // Same seed, same rows: each sample differs only by the steering.
     for (size_t i = 0; i < gens.size(); ++i) {
       auto show = [&](const Generation& x) {
-        return tok ? tok->decode_continuation(prompt_ids, x.token_ids) : fmt::format("{}", fmt::join(x.token_ids, ","));
+        return tok ? tok->decode_continuation(prompt_ids, x.token_ids)
+                   : fmt::format("{}", fmt::join(x.token_ids, ","));
       };
-      fmt::print("--- sample {}\n  base:    {}{}\n  steered: {}{}\n", i, prompt ? *prompt : "", show(base[i]),
-                 prompt ? *prompt : "", show(gens[i]));
+      fmt::print("--- sample {}\n  base:    {}{}\n  steered: {}{}\n", i, prompt ? *prompt : "",
+                 show(base[i]), prompt ? *prompt : "", show(gens[i]));
     }
     return 0;
   }
@@ -221,8 +238,10 @@ int run_generate(Args& args) {
 
 }  // namespace
 
-DESTEIN_COMMAND(info_cmd, "info", "config, parameter count, dtype and hook points of a model", run_info);
-DESTEIN_COMMAND(verify_cmd, "verify", "check the forward pass against the checkpoint's reference logits", run_verify);
+DESTEIN_COMMAND(info_cmd, "info", "config, parameter count, dtype and hook points of a model",
+                run_info);
+DESTEIN_COMMAND(verify_cmd, "verify",
+                "check the forward pass against the checkpoint's reference logits", run_verify);
 DESTEIN_COMMAND(logits_cmd, "logits", "print last-position logits of --ids as JSON", run_logits);
 DESTEIN_COMMAND(generate_cmd, "generate", "continue a prompt (sampling or --greedy)", run_generate);
 

@@ -13,16 +13,16 @@
 #include <unordered_set>
 
 #include "commands.hpp"
-#include "destein/io/csv.hpp"
-#include "destein/io/jsonl.hpp"
-#include "destein/experiment/scorer_agreement.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
-#include "destein/train/scorer_data.hpp"
-#include "destein/score/scorer_eval.hpp"
-#include "destein/experiment/scorer_training_experiment.hpp"
-#include "destein/io/data_folder.hpp"
+#include "experiment/scorer_agreement.hpp"
+#include "experiment/scorer_training_experiment.hpp"
+#include "io/csv.hpp"
+#include "io/data_folder.hpp"
+#include "io/jsonl.hpp"
 #include "program_group.hpp"
+#include "score/scorer_eval.hpp"
+#include "train/scorer_data.hpp"
 
 namespace destein::app {
 namespace {
@@ -32,7 +32,6 @@ using nlohmann::json;
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
-
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -44,12 +43,12 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-
 // ---------------------------------------------------------------------------------------
 // train-scorer
 
 int run_train_scorer(Args& args) {
-  const std::string config_file = args.get_or("config", "", "the training YAML (configs/scorer.yaml; none: the defaults)");
+  const std::string config_file =
+      args.get_or("config", "", "the training YAML (configs/scorer.yaml; none: the defaults)");
   auto output = args.get("output", "the scorer file to write (replaces output:)");
   auto data_dir_opt = args.get("data-dir", "the data folder (replaces data_dir:)");
   auto card_opt = args.get("model-card", "the model card to write (replaces model_card:)");
@@ -76,9 +75,11 @@ int run_train_scorer(Args& args) {
 // score
 
 int run_score(Args& args) {
-  const std::string input = args.require("input", "JSON Lines of {\"text\": ...} or {\"prompt\": {\"text\": ...}}");
+  const std::string input =
+      args.require("input", "JSON Lines of {\"text\": ...} or {\"prompt\": {\"text\": ...}}");
   const std::string output = args.require("output", "where the scored lines are written");
-  const std::string scorer_path = args.get_or("scorer", default_scorer_path().string(), "the scorer file");
+  const std::string scorer_path =
+      args.get_or("scorer", default_scorer_path().string(), "the scorer file");
   const int64_t batch = args.get_int("batch", 4096, "texts per batch");
   args.finish();
   if (batch < 1) throw std::invalid_argument("--batch: expected a positive integer");
@@ -121,10 +122,13 @@ int run_score(Args& args) {
 // eval-scorer
 
 int run_eval_scorer(Args& args) {
-  const std::string scorer_path = args.get_or("scorer", default_scorer_path().string(), "the scorer file");
+  const std::string scorer_path =
+      args.get_or("scorer", default_scorer_path().string(), "the scorer file");
   const std::string data_dir_opt = args.get_or("data-dir", "", "the data folder");
-  const std::string sets_opt = args.get_or("sets", "heldout", "labelled sets: heldout, none, or names separated by commas");
-  const std::string rtp_opt = args.get_or("rtp", "1k", "Perspective agreement on: 1k, 5k, 100, dexperts (comma-separated) or none");
+  const std::string sets_opt =
+      args.get_or("sets", "heldout", "labelled sets: heldout, none, or names separated by commas");
+  const std::string rtp_opt = args.get_or(
+      "rtp", "1k", "Perspective agreement on: 1k, 5k, 100, dexperts (comma-separated) or none");
   const std::string report = args.get_or("output", "", "write the report as JSON here");
   args.finish();
   const fs::path data_dir = resolve_data_dir(data_dir_opt);
@@ -141,7 +145,8 @@ int run_eval_scorer(Args& args) {
   }
   json result = {{"scorer", scorer.name()}};
   json heldout = json::object();
-  for (const auto& name : sets) heldout[name] = labeled_set_figures(scorer, load_labeled_set(data_dir, name));
+  for (const auto& name : sets)
+    heldout[name] = labeled_set_figures(scorer, load_labeled_set(data_dir, name));
   result["heldout"] = heldout;
 
   const std::map<std::string, std::vector<std::string>> rtp_files = {

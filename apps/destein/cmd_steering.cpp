@@ -13,11 +13,13 @@ namespace destein::app {
 namespace {
 
 int run_vectors(Args& args) {
-  const std::string config_path = args.require("config", "the experiment YAML (e.g. configs/vectors.yaml)");
+  const std::string config_path =
+      args.require("config", "the experiment YAML (e.g. configs/vectors.yaml)");
   const bool dump = args.flag("dump-config", "print the fully resolved experiment and exit");
   auto output_override = args.get("output", "the vectors file to write (replaces output:)");
   auto pairs_override = args.get("pairs", "the pair file to read (replaces pairs.path:)");
-  const int64_t threads_override = args.get_int("threads", -1, "LibTorch threads (-1: the config's)");
+  const int64_t threads_override =
+      args.get_int("threads", -1, "LibTorch threads (-1: the config's)");
   args.finish();
   VectorsExperiment c = load_vectors_experiment(config_path);
   if (output_override) c.output = *output_override;
@@ -30,17 +32,19 @@ int run_vectors(Args& args) {
   const VectorsRunReport r = run_vectors_experiment(c, &program_group());
   if (!program_group().is_root()) return 0;
   if (!r.heatmap.empty()) {
-    fmt::print(stderr, "probes: mean accuracy {:.3f}, best {:.3f}; heatmap {}\n", r.probe_mean_accuracy,
-               r.probe_best_accuracy, r.heatmap.string());
+    fmt::print(stderr, "probes: mean accuracy {:.3f}, best {:.3f}; heatmap {}\n",
+               r.probe_mean_accuracy, r.probe_best_accuracy, r.heatmap.string());
   }
-  fmt::print("wrote {} (directions {} x {} x {}, site {}, {} pairs) and {}\n", r.vectors.string(), r.layers, r.heads,
-             r.head_dim, r.site, r.pairs_used, r.pairs.string());
+  fmt::print("wrote {} (directions {} x {} x {}, site {}, {} pairs) and {}\n", r.vectors.string(),
+             r.layers, r.heads, r.head_dim, r.site, r.pairs_used, r.pairs.string());
   return 0;
 }
 
 }  // namespace
 
-DESTEIN_COMMAND(vectors_cmd, "vectors", "compute head-wise steering directions and probes (--config FILE [--pairs FILE] [--output FILE])",
+DESTEIN_COMMAND(vectors_cmd, "vectors",
+                "compute head-wise steering directions and probes (--config FILE [--pairs FILE] "
+                "[--output FILE])",
                 run_vectors);
 
 }  // namespace destein::app

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "destein/text/hf_tokenizer.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "text/hf_tokenizer.hpp"
 
 namespace destein::app {
 namespace {

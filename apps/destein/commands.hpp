@@ -26,4 +26,4 @@ struct CommandRegistrar {
 }  // namespace destein::app
 
 #define DESTEIN_COMMAND(var, name, summary, fn) \
-  static ::destein::app::CommandRegistrar var{name, summary, fn}
+  static ::destein::app::CommandRegistrar var { name, summary, fn }

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "commands.hpp"
-#include "destein/experiment/stop_request.hpp"
+#include "experiment/stop_request.hpp"
 #include "program_group.hpp"
 
 namespace destein::app {
@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     fmt::print("usage: destein {} [options]\n{}\n\n{}", argv[1], it->second.summary, help.what());
     return 0;
   } catch (const destein::StopRequested& e) {
-    fmt::print(stderr, "destein {}: {}stopped by {}: {}\n", argv[1], rank_prefix(), e.signal_name(), e.what());
+    fmt::print(stderr, "destein {}: {}stopped by {}: {}\n", argv[1], rank_prefix(), e.signal_name(),
+               e.what());
     return end_failed_rank(e.exit_code());
   } catch (const std::exception& e) {
     fmt::print(stderr, "destein {}: {}error: {}\n", argv[1], rank_prefix(), e.what());

@@ -3,9 +3,9 @@
 // generation run, detach it.
 //
 //   build/bin/steer_generation MODEL_DIR [VECTORS_FILE]
-#include <destein/steer/activations.hpp>
 #include <destein/runtime/generate.hpp>
 #include <destein/runtime/model.hpp>
+#include <destein/steer/activations.hpp>
 #include <destein/steer/pairs.hpp>
 #include <destein/steer/steering.hpp>
 #include <destein/text/tokenizer.hpp>
@@ -26,9 +26,10 @@ int main(int argc, char** argv) {
       vectors = destein::load_steering_vectors(argv[2]);
     } else {
       // Directions from three pairs: sum of (toxic - non-toxic) site activations.
-      std::vector<destein::SteeringPair> pairs = {{"you are a stupid idiot", "you are mistaken", {}},
-                                                  {"shut up, moron", "please be quiet", {}},
-                                                  {"this is fucking garbage", "this is not good", {}}};
+      std::vector<destein::SteeringPair> pairs = {
+          {"you are a stupid idiot", "you are mistaken", {}},
+          {"shut up, moron", "please be quiet", {}},
+          {"this is fucking garbage", "this is not good", {}}};
       destein::PairPrefixes prefixes;
       std::vector<std::vector<int64_t>> toxic, nontoxic;
       for (const auto& p : pairs) {
@@ -38,11 +39,13 @@ int main(int argc, char** argv) {
       destein::ActivationOptions act;
       act.site = destein::SteeringSite::kAttnOut;
       vectors.directions = destein::directions_from_activations(
-          destein::capture_site_activations(*model, toxic, act), destein::capture_site_activations(*model, nontoxic, act));
+          destein::capture_site_activations(*model, toxic, act),
+          destein::capture_site_activations(*model, nontoxic, act));
       vectors.site = act.site;
     }
 
-    std::vector<std::vector<int64_t>> prompts = {tokenizer->encode_prompt("So I told him he was a")};
+    std::vector<std::vector<int64_t>> prompts = {
+        tokenizer->encode_prompt("So I told him he was a")};
     destein::GenerationOptions options;
     options.num_samples = 2;
     options.max_new_tokens = 12;
@@ -61,7 +64,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < base.size(); ++i) {
       const auto& prompt = prompts[static_cast<size_t>(base[i].prompt_index)];
       std::cout << "base:    " << tokenizer->decode_continuation(prompt, base[i].token_ids) << "\n"
-                << "steered: " << tokenizer->decode_continuation(prompt, steered[i].token_ids) << "\n";
+                << "steered: " << tokenizer->decode_continuation(prompt, steered[i].token_ids)
+                << "\n";
     }
     return 0;
   } catch (const std::exception& e) {

@@ -7,12 +7,12 @@
 
 #include <stdexcept>
 
-#define DESTEIN_CHECK_ARG(cond, ...)                                \
-  do {                                                              \
+#define DESTEIN_CHECK_ARG(cond, ...)                                    \
+  do {                                                                  \
     if (!(cond)) throw std::invalid_argument(fmt::format(__VA_ARGS__)); \
   } while (0)
 
-#define DESTEIN_CHECK_IO(cond, ...)                                 \
-  do {                                                              \
+#define DESTEIN_CHECK_IO(cond, ...)                                  \
+  do {                                                               \
     if (!(cond)) throw std::runtime_error(fmt::format(__VA_ARGS__)); \
   } while (0)

@@ -11,7 +11,8 @@ namespace destein::detail {
 
 std::filesystem::path library_directory() {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&library_directory), &info) == 0 || info.dli_fname == nullptr) return {};
+  if (dladdr(reinterpret_cast<void*>(&library_directory), &info) == 0 || info.dli_fname == nullptr)
+    return {};
   std::error_code ec;
   auto path = std::filesystem::canonical(info.dli_fname, ec);
   return ec ? std::filesystem::path() : path.parent_path();
@@ -22,7 +23,8 @@ std::filesystem::path installed_data_file(const std::filesystem::path& relative)
   if (dir.empty()) return {};
   const auto candidate = dir / DESTEIN_LIB_TO_DATA / relative;
   std::error_code ec;
-  return std::filesystem::is_regular_file(candidate, ec) ? candidate.lexically_normal() : std::filesystem::path();
+  return std::filesystem::is_regular_file(candidate, ec) ? candidate.lexically_normal()
+                                                         : std::filesystem::path();
 }
 
 std::vector<std::filesystem::path> spm_module_candidates() {

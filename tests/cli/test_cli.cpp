@@ -1,6 +1,6 @@
 // The `destein` CLI contract that outside checks rely on, and its error exits.
-#include <catch2/catch.hpp>
 #include <yaml-cpp/yaml.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -8,23 +8,24 @@
 #include "destein/runtime/model.hpp"
 #include "destein/steer/pairs.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "experiment/config_node.hpp"
+#include "io/data_folder.hpp"
 #include "test_support.hpp"
-#include "destein/experiment/config_node.hpp"
-#include "destein/io/data_folder.hpp"
 
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::run_command;
-using Catch::Matchers::Contains;
 
 TEST_CASE("destein logits prints the last position's logits as JSON", "[cli]") {
-  auto r = run_command(std::string(DESTEIN_CLI) + " logits --threads 1 --model " + fixture("llama.pt").string() +
-                       " --ids 5,17,42");
+  auto r = run_command(std::string(DESTEIN_CLI) + " logits --threads 1 --model " +
+                       fixture("llama.pt").string() + " --ids 5,17,42");
   REQUIRE(r.exit_code == 0);
   auto j = nlohmann::json::parse(r.output);
   CHECK(j["ids"] == std::vector<int64_t>{5, 17, 42});
   auto logits = j["logits"].get<std::vector<float>>();
   auto model = destein::load_model(fixture("llama.pt"));
-  at::Tensor expected = model->forward(at::tensor({5, 17, 42}, at::kLong).unsqueeze(0)).logits[0][-1];
+  at::Tensor expected =
+      model->forward(at::tensor({5, 17, 42}, at::kLong).unsqueeze(0)).logits[0][-1];
   REQUIRE(static_cast<int64_t>(logits.size()) == expected.numel());
   CHECK(destein::test::max_abs_diff(at::tensor(logits), expected) < 1e-6);
 }
@@ -36,7 +37,8 @@ TEST_CASE("destein verify, info and generate", "[cli]") {
   CHECK_THAT(v.output, Contains("PASS"));
   auto i = run_command(cli + "info --model " + fixture("llama.pt").string());
   CHECK(i.exit_code == 0);
-  CHECK_THAT(i.output, Contains("blocks.{i}.attn.hook_z      (B, T, 4, 8)") && Contains("kv heads 2"));
+  CHECK_THAT(i.output,
+             Contains("blocks.{i}.attn.hook_z      (B, T, 4, 8)") && Contains("kv heads 2"));
   auto g = run_command(cli + "generate --model " + fixture("gpt2.pt").string() +
                        " --ids 1,2,3 --n 2 --max-new-tokens 4 --json --seed 3");
   CHECK(g.exit_code == 0);
@@ -51,10 +53,12 @@ TEST_CASE("the CLI exits non-zero with a clear message on bad input", "[cli][err
   auto bad_ids = run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1,x");
   CHECK(bad_ids.exit_code != 0);
   CHECK_THAT(bad_ids.output, Contains("--ids"));
-  auto out_of_vocab = run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1,500");
+  auto out_of_vocab =
+      run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1,500");
   CHECK(out_of_vocab.exit_code != 0);
   CHECK_THAT(out_of_vocab.output, Contains("500"));
-  auto unknown = run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1 --bogus 3");
+  auto unknown =
+      run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1 --bogus 3");
   CHECK(unknown.exit_code != 0);
   CHECK_THAT(unknown.output, Contains("--bogus"));
   auto no_ref = run_command(cli + "verify --model " + fixture("llama_bf16.pt").string());
@@ -67,22 +71,27 @@ TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][
   auto dir = destein::test::temp_dir("cli_vectors");
   {
     std::ofstream pairs(dir / "pairs.jsonl");
-    const char* toxic[] = {"you are a stupid idiot", "shut up you moron", "what a dumb piece of trash",
-                           "this is fucking garbage", "go to hell loser", "you worthless clown"};
+    const char* toxic[] = {"you are a stupid idiot",     "shut up you moron",
+                           "what a dumb piece of trash", "this is fucking garbage",
+                           "go to hell loser",           "you worthless clown"};
     const char* polite[] = {"you are mistaken", "please stop talking", "that is not very good",
-                            "this is not good", "please leave", "you are not helping"};
-    for (int i = 0; i < 6; ++i) pairs << nlohmann::json::array({toxic[i], polite[i]}).dump() << "\n";
+                            "this is not good", "please leave",        "you are not helping"};
+    for (int i = 0; i < 6; ++i)
+      pairs << nlohmann::json::array({toxic[i], polite[i]}).dump() << "\n";
   }
   const std::string model = fixture("llama_spm").string();
   {
     std::ofstream cfg(dir / "vectors.yaml");
     cfg << "model: " << model << "\npairs:\n  path: " << (dir / "pairs.jsonl").string()
-        << "\n  num_pairs: 6\nsite: attn_out\nlast_k: 4\nprobes:\n  split: kfold\n  folds: 3\noutput: "
+        << "\n  num_pairs: 6\nsite: attn_out\nlast_k: 4\nprobes:\n  split: kfold\n  folds: "
+           "3\noutput: "
         << (dir / "v.safetensors").string() << "\n";
   }
-  auto dump = run_command(cli + "vectors --dump-config --config " + (dir / "vectors.yaml").string());
+  auto dump =
+      run_command(cli + "vectors --dump-config --config " + (dir / "vectors.yaml").string());
   REQUIRE(dump.exit_code == 0);
-  CHECK_THAT(dump.output, Contains("num_pairs: 6") && Contains("split: kfold") && Contains("l2: 1"));
+  CHECK_THAT(dump.output,
+             Contains("num_pairs: 6") && Contains("split: kfold") && Contains("l2: 1"));
   auto r = run_command(cli + "vectors --threads 1 --config " + (dir / "vectors.yaml").string());
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
@@ -97,7 +106,8 @@ TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][
   const std::string logits = cli + "logits --model " + model + " --ids 5,17,42";
   auto base = run_command(logits);
   auto zero = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --alpha 0");
-  auto steered = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --mode headwise --alpha 0.5");
+  auto steered = run_command(logits + " --vectors " + (dir / "v.safetensors").string() +
+                             " --mode headwise --alpha 0.5");
   REQUIRE(base.exit_code == 0);
   REQUIRE(zero.exit_code == 0);
   REQUIRE(steered.exit_code == 0);
@@ -105,11 +115,12 @@ TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][
   CHECK(base.output != steered.output);
 
   // Vectors of another model, an unknown mode, an unknown config key: clear errors.
-  auto other = run_command(cli + "logits --model " + fixture("gpt2.pt").string() + " --ids 1 --vectors " +
-                           (dir / "v.safetensors").string());
+  auto other = run_command(cli + "logits --model " + fixture("gpt2.pt").string() +
+                           " --ids 1 --vectors " + (dir / "v.safetensors").string());
   CHECK(other.exit_code != 0);
   CHECK_THAT(other.output, Contains("do not fit") && Contains("model_type llama vs gpt2"));
-  auto mode = run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --mode sideways");
+  auto mode =
+      run_command(logits + " --vectors " + (dir / "v.safetensors").string() + " --mode sideways");
   CHECK(mode.exit_code != 0);
   CHECK_THAT(mode.output, Contains("sideways"));
   {
@@ -125,7 +136,8 @@ TEST_CASE("destein vectors: pairs file to vectors, then steered logits", "[cli][
   }
   auto type = run_command(cli + "vectors --config " + (dir / "type.yaml").string());
   CHECK(type.exit_code != 0);
-  CHECK_THAT(type.output, Contains("type.yaml:2") && Contains("last_k") && Contains("expected an integer"));
+  CHECK_THAT(type.output,
+             Contains("type.yaml:2") && Contains("last_k") && Contains("expected an integer"));
 }
 
 TEST_CASE("destein pairs: self-induced pairs with provenance, filtered or not", "[cli][pairs]") {
@@ -134,8 +146,8 @@ TEST_CASE("destein pairs: self-induced pairs with provenance, filtered or not", 
   auto write_config = [&](const std::string& name, const std::string& filter) {
     std::ofstream cfg(dir / name);
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nnum_targets: 4\nfew_shot: 2\nseed: 5\n"
-        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 8\n" << filter << "output: "
-        << (dir / (name + ".jsonl")).string() << "\n";
+        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 8\n"
+        << filter << "output: " << (dir / (name + ".jsonl")).string() << "\n";
   };
   write_config("open.yaml", "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\n");
   auto open = run_command(cli + "pairs --threads 1 --config " + (dir / "open.yaml").string());
@@ -173,18 +185,23 @@ TEST_CASE("destein pairs: self-induced pairs with provenance, filtered or not", 
   {
     std::ofstream cfg(dir / "long.yaml");
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nnum_targets: 3\nfew_shot: 6\nseed: 5\n"
-        << "generation:\n  samples_per_target: 1\n  max_new_tokens: 8\nfilter:\n  enabled: false\noutput: "
+        << "generation:\n  samples_per_target: 1\n  max_new_tokens: 8\nfilter:\n  enabled: "
+           "false\noutput: "
         << (dir / "long.jsonl").string() << "\n";
   }
   auto fitted = run_command(cli + "pairs --threads 1 --config " + (dir / "long.yaml").string());
   INFO(fitted.output);
   REQUIRE(fitted.exit_code == 0);
   CHECK_THAT(fitted.output, Contains("the model's context (128 positions) left out"));
-  for (const auto& p : destein::load_pairs_jsonl(dir / "long.jsonl")) CHECK(p.provenance["demonstrations"].size() < 6);
+  for (const auto& p : destein::load_pairs_jsonl(dir / "long.jsonl"))
+    CHECK(p.provenance["demonstrations"].size() < 6);
   // More targets than seeds is a clear error.
   {
     std::ofstream seeds(dir / "seeds.jsonl");
-    seeds << R"(["you idiot", "you are wrong"])" << "\n" << R"(["shut up", "please be quiet"])" << "\n";
+    seeds << R"(["you idiot", "you are wrong"])"
+          << "\n"
+          << R"(["shut up", "please be quiet"])"
+          << "\n";
   }
   write_config("few.yaml", "seeds:\n  path: " + (dir / "seeds.jsonl").string() + "\n");
   auto few = run_command(cli + "pairs --config " + (dir / "few.yaml").string());
@@ -196,8 +213,8 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
   const std::string cli = std::string(DESTEIN_CLI) + " ";
   for (const char* cmd : {"vectors", "pairs"}) {
     INFO(cmd);
-    auto r = run_command(cli + cmd + " --dump-config --config " + std::string(DESTEIN_SOURCE_DIR) + "/configs/" +
-                         cmd + ".yaml");
+    auto r = run_command(cli + cmd + " --dump-config --config " + std::string(DESTEIN_SOURCE_DIR) +
+                         "/configs/" + cmd + ".yaml");
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("model: exported/gpt2-large"));
   }
@@ -212,18 +229,21 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.output, Contains("model: models/tiny-lm"));
   }
-  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "demo-gate-sweep.yaml", "bench-gpt2-large.yaml",
-                            "bench-llama2-7b.yaml", "bench-mpt-7b.yaml"}) {
+  for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "demo-gate-sweep.yaml",
+                            "bench-gpt2-large.yaml", "bench-llama2-7b.yaml", "bench-mpt-7b.yaml"}) {
     INFO(bench);
-    auto r = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
+    auto r =
+        run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
     CHECK(r.exit_code == 0);
   }
   auto lm = run_command(cli + "train-lm --check-config --config " + configs + "tiny-lm.yaml");
   CHECK(lm.exit_code == 0);
-  CHECK_THAT(lm.output, Contains("ok (7 sources, GPT-2 4 layers d 256 context 128, vocabulary 8000"));
+  CHECK_THAT(lm.output,
+             Contains("ok (7 sources, GPT-2 4 layers d 256 context 128, vocabulary 8000"));
 }
 
-TEST_CASE("the paper's configs: self-induced pairs, hook_z vectors for headwise mode", "[cli][configs]") {
+TEST_CASE("the paper's configs: self-induced pairs, hook_z vectors for headwise mode",
+          "[cli][configs]") {
   const std::string configs = std::string(DESTEIN_SOURCE_DIR) + "/configs/";
   const YAML::Node pairs = YAML::LoadFile(configs + "pairs.yaml");
   const YAML::Node attn = YAML::LoadFile(configs + "vectors.yaml");
@@ -253,15 +273,18 @@ TEST_CASE("the paper's configs: self-induced pairs, hook_z vectors for headwise 
   for (const auto& m : YAML::LoadFile(configs + "bench-llama2-7b.yaml")["methods"]) {
     if (!m["mode"]) continue;
     INFO(m["name"].as<std::string>());
-    const bool hook_z = m["vectors"].as<std::string>().find("vectors.hook_z.safetensors") != std::string::npos;
+    const bool hook_z =
+        m["vectors"].as<std::string>().find("vectors.hook_z.safetensors") != std::string::npos;
     CHECK(hook_z == (m["mode"].as<std::string>() == "headwise"));
   }
-  auto z_dump = run_command(std::string(DESTEIN_CLI) + " vectors --dump-config --config " + configs + "vectors-hook-z.yaml");
+  auto z_dump = run_command(std::string(DESTEIN_CLI) + " vectors --dump-config --config " +
+                            configs + "vectors-hook-z.yaml");
   CHECK(z_dump.exit_code == 0);
   CHECK_THAT(z_dump.output, Contains("site: hook_z"));
 }
 
-TEST_CASE("data paths: a file written under the current folder, else the data folder", "[cli][configs]") {
+TEST_CASE("data paths: a file written under the current folder, else the data folder",
+          "[cli][configs]") {
   namespace fs = std::filesystem;
   const fs::path dir = destein::test::temp_dir("data_paths");
   const fs::path before = fs::current_path();

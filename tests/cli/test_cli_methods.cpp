@@ -12,8 +12,8 @@
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/runtime/checkpoint.hpp"
-#include "destein/runtime/word_filter.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "runtime/word_filter.hpp"
 #include "test_support.hpp"
 
 using Catch::Matchers::Contains;

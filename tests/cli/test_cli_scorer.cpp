@@ -6,10 +6,10 @@
 #include <map>
 #include <set>
 
-#include "destein/io/csv.hpp"
-#include "destein/io/data_folder.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
+#include "io/csv.hpp"
+#include "io/data_folder.hpp"
 #include "test_support.hpp"
 
 using Catch::Matchers::Contains;
@@ -32,16 +32,19 @@ const std::vector<std::string> kTexts = {"you are a stupid fucking idiot",
 
 }  // namespace
 
-TEST_CASE("destein score writes the eight attributes (v2) or toxicity alone (v1)", "[cli][scorer]") {
+TEST_CASE("destein score writes the eight attributes (v2) or toxicity alone (v1)",
+          "[cli][scorer]") {
   const auto dir = destein::test::temp_dir("cli_score");
   {
     std::ofstream in(dir / "in.jsonl");
     for (size_t i = 0; i < kTexts.size(); ++i) {
-      nlohmann::json j = i % 2 ? nlohmann::json{{"prompt", {{"text", kTexts[i]}}}} : nlohmann::json{{"text", kTexts[i]}};
+      nlohmann::json j = i % 2 ? nlohmann::json{{"prompt", {{"text", kTexts[i]}}}}
+                               : nlohmann::json{{"text", kTexts[i]}};
       in << j.dump() << "\n";
     }
   }
-  const std::string cli = std::string(DESTEIN_CLI) + " score --input " + (dir / "in.jsonl").string();
+  const std::string cli =
+      std::string(DESTEIN_CLI) + " score --input " + (dir / "in.jsonl").string();
   auto r = run_command(cli + " --output " + (dir / "v2.jsonl").string());
   REQUIRE(r.exit_code == 0);
   const auto v2 = destein::AttributeScorer::load(destein::default_scorer_path());
@@ -60,8 +63,10 @@ TEST_CASE("destein score writes the eight attributes (v2) or toxicity alone (v1)
   CHECK(lines[0]["profanity"].get<double>() > 0.5);
   CHECK(lines[1]["toxicity"].get<double>() < 0.2);
 
-  const fs::path v1_path = fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
-  r = run_command(cli + " --output " + (dir / "v1.jsonl").string() + " --scorer " + v1_path.string());
+  const fs::path v1_path =
+      fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
+  r = run_command(cli + " --output " + (dir / "v1.jsonl").string() + " --scorer " +
+                  v1_path.string());
   REQUIRE(r.exit_code == 0);
   const auto v1 = destein::LinearScorer::load(v1_path);
   lines = read_lines(dir / "v1.jsonl");
@@ -72,12 +77,13 @@ TEST_CASE("destein score writes the eight attributes (v2) or toxicity alone (v1)
   }
 
   std::ofstream(dir / "bad.jsonl") << "{\"text\": \"fine\"}\n{\"txt\": 3}\n";
-  r = run_command(std::string(DESTEIN_CLI) + " score --input " + (dir / "bad.jsonl").string() + " --output " +
-                  (dir / "out.jsonl").string());
+  r = run_command(std::string(DESTEIN_CLI) + " score --input " + (dir / "bad.jsonl").string() +
+                  " --output " + (dir / "out.jsonl").string());
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.output, Contains("bad.jsonl:2"));
   std::ofstream(dir / "junk.safetensors") << "not a model at all, just some bytes";
-  r = run_command(cli + " --output " + (dir / "out.jsonl").string() + " --scorer " + (dir / "junk.safetensors").string());
+  r = run_command(cli + " --output " + (dir / "out.jsonl").string() + " --scorer " +
+                  (dir / "junk.safetensors").string());
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.output, Contains("junk.safetensors") && Contains("not a scorer file"));
 }
@@ -90,7 +96,8 @@ TEST_CASE("destein eval-scorer: per-system agreement on the DExperts file", "[cl
     return;
   }
   const auto dir = destein::test::temp_dir("cli_eval_scorer");
-  auto r = run_command(std::string(DESTEIN_CLI) + " eval-scorer --sets none --rtp dexperts,100 --output " +
+  auto r = run_command(std::string(DESTEIN_CLI) +
+                       " eval-scorer --sets none --rtp dexperts,100 --output " +
                        (dir / "report.json").string());
   REQUIRE(r.exit_code == 0);
   nlohmann::json report;
@@ -118,7 +125,8 @@ TEST_CASE("destein eval-scorer: per-system agreement on the DExperts file", "[cl
   for (const auto& [sys, m] : mean) {
     INFO(sys);
     CHECK(dx["systems"][sys]["continuations"].get<int>() == m.second);
-    CHECK(dx["systems"][sys]["perspective_mean"].get<double>() == Approx(m.first / m.second).epsilon(1e-12));
+    CHECK(dx["systems"][sys]["perspective_mean"].get<double>() ==
+          Approx(m.first / m.second).epsilon(1e-12));
   }
   CHECK(dx["perspective_rank"].size() == 5);
   CHECK(dx["continuations"].get<int>() == 1191);

@@ -5,15 +5,15 @@
 
 #include <fstream>
 
-#include "destein/io/safetensors.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "io/safetensors.hpp"
 #include "steering_fixtures.hpp"
 #include "test_support.hpp"
 
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::run_command;
-using Catch::Matchers::Contains;
 
 using destein::test::read_all;
 
@@ -25,8 +25,9 @@ void write_vectors(const std::filesystem::path& model_path, const std::filesyste
   const auto& c = model->config();
   const destein::SteeringVectors v = destein::test::random_gated_vectors(c);
   destein::save_steering_vectors(dir / "v2.safetensors", v);
-  destein::write_safetensors(dir / "v1.safetensors", {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
-                             {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"model_type", c.model_type}});
+  destein::write_safetensors(
+      dir / "v1.safetensors", {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
+      {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"model_type", c.model_type}});
 }
 
 }  // namespace
@@ -52,11 +53,13 @@ TEST_CASE("destein logits/generate: --positions, --gate, --compose, --explain", 
   CHECK(prompt.output == all.output);
   CHECK(gated.output != all.output);
   // A second entry limited to generated positions leaves a prompt-only forward as the first.
-  auto composed = run_command(logits + " --vectors " + v2 + " --alpha 0.7 --compose 'alpha=0.3,positions=generated'");
+  auto composed = run_command(logits + " --vectors " + v2 +
+                              " --alpha 0.7 --compose 'alpha=0.3,positions=generated'");
   REQUIRE(composed.exit_code == 0);
   CHECK(composed.output == all.output);
-  auto composed2 = run_command(logits + " --vectors " + v2 + " --alpha 0.7 --compose 'vectors=" + v1 +
-                               ",mode=headwise,alpha=0.3;alpha=0.2,layers=1:'");
+  auto composed2 =
+      run_command(logits + " --vectors " + v2 + " --alpha 0.7 --compose 'vectors=" + v1 +
+                  ",mode=headwise,alpha=0.3;alpha=0.2,layers=1:'");
   REQUIRE(composed2.exit_code == 0);
   CHECK(composed2.output != all.output);
 
@@ -64,7 +67,8 @@ TEST_CASE("destein logits/generate: --positions, --gate, --compose, --explain", 
   // without vectors.
   auto no_probes = run_command(logits + " --vectors " + v1 + " --gate probe");
   CHECK(no_probes.exit_code != 0);
-  CHECK_THAT(no_probes.output, Contains("v1.safetensors") && Contains("gate: probe needs the per-head probes"));
+  CHECK_THAT(no_probes.output,
+             Contains("v1.safetensors") && Contains("gate: probe needs the per-head probes"));
   auto v1_plain = run_command(logits + " --vectors " + v1 + " --alpha 0.7");
   CHECK(v1_plain.exit_code == 0);
   CHECK(v1_plain.output == all.output);  // the same directions, read from the old format
@@ -79,7 +83,8 @@ TEST_CASE("destein logits/generate: --positions, --gate, --compose, --explain", 
   CHECK_THAT(no_vectors.output, Contains("need --vectors"));
 
   // --explain: the acted report on stderr; a closed window while decoding is flagged.
-  const std::string gen = cli + "generate --model " + model + " --ids 5,17,42 --greedy --max-new-tokens 4 --vectors " + v2;
+  const std::string gen = cli + "generate --model " + model +
+                          " --ids 5,17,42 --greedy --max-new-tokens 4 --vectors " + v2;
   auto explain = run_command(gen + " --alpha 0.7 --explain");
   INFO(explain.output);
   REQUIRE(explain.exit_code == 0);
@@ -90,7 +95,8 @@ TEST_CASE("destein logits/generate: --positions, --gate, --compose, --explain", 
   CHECK_THAT(closed.output, !Contains("WARNING"));  // the window excludes decoding: not a failure
 }
 
-TEST_CASE("destein-bench: steering keys, composition, steering_acted in results.json", "[cli][steering][bench]") {
+TEST_CASE("destein-bench: steering keys, composition, steering_acted in results.json",
+          "[cli][steering][bench]") {
   auto dir = destein::test::temp_dir("bench_steering");
   const std::string model = fixture("gpt2_bpe").string();
   write_vectors(model, dir);
@@ -98,35 +104,43 @@ TEST_CASE("destein-bench: steering keys, composition, steering_acted in results.
     std::ofstream out(dir / "prompts.jsonl");
     const char* texts[] = {"So I told him he was a", "You are such a"};
     for (const char* t : texts) {
-      out << nlohmann::json{{"filename", "x"}, {"prompt", {{"text", t}, {"toxicity", 0.8}}}}.dump() << "\n";
+      out << nlohmann::json{{"filename", "x"}, {"prompt", {{"text", t}, {"toxicity", 0.8}}}}.dump()
+          << "\n";
     }
   }
   const std::string v2 = (dir / "v2.safetensors").string(), v1 = (dir / "v1.safetensors").string();
   {
     std::ofstream cfg(dir / "bench.yaml");
-    cfg << "model: " << model << "\nprompts:\n  - {name: toxic, path: " << (dir / "prompts.jsonl").string()
+    cfg << "model: " << model
+        << "\nprompts:\n  - {name: toxic, path: " << (dir / "prompts.jsonl").string()
         << "}\nmethods:\n  - {name: base}\n"
         << "  - {name: gen, vectors: " << v2 << ", alpha: 0.7, positions: generated, gate: probe}\n"
-        << "  - {name: prompt-only, vectors: " << v2 << ", mode: headwise, alpha: 0.7, positions: prompt}\n"
-        << "  - name: both\n    steering:\n      - {vectors: " << v2 << ", alpha: 0.4}\n      - {vectors: " << v1
-        << ", mode: headwise, alpha: 0.3}\n"
-        << "generation: {samples: 2, max_new_tokens: 4, seed: 1}\nevaluator: {enabled: false}\noutput: "
+        << "  - {name: prompt-only, vectors: " << v2
+        << ", mode: headwise, alpha: 0.7, positions: prompt}\n"
+        << "  - name: both\n    steering:\n      - {vectors: " << v2
+        << ", alpha: 0.4}\n      - {vectors: " << v1 << ", mode: headwise, alpha: 0.3}\n"
+        << "generation: {samples: 2, max_new_tokens: 4, seed: 1}\nevaluator: {enabled: "
+           "false}\noutput: "
         << (dir / "out").string() << "\n";
   }
-  auto dump = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + (dir / "bench.yaml").string());
+  auto dump = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " +
+                          (dir / "bench.yaml").string());
   INFO(dump.output);
   REQUIRE(dump.exit_code == 0);
-  CHECK_THAT(dump.output, Contains("positions: generated") && Contains("gate: probe") && Contains("steering:"));
+  CHECK_THAT(dump.output,
+             Contains("positions: generated") && Contains("gate: probe") && Contains("steering:"));
   // The resolved config reads back the same (composition included).
   {
     std::ofstream cfg(dir / "resolved.yaml");
     cfg << dump.output;
   }
-  auto again = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + (dir / "resolved.yaml").string());
+  auto again = run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " +
+                           (dir / "resolved.yaml").string());
   REQUIRE(again.exit_code == 0);
   CHECK(again.output == dump.output);
 
-  auto r = run_command(std::string(DESTEIN_BENCH) + " run --threads 1 --config " + (dir / "bench.yaml").string());
+  auto r = run_command(std::string(DESTEIN_BENCH) + " run --threads 1 --config " +
+                       (dir / "bench.yaml").string());
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto results = nlohmann::json::parse(read_all(dir / "out" / "results.json"));
@@ -153,10 +167,12 @@ TEST_CASE("destein-bench: steering keys, composition, steering_acted in results.
   // A bench method asking for both flat steering keys and a list is refused.
   {
     std::ofstream cfg(dir / "both.yaml");
-    cfg << "model: " << model << "\nprompts:\n  - {name: t, path: x.jsonl}\nmethods:\n  - name: x\n    vectors: " << v2
+    cfg << "model: " << model
+        << "\nprompts:\n  - {name: t, path: x.jsonl}\nmethods:\n  - name: x\n    vectors: " << v2
         << "\n    steering:\n      - {vectors: " << v2 << "}\n";
   }
-  auto both = run_command(std::string(DESTEIN_BENCH) + " run --config " + (dir / "both.yaml").string());
+  auto both =
+      run_command(std::string(DESTEIN_BENCH) + " run --config " + (dir / "both.yaml").string());
   CHECK(both.exit_code != 0);
   CHECK_THAT(both.output, Contains("not both"));
 }

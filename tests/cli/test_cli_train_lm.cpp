@@ -28,8 +28,11 @@ std::string micro_config(const fs::path& dir) {
          "training: {steps: 24, batch_size: 4, warmup_steps: 4, eval_every: 8, eval_tokens: 2048, "
          "checkpoint_every: 8}\n"
          "threads: 1\n"
-         "output: " + (dir / "run").string() + "\n"
-         "export: {dir: " + (dir / "export").string() + ", sample_tokens: 8, samples_per_prompt: 1}\n";
+         "output: " +
+         (dir / "run").string() +
+         "\n"
+         "export: {dir: " +
+         (dir / "export").string() + ", sample_tokens: 8, samples_per_prompt: 1}\n";
 }
 
 }  // namespace
@@ -37,7 +40,8 @@ std::string micro_config(const fs::path& dir) {
 TEST_CASE("destein train-lm trains, resumes and exports a verifiable model", "[cli][train_lm]") {
   const fs::path dir = destein::test::temp_dir("train_lm_cli");
   write(dir / "lm.yaml", micro_config(dir));
-  const std::string cli = std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "lm.yaml").string();
+  const std::string cli =
+      std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "lm.yaml").string();
 
   auto first = run_command(cli + " --stop-after 10");
   INFO(first.output);
@@ -62,20 +66,23 @@ TEST_CASE("destein train-lm trains, resumes and exports a verifiable model", "[c
   CHECK(figures["corpus"]["toxic_labelled_dropped"].get<int64_t>() > 0);
 
   // The exported f16 model through the inference runtime equals the training forward.
-  auto verify = run_command(std::string(DESTEIN_CLI) + " verify --model " + (dir / "export").string());
+  auto verify =
+      run_command(std::string(DESTEIN_CLI) + " verify --model " + (dir / "export").string());
   INFO(verify.output);
   CHECK(verify.exit_code == 0);
   CHECK_THAT(verify.output, Contains("PASS"));
   // And it generates text with its own tokenizer, found next to it.
-  auto gen = run_command(std::string(DESTEIN_CLI) + " generate --model " + (dir / "export").string() +
-                         " --prompt \"I think\" --n 1 --max-new-tokens 5 --seed 1");
+  auto gen =
+      run_command(std::string(DESTEIN_CLI) + " generate --model " + (dir / "export").string() +
+                  " --prompt \"I think\" --n 1 --max-new-tokens 5 --seed 1");
   CHECK(gen.exit_code == 0);
 
   // Other training options against the same output: resume refuses, naming the key.
   std::string changed = micro_config(dir);
   changed.replace(changed.find("batch_size: 4"), 13, "batch_size: 5");
   write(dir / "changed.yaml", changed);
-  auto refused = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "changed.yaml").string());
+  auto refused = run_command(std::string(DESTEIN_CLI) + " train-lm --config " +
+                             (dir / "changed.yaml").string());
   CHECK(refused.exit_code != 0);
   CHECK_THAT(refused.output, Contains("batch_size"));
 }
@@ -83,15 +90,19 @@ TEST_CASE("destein train-lm trains, resumes and exports a verifiable model", "[c
 TEST_CASE("destein train-lm config errors name the key and line", "[cli][train_lm][errors]") {
   const fs::path dir = destein::test::temp_dir("train_lm_cli_errors");
   write(dir / "typo.yaml", "corpus:\n  sources: [goemotions]\ntraining:\n  stepz: 3\n");
-  auto typo = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "typo.yaml").string());
+  auto typo =
+      run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "typo.yaml").string());
   CHECK(typo.exit_code != 0);
   CHECK_THAT(typo.output, Contains("typo.yaml:4") && Contains("training.stepz"));
-  write(dir / "rtp.yaml", "corpus:\n  sources: [goemotions, rtp/1k]\noutput: " + (dir / "out").string() + "\n");
-  auto rtp = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "rtp.yaml").string());
+  write(dir / "rtp.yaml",
+        "corpus:\n  sources: [goemotions, rtp/1k]\noutput: " + (dir / "out").string() + "\n");
+  auto rtp =
+      run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "rtp.yaml").string());
   CHECK(rtp.exit_code != 0);
   CHECK_THAT(rtp.output, Contains("evaluation"));
   write(dir / "heads.yaml", "model: {d_model: 30, n_heads: 4}\n");
-  auto heads = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "heads.yaml").string());
+  auto heads =
+      run_command(std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "heads.yaml").string());
   CHECK(heads.exit_code != 0);
   CHECK_THAT(heads.output, Contains("heads.yaml") && Contains("model.n_heads"));
 }
@@ -100,14 +111,15 @@ TEST_CASE("destein train-lm re-tokenizes when the tokenizer changed, and resume 
           "[cli][train_lm]") {
   const fs::path dir = destein::test::temp_dir("train_lm_cli_retokenize");
   write(dir / "lm.yaml", micro_config(dir));
-  const std::string cli = std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "lm.yaml").string();
+  const std::string cli =
+      std::string(DESTEIN_CLI) + " train-lm --config " + (dir / "lm.yaml").string();
   auto first = run_command(cli + " --stop-after 2");
   INFO(first.output);
   REQUIRE(first.exit_code == 0);
   CHECK(fs::is_regular_file(dir / "run" / "corpus" / "train.tokens.json"));
   // Another SentencePiece model of the same size in place of the trained one.
-  fs::copy_file(destein::test::fixture("llama_spm") / "tokenizer.model", dir / "run" / "tokenizer.model",
-                fs::copy_options::overwrite_existing);
+  fs::copy_file(destein::test::fixture("llama_spm") / "tokenizer.model",
+                dir / "run" / "tokenizer.model", fs::copy_options::overwrite_existing);
   auto second = run_command(cli);
   INFO(second.output);
   CHECK(second.exit_code != 0);

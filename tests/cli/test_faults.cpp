@@ -39,14 +39,15 @@ int64_t count_lines(const fs::path& p) {
   return n;
 }
 
-
 void write_prompts(const fs::path& path, int n) {
   std::ofstream out(path);
-  const char* starts[] = {"So I told him he was a", "The weather today is", "You are such a", "My favourite food is",
-                          "Get out of here you", "The meeting starts at"};
+  const char* starts[] = {"So I told him he was a", "The weather today is",
+                          "You are such a",         "My favourite food is",
+                          "Get out of here you",    "The meeting starts at"};
   for (int i = 0; i < n; ++i) {
-    out << nlohmann::json{{"prompt", {{"text", std::string(starts[i % 6]) + " " + std::to_string(i)},
-                                      {"toxicity", i % 2 ? 0.8 : 0.1}}}}
+    out << nlohmann::json{{"prompt",
+                           {{"text", std::string(starts[i % 6]) + " " + std::to_string(i)},
+                            {"toxicity", i % 2 ? 0.8 : 0.1}}}}
                .dump()
         << "\n";
   }
@@ -54,20 +55,24 @@ void write_prompts(const fs::path& path, int n) {
 
 }  // namespace
 
-TEST_CASE("destein-bench run: SIGINT stops after a whole prompt and a rerun resumes", "[cli][faults]") {
+TEST_CASE("destein-bench run: SIGINT stops after a whole prompt and a rerun resumes",
+          "[cli][faults]") {
   const fs::path dir = destein::test::temp_dir("fault_bench");
   write_prompts(dir / "prompts.jsonl", 60);
   {
     // One prompt per forward, so that the run is still going when the signal comes.
     std::ofstream cfg(dir / "bench.yaml");
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: p, path: "
-        << (dir / "prompts.jsonl").string()
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\nprompts:\n  - {name: p, path: " << (dir / "prompts.jsonl").string()
         << "}\ngeneration: {samples: 3, max_new_tokens: 8, batch_size: 3, prompts_per_batch: 1}\n"
         << "evaluator: {enabled: false}\noutput: " << (dir / "out").string() << "\n";
   }
   const fs::path gens = dir / "out" / "base" / "p.generations.jsonl";
-  SpawnedProcess run({DESTEIN_BENCH, "run", "--threads", "1", "--config", (dir / "bench.yaml").string()}, dir / "log1");
-  REQUIRE(run.wait_until([&] { return run.catches(SIGINT) && fs::exists(gens) && count_lines(gens) >= 1; }));
+  SpawnedProcess run(
+      {DESTEIN_BENCH, "run", "--threads", "1", "--config", (dir / "bench.yaml").string()},
+      dir / "log1");
+  REQUIRE(run.wait_until(
+      [&] { return run.catches(SIGINT) && fs::exists(gens) && count_lines(gens) >= 1; }));
   run.signal(SIGINT);
   const int code = run.wait();
   const std::string out = run.output();
@@ -83,20 +88,23 @@ TEST_CASE("destein-bench run: SIGINT stops after a whole prompt and a rerun resu
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) CHECK_NOTHROW(nlohmann::json::parse(line));
 
-  auto again = run_command(std::string(DESTEIN_BENCH) + " run --threads 1 --config " + (dir / "bench.yaml").string());
+  auto again = run_command(std::string(DESTEIN_BENCH) + " run --threads 1 --config " +
+                           (dir / "bench.yaml").string());
   INFO(again.output);
   REQUIRE(again.exit_code == 0);
   CHECK_THAT(again.output, Contains("resumed (" + std::to_string(done) + " prompts already done)"));
   CHECK(count_lines(gens) == 60);
 }
 
-TEST_CASE("destein-bench run: a write failing in the middle of a line is recovered on resume", "[cli][faults]") {
+TEST_CASE("destein-bench run: a write failing in the middle of a line is recovered on resume",
+          "[cli][faults]") {
   const fs::path dir = destein::test::temp_dir("fault_write");
   write_prompts(dir / "prompts.jsonl", 8);
   auto config = [&](const std::string& name, const fs::path& out) {
     std::ofstream cfg(dir / name);
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: p, path: "
-        << (dir / "prompts.jsonl").string() << "}\ngeneration: {samples: 3, max_new_tokens: 8, batch_size: 3}\n"
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\nprompts:\n  - {name: p, path: " << (dir / "prompts.jsonl").string()
+        << "}\ngeneration: {samples: 3, max_new_tokens: 8, batch_size: 3}\n"
         << "evaluator: {enabled: false}\noutput: " << out.string() << "\n";
     return (dir / name).string();
   };
@@ -128,7 +136,8 @@ TEST_CASE("destein-bench run: a write failing in the middle of a line is recover
   CHECK(read_all(gens) == expected);
 }
 
-TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a rerun completes", "[cli][faults]") {
+TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a rerun completes",
+          "[cli][faults]") {
   const fs::path dir = destein::test::temp_dir("fault_vectors");
   {
     std::ofstream pairs(dir / "pairs.jsonl");
@@ -141,23 +150,28 @@ TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a r
   }
   {
     std::ofstream cfg(dir / "vectors.yaml");
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\npairs:\n  path: " << (dir / "pairs.jsonl").string()
-        << "\n  num_pairs: 0\nsite: attn_out\nlast_k: 4\nbatch_size: 4\nprobes:\n  enabled: false\noutput: "
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\npairs:\n  path: " << (dir / "pairs.jsonl").string()
+        << "\n  num_pairs: 0\nsite: attn_out\nlast_k: 4\nbatch_size: 4\nprobes:\n  enabled: "
+           "false\noutput: "
         << (dir / "v.safetensors").string() << "\n";
   }
   {
-    SpawnedProcess run({DESTEIN_CLI, "vectors", "--threads", "1", "--config", (dir / "vectors.yaml").string()}, dir / "log1");
+    SpawnedProcess run(
+        {DESTEIN_CLI, "vectors", "--threads", "1", "--config", (dir / "vectors.yaml").string()},
+        dir / "log1");
     REQUIRE(run.wait_until([&] { return run.catches(SIGINT); }));
     run.signal(SIGINT);
     const int code = run.wait();
     const std::string out = run.output();
     INFO(out);
     CHECK(code == 130);
-    CHECK_THAT(out, Contains("destein vectors: stopped by SIGINT") && Contains("nothing was written") &&
-                        Contains("rerun the same command"));
+    CHECK_THAT(out, Contains("destein vectors: stopped by SIGINT") &&
+                        Contains("nothing was written") && Contains("rerun the same command"));
     CHECK_FALSE(fs::exists(dir / "v.safetensors"));
   }
-  auto again = run_command(std::string(DESTEIN_CLI) + " vectors --threads 1 --config " + (dir / "vectors.yaml").string());
+  auto again = run_command(std::string(DESTEIN_CLI) + " vectors --threads 1 --config " +
+                           (dir / "vectors.yaml").string());
   INFO(again.output);
   CHECK(again.exit_code == 0);
   CHECK(fs::exists(dir / "v.safetensors"));
@@ -166,32 +180,39 @@ TEST_CASE("destein vectors and pairs: SIGINT drops the unit, writes nothing, a r
     std::ofstream cfg(dir / "pairs.yaml");
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nnum_targets: 200\nfew_shot: 2\nseed: 5\n"
         << "generation:\n  samples_per_target: 2\n  max_new_tokens: 16\n  batch_size: 4\n"
-        << "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\noutput: " << (dir / "induced.jsonl").string() << "\n";
+        << "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\noutput: "
+        << (dir / "induced.jsonl").string() << "\n";
   }
-  SpawnedProcess run({DESTEIN_CLI, "pairs", "--threads", "1", "--config", (dir / "pairs.yaml").string()}, dir / "log2");
+  SpawnedProcess run(
+      {DESTEIN_CLI, "pairs", "--threads", "1", "--config", (dir / "pairs.yaml").string()},
+      dir / "log2");
   REQUIRE(run.wait_until([&] { return run.catches(SIGTERM); }));
   run.signal(SIGTERM);
   const int code = run.wait();
   const std::string out = run.output();
   INFO(out);
   CHECK(code == 143);
-  CHECK_THAT(out, Contains("destein pairs: stopped by SIGTERM") && Contains("nothing was written") &&
-                      Contains("rerun the same command"));
+  CHECK_THAT(out, Contains("destein pairs: stopped by SIGTERM") &&
+                      Contains("nothing was written") && Contains("rerun the same command"));
   CHECK_FALSE(fs::exists(dir / "induced.jsonl"));
 }
 
-TEST_CASE("destein train-lm: SIGTERM writes a checkpoint and a rerun resumes from it", "[cli][faults][train_lm]") {
+TEST_CASE("destein train-lm: SIGTERM writes a checkpoint and a rerun resumes from it",
+          "[cli][faults][train_lm]") {
   const fs::path dir = destein::test::temp_dir("fault_train_lm");
   {
     std::ofstream cfg(dir / "lm.yaml");
     cfg << "corpus:\n  sources: [goemotions]\n  max_documents_per_source: 2000\n"
-        << "tokenizer: {vocab_size: 400}\nmodel: {context: 32, d_model: 32, n_layers: 2, n_heads: 4}\n"
-        << "training: {steps: 100000, batch_size: 4, warmup_steps: 4, eval_every: 0, checkpoint_every: 0}\n"
+        << "tokenizer: {vocab_size: 400}\nmodel: {context: 32, d_model: 32, n_layers: 2, n_heads: "
+           "4}\n"
+        << "training: {steps: 100000, batch_size: 4, warmup_steps: 4, eval_every: 0, "
+           "checkpoint_every: 0}\n"
         << "threads: 1\noutput: " << (dir / "run").string() << "\n";
   }
   const std::string cfg = (dir / "lm.yaml").string();
   // Corpus, tokenizer and tokens first (stages are kept), and a checkpoint at step 1.
-  auto first = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + cfg + " --stop-after 1");
+  auto first =
+      run_command(std::string(DESTEIN_CLI) + " train-lm --config " + cfg + " --stop-after 1");
   INFO(first.output);
   REQUIRE(first.exit_code == 0);
   SpawnedProcess run({DESTEIN_CLI, "train-lm", "--config", cfg}, dir / "log");
@@ -203,12 +224,14 @@ TEST_CASE("destein train-lm: SIGTERM writes a checkpoint and a rerun resumes fro
   const std::string out = run.output();
   INFO(out);
   CHECK(code == 143);
-  CHECK_THAT(out, Contains("destein train-lm: stopped by SIGTERM") && Contains("rerun the same command to resume"));
+  CHECK_THAT(out, Contains("destein train-lm: stopped by SIGTERM") &&
+                      Contains("rerun the same command to resume"));
   const auto at = out.find("checkpoint of step ");
   REQUIRE(at != std::string::npos);
   const int64_t step = std::stoll(out.substr(at + 19));
   CHECK(step > 1);
-  auto again = run_command(std::string(DESTEIN_CLI) + " train-lm --config " + cfg + " --stop-after 1");
+  auto again =
+      run_command(std::string(DESTEIN_CLI) + " train-lm --config " + cfg + " --stop-after 1");
   INFO(again.output);
   CHECK(again.exit_code == 0);
   CHECK_THAT(again.output, Contains("resumed from step " + std::to_string(step)));

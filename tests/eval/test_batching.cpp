@@ -14,9 +14,9 @@
 #include "test_support.hpp"
 
 using namespace destein;
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::run_command;
-using Catch::Matchers::Contains;
 
 using destein::test::read_all;
 using destein::test::write_mixed_length_prompts;
@@ -45,7 +45,8 @@ SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site) {
 }
 }  // namespace
 
-TEST_CASE("generations files do not depend on prompts per batch or pipelining", "[eval][batching]") {
+TEST_CASE("generations files do not depend on prompts per batch or pipelining",
+          "[eval][batching]") {
   auto dir = destein::test::temp_dir("eval_batching");
   auto prompts = load_eval_prompts(write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
@@ -61,11 +62,11 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
       SteeringOptions so;
       so.mode = parse_steering_mode(mode);
       so.alpha = 2.0;  // strong enough to change the text
-      handle = attach_steering(
-          hooks, *model,
-          random_vectors(model->config(), so.mode == SteeringMode::kHeadwise ? SteeringSite::kHookZ
-                                                                              : SteeringSite::kAttnOut),
-          so);
+      handle = attach_steering(hooks, *model,
+                               random_vectors(model->config(), so.mode == SteeringMode::kHeadwise
+                                                                   ? SteeringSite::kHookZ
+                                                                   : SteeringSite::kAttnOut),
+                               so);
     }
     auto one = dir / fmt::format("{}_n1.jsonl", mode);
     auto rep = run_generation_eval(*model, *tok, prompts, &hooks, &scorer, &ev, options(1), one);
@@ -76,7 +77,8 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
       for (bool pipelined : {false, true}) {
         INFO("prompts per batch " << n << (pipelined ? ", pipelined" : ""));
         auto file = dir / fmt::format("{}_n{}_{}.jsonl", mode, n, pipelined);
-        auto r = run_generation_eval(*model, *tok, prompts, &hooks, &scorer, &ev, options(n, pipelined), file);
+        auto r = run_generation_eval(*model, *tok, prompts, &hooks, &scorer, &ev,
+                                     options(n, pipelined), file);
         CHECK(r.prompts_per_batch == n);
         CHECK(r.batches == (8 + n - 1) / n);
         CHECK(r.prompts_done == 8);
@@ -97,14 +99,16 @@ TEST_CASE("generations files do not depend on prompts per batch or pipelining", 
   // Stage times are recorded and bounded by the wall time when sequential.
   CHECK(r.times.wall > 0);
   CHECK(r.times.generate > 0);
-  CHECK(r.times.generate + r.times.detokenize + r.times.score + r.times.perplexity + r.times.write <=
+  CHECK(r.times.generate + r.times.detokenize + r.times.score + r.times.perplexity +
+            r.times.write <=
         r.times.wall * 1.001);
   auto j = stage_times_json(r.times);
   CHECK(j["generate"]["share"].get<double>() > 0);
   CHECK(j["generate"]["share"].get<double>() <= 1);
 }
 
-TEST_CASE("a run killed in the middle of a batch resumes to the same file", "[eval][batching][resume]") {
+TEST_CASE("a run killed in the middle of a batch resumes to the same file",
+          "[eval][batching][resume]") {
   auto dir = destein::test::temp_dir("eval_batch_resume");
   auto prompts = load_eval_prompts(write_mixed_length_prompts(dir), {});
   auto model = load_model(fixture("gpt2_bpe"));
@@ -121,8 +125,8 @@ TEST_CASE("a run killed in the middle of a batch resumes to the same file", "[ev
     // of batch 2 was cut in the middle of a line.
     auto killed = dir / fmt::format("killed_{}.jsonl", pipelined);
     auto stop = [](int64_t, int64_t) { throw std::runtime_error("killed"); };
-    CHECK_THROWS_WITH(run_generation_eval(*model, *tok, prompts, nullptr, &scorer, &ev, options(3, pipelined),
-                                          killed, stop),
+    CHECK_THROWS_WITH(run_generation_eval(*model, *tok, prompts, nullptr, &scorer, &ev,
+                                          options(3, pipelined), killed, stop),
                       Contains("killed"));
     std::string part = read_all(killed);
     CHECK(std::count(part.begin(), part.end(), '\n') == 3);
@@ -133,7 +137,8 @@ TEST_CASE("a run killed in the middle of a batch resumes to the same file", "[ev
       out << expected.substr(part.size(), (line4_end - part.size()) / 2);
     }
     // Resumed with another batch width: the same file as the uninterrupted run.
-    auto rep = run_generation_eval(*model, *tok, prompts, nullptr, &scorer, &ev, options(2, pipelined), killed);
+    auto rep = run_generation_eval(*model, *tok, prompts, nullptr, &scorer, &ev,
+                                   options(2, pipelined), killed);
     CHECK(rep.prompts_resumed == 3);
     CHECK(rep.prompts_done == 5);
     CHECK(rep.truncated_bytes > 0);
@@ -146,7 +151,8 @@ TEST_CASE("batched perplexity equals prompt-by-prompt perplexity", "[eval][perpl
   auto tok = load_tokenizer(fixture("gpt2_bpe"));
   PerplexityEvaluator ev(*model, *tok, 4);
   std::vector<std::string> prompts = {"The weather today is", "Hi", "You are such a"};
-  std::vector<std::vector<std::string>> conts = {{" sunny and warm", " cold"}, {" there", ""}, {" nice person"}};
+  std::vector<std::vector<std::string>> conts = {
+      {" sunny and warm", " cold"}, {" there", ""}, {" nice person"}};
   auto batched = ev.perplexities(prompts, conts);
   REQUIRE(batched.size() == 3);
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -163,34 +169,41 @@ TEST_CASE("batched perplexity equals prompt-by-prompt perplexity", "[eval][perpl
   CHECK_THROWS_WITH(ev.perplexities(prompts, {{"x"}}), Contains("3 prompts but 1"));
 }
 
-TEST_CASE("destein-bench: prompts per batch from YAML or the command line, resumable at another width",
-          "[eval][cli][batching]") {
+TEST_CASE(
+    "destein-bench: prompts per batch from YAML or the command line, resumable at another width",
+    "[eval][cli][batching]") {
   auto dir = destein::test::temp_dir("bench_cli_batching");
   auto prompts = write_mixed_length_prompts(dir);
   const std::string bench = DESTEIN_BENCH;
   auto config = [&](const std::string& name, const std::string& generation) {
     std::ofstream cfg(dir / name);
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\nprompts:\n  - {name: all, path: " << prompts.string()
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\nprompts:\n  - {name: all, path: " << prompts.string()
         << ", limit: 5}\ngeneration: {samples: 2, max_new_tokens: 5, seed: 2" << generation
         << "}\nevaluator: {enabled: false}\noutput: " << (dir / "out").string() << "\n";
     return (dir / name).string();
   };
-  auto bad = run_command(bench + " run --dump-config --config " + config("bad.yaml", ", prompts_per_batch: many"));
+  auto bad = run_command(bench + " run --dump-config --config " +
+                         config("bad.yaml", ", prompts_per_batch: many"));
   CHECK(bad.exit_code != 0);
   CHECK_THAT(bad.output, Contains("bad.yaml:") && Contains("key generation.prompts_per_batch") &&
                              Contains("expected a positive integer or auto") && Contains("'many'"));
-  auto dump = run_command(bench + " run --dump-config --config " + config("ok.yaml", ", prompts_per_batch: 3"));
+  auto dump = run_command(bench + " run --dump-config --config " +
+                          config("ok.yaml", ", prompts_per_batch: 3"));
   CHECK_THAT(dump.output, Contains("prompts_per_batch: 3") && Contains("pipelined: false"));
-  auto cli_bad = run_command(bench + " run --prompts-per-batch 0 --config " + config("ok.yaml", ""));
+  auto cli_bad =
+      run_command(bench + " run --prompts-per-batch 0 --config " + config("ok.yaml", ""));
   CHECK(cli_bad.exit_code != 0);
   CHECK_THAT(cli_bad.output, Contains("--prompts-per-batch must be a positive integer"));
   // A run at width 3, then the same experiment at width 2 resumes it (nothing to do): the
   // width is not a setting that refuses a resume. Stage shares are in results.json.
-  auto first = run_command(bench + " run --threads 1 --config " + config("ok.yaml", ", prompts_per_batch: 3"));
+  auto first = run_command(bench + " run --threads 1 --config " +
+                           config("ok.yaml", ", prompts_per_batch: 3"));
   INFO(first.output);
   REQUIRE(first.exit_code == 0);
   CHECK_THAT(first.output, Contains("3 prompts per batch") && Contains("generate"));
-  auto again = run_command(bench + " run --threads 1 --prompts-per-batch 2 --config " + config("ok.yaml", ""));
+  auto again = run_command(bench + " run --threads 1 --prompts-per-batch 2 --config " +
+                           config("ok.yaml", ""));
   INFO(again.output);
   REQUIRE(again.exit_code == 0);
   CHECK_THAT(again.output, Contains("resumed (5 prompts already done"));

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "destein/io/jsonl.hpp"
 #include "destein/eval/metrics.hpp"
+#include "io/jsonl.hpp"
 
 using Catch::Matchers::Contains;
 using destein::PromptGenerations;

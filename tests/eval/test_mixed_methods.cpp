@@ -318,8 +318,7 @@ TEST_CASE("destein-bench mix_methods: the files and results of the methods run a
         << "  - {name: headwise, vectors: " << z << ", mode: headwise, alpha: 1.5}\n"
         << "  - name: composed\n    steering:\n"
         << "      - {vectors: " << a << ", alpha: 0.8, positions: generated}\n"
-        << "      - {vectors: " << z
-        << ", mode: headwise, alpha: 1.2, gate: probe}\n"
+        << "      - {vectors: " << z << ", mode: headwise, alpha: 1.2, gate: probe}\n"
         << "generation: {samples: 2, max_new_tokens: 5, seed: 5, prompts_per_batch: 3" << generation
         << "}\n"
         << "output: " << (dir / "apart").string() << "\n";

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "destein/eval/rescoring.hpp"
+#include "eval/rescoring.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -41,14 +41,17 @@ class LengthScorer : public destein::ToxicityScorer {
  public:
   std::vector<std::optional<double>> score(const std::vector<std::string>& texts) override {
     std::vector<std::optional<double>> out;
-    for (const auto& t : texts) out.push_back(t == "?" ? std::nullopt : std::optional<double>(t.size() / 10.0));
+    for (const auto& t : texts)
+      out.push_back(t == "?" ? std::nullopt : std::optional<double>(t.size() / 10.0));
     return out;
   }
   std::string name() const override { return "length"; }
   std::vector<std::string> attributes() const override { return {"toxicity", "insult"}; }
-  std::vector<std::vector<std::optional<double>>> score_attributes(const std::vector<std::string>& texts) override {
+  std::vector<std::vector<std::optional<double>>> score_attributes(
+      const std::vector<std::string>& texts) override {
     std::vector<std::vector<std::optional<double>>> out;
-    for (const auto& s : score(texts)) out.push_back({s, s ? std::optional<double>(1.0 - *s) : std::nullopt});
+    for (const auto& s : score(texts))
+      out.push_back({s, s ? std::optional<double>(1.0 - *s) : std::nullopt});
     return out;
   }
 };
@@ -63,7 +66,8 @@ const char* kRun =
 
 }  // namespace
 
-TEST_CASE("rescoring replaces every score from the new scorer and keeps the rest", "[eval][rescore]") {
+TEST_CASE("rescoring replaces every score from the new scorer and keeps the rest",
+          "[eval][rescore]") {
   const fs::path in = write_file("run.jsonl", kRun), out = rescore_dir() / "rescored.jsonl";
   fs::remove(out);
   LengthScorer scorer;
@@ -92,15 +96,19 @@ TEST_CASE("rescoring replaces every score from the new scorer and keeps the rest
 TEST_CASE("rescoring refuses to overwrite its input and names a bad line", "[eval][rescore]") {
   LengthScorer scorer;
   const fs::path in = write_file("run2.jsonl", kRun);
-  CHECK_THROWS_WITH(destein::rescore_generations(in, in, scorer), Contains("must not overwrite its input"));
-  const fs::path bad = write_file("bad.jsonl", std::string(kRun) + R"({"prompt": {"text": "C"}})" + "\n");
+  CHECK_THROWS_WITH(destein::rescore_generations(in, in, scorer),
+                    Contains("must not overwrite its input"));
+  const fs::path bad =
+      write_file("bad.jsonl", std::string(kRun) + R"({"prompt": {"text": "C"}})" + "\n");
   CHECK_THROWS_WITH(destein::rescore_generations(bad, rescore_dir() / "bad.out.jsonl", scorer),
                     Contains("bad.jsonl:3") && Contains("generations"));
   // The two good lines before the bad one were written to the temporary file: it is gone,
   // and no output appeared under the final name.
   CHECK_FALSE(fs::exists(rescore_dir() / "bad.out.jsonl"));
   CHECK_FALSE(fs::exists(rescore_dir() / "bad.out.jsonl.tmp"));
-  const fs::path no_text = write_file("notext.jsonl", R"({"generations": [{"toxicity": 0.3}]})" "\n");
-  CHECK_THROWS_WITH(destein::rescore_generations(no_text, rescore_dir() / "notext.out.jsonl", scorer),
-                    Contains("notext.jsonl:1") && Contains("without \"text\""));
+  const fs::path no_text = write_file("notext.jsonl", R"({"generations": [{"toxicity": 0.3}]})"
+                                                      "\n");
+  CHECK_THROWS_WITH(
+      destein::rescore_generations(no_text, rescore_dir() / "notext.out.jsonl", scorer),
+      Contains("notext.jsonl:1") && Contains("without \"text\""));
 }

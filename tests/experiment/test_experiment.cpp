@@ -8,11 +8,11 @@
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/experiment/pairs_experiment.hpp"
-#include "destein/experiment/schema.hpp"
 #include "destein/experiment/vectors_experiment.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/steer/pairs.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "experiment/schema.hpp"
 #include "test_support.hpp"
 
 using Catch::Matchers::Contains;
@@ -43,14 +43,16 @@ destein::Schema<Outer> outer_schema() {
   destein::Schema<Item> item;
   item.field("name", &Item::name).required().field("size", &Item::size);
   destein::Schema<Outer> s;
-  s.field("title", &Outer::title).required()
+  s.field("title", &Outer::title)
+      .required()
       .field("count", &Outer::count)
       .field("on", &Outer::on)
       .section("inner", &Outer::inner, inner)
       .field("seed", [](Outer& o) -> uint64_t& { return o.nested_seed; })
       .list("items", &Outer::items, item)
       .check([](const Outer& o, const destein::ConfigNode& n) {
-        if (o.count < 0) throw std::invalid_argument(n.where("count") + ": key count: expected >= 0");
+        if (o.count < 0)
+          throw std::invalid_argument(n.where("count") + ": key count: expected >= 0");
       });
   return s;
 }
@@ -62,8 +64,9 @@ Outer load(const std::string& yaml) {
 }  // namespace
 
 TEST_CASE("schema: keys map onto members, nested sections, lists and accessors", "[experiment]") {
-  Outer o = load("title: \" spaced \"\ncount: 5\ninner:\n  rate: 0.25\n  names: [x, y]\nseed: 11\n"
-                 "items:\n  - {name: p, size: 4}\n  - name: q\n");
+  Outer o = load(
+      "title: \" spaced \"\ncount: 5\ninner:\n  rate: 0.25\n  names: [x, y]\nseed: 11\n"
+      "items:\n  - {name: p, size: 4}\n  - name: q\n");
   CHECK(o.title == " spaced ");
   CHECK(o.count == 5);
   CHECK_FALSE(o.on);  // absent: the default
@@ -89,17 +92,24 @@ TEST_CASE("schema: keys map onto members, nested sections, lists and accessors",
   CHECK(back.items[1].name == "q");
 }
 
-TEST_CASE("schema: unknown keys, wrong types, missing keys and checks name file and line", "[experiment]") {
-  CHECK_THROWS_WITH(load("title: t\ncount: 2\ninner:\n  rte: 1\n"), Contains("t.yaml:4") && Contains("unknown key inner.rte"));
-  CHECK_THROWS_WITH(load("title: t\ncount: two\n"),
-                    Contains("t.yaml:2") && Contains("count") && Contains("expected an integer") && Contains("'two'"));
+TEST_CASE("schema: unknown keys, wrong types, missing keys and checks name file and line",
+          "[experiment]") {
+  CHECK_THROWS_WITH(load("title: t\ncount: 2\ninner:\n  rte: 1\n"),
+                    Contains("t.yaml:4") && Contains("unknown key inner.rte"));
+  CHECK_THROWS_WITH(load("title: t\ncount: two\n"), Contains("t.yaml:2") && Contains("count") &&
+                                                        Contains("expected an integer") &&
+                                                        Contains("'two'"));
   CHECK_THROWS_WITH(load("count: 2\n"), Contains("missing required key title"));
-  CHECK_THROWS_WITH(load("title: t\nitems:\n  - size: 2\n"), Contains("missing required key items[0].name"));
-  CHECK_THROWS_WITH(load("title: t\ninner: 3\n"), Contains("t.yaml:2") && Contains("expected a mapping"));
-  CHECK_THROWS_WITH(load("title: t\ncount: -1\n"), Contains("t.yaml:2") && Contains("expected >= 0"));
+  CHECK_THROWS_WITH(load("title: t\nitems:\n  - size: 2\n"),
+                    Contains("missing required key items[0].name"));
+  CHECK_THROWS_WITH(load("title: t\ninner: 3\n"),
+                    Contains("t.yaml:2") && Contains("expected a mapping"));
+  CHECK_THROWS_WITH(load("title: t\ncount: -1\n"),
+                    Contains("t.yaml:2") && Contains("expected >= 0"));
 }
 
-TEST_CASE("a vectors experiment loaded from YAML, changed in code, run through the library", "[experiment]") {
+TEST_CASE("a vectors experiment loaded from YAML, changed in code, run through the library",
+          "[experiment]") {
   auto dir = destein::test::temp_dir("experiment_vectors");
   {
     std::ofstream pairs(dir / "pairs.jsonl");
@@ -110,8 +120,9 @@ TEST_CASE("a vectors experiment loaded from YAML, changed in code, run through t
             << "\n";
     }
     std::ofstream cfg(dir / "vectors.yaml");
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\npairs:\n  path: "
-        << (dir / "pairs.jsonl").string() << "\n  num_pairs: 8\nsite: z\nlast_k: 2\nprobes:\n  split: kfold\n"
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\nthreads: 1\npairs:\n  path: " << (dir / "pairs.jsonl").string()
+        << "\n  num_pairs: 8\nsite: z\nlast_k: 2\nprobes:\n  split: kfold\n"
         << "  folds: 2\noutput: " << (dir / "from_yaml.safetensors").string() << "\n";
   }
   destein::VectorsExperiment e = destein::load_vectors_experiment(dir / "vectors.yaml");
@@ -144,12 +155,15 @@ TEST_CASE("a vectors experiment loaded from YAML, changed in code, run through t
   CHECK(again.site == "z");
 }
 
-TEST_CASE("a pairs experiment runs through the library with the filter turned off in code", "[experiment]") {
+TEST_CASE("a pairs experiment runs through the library with the filter turned off in code",
+          "[experiment]") {
   auto dir = destein::test::temp_dir("experiment_pairs");
   {
     std::ofstream cfg(dir / "pairs.yaml");
-    cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\nnum_targets: 3\nfew_shot: 2\nseed: 5\n"
-        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 6\noutput: " << (dir / "p.jsonl").string() << "\n";
+    cfg << "model: " << fixture("gpt2_bpe").string()
+        << "\nthreads: 1\nnum_targets: 3\nfew_shot: 2\nseed: 5\n"
+        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 6\noutput: "
+        << (dir / "p.jsonl").string() << "\n";
   }
   destein::PairsExperiment e = destein::load_pairs_experiment(dir / "pairs.yaml");
   CHECK(e.induction.generation.num_samples == 2);
@@ -164,21 +178,26 @@ TEST_CASE("a pairs experiment runs through the library with the filter turned of
   CHECK(pairs[0].provenance["filter"] == "none (unfiltered)");
   // A bad direction is refused at load time, naming the file and line.
   std::ofstream(dir / "bad.yaml") << "model: m\ndirection: sideways\n";
-  CHECK_THROWS_WITH(destein::load_pairs_experiment(dir / "bad.yaml"), Contains("bad.yaml:2") && Contains("direction"));
+  CHECK_THROWS_WITH(destein::load_pairs_experiment(dir / "bad.yaml"),
+                    Contains("bad.yaml:2") && Contains("direction"));
 }
 
-TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the library", "[experiment][eval]") {
+TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the library",
+          "[experiment][eval]") {
   auto dir = destein::test::temp_dir("experiment_bench");
   {
     std::ofstream prompts(dir / "prompts.jsonl");
-    const char* texts[] = {"You are such a", "The weather today is", "I really hate it when people", "My friend said"};
+    const char* texts[] = {"You are such a", "The weather today is", "I really hate it when people",
+                           "My friend said"};
     const double tox[] = {0.9, 0.1, 0.8, 0.2};
     for (int i = 0; i < 4; ++i) {
-      prompts << nlohmann::json{{"prompt", {{"text", texts[i]}, {"toxicity", tox[i]}}}}.dump() << "\n";
+      prompts << nlohmann::json{{"prompt", {{"text", texts[i]}, {"toxicity", tox[i]}}}}.dump()
+              << "\n";
     }
     std::ofstream pairs(dir / "pairs.jsonl");
     for (int i = 0; i < 6; ++i) {
-      pairs << nlohmann::json::array({"you stupid idiot " + std::to_string(i), "you kind person " + std::to_string(i)})
+      pairs << nlohmann::json::array({"you stupid idiot " + std::to_string(i),
+                                      "you kind person " + std::to_string(i)})
                    .dump()
             << "\n";
     }
@@ -195,9 +214,12 @@ TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the
     std::ofstream cfg(dir / "bench.yaml");
     cfg << "model: " << fixture("gpt2_bpe").string() << "\nthreads: 1\nprompts:\n"
         << "  - {name: toxic, path: " << (dir / "prompts.jsonl").string() << ", subset: toxic}\n"
-        << "  - {name: nontoxic, path: " << (dir / "prompts.jsonl").string() << ", subset: nontoxic}\n"
-        << "methods:\n  - name: base\n  - name: steered\n    vectors: " << v.output << "\n    alpha: 0.5\n"
-        << "generation: {samples: 4, max_new_tokens: 5, seed: 3}\nevaluator: {enabled: false}\noutput: "
+        << "  - {name: nontoxic, path: " << (dir / "prompts.jsonl").string()
+        << ", subset: nontoxic}\n"
+        << "methods:\n  - name: base\n  - name: steered\n    vectors: " << v.output
+        << "\n    alpha: 0.5\n"
+        << "generation: {samples: 4, max_new_tokens: 5, seed: 3}\nevaluator: {enabled: "
+           "false}\noutput: "
         << (dir / "from_yaml").string() << "\n";
   }
   destein::BenchExperiment e = destein::load_bench_experiment(dir / "bench.yaml");
@@ -264,18 +286,22 @@ TEST_CASE("a bench experiment loaded from YAML, changed in code, run through the
   CHECK_FALSE(again.perplexity);
 }
 
-TEST_CASE("a prompt set's exclude files leave their prompts out before the limit counts", "[experiment][eval]") {
+TEST_CASE("a prompt set's exclude files leave their prompts out before the limit counts",
+          "[experiment][eval]") {
   auto dir = destein::test::temp_dir("experiment_exclude");
-  auto write = [&](const std::string& name, const std::vector<std::pair<std::string, double>>& rows) {
+  auto write = [&](const std::string& name,
+                   const std::vector<std::pair<std::string, double>>& rows) {
     std::ofstream f(dir / name);
-    for (const auto& [text, tox] : rows) f << nlohmann::json{{"prompt", {{"text", text}, {"toxicity", tox}}}}.dump() << "\n";
+    for (const auto& [text, tox] : rows)
+      f << nlohmann::json{{"prompt", {{"text", text}, {"toxicity", tox}}}}.dump() << "\n";
   };
   write("dev.jsonl", {{"a", 0.9}, {"b", 0.8}, {"c", 0.1}, {"d", 0.7}, {"e", 0.6}});
   write("test1.jsonl", {{"b", 0.8}, {"x", 0.9}});
   write("test2.jsonl", {{"a", 0.9}});
   {
     std::ofstream cfg(dir / "bench.yaml");
-    cfg << "model: m\nprompts:\n  - {name: dev, path: dev.jsonl, subset: toxic, limit: 2, exclude: [test1.jsonl, "
+    cfg << "model: m\nprompts:\n  - {name: dev, path: dev.jsonl, subset: toxic, limit: 2, exclude: "
+           "[test1.jsonl, "
            "test2.jsonl]}\n  - {name: all, path: dev.jsonl}\ndata_dir: "
         << dir.string() << "\n";
   }

@@ -4,9 +4,9 @@
 #include <exception>
 
 #include "destein/eval/metrics.hpp"
-#include "destein/io/jsonl.hpp"
 #include "destein/steer/pairs.hpp"
 #include "fuzz_support.hpp"
+#include "io/jsonl.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = destein::fuzz::write_input(data, size, ".jsonl");

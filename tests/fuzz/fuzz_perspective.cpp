@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <exception>
 
-#include "destein/score/perspective.hpp"
 #include "fuzz_support.hpp"
+#include "score/perspective.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body(reinterpret_cast<const char*>(data), size);

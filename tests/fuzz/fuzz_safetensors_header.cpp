@@ -4,8 +4,8 @@
 // allocation of the claimed size, or a sanitizer report.
 #include <exception>
 
-#include "destein/io/safetensors_header.hpp"
 #include "fuzz_support.hpp"
+#include "io/safetensors_header.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = destein::fuzz::write_input(data, size, ".safetensors");

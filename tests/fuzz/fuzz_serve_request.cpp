@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "destein/serve/openai_protocol.hpp"
 #include "serve/http_parser.hpp"
+#include "serve/openai_protocol.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -12,8 +12,8 @@
 namespace destein::fuzz {
 
 inline std::filesystem::path write_input(const uint8_t* data, size_t size, const char* suffix) {
-  static const std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("destein-fuzz-" + std::to_string(getpid()) + suffix);
+  static const std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                            ("destein-fuzz-" + std::to_string(getpid()) + suffix);
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) __builtin_trap();
   if (size > 0 && std::fwrite(data, 1, size, f) != size) __builtin_trap();

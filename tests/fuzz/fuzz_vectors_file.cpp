@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const destein::SteeringVectors v = destein::load_steering_vectors(path);
     if (v.directions.dim() != 3 || v.directions.scalar_type() != at::kFloat) __builtin_trap();
     if (!at::isfinite(v.directions).all().item<bool>()) __builtin_trap();
-    if (v.probe_accuracy.defined() && v.probe_accuracy.sizes() != v.directions.sizes().slice(0, 2)) __builtin_trap();
+    if (v.probe_accuracy.defined() && v.probe_accuracy.sizes() != v.directions.sizes().slice(0, 2))
+      __builtin_trap();
     destein::ModelConfig config;
     config.n_layers = v.layers();
     config.n_heads = v.heads();

@@ -4,7 +4,7 @@
 #include <exception>
 #include <string>
 
-#include "destein/experiment/config_node.hpp"
+#include "experiment/config_node.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

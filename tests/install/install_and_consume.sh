@@ -27,4 +27,21 @@ grep -q "^scorer: $real_prefix/share/destein/scorer/perspective-linear-v2.safete
 for f in toxicity-linear-v1.safetensors MODEL_CARD.md MODEL_CARD-v1.md; do
   [ -f "$real_prefix/share/destein/scorer/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
-echo "install + consumer: OK"
+# The installed include tree is the documented public API and nothing else: exactly the
+# headers of docs/architecture.md's list, each reachable from the umbrella header (the
+# consumer includes only the umbrella, so a public header that includes an uninstalled
+# one fails its build above).
+installed=$(cd "$real_prefix/include" && find destein -name '*.hpp' | sort)
+documented=$(grep -o '^| `destein/[a-z_/]*\.hpp`' "$source/docs/architecture.md" | sed 's/^| `//; s/`$//' | sort)
+[ -n "$documented" ] || { echo "FAIL: docs/architecture.md lists no public header"; exit 1; }
+if [ "$installed" != "$documented" ]; then
+  echo "FAIL: installed headers differ from docs/architecture.md's public API:"
+  diff <(echo "$installed") <(echo "$documented") || true
+  exit 1
+fi
+for h in $installed; do
+  [ "$h" = destein/destein.hpp ] && continue
+  grep -q "^#include \"$h\"$" "$real_prefix/include/destein/destein.hpp" \
+    || { echo "FAIL: the umbrella header does not include $h"; exit 1; }
+done
+echo "install + consumer: OK ($(echo "$installed" | wc -l) public headers)"

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "destein/io/csv.hpp"
+#include "io/csv.hpp"
 
 using Catch::Matchers::Contains;
 using destein::CsvOptions;

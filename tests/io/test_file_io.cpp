@@ -6,12 +6,13 @@
 #include <stdexcept>
 #include <string>
 
-#include "destein/io/file_io.hpp"
+#include "io/file_io.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
-TEST_CASE("text files are written whole and JSON read back with errors naming the file", "[file_io]") {
+TEST_CASE("text files are written whole and JSON read back with errors naming the file",
+          "[file_io]") {
   const fs::path dir = fs::path(DESTEIN_TEST_BINARY_DIR) / "file_io_tmp";
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -21,7 +22,8 @@ TEST_CASE("text files are written whole and JSON read back with errors naming th
   destein::write_text_file(dir / "a.json", "{oops");
   CHECK_THROWS_WITH(destein::read_json_file(dir / "a.json"), Contains("a.json: not valid JSON"));
   CHECK_THROWS_WITH(destein::read_json_file(dir / "missing.json"), Contains("missing.json"));
-  CHECK_THROWS_WITH(destein::write_text_file(dir / "no" / "such" / "dir.txt", "x"), Contains("dir.txt"));
+  CHECK_THROWS_WITH(destein::write_text_file(dir / "no" / "such" / "dir.txt", "x"),
+                    Contains("dir.txt"));
   // FNV-1a 64 test vectors: "" -> offset basis, "a" -> af63dc4c8601ec8c.
   destein::write_text_file(dir / "empty", "");
   destein::write_text_file(dir / "a", "a");
@@ -30,7 +32,8 @@ TEST_CASE("text files are written whole and JSON read back with errors naming th
   CHECK_THROWS_WITH(destein::file_fnv1a64(dir / "missing"), Contains("missing"));
 }
 
-TEST_CASE("write-then-rename keeps the old file when the writer fails and leaves no temporary", "[file_io]") {
+TEST_CASE("write-then-rename keeps the old file when the writer fails and leaves no temporary",
+          "[file_io]") {
   const fs::path dir = fs::path(DESTEIN_TEST_BINARY_DIR) / "file_io_atomic";
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -51,7 +54,8 @@ TEST_CASE("write-then-rename keeps the old file when the writer fails and leaves
   CHECK_FALSE(fs::exists(dir / "out.txt.tmp"));
   // The rename fails when the target is a non-empty folder: named, temporary removed.
   fs::create_directories(dir / "folder" / "inside");
-  CHECK_THROWS_WITH(destein::write_file_atomically(dir / "folder", [](const fs::path& tmp) { std::ofstream(tmp) << "x"; }),
+  CHECK_THROWS_WITH(destein::write_file_atomically(
+                        dir / "folder", [](const fs::path& tmp) { std::ofstream(tmp) << "x"; }),
                     Contains("folder.tmp") && Contains("into place"));
   CHECK_FALSE(fs::exists(dir / "folder.tmp"));
   destein::write_file_atomically(target, [](const fs::path& tmp) { std::ofstream(tmp) << "new"; });
@@ -59,14 +63,17 @@ TEST_CASE("write-then-rename keeps the old file when the writer fails and leaves
 }
 
 TEST_CASE("the first differing setting is named by its dotted key", "[file_io]") {
-  const nlohmann::json before = {{"model", {{"path", "m"}, {"bytes", 10}}}, {"seed", 2}, {"old_only", 1}};
+  const nlohmann::json before = {
+      {"model", {{"path", "m"}, {"bytes", 10}}}, {"seed", 2}, {"old_only", 1}};
   CHECK(!destein::first_json_difference(before, before));
   nlohmann::json now = before;
   now.erase("old_only");  // keys only the older settings have are ignored
   CHECK(!destein::first_json_difference(now, before));
   now["model"]["bytes"] = 11;
-  CHECK(destein::first_json_difference(now, before) == std::optional<std::string>("model.bytes: 11 now, 10 before"));
+  CHECK(destein::first_json_difference(now, before) ==
+        std::optional<std::string>("model.bytes: 11 now, 10 before"));
   now = before;
   now["new_key"] = true;
-  CHECK(destein::first_json_difference(now, before) == std::optional<std::string>("new_key: absent before"));
+  CHECK(destein::first_json_difference(now, before) ==
+        std::optional<std::string>("new_key: absent before"));
 }

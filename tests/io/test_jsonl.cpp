@@ -4,8 +4,8 @@
 #include <fstream>
 #include <string>
 
-#include "destein/io/jsonl.hpp"
-#include "destein/train/scorer_data.hpp"
+#include "io/jsonl.hpp"
+#include "train/scorer_data.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;

@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "destein/io/output_lock.hpp"
+#include "io/output_lock.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -23,7 +23,8 @@ fs::path fresh_dir(const std::string& name) {
 }
 }  // namespace
 
-TEST_CASE("output lock: a second writer is refused, naming the folder and the owner", "[output_lock]") {
+TEST_CASE("output lock: a second writer is refused, naming the folder and the owner",
+          "[output_lock]") {
   const fs::path dir = fresh_dir("output_lock_second");
   destein::OutputLock first = destein::lock_output_folder(dir / "run");
   REQUIRE(first.held());
@@ -31,8 +32,10 @@ TEST_CASE("output lock: a second writer is refused, naming the folder and the ow
   // flock locks belong to an open file description, so a second open in this process
   // conflicts exactly as another process's would.
   CHECK_THROWS_WITH(destein::lock_output_folder(dir / "run"),
-                    Contains("output folder " + (dir / "run").string() + " is being written by another process") &&
-                        Contains("pid " + std::to_string(getpid()) + " on host ") && Contains("lock file"));
+                    Contains("output folder " + (dir / "run").string() +
+                             " is being written by another process") &&
+                        Contains("pid " + std::to_string(getpid()) + " on host ") &&
+                        Contains("lock file"));
   // A file output locks <file>.lock, independent of its folder's lock.
   destein::OutputLock file = destein::lock_output_file(dir / "run" / "pairs.jsonl");
   CHECK(fs::exists(dir / "run" / "pairs.jsonl.lock"));
@@ -57,7 +60,8 @@ TEST_CASE("output lock: a lock left by a killed process does not block", "[outpu
   // SIGKILL while holding it: no destructor runs, the file stays, the kernel drops the lock.
   {
     std::ofstream script(dir / "hold_and_die.sh");
-    script << "exec 9>>'" << lock.string() << "'\nflock -n -x 9 || exit 3\necho \"pid $$ on host dead-owner\" >&9\n"
+    script << "exec 9>>'" << lock.string()
+           << "'\nflock -n -x 9 || exit 3\necho \"pid $$ on host dead-owner\" >&9\n"
            << "kill -9 $$\n";
   }
   const int status = std::system(("bash '" + (dir / "hold_and_die.sh").string() + "'").c_str());
@@ -81,5 +85,6 @@ TEST_CASE("output lock: a lock left by a killed process does not block", "[outpu
 TEST_CASE("output lock: a folder that cannot be created is named", "[output_lock]") {
   const fs::path dir = fresh_dir("output_lock_bad");
   std::ofstream(dir / "file") << "x";
-  CHECK_THROWS_WITH(destein::lock_output_folder(dir / "file" / "run"), Contains((dir / "file").string()));
+  CHECK_THROWS_WITH(destein::lock_output_folder(dir / "file" / "run"),
+                    Contains((dir / "file").string()));
 }

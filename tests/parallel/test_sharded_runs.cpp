@@ -4,8 +4,8 @@
 // same file, a failing rank aborts the job naming itself, and a second writer on an
 // output folder is refused while a dead one's lock never blocks. The one-process run is
 // the oracle; it does not use the process group at all.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <dirent.h>
@@ -47,19 +47,26 @@ int64_t count_lines(const fs::path& p) {
 // (other work shares the cores), a hard time limit so that a hung job can never hang CI.
 std::string mpirun(int ranks, const std::string& args, const std::string& env = "") {
   return fmt::format(
-      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none "
       "{} timeout -k 10 300 {} --oversubscribe --bind-to none -n {} {}",
       env, DESTEIN_MPIEXEC, ranks, args);
 }
 
 void write_prompts(const fs::path& path, int n) {
-  const char* starts[] = {"So I told him he was a", "Hi", "You are such a",
+  const char* starts[] = {"So I told him he was a",
+                          "Hi",
+                          "You are such a",
                           "My favourite food is, without any doubt and after years of tasting,",
-                          "Get out of here you", "The meeting starts at", "Why", "They said the neighbours were"};
+                          "Get out of here you",
+                          "The meeting starts at",
+                          "Why",
+                          "They said the neighbours were"};
   std::ofstream out(path);
   for (int i = 0; i < n; ++i) {
-    out << nlohmann::json{{"prompt", {{"text", std::string(starts[i % 8]) + " " + std::to_string(i)},
-                                      {"toxicity", i % 3 ? 0.2 : 0.7}}}}
+    out << nlohmann::json{{"prompt",
+                           {{"text", std::string(starts[i % 8]) + " " + std::to_string(i)},
+                            {"toxicity", i % 3 ? 0.2 : 0.7}}}}
                .dump()
         << "\n";
   }
@@ -75,7 +82,8 @@ void check_same_results(const fs::path& expected_dir, const fs::path& actual_dir
   for (size_t i = 0; i < expected.size(); ++i) {
     for (auto* row : {&expected[i], &actual[i]}) {
       row->erase("stages");
-      (*row)["generations_file"] = fs::path((*row)["generations_file"].get<std::string>()).filename().string();
+      (*row)["generations_file"] =
+          fs::path((*row)["generations_file"].get<std::string>()).filename().string();
     }
     const nlohmann::json e_acted = expected[i].value("steering_acted", nlohmann::json());
     const nlohmann::json a_acted = actual[i].value("steering_acted", nlohmann::json());
@@ -91,7 +99,8 @@ void check_same_results(const fs::path& expected_dir, const fs::path& actual_dir
       INFO("steering_acted" << it.key());
       const auto& other = flat_a.at(it.key());
       if (it->is_number_float() && other.is_number_float()) {
-        CHECK(std::abs(it->get<double>() - other.get<double>()) <= 1e-9 * std::max(1.0, std::abs(it->get<double>())));
+        CHECK(std::abs(it->get<double>() - other.get<double>()) <=
+              1e-9 * std::max(1.0, std::abs(it->get<double>())));
       } else {
         CHECK(*it == other);
       }
@@ -107,7 +116,8 @@ void check_same_run(const fs::path& expected_dir, const fs::path& actual_dir) {
     if (!entry.is_regular_file()) continue;
     const fs::path rel = fs::relative(entry.path(), expected_dir);
     const std::string name = rel.filename().string();
-    if (name == "config.resolved.yaml" || name == ".destein.lock" || name == "results.json") continue;
+    if (name == "config.resolved.yaml" || name == ".destein.lock" || name == "results.json")
+      continue;
     INFO(rel.string());
     REQUIRE(fs::exists(actual_dir / rel));
     CHECK(read_all(entry.path()) == read_all(actual_dir / rel));
@@ -116,7 +126,6 @@ void check_same_run(const fs::path& expected_dir, const fs::path& actual_dir) {
   CHECK(files >= 4);
   check_same_results(expected_dir, actual_dir);
 }
-
 
 // The pid of the process whose environment holds both strings (a rank of one test's job).
 pid_t find_process_with_env(const std::string& a, const std::string& b) {
@@ -140,17 +149,20 @@ pid_t find_process_with_env(const std::string& a, const std::string& b) {
   return found;
 }
 
-std::string bench_config(const fs::path& dir, const std::string& name, const std::string& prompts_yaml,
-                         const std::string& generation, const std::string& methods, bool perplexity) {
+std::string bench_config(const fs::path& dir, const std::string& name,
+                         const std::string& prompts_yaml, const std::string& generation,
+                         const std::string& methods, bool perplexity) {
   std::ofstream cfg(dir / name);
-  cfg << "model: " << kTinyLm.string() << "\nprompts:\n" << prompts_yaml << "generation: {" << generation
-      << "}\nmethods:\n" << methods << "evaluator: {enabled: " << (perplexity ? "true" : "false") << "}\n";
+  cfg << "model: " << kTinyLm.string() << "\nprompts:\n"
+      << prompts_yaml << "generation: {" << generation << "}\nmethods:\n"
+      << methods << "evaluator: {enabled: " << (perplexity ? "true" : "false") << "}\n";
   return (dir / name).string();
 }
 
 }  // namespace
 
-TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-process run's", "[mpi][parallel]") {
+TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-process run's",
+          "[mpi][parallel]") {
   if (std::string(DESTEIN_MPIEXEC).empty()) {
     WARN("built without MPI (DESTEIN_WITH_MPI off): sharded runs not tested");
     return;
@@ -171,7 +183,8 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
   auto vectors_config = [&](const std::string& out) {
     std::ofstream cfg(dir / ("vectors-" + out + ".yaml"));
     cfg << "model: " << kTinyLm.string() << "\npairs:\n  path: " << (dir / "pairs.jsonl").string()
-        << "\n  num_pairs: 0\nsite: attn_out\nlast_k: 4\nbatch_size: 4\nprobes:\n  folds: 2\noutput: "
+        << "\n  num_pairs: 0\nsite: attn_out\nlast_k: 4\nbatch_size: 4\nprobes:\n  folds: "
+           "2\noutput: "
         << (dir / (out + ".safetensors")).string() << "\n";
     return (dir / ("vectors-" + out + ".yaml")).string();
   };
@@ -193,8 +206,10 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
     std::ofstream cfg(dir / ("induce-" + out + ".yaml"));
     cfg << "model: " << kTinyLm.string() << "\nseeds:\n  path: " << (dir / "pairs.jsonl").string()
         << "\nnum_targets: 11\nfew_shot: 2\nseed: 3\ndirection: both\n"
-        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 12\n  batch_size: 4\n  seed: 9\n"
-        << "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\noutput: " << (dir / (out + ".jsonl")).string() << "\n";
+        << "generation:\n  samples_per_target: 2\n  max_new_tokens: 12\n  batch_size: 4\n  seed: "
+           "9\n"
+        << "filter:\n  toxic_min: 0.0\n  nontoxic_max: 1.01\noutput: "
+        << (dir / (out + ".jsonl")).string() << "\n";
     return (dir / ("induce-" + out + ".yaml")).string();
   };
   auto pairs_one = run_command(cli + " pairs --threads 1 --config " + pairs_config("p1"));
@@ -212,19 +227,24 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
   // destein-bench run: the base model and a steered method (the vectors above), two prompt
   // sets, perplexity on; 11 prompts in batches of 2 -> 6 batches, dealt 3/3 and 2/2/2.
   write_prompts(dir / "prompts.jsonl", 14);
-  const std::string sets = "  - {name: first, path: " + (dir / "prompts.jsonl").string() +
-                           ", limit: 11}\n  - {name: toxic, path: " + (dir / "prompts.jsonl").string() +
-                           ", subset: toxic}\n";
-  const std::string methods = "  - {name: base}\n  - {name: steered, vectors: " + (dir / "v1.safetensors").string() +
-                              ", mode: headwise, alpha: 0.6}\n";
+  const std::string sets =
+      "  - {name: first, path: " + (dir / "prompts.jsonl").string() +
+      ", limit: 11}\n  - {name: toxic, path: " + (dir / "prompts.jsonl").string() +
+      ", subset: toxic}\n";
+  const std::string methods =
+      "  - {name: base}\n  - {name: steered, vectors: " + (dir / "v1.safetensors").string() +
+      ", mode: headwise, alpha: 0.6}\n";
   const std::string config =
-      bench_config(dir, "bench.yaml", sets, "samples: 3, max_new_tokens: 8, seed: 4, prompts_per_batch: 2", methods, true);
-  auto base = run_command(bench + " run --threads 1 --config " + config + " --output " + (dir / "run1").string());
+      bench_config(dir, "bench.yaml", sets,
+                   "samples: 3, max_new_tokens: 8, seed: 4, prompts_per_batch: 2", methods, true);
+  auto base = run_command(bench + " run --threads 1 --config " + config + " --output " +
+                          (dir / "run1").string());
   INFO(base.output);
   REQUIRE(base.exit_code == 0);
   for (int n : {1, 2, 3}) {  // mpirun -n 1: MPI's world of one rank, the unsharded path
     const fs::path out = dir / ("mpi" + std::to_string(n));
-    auto r = run_command(mpirun(n, bench + " run --threads 1 --config " + config + " --output " + out.string()));
+    auto r = run_command(
+        mpirun(n, bench + " run --threads 1 --config " + config + " --output " + out.string()));
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     // One table, printed by the writing rank only.
@@ -236,14 +256,16 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
   // still the files of the methods run apart in one process.
   for (int n : {1, 2}) {
     const fs::path out = dir / ("mixed" + std::to_string(n));
-    auto r = run_command(mpirun(n, bench + " run --threads 1 --mix-methods --config " + config + " --output " + out.string()));
+    auto r = run_command(mpirun(n, bench + " run --threads 1 --mix-methods --config " + config +
+                                       " --output " + out.string()));
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     check_same_run(dir / "run1", out);
   }
 }
 
-TEST_CASE("a sharded run with a killed rank resumes with another rank count to the same file", "[mpi][parallel]") {
+TEST_CASE("a sharded run with a killed rank resumes with another rank count to the same file",
+          "[mpi][parallel]") {
   if (std::string(DESTEIN_MPIEXEC).empty()) {
     WARN("built without MPI (DESTEIN_WITH_MPI off): sharded runs not tested");
     return;
@@ -251,18 +273,23 @@ TEST_CASE("a sharded run with a killed rank resumes with another rank count to t
   const fs::path dir = destein::test::temp_dir("sharded_resume");
   const std::string bench = DESTEIN_BENCH;
   write_prompts(dir / "prompts.jsonl", 90);
-  const std::string config = bench_config(dir, "bench.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
-                                          "samples: 3, max_new_tokens: 12, seed: 8, prompts_per_batch: 1",
-                                          "  - {name: base}\n", false);
-  auto reference = run_command(bench + " run --threads 1 --config " + config + " --output " + (dir / "ref").string());
+  const std::string config = bench_config(
+      dir, "bench.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
+      "samples: 3, max_new_tokens: 12, seed: 8, prompts_per_batch: 1", "  - {name: base}\n", false);
+  auto reference = run_command(bench + " run --threads 1 --config " + config + " --output " +
+                               (dir / "ref").string());
   INFO(reference.output);
   REQUIRE(reference.exit_code == 0);
   const fs::path gens = dir / "out" / "base" / "p.generations.jsonl";
   const std::string mark = "DESTEIN_TEST_JOB=" + dir.string();
   {
-    SpawnedProcess job(SpawnedProcess::shell(mpirun(3, bench + " run --threads 1 --config " + config + " --output " + (dir / "out").string(), mark)),
-                   dir / "log3");
-    REQUIRE(job.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 4; }, std::chrono::seconds(240)));
+    SpawnedProcess job(SpawnedProcess::shell(mpirun(3,
+                                                    bench + " run --threads 1 --config " + config +
+                                                        " --output " + (dir / "out").string(),
+                                                    mark)),
+                       dir / "log3");
+    REQUIRE(job.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 4; },
+                           std::chrono::seconds(240)));
     const pid_t rank1 = find_process_with_env(mark, "OMPI_COMM_WORLD_RANK=1");
     REQUIRE(rank1 > 0);
     kill(rank1, SIGKILL);
@@ -275,17 +302,20 @@ TEST_CASE("a sharded run with a killed rank resumes with another rank count to t
   // What was written stays valid: whole lines (a cut last line is removed on resume).
   std::istringstream lines(read_all(gens));
   int64_t parsed = 0;
-  for (std::string line; std::getline(lines, line) && parsed < kept; ++parsed) CHECK_NOTHROW(nlohmann::json::parse(line));
+  for (std::string line; std::getline(lines, line) && parsed < kept; ++parsed)
+    CHECK_NOTHROW(nlohmann::json::parse(line));
 
   // Resumed on 2 ranks, pipelined (the worker thread sends while the main thread generates).
   const std::string pipelined = bench_config(
       dir, "pipelined.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
-      "samples: 3, max_new_tokens: 12, seed: 8, prompts_per_batch: 1, pipelined: true", "  - {name: base}\n", false);
-  auto resumed =
-      run_command(mpirun(2, bench + " run --threads 1 --config " + pipelined + " --output " + (dir / "out").string()));
+      "samples: 3, max_new_tokens: 12, seed: 8, prompts_per_batch: 1, pipelined: true",
+      "  - {name: base}\n", false);
+  auto resumed = run_command(mpirun(
+      2, bench + " run --threads 1 --config " + pipelined + " --output " + (dir / "out").string()));
   INFO(resumed.output);
   REQUIRE(resumed.exit_code == 0);
-  CHECK_THAT(resumed.output, Contains("resumed (" + std::to_string(kept) + " prompts already done"));
+  CHECK_THAT(resumed.output,
+             Contains("resumed (" + std::to_string(kept) + " prompts already done"));
   CHECK(read_all(gens) == read_all(dir / "ref" / "base" / "p.generations.jsonl"));
 }
 
@@ -298,16 +328,19 @@ TEST_CASE("a rank that fails aborts the job, naming the rank and the error", "[m
   const std::string bench = DESTEIN_BENCH;
   write_prompts(dir / "prompts.jsonl", 30);
   const std::string generation = "samples: 2, max_new_tokens: 6, prompts_per_batch: 1";
-  const std::string good = bench_config(dir, "good.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
-                                        generation, "  - {name: base}\n", false);
+  const std::string good = bench_config(
+      dir, "good.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
+      generation, "  - {name: base}\n", false);
   // Rank 1 reads another prompt list than rank 0 (MPMD launch): it must fail, not write.
-  const std::string bad = bench_config(dir, "bad.yaml",
-                                       "  - {name: p, path: " + (dir / "prompts.jsonl").string() + ", limit: 20}\n",
-                                       generation, "  - {name: base}\n", false);
+  const std::string bad = bench_config(
+      dir, "bad.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + ", limit: 20}\n",
+      generation, "  - {name: base}\n", false);
   const std::string out = (dir / "out").string();
   const std::string job = fmt::format(
-      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 10 300 {} --oversubscribe --bind-to none "
-      "-n 1 {} run --threads 1 --config {} --output {} : -n 1 {} run --threads 1 --config {} --output {}",
+      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 10 300 {} "
+      "--oversubscribe --bind-to none "
+      "-n 1 {} run --threads 1 --config {} --output {} : -n 1 {} run --threads 1 --config {} "
+      "--output {}",
       DESTEIN_MPIEXEC, bench, good, out, bench, bad, out);
   auto r = run_command(job);
   INFO(r.output);
@@ -322,36 +355,45 @@ TEST_CASE("a rank that fails aborts the job, naming the rank and the error", "[m
   }
 }
 
-TEST_CASE("destein-bench run: a second writer on a folder is refused, a killed writer's lock does not block",
-          "[cli][output_lock][parallel]") {
+TEST_CASE(
+    "destein-bench run: a second writer on a folder is refused, a killed writer's lock does not "
+    "block",
+    "[cli][output_lock][parallel]") {
   const fs::path dir = destein::test::temp_dir("bench_lock");
   const std::string bench = DESTEIN_BENCH;
   write_prompts(dir / "prompts.jsonl", 200);
-  const std::string config = bench_config(dir, "bench.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
-                                          "samples: 2, max_new_tokens: 12, prompts_per_batch: 1", "  - {name: base}\n",
-                                          false);
+  const std::string config = bench_config(
+      dir, "bench.yaml", "  - {name: p, path: " + (dir / "prompts.jsonl").string() + "}\n",
+      "samples: 2, max_new_tokens: 12, prompts_per_batch: 1", "  - {name: base}\n", false);
   const fs::path out = dir / "out";
   const fs::path gens = out / "base" / "p.generations.jsonl";
   int64_t kept = 0;
   {
-    SpawnedProcess first(SpawnedProcess::shell(bench + " run --threads 1 --config " + config + " --output " + out.string()), dir / "log1");
+    SpawnedProcess first(SpawnedProcess::shell(bench + " run --threads 1 --config " + config +
+                                               " --output " + out.string()),
+                         dir / "log1");
     const std::string owner = "pid " + std::to_string(first.pid()) + " on host ";
-    REQUIRE(first.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 1; }, std::chrono::seconds(240)));
+    REQUIRE(first.wait_until([&] { return fs::exists(gens) && count_lines(gens) >= 1; },
+                             std::chrono::seconds(240)));
     CHECK_THAT(read_all(out / ".destein.lock"), Contains(owner));
     const auto t0 = std::chrono::steady_clock::now();
-    auto second = run_command(bench + " run --threads 1 --config " + config + " --output " + out.string());
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto second =
+        run_command(bench + " run --threads 1 --config " + config + " --output " + out.string());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     INFO(second.output);
     CHECK(second.exit_code == 1);
-    CHECK_THAT(second.output, Contains("output folder " + out.string() + " is being written by another process") &&
-                                  Contains(owner) && Contains("destein-bench run"));
-    CHECK(seconds < 60);  // refused at once, not after waiting for the first run
+    CHECK_THAT(second.output,
+               Contains("output folder " + out.string() + " is being written by another process") &&
+                   Contains(owner) && Contains("destein-bench run"));
+    CHECK(seconds < 60);         // refused at once, not after waiting for the first run
     kill(first.pid(), SIGKILL);  // dies holding the lock, as after a crash or an OOM kill
     first.wait();
     kept = count_lines(gens);
   }
   CHECK(kept < 200);
-  auto again = run_command(bench + " run --threads 1 --config " + config + " --output " + out.string());
+  auto again =
+      run_command(bench + " run --threads 1 --config " + config + " --output " + out.string());
   INFO(again.output);
   REQUIRE(again.exit_code == 0);
   CHECK_THAT(again.output, Contains("resumed (" + std::to_string(kept) + " prompts already done"));

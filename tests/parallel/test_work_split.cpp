@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "destein/parallel/process_group.hpp"
-#include "destein/parallel/rank_placement.hpp"
-#include "destein/parallel/work_split.hpp"
+#include "parallel/process_group.hpp"
+#include "parallel/rank_placement.hpp"
+#include "parallel/work_split.hpp"
 #include "splitmix_inverse.hpp"
 
 using namespace destein;

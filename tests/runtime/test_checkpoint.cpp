@@ -1,18 +1,18 @@
 // Checkpoint loading (archives, safetensors folders), the forward pass of every family
 // against the independent PyTorch reference, and every bad-input error.
-#include <catch2/catch.hpp>
 #include <torch/script.h>
+#include <catch2/catch.hpp>
 
 #include <fstream>
 
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/model.hpp"
-#include "destein/io/safetensors.hpp"
+#include "io/safetensors.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
-using destein::test::fixture;
 using Catch::Matchers::Contains;
+using destein::test::fixture;
 
 TEST_CASE("every family matches the reference implementation's logits", "[checkpoint][model]") {
   for (const char* family : destein::test::kFamilies) {
@@ -59,7 +59,8 @@ TEST_CASE("bfloat16 storage loads and computes in float32", "[checkpoint]") {
   Checkpoint f32 = load_checkpoint(fixture("llama.pt"));
   at::Tensor ref = at::tensor(f32.reference->last_logits[1]);
   at::Tensor ids = at::tensor(f32.reference->inputs[1], at::kLong).unsqueeze(0);
-  at::Tensor ours = model->forward(ids, {{}, nullptr, nullptr, LogitsFor::kLast}).logits.reshape({-1});
+  at::Tensor ours =
+      model->forward(ids, {{}, nullptr, nullptr, LogitsFor::kLast}).logits.reshape({-1});
   CHECK(destein::test::max_abs_diff(ours, ref) < 0.05 * ref.abs().max().item<double>());
 }
 
@@ -93,12 +94,11 @@ TEST_CASE("save_checkpoint round-trips weights, config and reference", "[checkpo
 
 TEST_CASE("safetensors round trip, metadata and dtypes", "[checkpoint][safetensors]") {
   auto dir = destein::test::temp_dir("safetensors");
-  std::map<std::string, at::Tensor> tensors = {
-      {"a", at::randn({3, 4})},
-      {"b", at::arange(6, at::kLong).view({2, 3})},
-      {"c", at::randn({5}).to(at::kHalf)},
-      {"d", at::randn({2, 2}).to(at::kBFloat16)},
-      {"scalar", at::scalar_tensor(3.5)}};
+  std::map<std::string, at::Tensor> tensors = {{"a", at::randn({3, 4})},
+                                               {"b", at::arange(6, at::kLong).view({2, 3})},
+                                               {"c", at::randn({5}).to(at::kHalf)},
+                                               {"d", at::randn({2, 2}).to(at::kBFloat16)},
+                                               {"scalar", at::scalar_tensor(3.5)}};
   write_safetensors(dir / "x.safetensors", tensors, {{"format", "test/1"}, {"note", "hi"}});
   SafetensorsFile f = read_safetensors(dir / "x.safetensors");
   CHECK(f.metadata.at("format") == "test/1");
@@ -111,7 +111,8 @@ TEST_CASE("safetensors round trip, metadata and dtypes", "[checkpoint][safetenso
   // Truncated: the header promises more data than the file holds.
   auto size = std::filesystem::file_size(dir / "x.safetensors");
   std::filesystem::resize_file(dir / "x.safetensors", size - 10);
-  CHECK_THROWS_WITH(read_safetensors(dir / "x.safetensors"), Contains("x.safetensors") && Contains("truncated"));
+  CHECK_THROWS_WITH(read_safetensors(dir / "x.safetensors"),
+                    Contains("x.safetensors") && Contains("truncated"));
   std::ofstream(dir / "junk.safetensors") << "this is not a safetensors file at all";
   CHECK_THROWS_WITH(read_safetensors(dir / "junk.safetensors"), Contains("junk.safetensors"));
 }
@@ -126,10 +127,12 @@ Checkpoint gpt2_without(const std::string& name) {
 
 TEST_CASE("bad checkpoints give errors naming the file, key or parameter", "[checkpoint][errors]") {
   auto dir = destein::test::temp_dir("bad_checkpoints");
-  CHECK_THROWS_WITH(load_checkpoint(dir / "missing.pt"), Contains("missing.pt") && Contains("no such file"));
+  CHECK_THROWS_WITH(load_checkpoint(dir / "missing.pt"),
+                    Contains("missing.pt") && Contains("no such file"));
 
   std::ofstream(dir / "text.pt") << "not an archive";
-  CHECK_THROWS_WITH(load_checkpoint(dir / "text.pt"), Contains("text.pt") && Contains("not a TorchScript archive"));
+  CHECK_THROWS_WITH(load_checkpoint(dir / "text.pt"),
+                    Contains("text.pt") && Contains("not a TorchScript archive"));
 
   {  // truncated archive: the first half of a real one
     std::ifstream in(fixture("gpt2.pt"), std::ios::binary);
@@ -141,7 +144,8 @@ TEST_CASE("bad checkpoints give errors naming the file, key or parameter", "[che
     torch::jit::Module m(c10::QualifiedName("__torch__.Empty"));
     m.register_parameter("w", at::ones({2}), false);
     m.save((dir / "noconfig.pt").string());
-    CHECK_THROWS_WITH(load_checkpoint(dir / "noconfig.pt"), Contains("noconfig.pt") && Contains("config.json"));
+    CHECK_THROWS_WITH(load_checkpoint(dir / "noconfig.pt"),
+                      Contains("noconfig.pt") && Contains("config.json"));
   }
   {  // unknown model_type
     Checkpoint c = load_checkpoint(fixture("gpt2.pt"));
@@ -158,13 +162,14 @@ TEST_CASE("bad checkpoints give errors naming the file, key or parameter", "[che
     CHECK_THROWS_WITH(load_checkpoint(dir / "nokey.pt"), Contains("intermediate_size"));
   }
   // A missing parameter is named, with the expected shape.
-  CHECK_THROWS_WITH(build_model(gpt2_without("transformer.h.1.mlp.c_fc.bias")),
-                    Contains("transformer.h.1.mlp.c_fc.bias") && Contains("missing") && Contains("[128]"));
+  CHECK_THROWS_WITH(
+      build_model(gpt2_without("transformer.h.1.mlp.c_fc.bias")),
+      Contains("transformer.h.1.mlp.c_fc.bias") && Contains("missing") && Contains("[128]"));
   {  // a wrongly shaped parameter: expected and found shapes
     Checkpoint c = load_checkpoint(fixture("gpt2.pt"));
     c.tensors["transformer.h.0.attn.c_attn.weight"] = at::zeros({32, 95});
-    CHECK_THROWS_WITH(build_model(c), Contains("transformer.h.0.attn.c_attn.weight") && Contains("[32, 95]") &&
-                                          Contains("[32, 96]"));
+    CHECK_THROWS_WITH(build_model(c), Contains("transformer.h.0.attn.c_attn.weight") &&
+                                          Contains("[32, 95]") && Contains("[32, 96]"));
   }
   // A folder with nothing usable.
   CHECK_THROWS_WITH(load_checkpoint(dir), Contains("config.json"));
@@ -175,11 +180,13 @@ TEST_CASE("bad forward inputs are errors, not crashes", "[model][errors]") {
   CHECK_THROWS_WITH(model->forward(at::tensor({5, 97}, at::kLong).unsqueeze(0)),
                     Contains("97") && Contains("outside the vocabulary"));
   CHECK_THROWS_WITH(model->forward(at::tensor({-1}, at::kLong).unsqueeze(0)), Contains("-1"));
-  CHECK_THROWS_WITH(model->forward(at::ones({1, 65}, at::kLong)), Contains("position") && Contains("64"));
+  CHECK_THROWS_WITH(model->forward(at::ones({1, 65}, at::kLong)),
+                    Contains("position") && Contains("64"));
   CHECK_THROWS_WITH(model->forward(at::ones({1, 3}, at::kFloat)), Contains("integer"));
   ForwardOptions bad_mask;
   bad_mask.attention_mask = at::ones({1, 2}, at::kLong);
-  CHECK_THROWS_WITH(model->forward(at::ones({1, 3}, at::kLong), bad_mask), Contains("attention_mask"));
+  CHECK_THROWS_WITH(model->forward(at::ones({1, 3}, at::kLong), bad_mask),
+                    Contains("attention_mask"));
   KVCache small = model->make_cache(1, 2);
   ForwardOptions with_cache;
   with_cache.cache = &small;

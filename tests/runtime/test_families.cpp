@@ -9,8 +9,8 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/model.hpp"
@@ -288,7 +288,8 @@ TEST_CASE("the config parser applies each family's per-layer rules", "[families]
   c.erase("sliding_window_pattern");
   c["num_hidden_layers"] = 12;
   FamilyOptions g3_default = options(parse(c));
-  for (int64_t i = 0; i < 12; ++i) CHECK(g3_default.sliding_layers[static_cast<size_t>(i)] == (i != 5 && i != 11));
+  for (int64_t i = 0; i < 12; ++i)
+    CHECK(g3_default.sliding_layers[static_cast<size_t>(i)] == (i != 5 && i != 11));
   // layer_types (newer configs) wins over the pattern.
   c["layer_types"] = json::array();
   for (int i = 0; i < 12; ++i)

@@ -8,8 +8,8 @@
 #include "test_support.hpp"
 
 using namespace destein;
-using destein::test::fixture;
 using Catch::Matchers::Contains;
+using destein::test::fixture;
 
 namespace {
 // Logits whose softmax is exactly the given probabilities.
@@ -181,7 +181,8 @@ TEST_CASE("generation rejects bad prompts and options", "[generate][errors]") {
   CHECK_THROWS_WITH(generate(*model, {{1}}, o), Contains("temperature"));
 }
 
-TEST_CASE("before_forward reports which prompt and sample each row of every forward call holds", "[generate]") {
+TEST_CASE("before_forward reports which prompt and sample each row of every forward call holds",
+          "[generate]") {
   auto model = load_model(fixture("gpt2.pt"));
   // Three prompts of 3, 1 and 2 tokens, 2 samples each: rows (p, s) = (0,0) (0,1) (1,0) (1,1) (2,0) (2,1).
   const std::vector<std::vector<int64_t>> prompts = {{5, 17, 42}, {8}, {9, 9}};
@@ -203,8 +204,9 @@ TEST_CASE("before_forward reports which prompt and sample each row of every forw
   // The batch each forward call really has, seen by a hook on the first block.
   std::vector<int64_t> batch_sizes;
   Hooks hooks;
-  auto h = hooks.observe("blocks.0.hook_attn_out",
-                         [&](const at::Tensor& x, const HookContext&) { batch_sizes.push_back(x.size(0)); });
+  auto h = hooks.observe("blocks.0.hook_attn_out", [&](const at::Tensor& x, const HookContext&) {
+    batch_sizes.push_back(x.size(0));
+  });
   auto check_calls = [&](const std::vector<Call>& expected) {
     REQUIRE(calls.size() == expected.size());
     REQUIRE(batch_sizes.size() == expected.size());

@@ -7,9 +7,9 @@
 #include "test_support.hpp"
 
 using namespace destein;
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::max_abs_diff;
-using Catch::Matchers::Contains;
 
 namespace {
 at::Tensor ids_of(std::vector<int64_t> ids) { return at::tensor(ids, at::kLong).unsqueeze(0); }
@@ -40,9 +40,8 @@ TEST_CASE("captured activations have the documented shapes and agree with the we
   std::map<std::string, at::Tensor> seen;
   std::vector<HookHandle> handles;
   for (const auto& name : hook_point_names(2)) {
-    handles.push_back(hooks.observe(name, [&seen, name](const at::Tensor& x, const HookContext&) {
-      seen[name] = x.clone();
-    }));
+    handles.push_back(hooks.observe(
+        name, [&seen, name](const at::Tensor& x, const HookContext&) { seen[name] = x.clone(); }));
   }
   ForwardOptions fo;
   fo.hooks = &hooks;
@@ -56,9 +55,9 @@ TEST_CASE("captured activations have the documented shapes and agree with the we
                       ckpt.tensors.at("transformer.h.1.attn.c_proj.bias");
   CHECK(max_abs_diff(seen["blocks.1.hook_attn_out"], expect) < 1e-5);
   // The residual stream adds up: post = pre + attn_out + mlp_out, and post(i) = pre(i+1).
-  CHECK(max_abs_diff(seen["blocks.0.hook_resid_post"],
-                     seen["blocks.0.hook_resid_pre"] + seen["blocks.0.hook_attn_out"] +
-                         seen["blocks.0.hook_mlp_out"]) < 1e-5);
+  CHECK(max_abs_diff(seen["blocks.0.hook_resid_post"], seen["blocks.0.hook_resid_pre"] +
+                                                           seen["blocks.0.hook_attn_out"] +
+                                                           seen["blocks.0.hook_mlp_out"]) < 1e-5);
   CHECK(at::equal(seen["blocks.0.hook_resid_post"], seen["blocks.1.hook_resid_pre"]));
   // Observing changes nothing.
   CHECK(at::equal(with_hooks, model->forward(ids_of({5, 17, 42, 8})).logits));
@@ -70,14 +69,16 @@ TEST_CASE("edits change the output in every family, identity edits change nothin
     auto model = load_model(fixture(std::string(family) + ".pt"));
     at::Tensor ids = ids_of({5, 17, 42, 8, 11});
     at::Tensor base = model->forward(ids).logits;
-    for (const char* point : {"blocks.0.attn.hook_z", "blocks.1.hook_attn_out", "blocks.0.hook_mlp_out",
-                              "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"}) {
+    for (const char* point :
+         {"blocks.0.attn.hook_z", "blocks.1.hook_attn_out", "blocks.0.hook_mlp_out",
+          "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"}) {
       INFO("point " << point);
       Hooks hooks;
       ForwardOptions fo;
       fo.hooks = &hooks;
       {
-        auto h = hooks.edit(point, [](const at::Tensor& x, const HookContext&) { return x.clone(); });
+        auto h =
+            hooks.edit(point, [](const at::Tensor& x, const HookContext&) { return x.clone(); });
         CHECK(at::equal(model->forward(ids, fo).logits, base));
       }
       CHECK(hooks.empty());  // the handle went out of scope
@@ -125,8 +126,9 @@ TEST_CASE("wildcards, ordering, removal and bad edits", "[hooks]") {
   at::Tensor ids = ids_of({5, 6, 7});
   Hooks hooks;
   std::vector<int64_t> layers;
-  auto all = hooks.observe("blocks.*.hook_attn_out",
-                           [&](const at::Tensor&, const HookContext& ctx) { layers.push_back(ctx.layer); });
+  auto all = hooks.observe(
+      "blocks.*.hook_attn_out",
+      [&](const at::Tensor&, const HookContext& ctx) { layers.push_back(ctx.layer); });
   ForwardOptions fo;
   fo.hooks = &hooks;
   model->forward(ids, fo);
@@ -139,18 +141,24 @@ TEST_CASE("wildcards, ordering, removal and bad edits", "[hooks]") {
 
   // Editors chain in registration order; observers see the edited activation.
   at::Tensor observed;
-  auto e1 = hooks.edit("blocks.0.hook_mlp_out", [](const at::Tensor& x, const HookContext&) { return x * 0; });
-  auto e2 = hooks.edit("blocks.0.hook_mlp_out", [](const at::Tensor& x, const HookContext&) { return x + 2; });
-  auto e3 = hooks.observe("blocks.0.hook_mlp_out", [&](const at::Tensor& x, const HookContext&) { observed = x.clone(); });
+  auto e1 = hooks.edit("blocks.0.hook_mlp_out",
+                       [](const at::Tensor& x, const HookContext&) { return x * 0; });
+  auto e2 = hooks.edit("blocks.0.hook_mlp_out",
+                       [](const at::Tensor& x, const HookContext&) { return x + 2; });
+  auto e3 = hooks.observe("blocks.0.hook_mlp_out",
+                          [&](const at::Tensor& x, const HookContext&) { observed = x.clone(); });
   model->forward(ids, fo);
   CHECK(at::equal(observed, at::full_like(observed, 2)));
   e1.remove();
   e2.remove();
   e3.remove();
 
-  auto bad = hooks.edit("blocks.0.attn.hook_z", [](const at::Tensor& x, const HookContext&) { return x.sum(-1); });
-  CHECK_THROWS_WITH(model->forward(ids, fo), Contains("blocks.0.attn.hook_z") && Contains("expected shape"));
+  auto bad = hooks.edit("blocks.0.attn.hook_z",
+                        [](const at::Tensor& x, const HookContext&) { return x.sum(-1); });
+  CHECK_THROWS_WITH(model->forward(ids, fo),
+                    Contains("blocks.0.attn.hook_z") && Contains("expected shape"));
   bad.remove();
-  auto beyond = hooks.observe("blocks.7.hook_mlp_out", [](const at::Tensor&, const HookContext&) {});
+  auto beyond =
+      hooks.observe("blocks.7.hook_mlp_out", [](const at::Tensor&, const HookContext&) {});
   CHECK_THROWS_WITH(model->forward(ids, fo), Contains("layer 7"));
 }

@@ -13,19 +13,20 @@
 #include <map>
 #include <numeric>
 
-#include "destein/runtime/decode_batch.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/logits_processor.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "runtime/decode_batch.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
-using destein::test::fixture;
 using Catch::Matchers::Contains;
+using destein::test::fixture;
 
 namespace {
 
-const std::filesystem::path kTinyLm = std::filesystem::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
+const std::filesystem::path kTinyLm =
+    std::filesystem::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
 
 // Last-position logits of `ids` from a full forward pass, no cache: (V) float64.
 at::Tensor full_logits(const Model& model, const std::vector<int64_t>& ids) {
@@ -34,8 +35,9 @@ at::Tensor full_logits(const Model& model, const std::vector<int64_t>& ids) {
 }
 
 // Greedy decoding where each step's scores come from `scores(sequence)`: the oracle loop.
-std::vector<int64_t> greedy_loop(const std::vector<int64_t>& prompt, int64_t steps,
-                                 const std::function<at::Tensor(const std::vector<int64_t>&)>& scores) {
+std::vector<int64_t> greedy_loop(
+    const std::vector<int64_t>& prompt, int64_t steps,
+    const std::function<at::Tensor(const std::vector<int64_t>&)>& scores) {
   std::vector<int64_t> seq = prompt, out;
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t next = scores(seq).argmax().item<int64_t>();
@@ -53,11 +55,13 @@ std::vector<std::vector<int64_t>> tokens_of(const std::vector<Generation>& gens)
 
 }  // namespace
 
-TEST_CASE("logits processors: a banned token is never sampled, batched or not", "[generate][processors]") {
+TEST_CASE("logits processors: a banned token is never sampled, batched or not",
+          "[generate][processors]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
   std::vector<std::vector<int64_t>> prompts;
-  for (const char* t : {"The", "I think that", "You are a", "We went to the", "Why would anyone", "Hello"}) {
+  for (const char* t :
+       {"The", "I think that", "You are a", "We went to the", "Why would anyone", "Hello"}) {
     prompts.push_back(tok->encode_prompt(t));
   }
   GenerationOptions o;
@@ -77,7 +81,8 @@ TEST_CASE("logits processors: a banned token is never sampled, batched or not", 
   REQUIRE(by_count.size() > 5);
   std::vector<int64_t> banned;
   for (size_t i = 0; i < 5; ++i) banned.push_back(by_count[i].second);
-  INFO(fmt::format("banning the 5 most frequent tokens, seen {} to {} times", by_count[4].first, by_count[0].first));
+  INFO(fmt::format("banning the 5 most frequent tokens, seen {} to {} times", by_count[4].first,
+                   by_count[0].first));
   REQUIRE(by_count[4].first >= 5);
 
   o.processors = {std::make_shared<TokenBanProcessor>(banned)};
@@ -121,7 +126,8 @@ TEST_CASE("logits processors: a banned token is never sampled, batched or not", 
   CHECK(greedy[0].token_ids == expected);
 }
 
-TEST_CASE("logits processors: logit_bias adds, and -100 bans (hand values)", "[generate][processors]") {
+TEST_CASE("logits processors: logit_bias adds, and -100 bans (hand values)",
+          "[generate][processors]") {
   LogitBiasProcessor bias({{0, 5.0f}, {2, -100.0f}, {7, -1.5f}});
   std::vector<float> s = {1, 2, 3, 4};
   const std::vector<int64_t> prompt = {1}, generated;
@@ -141,8 +147,9 @@ TEST_CASE("logits processors: logit_bias adds, and -100 bans (hand values)", "[g
   CHECK_THROWS_WITH(TokenBanProcessor({3, -2}), Contains("negative"));
 }
 
-TEST_CASE("logits processors: an ensemble of other models equals z + a (z_e - z_a) from full forwards",
-          "[generate][processors]") {
+TEST_CASE(
+    "logits processors: an ensemble of other models equals z + a (z_e - z_a) from full forwards",
+    "[generate][processors]") {
   // Three different models over one 103-token vocabulary (MPT variants of the fixtures).
   auto base = load_model(fixture("mpt.pt"));
   auto expert = load_model(fixture("mpt_qkln.pt"));
@@ -152,8 +159,8 @@ TEST_CASE("logits processors: an ensemble of other models equals z + a (z_e - z_
   REQUIRE(anti->config().vocab_size == V);
   const double alpha = 2.0;
   auto make = [&] {
-    return std::make_shared<ModelEnsembleProcessor>(std::vector<const Model*>{expert.get(), anti.get()},
-                                                    std::vector<double>{alpha, -alpha});
+    return std::make_shared<ModelEnsembleProcessor>(
+        std::vector<const Model*>{expert.get(), anti.get()}, std::vector<double>{alpha, -alpha});
   };
   const std::vector<std::vector<int64_t>> prompts = {{5, 17, 42}, {8}, {9, 9, 3, 1, 4}};
   GenerationOptions o;
@@ -164,7 +171,8 @@ TEST_CASE("logits processors: an ensemble of other models equals z + a (z_e - z_
   const auto greedy = generate(*base, prompts, o);
   for (size_t p = 0; p < prompts.size(); ++p) {
     const auto expected = greedy_loop(prompts[p], 10, [&](const std::vector<int64_t>& seq) {
-      return full_logits(*base, seq) + alpha * (full_logits(*expert, seq) - full_logits(*anti, seq));
+      return full_logits(*base, seq) +
+             alpha * (full_logits(*expert, seq) - full_logits(*anti, seq));
     });
     INFO("prompt " << p);
     CHECK(greedy[p].token_ids == expected);
@@ -227,7 +235,9 @@ TEST_CASE("logits processors: Self-Debiasing's prefixed rows equal the formula f
     CHECK(at::equal(finite, at::isfinite(got)));
     CHECK(test::max_abs_diff(got.masked_select(finite), expected.masked_select(finite)) < 1e-5);
     // The scores moved: some token's probability was cut by the prefixes.
-    CHECK(test::max_abs_diff(got.masked_select(finite), at::log_softmax(full_logits(*model, prompts[0]), 0).masked_select(finite)) > 1e-3);
+    CHECK(test::max_abs_diff(
+              got.masked_select(finite),
+              at::log_softmax(full_logits(*model, prompts[0]), 0).masked_select(finite)) > 1e-3);
   }
   SECTION("greedy equals the cache-free loop; sampled batched = alone") {
     GenerationOptions o;
@@ -251,7 +261,8 @@ TEST_CASE("logits processors: Self-Debiasing's prefixed rows equal the formula f
   }
 }
 
-TEST_CASE("logits processors: per-row chains, errors end their rows, bad input throws", "[generate][processors]") {
+TEST_CASE("logits processors: per-row chains, errors end their rows, bad input throws",
+          "[generate][processors]") {
   auto model = load_model(fixture("gpt2.pt"));
   const std::vector<std::vector<int64_t>> prompts = {{5, 17, 42}, {8}};
   GenerationOptions o;
@@ -261,10 +272,13 @@ TEST_CASE("logits processors: per-row chains, errors end their rows, bad input t
   const auto plain = tokens_of(generate(*model, prompts, o));
   // Prompt 1 bans what it wrote unprocessed; prompt 0 keeps an empty chain and its tokens.
   auto ban = std::make_shared<TokenBanProcessor>(plain[1]);
-  o.processors_for_row = [&](int64_t p, int64_t) { return p == 1 ? LogitsProcessorChain{ban} : LogitsProcessorChain{}; };
+  o.processors_for_row = [&](int64_t p, int64_t) {
+    return p == 1 ? LogitsProcessorChain{ban} : LogitsProcessorChain{};
+  };
   const auto mixed = tokens_of(generate(*model, prompts, o));
   CHECK(mixed[0] == plain[0]);
-  for (int64_t t : mixed[1]) CHECK(std::find(plain[1].begin(), plain[1].end(), t) == plain[1].end());
+  for (int64_t t : mixed[1])
+    CHECK(std::find(plain[1].begin(), plain[1].end(), t) == plain[1].end());
 
   // Banning the whole vocabulary leaves nothing to sample: an error naming why.
   std::vector<int64_t> all(static_cast<size_t>(model->config().vocab_size));
@@ -282,7 +296,8 @@ TEST_CASE("logits processors: per-row chains, errors end their rows, bad input t
   GenerationOptions failing = o;
   failing.processors_for_row = nullptr;
   failing.processors = {std::make_shared<Failing>()};
-  CHECK_THROWS_WITH(generate(*model, prompts, failing), Contains("'failing': expert model went away"));
+  CHECK_THROWS_WITH(generate(*model, prompts, failing),
+                    Contains("'failing': expert model went away"));
 
   // The decode core refuses a row id twice and a shared prompt pass over different prompts.
   DecodeBatch batch(*model);
@@ -297,7 +312,8 @@ TEST_CASE("logits processors: per-row chains, errors end their rows, bad input t
   a.prefill_group = b.prefill_group = 0;
   CHECK_THROWS_WITH(batch.add({a, b}), Contains("share prefill group"));
   CHECK(batch.rows().empty());
-  CHECK_THROWS_WITH(ModelEnsembleProcessor({model.get()}, {1.0, 2.0}), Contains("1 models but 2 weights"));
+  CHECK_THROWS_WITH(ModelEnsembleProcessor({model.get()}, {1.0, 2.0}),
+                    Contains("1 models but 2 weights"));
   CHECK_THROWS_WITH(SelfDebiasProcessor(*model, {{}}), Contains("prefix 0 is empty"));
 }
 
@@ -306,7 +322,8 @@ TEST_CASE("decode core: rows join a running batch and leave it with the tokens t
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
   REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
-  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a", "Hello there"};
+  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a",
+                                          "Hello there"};
   auto spec = [&](int64_t id) {
     DecodeRowSpec s;
     s.id = id;

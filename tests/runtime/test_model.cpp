@@ -11,9 +11,7 @@ using destein::test::max_abs_diff;
 
 namespace {
 const std::vector<std::vector<int64_t>> kSequences = {
-    {5, 17, 42, 8, 1, 33, 12, 60, 3, 9},
-    {7, 2, 11},
-    {40, 41, 42, 43, 44, 45, 46}};
+    {5, 17, 42, 8, 1, 33, 12, 60, 3, 9}, {7, 2, 11}, {40, 41, 42, 43, 44, 45, 46}};
 
 at::Tensor row(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).unsqueeze(0); }
 }  // namespace

@@ -16,9 +16,9 @@
 #include "test_support.hpp"
 
 using namespace destein;
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::max_abs_diff;
-using Catch::Matchers::Contains;
 using nlohmann::json;
 
 namespace {
@@ -49,7 +49,8 @@ json mpt_config() {
 
 }  // namespace
 
-TEST_CASE("steered MPT equals the PyTorch reference with the intervention applied by hand", "[mpt][steering]") {
+TEST_CASE("steered MPT equals the PyTorch reference with the intervention applied by hand",
+          "[mpt][steering]") {
   std::ifstream in(fixture("mpt_steering.json"));
   REQUIRE(in.good());
   const json all = json::parse(in);
@@ -57,7 +58,8 @@ TEST_CASE("steered MPT equals the PyTorch reference with the intervention applie
     INFO("model " << name);
     const json& spec = all.at(name);
     auto model = load_model(fixture(std::string(name) + ".pt"));
-    at::Tensor ids = at::tensor(spec.at("input_ids").get<std::vector<int64_t>>(), at::kLong).unsqueeze(0);
+    at::Tensor ids =
+        at::tensor(spec.at("input_ids").get<std::vector<int64_t>>(), at::kLong).unsqueeze(0);
     at::Tensor plain = model->forward(ids).logits[0][-1];
     for (const auto& c : spec.at("cases")) {
       const std::string mode = c.at("mode"), site = c.at("site");
@@ -83,7 +85,8 @@ TEST_CASE("steered MPT equals the PyTorch reference with the intervention applie
   }
 }
 
-TEST_CASE("MPT loads from a sharded safetensors folder and a torch.save .bin like the archive", "[mpt][checkpoint]") {
+TEST_CASE("MPT loads from a sharded safetensors folder and a torch.save .bin like the archive",
+          "[mpt][checkpoint]") {
   auto archive = load_model(fixture("mpt.pt"));
   at::Tensor ids = at::tensor({5, 17, 42, 8, 1}, at::kLong).unsqueeze(0);
   at::Tensor expected = archive->forward(ids).logits;
@@ -96,11 +99,14 @@ TEST_CASE("MPT loads from a sharded safetensors folder and a torch.save .bin lik
   // A .bin that is not a zip archive (the legacy torch.save format) is refused by name.
   const auto dir = destein::test::temp_dir("mpt_legacy_bin");
   std::ofstream(dir / "config.json") << mpt_config().dump();
-  std::ofstream(dir / "pytorch_model.bin", std::ios::binary) << std::string("\x80\x02\x8a\x0alegacy", 10);
-  CHECK_THROWS_WITH(load_checkpoint(dir), Contains("pytorch_model.bin") && Contains("not a zip file"));
+  std::ofstream(dir / "pytorch_model.bin", std::ios::binary)
+      << std::string("\x80\x02\x8a\x0alegacy", 10);
+  CHECK_THROWS_WITH(load_checkpoint(dir),
+                    Contains("pytorch_model.bin") && Contains("not a zip file"));
   // torch.save(model.state_dict()) pickles an OrderedDict: refused with the way out.
-  CHECK_THROWS_WITH(load_checkpoint(fixture("mpt_bin_ordered")),
-                    Contains("pytorch_model.bin") && Contains("OrderedDict") && Contains("torch.save(dict("));
+  CHECK_THROWS_WITH(load_checkpoint(fixture("mpt_bin_ordered")), Contains("pytorch_model.bin") &&
+                                                                     Contains("OrderedDict") &&
+                                                                     Contains("torch.save(dict("));
 }
 
 TEST_CASE("MPT's ALiBi slopes follow gen_slopes for any head count", "[mpt]") {
@@ -112,14 +118,16 @@ TEST_CASE("MPT's ALiBi slopes follow gen_slopes for any head count", "[mpt]") {
   const int64_t d = ckpt.config.d_model, H = ckpt.config.n_heads, Dh = d / H;
   REQUIRE(H == 6);
   for (int64_t l = 0; l < ckpt.config.n_layers; ++l) {
-    at::Tensor& w = ckpt.tensors.at("transformer.blocks." + std::to_string(l) + ".attn.Wqkv.weight");
+    at::Tensor& w =
+        ckpt.tensors.at("transformer.blocks." + std::to_string(l) + ".attn.Wqkv.weight");
     w = w.clone();
     w.narrow(0, 0, 2 * d).zero_();
   }
   auto model = build_model(ckpt);
   Hooks hooks;
   at::Tensor z;
-  auto h = hooks.observe("blocks.0.attn.hook_z", [&](const at::Tensor& x, const HookContext&) { z = x.clone(); });
+  auto h = hooks.observe("blocks.0.attn.hook_z",
+                         [&](const at::Tensor& x, const HookContext&) { z = x.clone(); });
   ForwardOptions fo;
   fo.hooks = &hooks;
   // Two positions: weights (e^-s, 1) / (1 + e^-s) on values v0, v1, so
@@ -128,7 +136,8 @@ TEST_CASE("MPT's ALiBi slopes follow gen_slopes for any head count", "[mpt]") {
   at::Tensor values;
   auto hv = hooks.observe("blocks.0.hook_resid_pre", [&](const at::Tensor& x, const HookContext&) {
     at::Tensor hn = at::layer_norm(x, {d}, ckpt.tensors.at("transformer.blocks.0.norm_1.weight"));
-    values = at::matmul(hn, ckpt.tensors.at("transformer.blocks.0.attn.Wqkv.weight").narrow(0, 2 * d, d).t());
+    values = at::matmul(
+        hn, ckpt.tensors.at("transformer.blocks.0.attn.Wqkv.weight").narrow(0, 2 * d, d).t());
   });
   model->forward(ids, fo);
   const std::vector<double> expected = {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125};
@@ -155,31 +164,44 @@ TEST_CASE("MPT options destein does not run are refused by name", "[mpt][errors]
   REQUIRE_NOTHROW(parse(base));
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["prefix_lm"] = true; })),
                       Contains("prefix_lm") && Contains("mpt/config.json"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["attn_uses_sequence_id"] = true; })),
-                      Contains("attn_uses_sequence_id"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["rope"] = true; })), Contains("rope"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["qk_gn"] = true; })), Contains("qk_gn"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["attn_type"] = "grouped_query_attention"; })),
-                      Contains("attn_type") && Contains("grouped_query_attention"));
+  REQUIRE_THROWS_WITH(
+      parse(refused([](json& c) { c["attn_config"]["attn_uses_sequence_id"] = true; })),
+      Contains("attn_uses_sequence_id"));
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["rope"] = true; })),
+                      Contains("rope"));
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["qk_gn"] = true; })),
+                      Contains("qk_gn"));
+  REQUIRE_THROWS_WITH(
+      parse(refused([](json& c) { c["attn_config"]["attn_type"] = "grouped_query_attention"; })),
+      Contains("attn_type") && Contains("grouped_query_attention"));
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"]["sliding_window_size"] = 16; })),
                       Contains("sliding_window_size"));
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["norm_type"] = "rmsnorm"; })),
                       Contains("norm_type") && Contains("rmsnorm"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["ffn_config"] = {{"ffn_type", "mptglu"}}; })),
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) {
+                        c["ffn_config"] = {{"ffn_type", "mptglu"}};
+                      })),
                       Contains("ffn_type") && Contains("mptglu"));
   REQUIRE_THROWS_WITH(
-      parse(refused([](json& c) { c["ffn_config"] = {{"ffn_type", "mptmlp"}, {"ffn_act_fn", {{"name", "silu"}}}}; })),
+      parse(refused([](json& c) {
+        c["ffn_config"] = {{"ffn_type", "mptmlp"}, {"ffn_act_fn", {{"name", "silu"}}}};
+      })),
       Contains("ffn_act_fn"));
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["fc_type"] = "te"; })), Contains("fc_type"));
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["logit_scale"] = "inv_d_model"; })),
                       Contains("logit_scale") && Contains("inv_d_model"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["block_overrides"] = {{"order", json::array()}}; })),
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) {
+                        c["block_overrides"] = {{"order", json::array()}};
+                      })),
                       Contains("block_overrides"));
   // Hugging Face and MosaicML disagree on these defaults: a config must state them.
   REQUIRE_THROWS_WITH(parse(refused([](json& c) { c.erase("no_bias"); })), Contains("no_bias"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"].erase("alibi"); })), Contains("alibi"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c.erase("attn_config"); })), Contains("attn_config"));
-  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["expansion_ratio"] = 1.01; })), Contains("expansion_ratio"));
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["attn_config"].erase("alibi"); })),
+                      Contains("alibi"));
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c.erase("attn_config"); })),
+                      Contains("attn_config"));
+  REQUIRE_THROWS_WITH(parse(refused([](json& c) { c["expansion_ratio"] = 1.01; })),
+                      Contains("expansion_ratio"));
   // Options that change nothing at inference are accepted.
   REQUIRE_NOTHROW(parse(refused([](json& c) {
     c["attn_config"]["attn_impl"] = "flash";

@@ -13,8 +13,11 @@ using destein::test::fixture;
 using destein::test::max_abs_diff;
 
 namespace {
-const std::vector<std::vector<int64_t>> kSequences = {
-    {5, 17, 42, 8, 1, 33, 12, 60, 3, 9}, {7, 2, 11}, {40, 41, 42, 43, 44, 45, 46}, {8}, {30, 31, 32, 33, 34}};
+const std::vector<std::vector<int64_t>> kSequences = {{5, 17, 42, 8, 1, 33, 12, 60, 3, 9},
+                                                      {7, 2, 11},
+                                                      {40, 41, 42, 43, 44, 45, 46},
+                                                      {8},
+                                                      {30, 31, 32, 33, 34}};
 
 // Left-padded batch of `rows` (indices into kSequences), its mask over `extra` more
 // positions.
@@ -117,7 +120,8 @@ TEST_CASE("row-stable GEMM: the product, whatever the row count", "[model][stabl
   for (int64_t start : {0, 1, 7}) {
     for (int64_t m : {1, 5, 6, 13, 25, 93}) {
       INFO("rows " << start << ".." << start + m);
-      at::Tensor part = destein::detail::stable_linear(x.narrow(0, start, m).contiguous(), packed, N, bias);
+      at::Tensor part =
+          destein::detail::stable_linear(x.narrow(0, start, m).contiguous(), packed, N, bias);
       CHECK(at::equal(part, all.narrow(0, start, m)));
     }
   }
@@ -126,7 +130,8 @@ TEST_CASE("row-stable GEMM: the product, whatever the row count", "[model][stabl
   CHECK(max_abs_diff(nb + bias, all) < 1e-4);
 }
 
-TEST_CASE("row-stable GEMM: the same bits on every instruction set and thread count", "[model][stable]") {
+TEST_CASE("row-stable GEMM: the same bits on every instruction set and thread count",
+          "[model][stable]") {
   using destein::detail::StableIsa;
   at::manual_seed(11);
   // K: two depth blocks and a part; N: 13 full panels and a partial one, so that the
@@ -145,7 +150,8 @@ TEST_CASE("row-stable GEMM: the same bits on every instruction set and thread co
   destein::detail::set_stable_isa(StableIsa::kScalar);
   at::set_num_threads(1);
   const at::Tensor ref = destein::detail::stable_linear(x, packed, N, bias);
-  const at::Tensor exact = (x.to(at::kDouble).mm(w.to(at::kDouble)) + bias.to(at::kDouble)).to(at::kFloat);
+  const at::Tensor exact =
+      (x.to(at::kDouble).mm(w.to(at::kDouble)) + bias.to(at::kDouble)).to(at::kFloat);
   CHECK(max_abs_diff(ref, exact) < 1e-3);
   int paths = 0;
   for (StableIsa isa : {StableIsa::kScalar, StableIsa::kAvx2, StableIsa::kAvx512}) {
@@ -159,8 +165,9 @@ TEST_CASE("row-stable GEMM: the same bits on every instruction set and thread co
       ++paths;
       for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 13, 24, 25, 30, 100}) {
         INFO(destein::detail::stable_isa_name(isa) << ", " << threads << " threads, rows 0.." << m);
-        CHECK(at::equal(destein::detail::stable_linear(x.narrow(0, 0, m).contiguous(), packed, N, bias),
-                        ref.narrow(0, 0, m)));
+        CHECK(at::equal(
+            destein::detail::stable_linear(x.narrow(0, 0, m).contiguous(), packed, N, bias),
+            ref.narrow(0, 0, m)));
       }
     }
   }

@@ -11,8 +11,8 @@
 #include <map>
 
 #include "destein/runtime/generate.hpp"
-#include "destein/runtime/word_filter.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "runtime/word_filter.hpp"
 #include "test_support.hpp"
 
 using namespace destein;

@@ -15,13 +15,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "destein/experiment/config_node.hpp"
-#include "destein/experiment/scorer_training_experiment.hpp"
-#include "destein/io/csv.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
-#include "destein/score/scorer_eval.hpp"
-#include "destein/train/rtp_training_split.hpp"
+#include "experiment/config_node.hpp"
+#include "experiment/scorer_training_experiment.hpp"
+#include "io/csv.hpp"
+#include "score/scorer_eval.hpp"
+#include "train/rtp_training_split.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -63,7 +63,8 @@ std::vector<Planted> planted(int n, uint64_t seed) {
     for (int a = 0; a < destein::kNumAttributes; ++a) {
       if (rng() % 4 == 0) {
         p.has[static_cast<size_t>(a)] = true;
-        words.insert(words.begin() + static_cast<int64_t>(rng() % (words.size() + 1)), kWords[static_cast<size_t>(a)]);
+        words.insert(words.begin() + static_cast<int64_t>(rng() % (words.size() + 1)),
+                     kWords[static_cast<size_t>(a)]);
       }
     }
     for (const auto& w : words) p.text += (p.text.empty() ? "" : " ") + w;
@@ -79,7 +80,8 @@ std::vector<destein::AttributeExample> planted_examples(uint64_t seed) {
   for (const auto& p : planted(500, seed)) {
     destein::AttributeExample e;
     e.text = p.text;
-    for (int a = 0; a < destein::kNumAttributes; ++a) e.target[static_cast<size_t>(a)] = p.has[static_cast<size_t>(a)] ? kHigh : kLow;
+    for (int a = 0; a < destein::kNumAttributes; ++a)
+      e.target[static_cast<size_t>(a)] = p.has[static_cast<size_t>(a)] ? kHigh : kLow;
     e.source = "planted_perspective";
     e.perspective = true;
     out.push_back(e);
@@ -145,7 +147,8 @@ TEST_CASE("attribute scorer: names are Perspective's eight, toxicity first", "[s
                     Contains("unknown attribute 'rudeness'") && Contains("flirtation"));
 }
 
-TEST_CASE("attribute scorer: each head finds its planted word, calibrated to the targets", "[scorer]") {
+TEST_CASE("attribute scorer: each head finds its planted word, calibrated to the targets",
+          "[scorer]") {
   auto& scorer = const_cast<destein::AttributeScorer&>(planted_scorer());
   const auto test = planted(400, 99);  // fresh sentences, same rule
   std::vector<std::string> texts;
@@ -182,7 +185,9 @@ TEST_CASE("attribute scorer: each head finds its planted word, calibrated to the
   CHECK(scorer.probabilities("the old market with a drovel")[4] > 0.5);
 }
 
-TEST_CASE("attribute scorer: save and load give identical scores, and retraining gives the same bytes", "[scorer]") {
+TEST_CASE(
+    "attribute scorer: save and load give identical scores, and retraining gives the same bytes",
+    "[scorer]") {
   const auto& scorer = planted_scorer();
   const auto path = tmp_dir() / "planted_v2.safetensors";
   scorer.save(path);
@@ -200,13 +205,15 @@ TEST_CASE("attribute scorer: save and load give identical scores, and retraining
   }
   CHECK(mismatches == 0);
 
-  const auto again = destein::AttributeScorer::train(planted_examples(1), small_features(), small_options());
+  const auto again =
+      destein::AttributeScorer::train(planted_examples(1), small_features(), small_options());
   const auto path2 = tmp_dir() / "planted_v2_again.safetensors";
   again.save(path2);
   CHECK(read_bytes(path) == read_bytes(path2));
 }
 
-TEST_CASE("attribute scorer: v1 and v2 files load by version, each refusing the other", "[scorer]") {
+TEST_CASE("attribute scorer: v1 and v2 files load by version, each refusing the other",
+          "[scorer]") {
   const auto v2_path = tmp_dir() / "dispatch_v2.safetensors";
   planted_scorer().save(v2_path);
   std::vector<destein::LabeledText> v1_data;
@@ -234,7 +241,9 @@ TEST_CASE("attribute scorer: v1 and v2 files load by version, each refusing the 
   CHECK(*s1[0][0] == v1.probability(texts[0]));
   const auto s2 = any2->score_attributes(texts);
   REQUIRE(s2[1].size() == 8);
-  for (int a = 0; a < 8; ++a) CHECK(*s2[1][static_cast<size_t>(a)] == planted_scorer().probabilities(texts[1])[static_cast<size_t>(a)]);
+  for (int a = 0; a < 8; ++a)
+    CHECK(*s2[1][static_cast<size_t>(a)] ==
+          planted_scorer().probabilities(texts[1])[static_cast<size_t>(a)]);
 
   CHECK_THROWS_WITH(destein::AttributeScorer::load(v1_path),
                     Contains("dispatch_v1.safetensors") && Contains("format_version 2") &&
@@ -243,7 +252,8 @@ TEST_CASE("attribute scorer: v1 and v2 files load by version, each refusing the 
                     Contains("dispatch_v2.safetensors") && Contains("format_version"));
 }
 
-TEST_CASE("attribute scorer: a corrupt, truncated or foreign file gives a clear error", "[scorer]") {
+TEST_CASE("attribute scorer: a corrupt, truncated or foreign file gives a clear error",
+          "[scorer]") {
   const auto good = tmp_dir() / "good_v2.safetensors";
   planted_scorer().save(good);
   const std::string bytes = read_bytes(good);
@@ -256,7 +266,8 @@ TEST_CASE("attribute scorer: a corrupt, truncated or foreign file gives a clear 
                     Contains("not found"));
 
   write_bytes(bad, bytes.substr(0, bytes.size() - 100));
-  CHECK_THROWS_WITH(AttributeScorer::load(bad), Contains("bad_v2.safetensors") && Contains("truncated"));
+  CHECK_THROWS_WITH(AttributeScorer::load(bad),
+                    Contains("bad_v2.safetensors") && Contains("truncated"));
 
   write_bytes(bad, bytes.substr(0, 5));
   CHECK_THROWS_WITH(AttributeScorer::load(bad), Contains("too short"));
@@ -275,15 +286,17 @@ TEST_CASE("attribute scorer: a corrupt, truncated or foreign file gives a clear 
   newer[v + 18] = '7';
   write_bytes(bad, newer);
   CHECK_THROWS_WITH(AttributeScorer::load(bad), Contains("format_version") && Contains("'7'"));
-  CHECK_THROWS_WITH(destein::load_offline_scorer(bad),
-                    Contains("bad_v2.safetensors") && Contains("format_version 1") && Contains("'7'"));
+  CHECK_THROWS_WITH(destein::load_offline_scorer(bad), Contains("bad_v2.safetensors") &&
+                                                           Contains("format_version 1") &&
+                                                           Contains("'7'"));
 
   std::string renamed = bytes;  // heads out of order: a head named for another attribute
   const auto h = renamed.find("\\\"attribute\\\":\\\"threat\\\"");
   REQUIRE(h != std::string::npos);
   renamed.replace(h + 16, 6, "thraet");
   write_bytes(bad, renamed);
-  CHECK_THROWS_WITH(AttributeScorer::load(bad), Contains("expected attribute 'threat', found 'thraet'"));
+  CHECK_THROWS_WITH(AttributeScorer::load(bad),
+                    Contains("expected attribute 'threat', found 'thraet'"));
 
   std::string drift = bytes;  // a self-test score that no longer matches
   const auto st = drift.find("\\\"flirtation\\\":0.");
@@ -291,7 +304,8 @@ TEST_CASE("attribute scorer: a corrupt, truncated or foreign file gives a clear 
   char& digit = drift[st + 18];
   digit = digit == '9' ? '1' : static_cast<char>(digit + 1);
   write_bytes(bad, drift);
-  CHECK_THROWS_WITH(AttributeScorer::load(bad), Contains("self-test failed") && Contains("flirtation"));
+  CHECK_THROWS_WITH(AttributeScorer::load(bad),
+                    Contains("self-test failed") && Contains("flirtation"));
 }
 
 TEST_CASE("attribute scorer: training refuses bad input", "[scorer]") {
@@ -337,7 +351,9 @@ TEST_CASE("attribute scorer: training refuses bad input", "[scorer]") {
   }
 }
 
-TEST_CASE("attribute scorer: the v2: keys of a scorer config map onto the options v2 shares with v1", "[scorer]") {
+TEST_CASE(
+    "attribute scorer: the v2: keys of a scorer config map onto the options v2 shares with v1",
+    "[scorer]") {
   const auto load = [](const std::string& yaml) {
     return destein::scorer_training_schema().load(destein::ConfigNode::load_string(yaml, "s.yaml"));
   };
@@ -365,8 +381,9 @@ TEST_CASE("attribute scorer: the v2: keys of a scorer config map onto the option
   const auto v2_at = dump.find("\nv2:\n");
   REQUIRE(v2_at != std::string::npos);
   size_t at = v2_at;
-  for (const char* key : {"l2", "l2_other", "other_hash_bits", "perspective_share", "max_iterations",
-                          "tolerance", "lbfgs_memory", "calibration_fraction", "seed"}) {
+  for (const char* key :
+       {"l2", "l2_other", "other_hash_bits", "perspective_share", "max_iterations", "tolerance",
+        "lbfgs_memory", "calibration_fraction", "seed"}) {
     const auto next = dump.find(std::string("\n  ") + key + ": ", at);
     INFO(key);
     REQUIRE(next != std::string::npos);
@@ -383,7 +400,8 @@ TEST_CASE("attribute scorer: the v2: keys of a scorer config map onto the option
                     Contains("s.yaml:3") && Contains("unknown key v2.class_balance"));
 }
 
-TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only prompt", "[scorer][data]") {
+TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only prompt",
+          "[scorer][data]") {
   const fs::path dir = data_dir();
   if (!fs::is_directory(dir / "rtp")) {
     WARN("data not found, skipped: " << dir);
@@ -397,11 +415,13 @@ TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only pro
     std::ifstream in(f);
     std::string line;
     while (std::getline(in, line)) {
-      if (!line.empty()) out.push_back(nlohmann::json::parse(line)["prompt"]["text"].get<std::string>());
+      if (!line.empty())
+        out.push_back(nlohmann::json::parse(line)["prompt"]["text"].get<std::string>());
     }
     return out;
   };
-  for (const char* f : {"rtp/1k/output_toxic_1k.jsonl", "rtp/1k/output_no_toxic_1k.jsonl", "rtp/100/test.jsonl"}) {
+  for (const char* f :
+       {"rtp/1k/output_toxic_1k.jsonl", "rtp/1k/output_no_toxic_1k.jsonl", "rtp/100/test.jsonl"}) {
     for (const auto& t : read_prompts(dir / f)) eval_exact.insert(trim(t));
   }
   size_t dexperts_prompts = 0;
@@ -423,7 +443,8 @@ TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only pro
   size_t leaks = 0;
   std::set<std::string> kept;
   for (const auto& p : split.prompts) {
-    if (eval_exact.count(trim(p.text)) && leaks++ == 0) FAIL_CHECK("evaluation prompt in training: " << p.text);
+    if (eval_exact.count(trim(p.text)) && leaks++ == 0)
+      FAIL_CHECK("evaluation prompt in training: " << p.text);
     kept.insert(trim(p.text));
     for (double s : p.scores) REQUIRE((s >= 0.0 && s <= 1.0));
   }
@@ -446,22 +467,26 @@ TEST_CASE("attribute scorer: the RTP training split holds no evaluation-only pro
   CHECK(destein::rtp_match_key("caf\xC3\x89 ") == "caf\xC3\x89");
 }
 
-TEST_CASE("attribute scorer: RTP files with a missing or bad attribute name file and line", "[scorer]") {
+TEST_CASE("attribute scorer: RTP files with a missing or bad attribute name file and line",
+          "[scorer]") {
   const auto f = tmp_dir() / "bad_rtp.jsonl";
-  std::ofstream(f) << R"({"prompt": {"text": "a", "toxicity": 0.1, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "threat": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
-                   << "\n"
-                   << R"({"prompt": {"text": "b", "toxicity": 0.1, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
-                   << "\n";
+  std::ofstream(f)
+      << R"({"prompt": {"text": "a", "toxicity": 0.1, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "threat": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
+      << "\n"
+      << R"({"prompt": {"text": "b", "toxicity": 0.1, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
+      << "\n";
   CHECK_THROWS_WITH(destein::load_rtp_scored_prompts(f),
                     Contains("bad_rtp.jsonl:2") && Contains("'prompt.threat'"));
-  std::ofstream(f) << R"({"prompt": {"text": "a", "toxicity": 1.2, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "threat": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
-                   << "\n";
+  std::ofstream(f)
+      << R"({"prompt": {"text": "a", "toxicity": 1.2, "severe_toxicity": 0.1, "profanity": 0.1, "insult": 0.1, "threat": 0.1, "identity_attack": 0.1, "sexually_explicit": 0.1, "flirtation": 0.1}})"
+      << "\n";
   CHECK_THROWS_WITH(destein::load_rtp_scored_prompts(f),
                     Contains("bad_rtp.jsonl:1") && Contains("'prompt.toxicity' in [0, 1]"));
 }
 
 TEST_CASE("attribute scorer: the committed v2 default and the v1 file both load", "[scorer]") {
-  const fs::path v2 = fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/perspective-linear-v2.safetensors";
+  const fs::path v2 =
+      fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/perspective-linear-v2.safetensors";
   const fs::path v1 = fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
   REQUIRE(fs::exists(v2));
   REQUIRE(fs::exists(v1));

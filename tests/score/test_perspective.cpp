@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "destein/score/perspective.hpp"
+#include "score/perspective.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -151,16 +151,21 @@ class MockServer {
       reply = R"({"error": {"code": 503, "message": "The service is currently unavailable."}})";
     } else if (!script_.reject_text.empty() && text == script_.reject_text) {
       status = 400;
-      reply = R"({"error": {"code": 400, "message": "Attribute TOXICITY does not support request languages: xx"}})";
+      reply =
+          R"({"error": {"code": 400, "message": "Attribute TOXICITY does not support request languages: xx"}})";
     } else {
-      reply = nlohmann::json{{"attributeScores",
-                              {{"TOXICITY",
-                                {{"summaryScore", {{"value", mock_score(text)}, {"type", "PROBABILITY"}}}}}}},
-                             {"languages", {"en"}}}
-                  .dump();
+      reply =
+          nlohmann::json{
+              {"attributeScores",
+               {{"TOXICITY",
+                 {{"summaryScore", {{"value", mock_score(text)}, {"type", "PROBABILITY"}}}}}}},
+              {"languages", {"en"}}}
+              .dump();
     }
-    const char* reason = status == 200 ? "OK" : status == 429 ? "Too Many Requests"
-                         : status == 503 ? "Service Unavailable" : "Bad Request";
+    const char* reason = status == 200   ? "OK"
+                         : status == 429 ? "Too Many Requests"
+                         : status == 503 ? "Service Unavailable"
+                                         : "Bad Request";
     std::string response = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n" +
                            "Content-Type: application/json\r\nConnection: close\r\n" + extra +
                            "Content-Length: " + std::to_string(reply.size()) + "\r\n\r\n" + reply;
@@ -235,7 +240,8 @@ TEST_CASE("Perspective scores come back in input order with the right request", 
   for (size_t i = 0; i < texts.size(); ++i) {
     const auto& r = requests[i];
     INFO("request " << i << ": " << r.request_line);
-    CHECK(r.request_line.rfind("POST /v1alpha1/comments:analyze?key=test-secret-key-123 HTTP/1.1", 0) == 0);
+    CHECK(r.request_line.rfind("POST /v1alpha1/comments:analyze?key=test-secret-key-123 HTTP/1.1",
+                               0) == 0);
     REQUIRE(r.body.is_object());
     CHECK(r.body["comment"]["text"] == texts[i]);
     CHECK(r.body["languages"] == nlohmann::json::array({"en"}));
@@ -261,7 +267,8 @@ TEST_CASE("Perspective retries a 429 and honours Retry-After", "[perspective]") 
   CHECK(scorer.stats().failures == 0);
 }
 
-TEST_CASE("Perspective backs off exponentially on 5xx and gives up with a null score", "[perspective]") {
+TEST_CASE("Perspective backs off exponentially on 5xx and gives up with a null score",
+          "[perspective]") {
   auto options = fast_options("");
   options.max_retries = 2;
   options.initial_backoff_s = 0.1;
@@ -412,7 +419,8 @@ TEST_CASE("Perspective unreachable stops the run instead of writing nulls", "[pe
   CHECK(scorer.stats().retries == 2);
 }
 
-TEST_CASE("Perspective responses: the summary score is read only where the API puts it", "[perspective]") {
+TEST_CASE("Perspective responses: the summary score is read only where the API puts it",
+          "[perspective]") {
   using destein::perspective_summary_score;
   // The documented shape of a comments:analyze answer, written by hand.
   const std::string ok =
@@ -425,10 +433,15 @@ TEST_CASE("Perspective responses: the summary score is read only where the API p
   CHECK(!perspective_summary_score("[1]", "TOXICITY"));
   CHECK(!perspective_summary_score(R"({"attributeScores":5})", "TOXICITY"));
   CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":[0.5]}})", "TOXICITY"));
-  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":"0.5"}}}})", "TOXICITY"));
-  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":1.5}}}})", "TOXICITY"));
-  CHECK(!perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":-0.1}}}})", "TOXICITY"));
-  CHECK(*perspective_summary_score(R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":0}}}})", "TOXICITY") == 0.0);
+  CHECK(!perspective_summary_score(
+      R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":"0.5"}}}})", "TOXICITY"));
+  CHECK(!perspective_summary_score(
+      R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":1.5}}}})", "TOXICITY"));
+  CHECK(!perspective_summary_score(
+      R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":-0.1}}}})", "TOXICITY"));
+  CHECK(*perspective_summary_score(
+            R"({"attributeScores":{"TOXICITY":{"summaryScore":{"value":0}}}})", "TOXICITY") == 0.0);
   // An attribute name that is not a valid JSON-pointer token is just a key.
-  CHECK(*perspective_summary_score(R"({"attributeScores":{"A~2/B":{"summaryScore":{"value":1}}}})", "A~2/B") == 1.0);
+  CHECK(*perspective_summary_score(R"({"attributeScores":{"A~2/B":{"summaryScore":{"value":1}}}})",
+                                   "A~2/B") == 1.0);
 }

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "destein/score/linear_scorer.hpp"
-#include "destein/train/scorer_data.hpp"
-#include "destein/score/scorer_eval.hpp"
+#include "score/scorer_eval.hpp"
+#include "train/scorer_data.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -209,9 +209,9 @@ TEST_CASE("scorer: a corrupt, truncated or foreign file gives a clear error", "[
   REQUIRE(f16 != std::string::npos);
   dtype.replace(f16 + 9, 3, "Q16");
   write_bytes(bad, dtype);
-  CHECK_THROWS_WITH(destein::LinearScorer::load(bad),
-                    Contains("bad.safetensors") && Contains("tensor 'weight'") &&
-                        Contains("unsupported dtype 'Q16'"));
+  CHECK_THROWS_WITH(destein::LinearScorer::load(bad), Contains("bad.safetensors") &&
+                                                          Contains("tensor 'weight'") &&
+                                                          Contains("unsupported dtype 'Q16'"));
   dtype.replace(f16 + 9, 3, "I16");  // valid safetensors, but not what a scorer holds
   write_bytes(bad, dtype);
   CHECK_THROWS_WITH(destein::LinearScorer::load(bad),
@@ -317,7 +317,8 @@ TEST_CASE("scorer: labelled sets load with the README's rules and counts", "[sco
 TEST_CASE("scorer: the committed v1 scorer loads and ranks obvious cases", "[scorer]") {
   // v1 is no longer the default (scorer v2 is, tests/score/test_attribute_scorer.cpp) but
   // stays loadable.
-  const fs::path path = fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
+  const fs::path path =
+      fs::path(DESTEIN_SOURCE_DIR) / "models/scorer/toxicity-linear-v1.safetensors";
   REQUIRE(fs::exists(path));
   auto scorer = destein::LinearScorer::load(path);
   CHECK(scorer.probability("you are a fucking idiot") > 0.5);

@@ -2,13 +2,13 @@
 // 127.0.0.1, and curl as the HTTP client (real sockets, a client we did not write).
 #pragma once
 
+#include <fcntl.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -38,10 +38,12 @@ inline std::string shell_quote(const std::string& s) {
 /// `destein serve` started with `args` (plus --port 0) and stopped with SIGTERM at the end.
 class ServeProcess {
  public:
-  ServeProcess(const std::vector<std::string>& args, const std::filesystem::path& dir) : log_(dir / "serve.log") {
+  ServeProcess(const std::vector<std::string>& args, const std::filesystem::path& dir)
+      : log_(dir / "serve.log") {
     std::vector<std::string> argv = {DESTEIN_CLI, "serve"};
     // A YAML config carries its own port (0 in the tests).
-    if (std::find(args.begin(), args.end(), "--config") == args.end()) argv.insert(argv.end(), {"--port", "0"});
+    if (std::find(args.begin(), args.end(), "--config") == args.end())
+      argv.insert(argv.end(), {"--port", "0"});
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
@@ -88,7 +90,9 @@ class ServeProcess {
   }
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
-  std::string url(const std::string& path) const { return fmt::format("http://127.0.0.1:{}{}", port_, path); }
+  std::string url(const std::string& path) const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, path);
+  }
   std::string log() const { return slurp(log_); }
   /// Waits for the process to end; its exit code, or -1 when it did not end in time.
   int wait_exit(std::chrono::seconds limit) {
@@ -118,11 +122,14 @@ struct HttpReply {
 
 /// The curl command line for one request; its body goes to `out`, headers to `out`.headers,
 /// the status to stdout.
-inline std::string curl_command(const std::string& method, const std::string& url, const std::string& body_file,
-                                const std::filesystem::path& out, const std::string& extra = "") {
-  std::string cmd = fmt::format("curl -s -S -X {} -o {} -D {} -w '%{{http_code}}' --max-time 120 {}", method,
-                                shell_quote(out.string()), shell_quote(out.string() + ".headers"), extra);
-  if (!body_file.empty()) cmd += " -H 'Content-Type: application/json' --data-binary @" + shell_quote(body_file);
+inline std::string curl_command(const std::string& method, const std::string& url,
+                                const std::string& body_file, const std::filesystem::path& out,
+                                const std::string& extra = "") {
+  std::string cmd =
+      fmt::format("curl -s -S -X {} -o {} -D {} -w '%{{http_code}}' --max-time 120 {}", method,
+                  shell_quote(out.string()), shell_quote(out.string() + ".headers"), extra);
+  if (!body_file.empty())
+    cmd += " -H 'Content-Type: application/json' --data-binary @" + shell_quote(body_file);
   return cmd + " " + shell_quote(url);
 }
 
@@ -149,8 +156,10 @@ inline HttpReply http(const std::string& method, const std::string& url, const s
 }
 
 /// Many requests at once: one curl process each, all started before any is waited for.
-inline std::vector<HttpReply> http_concurrent(const std::string& url, const std::vector<std::string>& bodies,
-                                              const std::filesystem::path& dir, const std::string& extra = "") {
+inline std::vector<HttpReply> http_concurrent(const std::string& url,
+                                              const std::vector<std::string>& bodies,
+                                              const std::filesystem::path& dir,
+                                              const std::string& extra = "") {
   std::string script;
   for (size_t i = 0; i < bodies.size(); ++i) {
     const auto out = dir / fmt::format("concurrent_{}", i);

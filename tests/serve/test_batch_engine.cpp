@@ -9,16 +9,17 @@
 #include <thread>
 
 #include "destein/runtime/generate.hpp"
-#include "destein/serve/batch_engine.hpp"
 #include "destein/steer/steering.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "serve/batch_engine.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
 
 namespace {
 
-const std::filesystem::path kTinyLm = std::filesystem::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
+const std::filesystem::path kTinyLm =
+    std::filesystem::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
 
 SteeringVectors random_vectors(const ModelConfig& c, uint64_t seed) {
   at::manual_seed(static_cast<int64_t>(seed));
@@ -53,24 +54,28 @@ std::vector<std::vector<int64_t>> alone(const Model& model, const EngineRequest&
 
 // The engine frees a row's place after the event that finishes it: wait a moment for that.
 bool becomes_idle(const BatchEngine& engine) {
-  for (int i = 0; i < 200 && !engine.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 200 && !engine.idle(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   return engine.idle();
 }
 
-std::vector<std::vector<int64_t>> collect(RequestStream& stream, std::vector<FinishReason>* reasons = nullptr) {
+std::vector<std::vector<int64_t>> collect(RequestStream& stream,
+                                          std::vector<FinishReason>* reasons = nullptr) {
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(stream.choices()));
   if (reasons) reasons->assign(out.size(), FinishReason::kNone);
   EngineEvent ev;
   while (stream.next(ev)) {
     if (ev.token >= 0) out[static_cast<size_t>(ev.choice)].push_back(ev.token);
-    if (ev.finished != FinishReason::kNone && reasons) (*reasons)[static_cast<size_t>(ev.choice)] = ev.finished;
+    if (ev.finished != FinishReason::kNone && reasons)
+      (*reasons)[static_cast<size_t>(ev.choice)] = ev.finished;
   }
   return out;
 }
 
 }  // namespace
 
-TEST_CASE("serve engine: each request gets its tokens from generate() alone, batched or not", "[serve]") {
+TEST_CASE("serve engine: each request gets its tokens from generate() alone, batched or not",
+          "[serve]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
   REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
@@ -84,13 +89,19 @@ TEST_CASE("serve engine: each request gets its tokens from generate() alone, bat
   SteeringOptions gated;
   gated.alpha = 0.9;
   gated.gate = SteeringGate::kProbe;
-  const std::vector<SteeringStack> stacks = {{}, {make_steering_plan(*model, vectors, a)},
+  const std::vector<SteeringStack> stacks = {{},
+                                             {make_steering_plan(*model, vectors, a)},
                                              {make_steering_plan(*model, vectors, b)},
                                              {make_steering_plan(*model, vectors, gated)}};
-  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a",
-                                          "Thanks for the link, I will read it later and", "Why would anyone",
-                                          "This is the worst thing I have ever seen in my whole life, and",
-                                          "Hello", "We went to the"};
+  const std::vector<std::string> texts = {
+      "The",
+      "I think that the people who",
+      "You are a",
+      "Thanks for the link, I will read it later and",
+      "Why would anyone",
+      "This is the worst thing I have ever seen in my whole life, and",
+      "Hello",
+      "We went to the"};
   std::vector<Case> cases;
   for (int i = 0; i < 14; ++i) {
     Case c;
@@ -123,7 +134,8 @@ TEST_CASE("serve engine: each request gets its tokens from generate() alone, bat
   }
   for (auto& t : readers) t.join();
   for (size_t i = 0; i < cases.size(); ++i) {
-    INFO(fmt::format("request {} ({} choices, max_tokens {}, {})", i, cases[i].expected.size(), cases[i].request.max_tokens,
+    INFO(fmt::format("request {} ({} choices, max_tokens {}, {})", i, cases[i].expected.size(),
+                     cases[i].request.max_tokens,
                      cases[i].request.sampling.do_sample ? "sampled" : "greedy"));
     CHECK(got[i] == cases[i].expected);
   }
@@ -131,11 +143,12 @@ TEST_CASE("serve engine: each request gets its tokens from generate() alone, bat
   INFO(fmt::format("{} decode steps, {} rows", s.forwards, s.rows_forwarded));
   CHECK(s.rows_forwarded > 2 * s.forwards);  // requests really shared decode steps
   INFO(fmt::format("{} prompts prefilled in {} passes", s.prefills, s.prefill_passes));
-  CHECK(s.prefill_passes < s.prefills);        // and prompt passes of different lengths
+  CHECK(s.prefill_passes < s.prefills);  // and prompt passes of different lengths
   CHECK(becomes_idle(engine));
 }
 
-TEST_CASE("serve engine: cancel frees the rows, a full queue refuses, bad requests throw", "[serve]") {
+TEST_CASE("serve engine: cancel frees the rows, a full queue refuses, bad requests throw",
+          "[serve]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
   BatchEngine engine(*model, {.max_rows = 1, .max_queue = 1});
@@ -177,7 +190,8 @@ TEST_CASE("serve engine: cancel frees the rows, a full queue refuses, bad reques
   CHECK(tokens[0].size() < 100);
 }
 
-TEST_CASE("serve engine: logits processors per request give what generate() gives alone", "[serve][processors]") {
+TEST_CASE("serve engine: logits processors per request give what generate() gives alone",
+          "[serve][processors]") {
   auto model = load_model(kTinyLm);
   auto tok = load_tokenizer(kTinyLm);
   REQUIRE(model->linear_backend() == destein::LinearBackend::kStable);
@@ -192,16 +206,20 @@ TEST_CASE("serve engine: logits processors per request give what generate() give
   }
   auto make_chain = [&](int kind) -> LogitsProcessorChain {
     switch (kind) {
-      case 1: return {std::make_shared<TokenBanProcessor>(banned)};
+      case 1:
+        return {std::make_shared<TokenBanProcessor>(banned)};
       case 2:
         return {std::make_shared<ModelEnsembleProcessor>(std::vector<const Model*>{model.get()},
                                                          std::vector<double>{-0.5})};
-      case 3: return {std::make_shared<SelfDebiasProcessor>(*model, std::vector<std::vector<int64_t>>{prefix}, 10.0)};
-      default: return {};
+      case 3:
+        return {std::make_shared<SelfDebiasProcessor>(
+            *model, std::vector<std::vector<int64_t>>{prefix}, 10.0)};
+      default:
+        return {};
     }
   };
-  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a", "Hello",
-                                          "Why would anyone"};
+  const std::vector<std::string> texts = {"The", "I think that the people who", "You are a",
+                                          "Hello", "Why would anyone"};
   std::vector<Case> cases;
   for (int i = 0; i < 10; ++i) {
     Case c;
@@ -217,7 +235,8 @@ TEST_CASE("serve engine: logits processors per request give what generate() give
     g.max_new_tokens = r.max_tokens;
     g.num_samples = r.n;
     g.processors = make_chain(i % 4);
-    for (const Generation& gen : generate(*model, r.prompts, g)) c.expected.push_back(gen.token_ids);
+    for (const Generation& gen : generate(*model, r.prompts, g))
+      c.expected.push_back(gen.token_ids);
     r.processors = make_chain(i % 4);
     cases.push_back(std::move(c));
   }
@@ -233,7 +252,8 @@ TEST_CASE("serve engine: logits processors per request give what generate() give
   }
   for (auto& t : readers) t.join();
   for (size_t i = 0; i < cases.size(); ++i) {
-    INFO(fmt::format("request {} (processor kind {}, {} choices)", i, i % 4, cases[i].expected.size()));
+    INFO(fmt::format("request {} (processor kind {}, {} choices)", i, i % 4,
+                     cases[i].expected.size()));
     CHECK(got[i] == cases[i].expected);
     if (i % 4 == 1) {
       for (const auto& tokens : got[i]) {

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "destein/serve/chat_template.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "serve/chat_rendering.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;

@@ -7,12 +7,12 @@
 
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering_vectors.hpp"
-#include "steering_fixtures.hpp"
 #include "serve_test_support.hpp"
+#include "steering_fixtures.hpp"
 
 using namespace destein::test;
-using nlohmann::json;
 using Catch::Matchers::Contains;
+using nlohmann::json;
 
 namespace {
 
@@ -29,15 +29,16 @@ std::string write_vectors(const std::filesystem::path& dir) {
 
 // What `destein generate` writes for a prompt: the texts of its samples.
 std::vector<std::string> generate_texts(const std::string& prompt, const std::string& flags) {
-  const std::string cmd = fmt::format("{} generate --model {} --prompt {} --json {} 2>/dev/null", DESTEIN_CLI, kTinyLm,
-                                      shell_quote(prompt), flags);
+  const std::string cmd = fmt::format("{} generate --model {} --prompt {} --json {} 2>/dev/null",
+                                      DESTEIN_CLI, kTinyLm, shell_quote(prompt), flags);
   CommandResult r = run_command(cmd);
   REQUIRE(r.exit_code == 0);
   std::vector<std::string> texts;
   std::stringstream in(r.output);
   std::string line;
   while (std::getline(in, line)) {
-    if (!line.empty() && line[0] == '{') texts.push_back(json::parse(line).at("text").get<std::string>());
+    if (!line.empty() && line[0] == '{')
+      texts.push_back(json::parse(line).at("text").get<std::string>());
   }
   return texts;
 }
@@ -60,7 +61,8 @@ double metric(const std::string& page, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SSE, chat, metrics", "[serve][cli]") {
+TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SSE, chat, metrics",
+          "[serve][cli]") {
   auto dir = temp_dir("serve_http");
   const std::string vectors = write_vectors(dir);
   ServeProcess server({"--model", kTinyLm, "--vectors", "v=" + vectors}, dir);
@@ -79,12 +81,18 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
   };
   const std::vector<Variant> variants = {
       {"--greedy", {{"temperature", 0}}},
-      {"--greedy --vectors " + vectors + " --alpha 0.7", {{"temperature", 0}, {"steering", {{"vectors", "v"}, {"alpha", 0.7}}}}},
+      {"--greedy --vectors " + vectors + " --alpha 0.7",
+       {{"temperature", 0}, {"steering", {{"vectors", "v"}, {"alpha", 0.7}}}}},
       {"--greedy --vectors " + vectors + " --mode headwise --alpha 0.5 --positions generated",
-       {{"temperature", 0}, {"steering", {{"vectors", "v"}, {"mode", "headwise"}, {"alpha", 0.5}, {"positions", "generated"}}}}},
-      {"--temperature 0.8 --top-p 0.9 --seed 7 --n 2", {{"temperature", 0.8}, {"top_p", 0.9}, {"seed", 7}, {"n", 2}}},
+       {{"temperature", 0},
+        {"steering",
+         {{"vectors", "v"}, {"mode", "headwise"}, {"alpha", 0.5}, {"positions", "generated"}}}}},
+      {"--temperature 0.8 --top-p 0.9 --seed 7 --n 2",
+       {{"temperature", 0.8}, {"top_p", 0.9}, {"seed", 7}, {"n", 2}}},
       {"--temperature 0.8 --seed 11 --vectors " + vectors + " --alpha 0.7 --gate probe",
-       {{"temperature", 0.8}, {"seed", 11}, {"steering", {{"vectors", "v"}, {"alpha", 0.7}, {"gate", "probe"}}}}},
+       {{"temperature", 0.8},
+        {"seed", 11},
+        {"steering", {{"vectors", "v"}, {"alpha", 0.7}, {"gate", "probe"}}}}},
       // logit_bias = `destein generate --logit-bias`: bans of the first greedy tokens of
       // "I think that" ('s a: 7930, 7907) and a pull toward another token.
       {"--greedy --logit-bias 7930:-100,7907:-100,100:5",
@@ -108,16 +116,19 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
       CHECK(j["object"] == "text_completion");
       CHECK(j["model"] == "tiny-lm");
       CHECK(j["id"].get<std::string>().rfind("cmpl-", 0) == 0);
-      CHECK(j["usage"]["total_tokens"] == j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+      CHECK(j["usage"]["total_tokens"] ==
+            j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
       CHECK(choice_texts(reply) == expected);
-      for (const auto& c : j["choices"]) CHECK((c["finish_reason"] == "length" || c["finish_reason"] == "stop"));
+      for (const auto& c : j["choices"])
+        CHECK((c["finish_reason"] == "length" || c["finish_reason"] == "stop"));
       if (k == 0) base_texts.push_back(expected[0]);
       if (k == 1) steered_texts.push_back(expected[0]);
       if (k == 5) biased_texts.push_back(expected[0]);
     }
   }
-  CHECK(base_texts != steered_texts);  // the steering changed something, so the equality above says something
-  CHECK(base_texts != biased_texts);   // and so did the bias
+  CHECK(base_texts !=
+        steered_texts);  // the steering changed something, so the equality above says something
+  CHECK(base_texts != biased_texts);  // and so did the bias
   {
     json body = {{"prompt", prompts[0]}, {"max_tokens", 4}, {"logit_bias", {{"100000", 1}}}};
     auto reply = http("POST", url, body.dump(), dir);
@@ -127,7 +138,10 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
   }
 
   SECTION("SSE streams the same text and ends with [DONE]") {
-    json body = {{"prompt", prompts[0]}, {"max_tokens", 12}, {"temperature", 0}, {"stream", true},
+    json body = {{"prompt", prompts[0]},
+                 {"max_tokens", 12},
+                 {"temperature", 0},
+                 {"stream", true},
                  {"stream_options", {{"include_usage", true}}}};
     auto reply = http("POST", url, body.dump(), dir, "-N");
     REQUIRE(reply.status == 200);
@@ -148,7 +162,8 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
         continue;
       }
       joined += chunk["choices"][0]["text"].get<std::string>();
-      if (!chunk["choices"][0]["finish_reason"].is_null()) finish = chunk["choices"][0]["finish_reason"];
+      if (!chunk["choices"][0]["finish_reason"].is_null())
+        finish = chunk["choices"][0]["finish_reason"];
     }
     REQUIRE(!events.empty());
     CHECK(events.back() == "[DONE]");
@@ -170,8 +185,12 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
   }
 
   SECTION("chat completions through the plain template, streamed and not") {
-    json body = {{"messages", {{{"role", "system"}, {"content", "Be kind."}}, {{"role", "user"}, {"content", "Hello there"}}}},
-                 {"max_tokens", 8}, {"temperature", 1}, {"seed", 2}};
+    json body = {{"messages",
+                  {{{"role", "system"}, {"content", "Be kind."}},
+                   {{"role", "user"}, {"content", "Hello there"}}}},
+                 {"max_tokens", 8},
+                 {"temperature", 1},
+                 {"seed", 2}};
     auto reply = http("POST", server.url("/v1/chat/completions"), body.dump(), dir);
     REQUIRE(reply.status == 200);
     const json j = reply.json();
@@ -180,7 +199,8 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
     // The oracle: the plain template's text, hand-written, continued by `destein generate`.
     const std::string content = j["choices"][0]["message"]["content"];
     // (Greedy, the tiny model ends its turn at once; seed 2 makes it say something.)
-    const auto expected = generate_texts("System: Be kind.\nUser: Hello there\nAssistant:", "--temperature 1 --seed 2 --max-new-tokens 8");
+    const auto expected = generate_texts("System: Be kind.\nUser: Hello there\nAssistant:",
+                                         "--temperature 1 --seed 2 --max-new-tokens 8");
     const std::string cut = expected[0].substr(0, expected[0].find("\nUser:"));
     REQUIRE(!cut.empty());
     CHECK(content == cut);
@@ -195,23 +215,30 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
     auto page = http("GET", server.url("/metrics"), "", dir);
     REQUIRE(page.status == 200);
     CHECK_THAT(page.body, Contains("# TYPE destein_requests_total counter"));
-    CHECK_THAT(page.body, Contains("destein_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"));
+    CHECK_THAT(page.body,
+               Contains("destein_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"));
     CHECK_THAT(page.body, Contains("# TYPE destein_request_duration_seconds histogram"));
     CHECK(metric(page.body, "destein_generated_tokens_total") > 0);
     CHECK(metric(page.body, "destein_queue_depth") == 0);
   }
 }
 
-TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequential answer", "[serve][cli]") {
+TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequential answer",
+          "[serve][cli]") {
   auto dir = temp_dir("serve_concurrent");
   const std::string vectors = write_vectors(dir);
   ServeProcess server({"--model", kTinyLm, "--vectors", "v=" + vectors, "--max-rows", "32"}, dir);
   const std::string url = server.url("/v1/completions");
-  const std::vector<std::string> prompts = {"The", "I think that the people who", "You are a", "Why would anyone",
-                                            "Thanks for the link, I will read it later and", "Hello"};
+  const std::vector<std::string> prompts = {"The",
+                                            "I think that the people who",
+                                            "You are a",
+                                            "Why would anyone",
+                                            "Thanks for the link, I will read it later and",
+                                            "Hello"};
   std::vector<std::string> bodies;
   for (int i = 0; i < 16; ++i) {
-    json body = {{"prompt", prompts[static_cast<size_t>(i) % prompts.size()]}, {"max_tokens", 6 + (i * 5) % 20}};
+    json body = {{"prompt", prompts[static_cast<size_t>(i) % prompts.size()]},
+                 {"max_tokens", 6 + (i * 5) % 20}};
     if (i % 3 == 0) {
       body["temperature"] = 0;
     } else {
@@ -219,7 +246,9 @@ TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequentia
       body["seed"] = 40 + i;
     }
     if (i % 4 == 1) body["steering"] = {{"vectors", "v"}, {"alpha", 0.7}};
-    if (i % 4 == 2) body["steering"] = {{"vectors", "v"}, {"mode", "headwise"}, {"alpha", 0.5}, {"positions", "generated"}};
+    if (i % 4 == 2)
+      body["steering"] = {
+          {"vectors", "v"}, {"mode", "headwise"}, {"alpha", 0.5}, {"positions", "generated"}};
     if (i % 5 == 4) body["n"] = 2;
     bodies.push_back(body.dump());
   }
@@ -229,8 +258,10 @@ TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequentia
     REQUIRE(r.status == 200);
     sequential.push_back(choice_texts(r));
   }
-  const double steps_before = metric(http("GET", server.url("/metrics"), "", dir).body, "destein_rows_per_decode_step_count");
-  const double rows_before = metric(http("GET", server.url("/metrics"), "", dir).body, "destein_rows_per_decode_step_sum");
+  const double steps_before = metric(http("GET", server.url("/metrics"), "", dir).body,
+                                     "destein_rows_per_decode_step_count");
+  const double rows_before =
+      metric(http("GET", server.url("/metrics"), "", dir).body, "destein_rows_per_decode_step_sum");
   auto replies = http_concurrent(url, bodies, dir);
   for (size_t i = 0; i < bodies.size(); ++i) {
     INFO("request " << i << ": " << bodies[i] << "\n" << replies[i].body);
@@ -244,16 +275,19 @@ TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequentia
   CHECK(rows / steps > 2);  // the concurrent requests shared forwards
 }
 
-TEST_CASE("serve: bytes that are not UTF-8 go out as U+FFFD, not as a failed request", "[serve][cli]") {
+TEST_CASE("serve: bytes that are not UTF-8 go out as U+FFFD, not as a failed request",
+          "[serve][cli]") {
   // A random byte-level BPE model writes lone bytes of multi-byte characters.
   auto dir = temp_dir("serve_bytes");
   ServeProcess server({"--model", fixture("gpt2_bpe").string()}, dir);
-  const std::string body = R"({"prompt": "Hello", "max_tokens": 24, "temperature": 1, "seed": 5, "n": 8})";
+  const std::string body =
+      R"({"prompt": "Hello", "max_tokens": 24, "temperature": 1, "seed": 5, "n": 8})";
   auto reply = http("POST", server.url("/v1/completions"), body, dir);
   INFO(reply.body);
   REQUIRE(reply.status == 200);
   int replaced = 0;
-  for (const auto& text : choice_texts(reply)) replaced += text.find("\xEF\xBF\xBD") != std::string::npos;
+  for (const auto& text : choice_texts(reply))
+    replaced += text.find("\xEF\xBF\xBD") != std::string::npos;
   CHECK(replaced > 0);  // the case this test is about did occur
   json stream_body = json::parse(body);
   stream_body["stream"] = true;
@@ -266,9 +300,11 @@ TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][c
   auto dir = temp_dir("serve_errors");
   const std::string vectors = write_vectors(dir);
   std::ofstream(dir / "key") << "s3cret-key\n";
-  ServeProcess server({"--model", kTinyLm, "--vectors", "v=" + vectors, "--max-body-bytes", "4000"}, dir);
+  ServeProcess server({"--model", kTinyLm, "--vectors", "v=" + vectors, "--max-body-bytes", "4000"},
+                      dir);
   const std::string url = server.url("/v1/completions");
-  auto expect_error = [&](const std::string& body, int status, const std::string& words, const std::string& param) {
+  auto expect_error = [&](const std::string& body, int status, const std::string& words,
+                          const std::string& param) {
     auto r = http("POST", url, body, dir);
     INFO(body << " -> " << r.status << " " << r.body);
     CHECK(r.status == status);
@@ -281,29 +317,45 @@ TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][c
   expect_error("{not json", 400, "not valid JSON", "");
   expect_error("[1, 2]", 400, "must be a JSON object", "");
   expect_error(R"({"max_tokens": 3})", 400, "'prompt' is required", "prompt");
-  expect_error(R"({"prompt": 5})", 400, "'prompt' must be a string or a non-empty list of strings", "prompt");
-  expect_error(R"({"prompt": "x", "temperature": "hot"})", 400, "'temperature' must be a number in [0, 2]", "temperature");
-  expect_error(R"({"prompt": "x", "temperature": 3})", 400, "'temperature' must be a number in [0, 2]", "temperature");
-  expect_error(R"({"prompt": "x", "max_tokens": 0})", 400, "'max_tokens' must be a positive integer", "max_tokens");
-  expect_error(R"({"prompt": "x", "max_tokens": 1000})", 400, "past the model's 128 positions", "max_tokens");
+  expect_error(R"({"prompt": 5})", 400, "'prompt' must be a string or a non-empty list of strings",
+               "prompt");
+  expect_error(R"({"prompt": "x", "temperature": "hot"})", 400,
+               "'temperature' must be a number in [0, 2]", "temperature");
+  expect_error(R"({"prompt": "x", "temperature": 3})", 400,
+               "'temperature' must be a number in [0, 2]", "temperature");
+  expect_error(R"({"prompt": "x", "max_tokens": 0})", 400,
+               "'max_tokens' must be a positive integer", "max_tokens");
+  expect_error(R"({"prompt": "x", "max_tokens": 1000})", 400, "past the model's 128 positions",
+               "max_tokens");
   expect_error(R"({"prompt": "x", "n": 1.5})", 400, "'n' must be an integer", "n");
-  expect_error(R"({"prompt": "x", "top_p": 0})", 400, "'top_p' must be a number in (0, 1]", "top_p");
+  expect_error(R"({"prompt": "x", "top_p": 0})", 400, "'top_p' must be a number in (0, 1]",
+               "top_p");
   expect_error(R"({"prompt": "x", "stop": ["a", 3]})", 400, "'stop' must be", "stop");
-  expect_error(R"({"prompt": "x", "stream": "yes"})", 400, "'stream' must be true or false", "stream");
+  expect_error(R"({"prompt": "x", "stream": "yes"})", 400, "'stream' must be true or false",
+               "stream");
   expect_error(R"({"prompt": "x", "logprobs": 5})", 400, "'logprobs' is not supported", "logprobs");
   expect_error(R"({"prompt": "x", "model": "gpt-4"})", 404, "'model' must be \"tiny-lm\"", "model");
-  expect_error(R"({"prompt": "x", "steering": {"vectors": "nope"}})", 400, "names no vectors set of this server: \"nope\" (known: \"v\")", "steering.vectors");
-  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "alpha": -1}})", 400, "'steering.alpha' must be a number in [0, 10]", "steering.alpha");
-  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "mode": "fast"}})", 400, "'steering.mode' must be \"reference\" or \"headwise\"", "steering.mode");
-  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "file": "/etc/passwd"}})", 400, "'steering.file' is not a steering field", "steering.file");
-  expect_error(R"({"prompt": "x", "steering": {"alpha": 1}})", 400, "'steering.vectors' is required", "steering.vectors");
-  expect_error(R"({"prompt": "x", "steering": "v"})", 400, "'steering' must be an object", "steering");
+  expect_error(R"({"prompt": "x", "steering": {"vectors": "nope"}})", 400,
+               "names no vectors set of this server: \"nope\" (known: \"v\")", "steering.vectors");
+  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "alpha": -1}})", 400,
+               "'steering.alpha' must be a number in [0, 10]", "steering.alpha");
+  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "mode": "fast"}})", 400,
+               "'steering.mode' must be \"reference\" or \"headwise\"", "steering.mode");
+  expect_error(R"({"prompt": "x", "steering": {"vectors": "v", "file": "/etc/passwd"}})", 400,
+               "'steering.file' is not a steering field", "steering.file");
+  expect_error(R"({"prompt": "x", "steering": {"alpha": 1}})", 400,
+               "'steering.vectors' is required", "steering.vectors");
+  expect_error(R"({"prompt": "x", "steering": "v"})", 400, "'steering' must be an object",
+               "steering");
   expect_error(R"({"prompt": "x", "n": 100})", 400, "more than this server's limit of 32", "n");
-  expect_error(json{{"prompt", std::string(5000, 'a')}}.dump(), 413, "larger than the server's limit", "");
-  auto chat = http("POST", server.url("/v1/chat/completions"), R"({"messages": [{"role": "assistant", "content": "hi"}]})", dir);
+  expect_error(json{{"prompt", std::string(5000, 'a')}}.dump(), 413,
+               "larger than the server's limit", "");
+  auto chat = http("POST", server.url("/v1/chat/completions"),
+                   R"({"messages": [{"role": "assistant", "content": "hi"}]})", dir);
   CHECK(chat.status == 400);
   CHECK_THAT(chat.body, Contains("messages[0].role"));
-  chat = http("POST", server.url("/v1/chat/completions"), R"({"messages": [{"role": "user"}]})", dir);
+  chat =
+      http("POST", server.url("/v1/chat/completions"), R"({"messages": [{"role": "user"}]})", dir);
   CHECK(chat.status == 400);
   CHECK_THAT(chat.body, Contains("'messages[0].content' must be a string"));
   auto missing = http("GET", server.url("/v1/nothing"), "", dir);
@@ -313,9 +365,12 @@ TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][c
 
   SECTION("YAML config: the same server from a file; bad keys name file:line") {
     auto yaml_dir = temp_dir("serve_errors_yaml");
-    std::ofstream(yaml_dir / "serve.yaml") << "model: " << kTinyLm << "\nport: 0\nmodel_name: tiny\nvectors:\n  - {name: w, path: "
-                                           << vectors << "}\nsteering: {mode: headwise, alpha: 0.5}\nmax_rows: 4\n";
-    auto dumped = run_command(std::string(DESTEIN_CLI) + " serve --config " + (yaml_dir / "serve.yaml").string() + " --dump-config");
+    std::ofstream(yaml_dir / "serve.yaml")
+        << "model: " << kTinyLm
+        << "\nport: 0\nmodel_name: tiny\nvectors:\n  - {name: w, path: " << vectors
+        << "}\nsteering: {mode: headwise, alpha: 0.5}\nmax_rows: 4\n";
+    auto dumped = run_command(std::string(DESTEIN_CLI) + " serve --config " +
+                              (yaml_dir / "serve.yaml").string() + " --dump-config");
     REQUIRE(dumped.exit_code == 0);
     CHECK_THAT(dumped.output, Contains("mode: headwise"));
     CHECK_THAT(dumped.output, Contains("max_rows: 4"));
@@ -327,7 +382,8 @@ TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][c
     CHECK(r.status == 400);
     CHECK_THAT(r.body, Contains("limit of 4"));
     std::ofstream(yaml_dir / "bad.yaml") << "model: " << kTinyLm << "\nport: 0\nmax_rowz: 4\n";
-    auto bad = run_command(std::string(DESTEIN_CLI) + " serve --config " + (yaml_dir / "bad.yaml").string());
+    auto bad = run_command(std::string(DESTEIN_CLI) + " serve --config " +
+                           (yaml_dir / "bad.yaml").string());
     CHECK(bad.exit_code != 0);
     CHECK_THAT(bad.output, Contains("bad.yaml:3"));
     CHECK_THAT(bad.output, Contains("max_rowz"));
@@ -340,20 +396,25 @@ TEST_CASE("serve: every error is OpenAI-style JSON naming the field", "[serve][c
     auto none = http("POST", keyed.url("/v1/completions"), body, keyed_dir);
     CHECK(none.status == 401);
     CHECK_THAT(none.body, Contains("API key"));
-    auto wrong = http("POST", keyed.url("/v1/completions"), body, keyed_dir, "-H 'Authorization: Bearer s3cret-kez'");
+    auto wrong = http("POST", keyed.url("/v1/completions"), body, keyed_dir,
+                      "-H 'Authorization: Bearer s3cret-kez'");
     CHECK(wrong.status == 401);
-    auto right = http("POST", keyed.url("/v1/completions"), body, keyed_dir, "-H 'Authorization: Bearer s3cret-key'");
+    auto right = http("POST", keyed.url("/v1/completions"), body, keyed_dir,
+                      "-H 'Authorization: Bearer s3cret-key'");
     CHECK(right.status == 200);
   }
 }
 
-TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SIGTERM drains", "[serve][cli]") {
+TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SIGTERM drains",
+          "[serve][cli]") {
   auto dir = temp_dir("serve_limits");
-  const std::string long_body = R"({"prompt": "The", "max_tokens": 100, "temperature": 0.9, "seed": 1, "n": 1})";
+  const std::string long_body =
+      R"({"prompt": "The", "max_tokens": 100, "temperature": 0.9, "seed": 1, "n": 1})";
 
   SECTION("overload") {
     ServeProcess server({"--model", kTinyLm, "--max-rows", "1", "--max-queue", "1"}, dir);
-    auto replies = http_concurrent(server.url("/v1/completions"), std::vector<std::string>(8, long_body), dir);
+    auto replies =
+        http_concurrent(server.url("/v1/completions"), std::vector<std::string>(8, long_body), dir);
     int ok = 0, busy = 0;
     for (const auto& r : replies) {
       if (r.status == 200) ++ok;
@@ -364,14 +425,15 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
       }
     }
     CHECK(ok + busy == 8);
-    CHECK(ok >= 2);   // the running one and the queued one
+    CHECK(ok >= 2);  // the running one and the queued one
     CHECK(busy >= 1);
     CHECK(http("GET", server.url("/health"), "", dir).status == 200);
   }
 
   SECTION("a request past --request-timeout gets 504, streamed or not") {
     ServeProcess server({"--model", kTinyLm, "--request-timeout", "0.05"}, dir);
-    const std::string slow = R"({"prompt": "The", "max_tokens": 120, "temperature": 0.9, "seed": 1, "n": 16})";
+    const std::string slow =
+        R"({"prompt": "The", "max_tokens": 120, "temperature": 0.9, "seed": 1, "n": 16})";
     auto r = http("POST", server.url("/v1/completions"), slow, dir);
     CHECK(r.status == 504);
     CHECK_THAT(r.body, Contains("longer than the server's limit of 0.05 s"));
@@ -386,7 +448,8 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
   SECTION("a client that goes away frees its rows") {
     ServeProcess server({"--model", kTinyLm}, dir);
     // ignore_eos: no row may end early, so the request outlives the client for sure.
-    const std::string body = R"({"prompt": "The", "max_tokens": 120, "temperature": 0.9, "seed": 1, "n": 32, "ignore_eos": true})";
+    const std::string body =
+        R"({"prompt": "The", "max_tokens": 120, "temperature": 0.9, "seed": 1, "n": 32, "ignore_eos": true})";
     // curl gives up after 0.2 s, long before 32 rows x 120 tokens are written.
     auto gone = http("POST", server.url("/v1/completions"), body, dir, "--max-time 0.2");
     CHECK(gone.status == 0);
@@ -394,7 +457,8 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
     for (int i = 0; i < 100 && (cancelled < 1 || active != 0); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const std::string page = http("GET", server.url("/metrics"), "", dir).body;
-      cancelled = metric(page, "destein_requests_total{endpoint=\"/v1/completions\",status=\"499\"}");
+      cancelled =
+          metric(page, "destein_requests_total{endpoint=\"/v1/completions\",status=\"499\"}");
       active = metric(page, "destein_active_rows");
     }
     CHECK(cancelled == 1);
@@ -414,16 +478,19 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
     }
     CHECK(cancelled == 2);
     CHECK(active == 0);
-    CHECK(metric(http("GET", server.url("/metrics"), "", dir).body, "destein_generated_tokens_total") < 2 * 32 * 120);
+    CHECK(metric(http("GET", server.url("/metrics"), "", dir).body,
+                 "destein_generated_tokens_total") < 2 * 32 * 120);
   }
 
   SECTION("SIGTERM finishes what runs and refuses new requests") {
     ServeProcess server({"--model", kTinyLm}, dir);
-    const std::string running = R"({"prompt": "The", "max_tokens": 100, "temperature": 0.9, "seed": 3, "n": 8})";
+    const std::string running =
+        R"({"prompt": "The", "max_tokens": 100, "temperature": 0.9, "seed": 3, "n": 8})";
     const auto out = dir / "running";
     std::ofstream(out.string() + ".request") << running;
-    const std::string cmd = curl_command("POST", server.url("/v1/completions"), out.string() + ".request", out) + " > " +
-                            shell_quote(out.string() + ".status") + " &";
+    const std::string cmd =
+        curl_command("POST", server.url("/v1/completions"), out.string() + ".request", out) +
+        " > " + shell_quote(out.string() + ".status") + " &";
     run_command(cmd);
     std::string page;
     for (int i = 0; i < 100; ++i) {
@@ -434,7 +501,8 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
     REQUIRE(metric(page, "destein_active_rows") > 0);
     kill(server.pid(), SIGTERM);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    auto refused = http("POST", server.url("/v1/completions"), R"({"prompt": "x", "max_tokens": 2})", dir);
+    auto refused =
+        http("POST", server.url("/v1/completions"), R"({"prompt": "x", "max_tokens": 2})", dir);
     CHECK(refused.status != 200);  // 503 while draining, or no listener once stopped
     const int code = server.wait_exit(std::chrono::seconds(60));
     CHECK(code == 143);
@@ -448,21 +516,26 @@ TEST_CASE("serve: overload gives 429 with Retry-After, disconnects free rows, SI
   }
 }
 
-TEST_CASE("serve: the npm openai client completes, streams, chats and sees errors", "[serve][cli]") {
-  const std::filesystem::path modules = std::filesystem::path(DESTEIN_SOURCE_DIR) / "third_party/npm/openai-client/node_modules";
+TEST_CASE("serve: the npm openai client completes, streams, chats and sees errors",
+          "[serve][cli]") {
+  const std::filesystem::path modules =
+      std::filesystem::path(DESTEIN_SOURCE_DIR) / "third_party/npm/openai-client/node_modules";
   INFO("the npm openai client is installed by scripts/setup.sh into " << modules);
   REQUIRE(std::filesystem::exists(modules / "openai" / "package.json"));
   auto dir = temp_dir("serve_openai_client");
   const std::string vectors = write_vectors(dir);
   ServeProcess server({"--model", kTinyLm, "--vectors", "v=" + vectors}, dir);
-  const std::string script = std::string(DESTEIN_SOURCE_DIR) + "/tests/serve/openai_client/client.js";
-  CommandResult r = run_command(fmt::format("DESTEIN_OPENAI_MODULES={} node {} {} tiny-lm {}", shell_quote(modules.string()),
-                                            shell_quote(script), shell_quote(server.url("/v1")), shell_quote("I think that")));
+  const std::string script =
+      std::string(DESTEIN_SOURCE_DIR) + "/tests/serve/openai_client/client.js";
+  CommandResult r = run_command(fmt::format(
+      "DESTEIN_OPENAI_MODULES={} node {} {} tiny-lm {}", shell_quote(modules.string()),
+      shell_quote(script), shell_quote(server.url("/v1")), shell_quote("I think that")));
   INFO(r.output << "\n" << server.log());
   REQUIRE(r.exit_code == 0);
   const json j = json::parse(r.output.substr(r.output.find('{')));
   const auto plain = generate_texts("I think that", "--greedy --max-new-tokens 8");
-  const auto steered = generate_texts("I think that", "--greedy --max-new-tokens 8 --vectors " + vectors + " --alpha 0.7");
+  const auto steered = generate_texts(
+      "I think that", "--greedy --max-new-tokens 8 --vectors " + vectors + " --alpha 0.7");
   CHECK(j["plain"] == plain[0]);
   CHECK(j["steered"] == steered[0]);
   CHECK(j["streamed"] == plain[0]);

@@ -35,7 +35,8 @@ const fs::path kParadetox = fs::path(DESTEIN_DEFAULT_DATA_DIR) / "paradetox" / "
 
 }  // namespace
 
-TEST_CASE("pairs: cleaning is the reference's (prefix + text).strip(\" .\").strip(\".\")", "[pairs]") {
+TEST_CASE("pairs: cleaning is the reference's (prefix + text).strip(\" .\").strip(\".\")",
+          "[pairs]") {
   using destein::clean_pair_text;
   using destein::steering_input_text;
   // Worked out by hand from Python's str.strip semantics (only ' ' and '.' are stripped).
@@ -103,13 +104,12 @@ TEST_CASE("pairs: JSON Lines errors name file:line and what was expected", "[pai
                    const std::string& expected) {
     auto p = write_temp(name, ok + third_line + "\n");
     CHECK_THROWS_AS(destein::load_pairs_jsonl(p), std::runtime_error);
-    CHECK_THROWS_WITH(destein::load_pairs_jsonl(p),
-                      Contains(name + ":3") && Contains(expected));
+    CHECK_THROWS_WITH(destein::load_pairs_jsonl(p), Contains(name + ":3") && Contains(expected));
   };
-  check("pairs.jsonl", "{\"toxic\": \"x\"", "expected one JSON value");        // malformed
-  check("short.jsonl", "[\"only one\"]", "2-element array");                   // wrong size
-  check("type.jsonl", "[\"x\", 3]", "to be a string, found number");           // wrong type
-  check("scalar.jsonl", "\"just text\"", "found string");                      // not a pair
+  check("pairs.jsonl", "{\"toxic\": \"x\"", "expected one JSON value");         // malformed
+  check("short.jsonl", "[\"only one\"]", "2-element array");                    // wrong size
+  check("type.jsonl", "[\"x\", 3]", "to be a string, found number");            // wrong type
+  check("scalar.jsonl", "\"just text\"", "found string");                       // not a pair
   check("nokey.jsonl", "{\"toxic\": \"x\", \"polite\": \"y\"}", "'nontoxic'");  // missing key
   check("notoxic.jsonl", "{\"text\": \"x\"}", "expected keys 'toxic' and 'nontoxic'");
   check("both.jsonl", "{\"toxic\": \"x\", \"nontoxic\": \"y\", \"non_toxic\": \"z\"}",
@@ -188,7 +188,8 @@ TEST_CASE("pairs: the real ParaDetox file gives 11,927 rows and 19,743 pairs", "
   });
   REQUIRE(it != pairs.end());
   CHECK(it->provenance["line"] == 727);
-  CHECK(it->toxic == "schandelmeier , who are you trying to impress with this ridiculous article ?");
+  CHECK(it->toxic ==
+        "schandelmeier , who are you trying to impress with this ridiculous article ?");
   CHECK(it->nontoxic == "schandelmeier , who are you trying to impress with this\narticle ?");
 
   destein::PairLoadOptions first;
@@ -209,8 +210,8 @@ TEST_CASE("pairs: sampling is seeded, without replacement, in input order", "[pa
   CHECK(std::set<int>(ids.begin(), ids.end()).size() == 20);
   // Pinned, from an independent Python splitmix64 + partial Fisher-Yates: the same seed
   // must pick the same pairs on every platform and compiler.
-  CHECK(ids == std::vector<int>{1, 5, 9, 12, 15, 25, 26, 33, 34, 35, 42, 44, 58, 59, 62, 70,
-                                80, 83, 87, 98});
+  CHECK(ids == std::vector<int>{1,  5,  9,  12, 15, 25, 26, 33, 34, 35,
+                                42, 44, 58, 59, 62, 70, 80, 83, 87, 98});
 
   std::vector<int> other;
   for (const auto& p : destein::sample_pairs(pairs, 20, 8)) other.push_back(p.provenance["id"]);
@@ -218,7 +219,8 @@ TEST_CASE("pairs: sampling is seeded, without replacement, in input order", "[pa
 
   // Growing the sample keeps the pairs already chosen.
   std::set<int> bigger;
-  for (const auto& p : destein::sample_pairs(pairs, 21, 7)) bigger.insert(p.provenance["id"].get<int>());
+  for (const auto& p : destein::sample_pairs(pairs, 21, 7))
+    bigger.insert(p.provenance["id"].get<int>());
   for (int id : ids) CHECK(bigger.count(id) == 1);
 
   CHECK(destein::sample_pairs(pairs, 100, 3).size() == 100);
@@ -229,9 +231,9 @@ TEST_CASE("pairs: sampling is seeded, without replacement, in input order", "[pa
 }
 
 TEST_CASE("pairs: deduplication after cleaning keeps first occurrences", "[pairs]") {
-  std::vector<destein::SteeringPair> pairs = {
-      {"a", "b", {{"id", 0}}}, {"a.", "b ", {{"id", 1}}}, {"a", "c", {{"id", 2}}},
-      {"a b", "c", {{"id", 3}}}, {"a", "b c", {{"id", 4}}}, {"a", "b", {{"id", 5}}}};
+  std::vector<destein::SteeringPair> pairs = {{"a", "b", {{"id", 0}}},   {"a.", "b ", {{"id", 1}}},
+                                              {"a", "c", {{"id", 2}}},   {"a b", "c", {{"id", 3}}},
+                                              {"a", "b c", {{"id", 4}}}, {"a", "b", {{"id", 5}}}};
   auto unique = destein::deduplicate_pairs(pairs);
   std::vector<int> ids;
   for (const auto& p : unique) ids.push_back(p.provenance["id"]);
@@ -283,10 +285,11 @@ TEST_CASE("pairs: the set hash is SHA-256 of the cleaned texts", "[pairs]") {
 }
 
 TEST_CASE("pairs: probe groups follow the cleaned toxic text", "[pairs]") {
-  std::vector<destein::SteeringPair> pairs = {
-      {"you idiot", "you person", nullptr}, {"shut up", "be quiet", nullptr},
-      {"you idiot.", "you silly person", nullptr}, {"you idiot!", "you person", nullptr},
-      {"shut up", "please stop", nullptr}};
+  std::vector<destein::SteeringPair> pairs = {{"you idiot", "you person", nullptr},
+                                              {"shut up", "be quiet", nullptr},
+                                              {"you idiot.", "you silly person", nullptr},
+                                              {"you idiot!", "you person", nullptr},
+                                              {"shut up", "please stop", nullptr}};
   CHECK(destein::pair_groups_by_toxic_text(pairs) == std::vector<int64_t>{0, 1, 0, 2, 1});
   CHECK(destein::pair_groups_by_toxic_text({}).empty());
 }

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "destein/steer/probes.hpp"
-#include "destein/score/scorer_eval.hpp"
+#include "score/scorer_eval.hpp"
 
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -183,8 +183,7 @@ TEST_CASE("probes: a planted direction is found, noise heads stay at chance", "[
   }
 }
 
-TEST_CASE("probes: results are deterministic and independent of the thread count",
-          "[probes]") {
+TEST_CASE("probes: results are deterministic and independent of the thread count", "[probes]") {
   const Activations a = planted(60, 5);
   for (const std::string split : {"holdout", "kfold"}) {
     destein::ProbeOptions options;
@@ -289,8 +288,9 @@ TEST_CASE("probes: logistic regression matches independent fits", "[probes]") {
                       Contains("2 samples but 3 labels"));
     y << 0, 1;
     CHECK_THROWS_WITH(destein::fit_logistic_regression(x, y, 0.0), Contains("l2 > 0"));
-    CHECK_THROWS_AS(destein::fit_logistic_regression(Eigen::MatrixXd(0, 1), Eigen::VectorXd(0), 1.0),
-                    std::invalid_argument);
+    CHECK_THROWS_AS(
+        destein::fit_logistic_regression(Eigen::MatrixXd(0, 1), Eigen::VectorXd(0), 1.0),
+        std::invalid_argument);
   }
 }
 

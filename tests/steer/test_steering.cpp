@@ -2,19 +2,19 @@
 // file, and both intervention modes against a naive per-position, per-head oracle.
 #include <catch2/catch.hpp>
 
-#include "destein/steer/activations.hpp"
 #include "destein/runtime/generate.hpp"
-#include "destein/io/safetensors.hpp"
+#include "destein/steer/activations.hpp"
 #include "destein/steer/steering.hpp"
+#include "io/safetensors.hpp"
 #include "test_support.hpp"
 
 #include <cmath>
 #include <map>
 
 using namespace destein;
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::max_abs_diff;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -35,7 +35,8 @@ double cosine(const at::Tensor& a, const at::Tensor& b) {
       .item<double>();
 }
 
-SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site, bool with_probes, uint64_t seed) {
+SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site, bool with_probes,
+                               uint64_t seed) {
   at::manual_seed(seed);
   SteeringVectors v;
   v.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
@@ -64,7 +65,8 @@ TEST_CASE("batched site activations equal one-by-one runs", "[steering][activati
   // The mean over the last k positions, checked against a direct capture.
   Hooks hooks;
   at::Tensor seen;
-  auto h = hooks.observe("blocks.1.hook_attn_out", [&](const at::Tensor& x, const HookContext&) { seen = x.clone(); });
+  auto h = hooks.observe("blocks.1.hook_attn_out",
+                         [&](const at::Tensor& x, const HookContext&) { seen = x.clone(); });
   ForwardOptions fo;
   fo.hooks = &hooks;
   model->forward(at::tensor(seqs[0], at::kLong).unsqueeze(0), fo);
@@ -123,8 +125,8 @@ TEST_CASE("fast steering equals the naive per-position, per-head formulas", "[st
       for (bool probes : {false, true}) {
         for (int64_t top_k : {0, 3}) {
           if (top_k > 0 && (!probes || mode == SteeringMode::kReference)) continue;
-          INFO(steering_site_name(site) << " " << steering_mode_name(mode) << " probes " << probes << " top_k "
-                                        << top_k);
+          INFO(steering_site_name(site)
+               << " " << steering_mode_name(mode) << " probes " << probes << " top_k " << top_k);
           SteeringVectors v = random_vectors(c, site, probes, 5);
           SteeringOptions o;
           o.mode = mode;
@@ -139,7 +141,8 @@ TEST_CASE("fast steering equals the naive per-position, per-head formulas", "[st
             CHECK(max_abs_diff(fast, naive) < 1e-5);
             CHECK(at::isfinite(fast).all().item<bool>());
             // Norm preserved: per position (reference) or per head (headwise).
-            at::Tensor xs = x.reshape({3, 5, c.n_heads, c.head_dim}), fs = fast.reshape({3, 5, c.n_heads, c.head_dim});
+            at::Tensor xs = x.reshape({3, 5, c.n_heads, c.head_dim}),
+                       fs = fast.reshape({3, 5, c.n_heads, c.head_dim});
             if (mode == SteeringMode::kReference) {
               CHECK(max_abs_diff(xs.flatten(2).norm(2, -1), fs.flatten(2).norm(2, -1)) < 1e-4);
             } else {
@@ -155,8 +158,10 @@ TEST_CASE("fast steering equals the naive per-position, per-head formulas", "[st
               }
             }
           }
-          if (top_k > 0) CHECK((plan.head_weights(0) > 0).sum().item<int64_t>() +
-                                   (plan.head_weights(1) > 0).sum().item<int64_t>() <= 3);
+          if (top_k > 0)
+            CHECK((plan.head_weights(0) > 0).sum().item<int64_t>() +
+                      (plan.head_weights(1) > 0).sum().item<int64_t>() <=
+                  3);
         }
       }
     }
@@ -181,7 +186,7 @@ ModelConfig shape_config(int64_t layers, int64_t heads, int64_t head_dim) {
 // value can be worked out by hand (below).
 SteeringVectors hand_vectors(SteeringSite site, bool with_probes) {
   SteeringVectors v;
-  v.directions = at::tensor({3.0f, 4.0f, 0.0f, 5.0f,     // layer 0: head 0 (3, 4), head 1 (0, 5)
+  v.directions = at::tensor({3.0f, 4.0f, 0.0f, 5.0f,    // layer 0: head 0 (3, 4), head 1 (0, 5)
                              1.0f, 0.0f, 0.0f, -2.0f})  // layer 1: head 0 (1, 0), head 1 (0, -2)
                      .view({2, 2, 2});
   if (with_probes) v.probe_accuracy = at::tensor({0.9f, 0.6f, 0.7f, 0.4f}).view({2, 2});
@@ -206,7 +211,8 @@ TEST_CASE("steering plan values of a hand-computed 2-layer, 2-head case", "[stee
     SteeringPlan plan(hand_vectors(SteeringSite::kAttnOut, true), c, o);
     const double n0 = std::sqrt(154.25), n1 = std::sqrt(10.73);
     at::Tensor x0 = at::tensor({0.0f, 0.0f, 1.0f, 0.0f}).view({1, 1, 4});
-    at::Tensor e0 = doubles({-alpha * 5.7 / n0 / r, -alpha * 7.6 / n0 / r, 1 / r, -alpha * 8 / n0 / r});
+    at::Tensor e0 =
+        doubles({-alpha * 5.7 / n0 / r, -alpha * 7.6 / n0 / r, 1 / r, -alpha * 8 / n0 / r});
     CHECK(max_abs_diff(plan.apply(0, x0).flatten(), e0) < 1e-6);
     at::Tensor x1 = at::tensor({0.0f, 1.0f, 0.0f, 0.0f}).view({1, 1, 4});
     at::Tensor e1 = doubles({-alpha * 1.7 / n1 / r, 1 / r, 0, alpha * 2.8 / n1 / r});
@@ -217,8 +223,9 @@ TEST_CASE("steering plan values of a hand-computed 2-layer, 2-head case", "[stee
     // Without probes a_0 = (3, 4, 0, 5), |a_0|^2 = 50.
     SteeringPlan bare(hand_vectors(SteeringSite::kAttnOut, false), c, o);
     const double m0 = std::sqrt(50.0);
-    CHECK(max_abs_diff(bare.apply(0, x0).flatten(),
-                       doubles({-alpha * 3 / m0 / r, -alpha * 4 / m0 / r, 1 / r, -alpha * 5 / m0 / r})) < 1e-6);
+    CHECK(
+        max_abs_diff(bare.apply(0, x0).flatten(), doubles({-alpha * 3 / m0 / r, -alpha * 4 / m0 / r,
+                                                           1 / r, -alpha * 5 / m0 / r})) < 1e-6);
   }
   SECTION("headwise weights: clamp((acc - 0.5) / (max acc - 0.5), 0, 1) and top-K") {
     SteeringOptions o;
@@ -258,7 +265,8 @@ TEST_CASE("steering plan values of a hand-computed 2-layer, 2-head case", "[stee
     at::Tensor z0 = at::tensor({0.8f, -0.6f, 1.0f, 1.0f}).view({1, 1, 2, 2});
     const double k = alpha * 0.25 * (1 + h);
     const double vn = std::sqrt(h * h + (h - k) * (h - k));
-    at::Tensor e0 = doubles({0.5 / std::sqrt(1.25), -1 / std::sqrt(1.25), s * h / vn, s * (h - k) / vn});
+    at::Tensor e0 =
+        doubles({0.5 / std::sqrt(1.25), -1 / std::sqrt(1.25), s * h / vn, s * (h - k) / vn});
     CHECK(max_abs_diff(plan.apply(0, z0).flatten(), e0) < 1e-6);
     // Layer 1, head 0 (w 0.5, unit direction (1, 0)); z = (-1, 1), cos = -1/sqrt 2 clamps to
     // 0: v = (-h - 0.25, h), z' = sqrt 2 v / |v|. Head 1 has w 0: untouched.
@@ -269,7 +277,8 @@ TEST_CASE("steering plan values of a hand-computed 2-layer, 2-head case", "[stee
   }
 }
 
-TEST_CASE("both interventions equal an independent PyTorch implementation of the formulas", "[steering]") {
+TEST_CASE("both interventions equal an independent PyTorch implementation of the formulas",
+          "[steering]") {
   // tests/fixtures/make_steering.py: written from the paper's and the notebook's formulas
   // in float64 PyTorch, 3 layers, 4 heads, Dh 5, alpha 0.45.
   SafetensorsFile f = read_safetensors(fixture("steering_reference.safetensors"));
@@ -369,7 +378,10 @@ TEST_CASE("steering acts through the KV cache during generation", "[steering][ge
   fo.hooks = &hooks;
   std::vector<int64_t> seq = prompts[0];
   for (int i = 0; i < 8; ++i) {
-    seq.push_back(model->forward(at::tensor(seq, at::kLong).unsqueeze(0), fo).logits[0][-1].argmax().item<int64_t>());
+    seq.push_back(model->forward(at::tensor(seq, at::kLong).unsqueeze(0), fo)
+                      .logits[0][-1]
+                      .argmax()
+                      .item<int64_t>());
   }
   CHECK(std::vector<int64_t>(seq.begin() + 3, seq.end()) == steered[0].token_ids);
   // A layer range steers only those layers. Observers see the edited activation: layer 0's
@@ -379,9 +391,9 @@ TEST_CASE("steering acts through the KV cache during generation", "[steering][ge
   o.layer_start = 1;
   o.layer_end = 2;
   std::map<int64_t, at::Tensor> touched;
-  auto spy = hooks.observe("blocks.*.hook_attn_out", [&](const at::Tensor& x, const HookContext& ctx) {
-    touched[ctx.layer] = x.clone();
-  });
+  auto spy = hooks.observe(
+      "blocks.*.hook_attn_out",
+      [&](const at::Tensor& x, const HookContext& ctx) { touched[ctx.layer] = x.clone(); });
   const at::Tensor ids = at::tensor(std::vector<int64_t>{5, 17, 42, 8}, at::kLong).unsqueeze(0);
   model->forward(ids, fo);
   REQUIRE(touched.size() == 2);
@@ -431,13 +443,15 @@ TEST_CASE("vectors files round-trip and are checked against the model", "[steeri
     write_safetensors(dir / "badint.safetensors", {{"directions", v.directions}},
                       {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"last_k", bad}});
     CHECK_THROWS_WITH(load_steering_vectors(dir / "badint.safetensors"),
-                      Contains("badint.safetensors") && Contains(std::string("'last_k' = '") + bad + "'") &&
+                      Contains("badint.safetensors") &&
+                          Contains(std::string("'last_k' = '") + bad + "'") &&
                           Contains("not a non-negative integer"));
   }
 
   // Another model's vectors: every differing dimension named.
   auto gpt2 = load_model(fixture("gpt2.pt"));
-  CHECK_THROWS_WITH(check_vectors_match_model(back, gpt2->config()), Contains("model_type llama vs gpt2"));
+  CHECK_THROWS_WITH(check_vectors_match_model(back, gpt2->config()),
+                    Contains("model_type llama vs gpt2"));
   SteeringVectors wrong = v;
   wrong.model_type = "";
   wrong.directions = at::randn({2, 4, 6});
@@ -450,17 +464,26 @@ TEST_CASE("vectors files round-trip and are checked against the model", "[steeri
   // Corrupt contents.
   at::Tensor nan_dirs = v.directions.clone();
   nan_dirs[1][2][0] = std::nanf("");
-  write_safetensors(dir / "nan.safetensors", {{"directions", nan_dirs}}, {{"format", "destein-vectors/1"}, {"site", "hook_z"}});
-  CHECK_THROWS_WITH(load_steering_vectors(dir / "nan.safetensors"), Contains("layer 1 head 2") && Contains("NaN"));
+  write_safetensors(dir / "nan.safetensors", {{"directions", nan_dirs}},
+                    {{"format", "destein-vectors/1"}, {"site", "hook_z"}});
+  CHECK_THROWS_WITH(load_steering_vectors(dir / "nan.safetensors"),
+                    Contains("layer 1 head 2") && Contains("NaN"));
   at::Tensor zero_dirs = v.directions.clone();
   zero_dirs[0][3].zero_();
-  write_safetensors(dir / "zero.safetensors", {{"directions", zero_dirs}}, {{"format", "destein-vectors/1"}, {"site", "hook_z"}});
-  CHECK_THROWS_WITH(load_steering_vectors(dir / "zero.safetensors"), Contains("layer 0 head 3") && Contains("zeros"));
-  write_safetensors(dir / "site.safetensors", {{"directions", v.directions}}, {{"format", "destein-vectors/1"}, {"site", "mlp"}});
-  CHECK_THROWS_WITH(load_steering_vectors(dir / "site.safetensors"), Contains("unknown steering site 'mlp'"));
-  write_safetensors(dir / "foreign.safetensors", {{"directions", v.directions}}, {{"format", "pt"}});
-  CHECK_THROWS_WITH(load_steering_vectors(dir / "foreign.safetensors"), Contains("not a destein vectors file"));
-  CHECK_THROWS_WITH(load_steering_vectors(dir / "absent.safetensors"), Contains("absent.safetensors"));
+  write_safetensors(dir / "zero.safetensors", {{"directions", zero_dirs}},
+                    {{"format", "destein-vectors/1"}, {"site", "hook_z"}});
+  CHECK_THROWS_WITH(load_steering_vectors(dir / "zero.safetensors"),
+                    Contains("layer 0 head 3") && Contains("zeros"));
+  write_safetensors(dir / "site.safetensors", {{"directions", v.directions}},
+                    {{"format", "destein-vectors/1"}, {"site", "mlp"}});
+  CHECK_THROWS_WITH(load_steering_vectors(dir / "site.safetensors"),
+                    Contains("unknown steering site 'mlp'"));
+  write_safetensors(dir / "foreign.safetensors", {{"directions", v.directions}},
+                    {{"format", "pt"}});
+  CHECK_THROWS_WITH(load_steering_vectors(dir / "foreign.safetensors"),
+                    Contains("not a destein vectors file"));
+  CHECK_THROWS_WITH(load_steering_vectors(dir / "absent.safetensors"),
+                    Contains("absent.safetensors"));
   CHECK_THROWS_WITH(parse_steering_mode("both"), Contains("reference or headwise"));
 
   // Headwise with probes no better than chance is refused.

@@ -5,20 +5,22 @@
 #include <cmath>
 #include <functional>
 
-#include "destein/io/safetensors.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/steer/probes.hpp"
 #include "destein/steer/steering.hpp"
+#include "io/safetensors.hpp"
+#include "runtime/hook_runner.hpp"
 #include "test_support.hpp"
 
 using namespace destein;
+using Catch::Matchers::Contains;
 using destein::test::fixture;
 using destein::test::max_abs_diff;
-using Catch::Matchers::Contains;
 
 namespace {
 
-SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site, bool gate_probes, uint64_t seed) {
+SteeringVectors random_vectors(const ModelConfig& c, SteeringSite site, bool gate_probes,
+                               uint64_t seed) {
   at::manual_seed(seed);
   SteeringVectors v;
   v.directions = at::randn({c.n_layers, c.n_heads, c.head_dim});
@@ -58,8 +60,8 @@ SteeringVectors hand_vectors(double bias0, double bias1) {
 
 double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
-std::vector<int64_t> greedy_loop(const Model& model, const std::vector<int64_t>& prompt, int steps, const Hooks* prompt_hooks,
-                                 const Hooks* decode_hooks) {
+std::vector<int64_t> greedy_loop(const Model& model, const std::vector<int64_t>& prompt, int steps,
+                                 const Hooks* prompt_hooks, const Hooks* decode_hooks) {
   // Cached decoding written out: the prompt pass with one set of hooks, each step with another.
   KVCache cache = model.make_cache(1, static_cast<int64_t>(prompt.size()) + steps + 1);
   ForwardOptions fo;
@@ -78,8 +80,9 @@ std::vector<int64_t> greedy_loop(const Model& model, const std::vector<int64_t>&
 
 }  // namespace
 
-TEST_CASE("position windows: generated leaves a prompt-only forward bit-identical, prompt equals all",
-          "[steering][windows]") {
+TEST_CASE(
+    "position windows: generated leaves a prompt-only forward bit-identical, prompt equals all",
+    "[steering][windows]") {
   auto model = load_model(fixture("gpt2.pt"));
   const auto& c = model->config();
   at::Tensor ids = at::tensor({5, 17, 42, 8, 11, 3}, at::kLong).unsqueeze(0);
@@ -118,7 +121,8 @@ TEST_CASE("position windows: generated leaves a prompt-only forward bit-identica
   }
 }
 
-TEST_CASE("position windows in cached generation equal a hand-written decode loop", "[steering][windows][generate]") {
+TEST_CASE("position windows in cached generation equal a hand-written decode loop",
+          "[steering][windows][generate]") {
   auto model = load_model(fixture("gpt2.pt"));
   SteeringVectors v = random_vectors(model->config(), SteeringSite::kAttnOut, false, 4);
   GenerationOptions g;
@@ -153,8 +157,9 @@ TEST_CASE("position windows in cached generation equal a hand-written decode loo
   }
 }
 
-TEST_CASE("the probe gate against a hand-computed case: closed = base, open = ungated, soft between",
-          "[steering][gate]") {
+TEST_CASE(
+    "the probe gate against a hand-computed case: closed = base, open = ungated, soft between",
+    "[steering][gate]") {
   const ModelConfig c = tiny_config();
   const double p0 = sigmoid(1.0), p1 = 0.75;
   // x: one position, head 0 = (1, 0), head 1 = (0, 2).
@@ -184,7 +189,8 @@ TEST_CASE("the probe gate against a hand-computed case: closed = base, open = un
     }
     SteeringVectors v = hand_vectors(-1.0, std::log(3.0));  // z0 = 2 * 1 - 1 = 1, z1 = ln 3
     at::Tensor ungated = SteeringPlan(v, c, o).apply(0, x);
-    for (int i = 0; i < 4; ++i) CHECK(ungated.flatten()[i].item<double>() == Approx(edited[size_t(i)]).margin(1e-6));
+    for (int i = 0; i < 4; ++i)
+      CHECK(ungated.flatten()[i].item<double>() == Approx(edited[size_t(i)]).margin(1e-6));
 
     o.gate = SteeringGate::kProbe;
     SteeringPlan soft(v, c, o);
@@ -211,7 +217,8 @@ TEST_CASE("the probe gate against a hand-computed case: closed = base, open = un
     CHECK(hard[0].item<float>() == 1.f);
     CHECK(hard[1].item<float>() == 0.f);
     CHECK(at::equal(hard.narrow(0, 2, 2), ungated.flatten().narrow(0, 2, 2)));
-    CHECK(max_abs_diff(SteeringPlan(v, c, o).apply(0, x), SteeringPlan(v, c, o).apply_naive(0, x)) < 1e-6);
+    CHECK(max_abs_diff(SteeringPlan(v, c, o).apply(0, x), SteeringPlan(v, c, o).apply_naive(0, x)) <
+          1e-6);
     o.gate_threshold = 0;
 
     // Closed gate: base bit for bit. Open gate: the ungated edit.
@@ -220,7 +227,8 @@ TEST_CASE("the probe gate against a hand-computed case: closed = base, open = un
   }
 }
 
-TEST_CASE("the probe gate on a model: fast equals naive, closed gate is base, alpha 0 a no-op", "[steering][gate]") {
+TEST_CASE("the probe gate on a model: fast equals naive, closed gate is base, alpha 0 a no-op",
+          "[steering][gate]") {
   auto model = load_model(fixture("llama.pt"));
   const auto& c = model->config();
   at::Tensor ids = at::tensor({5, 17, 42, 8, 11, 3}, at::kLong).unsqueeze(0);
@@ -233,7 +241,8 @@ TEST_CASE("the probe gate on a model: fast equals naive, closed gate is base, al
       o.mode = mode;
       o.alpha = 0.8;
       o.gate = SteeringGate::kProbe;
-      at::Tensor x = site == SteeringSite::kHookZ ? at::randn({2, 5, c.n_heads, c.head_dim}) : at::randn({2, 5, c.d_model});
+      at::Tensor x = site == SteeringSite::kHookZ ? at::randn({2, 5, c.n_heads, c.head_dim})
+                                                  : at::randn({2, 5, c.d_model});
       at::Tensor mask = at::rand({2, 5}) > 0.5;
       for (double threshold : {0.0, 0.5}) {
         o.gate_threshold = threshold;
@@ -273,12 +282,14 @@ TEST_CASE("the probe gate on a model: fast equals naive, closed gate is base, al
   o.gate = SteeringGate::kProbe;
   CHECK_THROWS_WITH(SteeringPlan(plain, c, o), Contains("gate: probe needs the per-head probes"));
   o.gate_threshold = 1.5;
-  CHECK_THROWS_WITH(SteeringPlan(random_vectors(c, SteeringSite::kAttnOut, true, 1), c, o), Contains("[0, 1)"));
+  CHECK_THROWS_WITH(SteeringPlan(random_vectors(c, SteeringSite::kAttnOut, true, 1), c, o),
+                    Contains("[0, 1)"));
   CHECK_THROWS_WITH(parse_steering_gate("always"), Contains("none or probe"));
   CHECK_THROWS_WITH(parse_steering_positions("decode"), Contains("all, prompt or generated"));
 }
 
-TEST_CASE("composition equals applying the entries one after the other by hand", "[steering][compose]") {
+TEST_CASE("composition equals applying the entries one after the other by hand",
+          "[steering][compose]") {
   auto model = load_model(fixture("gpt2.pt"));
   const auto& c = model->config();
   at::Tensor ids = at::tensor({5, 17, 42, 8, 11, 3}, at::kLong).unsqueeze(0);
@@ -296,10 +307,11 @@ TEST_CASE("composition equals applying the entries one after the other by hand",
   Hooks by_hand;
   std::vector<HookHandle> hs;
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    hs.push_back(by_hand.edit(hook_point_name(l, HookSite::kAttnOut), [&, l](const at::Tensor& x, const HookContext&) {
-      at::Tensor y = a->apply_naive(l, x);
-      return b->steers(l) ? b->apply_naive(l, y) : y;
-    }));
+    hs.push_back(by_hand.edit(hook_point_name(l, HookSite::kAttnOut),
+                              [&, l](const at::Tensor& x, const HookContext&) {
+                                at::Tensor y = a->apply_naive(l, x);
+                                return b->steers(l) ? b->apply_naive(l, y) : y;
+                              }));
   }
   fo.hooks = &by_hand;
   at::Tensor expected = model->forward(ids, fo).logits;
@@ -319,7 +331,8 @@ TEST_CASE("composition equals applying the entries one after the other by hand",
   CHECK(max_abs_diff(reversed, composed) > 1e-5);  // order matters: the entries do not commute
 }
 
-TEST_CASE("per-row steering: rows equal separate runs, unsteered rows bit-identical", "[steering][rows]") {
+TEST_CASE("per-row steering: rows equal separate runs, unsteered rows bit-identical",
+          "[steering][rows]") {
   auto model = load_model(fixture("llama.pt"));
   const auto& c = model->config();
   SteeringVectors va = random_vectors(c, SteeringSite::kAttnOut, true, 1);
@@ -331,8 +344,10 @@ TEST_CASE("per-row steering: rows equal separate runs, unsteered rows bit-identi
   auto a = make_steering_plan(*model, va, oa);
   auto b = make_steering_plan(*model, vb, ob);
   // Three left-padded rows.
-  at::Tensor ids = at::tensor({0, 0, 5, 17, 42, 9, 3, 8, 11, 4, 0, 7, 2, 6, 1}, at::kLong).view({3, 5});
-  at::Tensor mask = at::tensor({0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1}, at::kLong).view({3, 5});
+  at::Tensor ids =
+      at::tensor({0, 0, 5, 17, 42, 9, 3, 8, 11, 4, 0, 7, 2, 6, 1}, at::kLong).view({3, 5});
+  at::Tensor mask =
+      at::tensor({0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1}, at::kLong).view({3, 5});
   ForwardOptions fo;
   fo.attention_mask = mask;
   auto run = [&](const std::vector<SteeringStack>& rows) {
@@ -404,7 +419,8 @@ TEST_CASE("per-row steering can change between cached decode steps", "[steering]
     s.set_rows({{a}, step == 0 ? SteeringStack{a} : SteeringStack{}});
   });
   at::Tensor uniform = loop([&](SteeringController& s, int) { s.set_uniform({a}); });
-  at::Tensor prompt_window = loop([&](SteeringController& s, int) { s.set_uniform({a_prompt_only}); });
+  at::Tensor prompt_window =
+      loop([&](SteeringController& s, int) { s.set_uniform({a_prompt_only}); });
   CHECK(at::equal(switched[0], uniform[0]));
   CHECK(at::equal(switched[1], prompt_window[1]));
   CHECK(max_abs_diff(switched[1], uniform[1]) > 1e-4);
@@ -422,7 +438,8 @@ TEST_CASE("per-row steering can change between cached decode steps", "[steering]
   control.set_generated_from({3});
   ForwardOptions fo;
   fo.hooks = &hooks;
-  at::Tensor full = model->forward(at::tensor(seq, at::kLong).unsqueeze(0), fo).logits[0];  // (6, V)
+  at::Tensor full =
+      model->forward(at::tensor(seq, at::kLong).unsqueeze(0), fo).logits[0];  // (6, V)
   CHECK(max_abs_diff(full.narrow(0, 2, 4), cached[0]) < 1e-4);
 }
 
@@ -441,11 +458,13 @@ TEST_CASE("the acted report against a hand-computed case", "[steering][report]")
   //   (3, 0, 0, 0): x' = 3 (1, -1, 0, 0)/sqrt2, |edit| = 3 sqrt(2 - sqrt2); all in head 0.
   //   (0, 0, 2, 0): x' = 2 (0, -1, 1, 0)/sqrt2 = (0, -sqrt2, sqrt2, 0): head 0 edit sqrt2,
   //   head 1 edit 2 - sqrt2, whole edit 2 sqrt(2 - sqrt2).
-  at::Tensor prompt = at::tensor({1.f, 0.f, 0.f, 0.f, 3.f, 0.f, 0.f, 0.f, 0.f, 0.f, 2.f, 0.f}).view({1, 3, 4});
+  at::Tensor prompt =
+      at::tensor({1.f, 0.f, 0.f, 0.f, 3.f, 0.f, 0.f, 0.f, 0.f, 0.f, 2.f, 0.f}).view({1, 3, 4});
   at::Tensor prompt_mask = at::tensor({0, 1, 1}).to(at::kBool).view({1, 3});
-  hooks.run(0, HookSite::kAttnOut, prompt, prompt_mask, 0);
+  HookRunner::run(hooks, 0, HookSite::kAttnOut, prompt, prompt_mask, 0);
   // Decode call: (1, 0, 0, 0) after 3 cached positions: |edit| = sqrt(2 - sqrt2).
-  hooks.run(0, HookSite::kAttnOut, at::tensor({1.f, 0.f, 0.f, 0.f}).view({1, 1, 4}), at::ones({1, 1}, at::kBool), 3);
+  HookRunner::run(hooks, 0, HookSite::kAttnOut, at::tensor({1.f, 0.f, 0.f, 0.f}).view({1, 1, 4}),
+                  at::ones({1, 1}, at::kBool), 3);
   const double k = std::sqrt(2 - std::sqrt(2.0));
   const auto r = control.report();
   REQUIRE(r.entries.size() == 1);
@@ -474,8 +493,9 @@ TEST_CASE("the acted report against a hand-computed case", "[steering][report]")
   Hooks hooks2;
   SteeringController flagged(hooks2, c, c10::Device(c10::kCPU));
   flagged.set_uniform({shut, prompt_only});
-  hooks2.run(0, HookSite::kAttnOut, prompt, prompt_mask, 0);
-  hooks2.run(0, HookSite::kAttnOut, at::tensor({1.f, 0.f, 0.f, 0.f}).view({1, 1, 4}), at::ones({1, 1}, at::kBool), 3);
+  HookRunner::run(hooks2, 0, HookSite::kAttnOut, prompt, prompt_mask, 0);
+  HookRunner::run(hooks2, 0, HookSite::kAttnOut, at::tensor({1.f, 0.f, 0.f, 0.f}).view({1, 1, 4}),
+                  at::ones({1, 1}, at::kBool), 3);
   const auto fr = flagged.report();
   REQUIRE(fr.entries.size() == 2);
   CHECK(fr.entries[0].generated_not_edited);
@@ -485,7 +505,8 @@ TEST_CASE("the acted report against a hand-computed case", "[steering][report]")
   CHECK_THAT(fr.warnings()[0], Contains("gate never opened"));
 }
 
-TEST_CASE("vectors files: format 2 stores the gate probes, format 1 files still load", "[steering][vectors]") {
+TEST_CASE("vectors files: format 2 stores the gate probes, format 1 files still load",
+          "[steering][vectors]") {
   auto model = load_model(fixture("gpt2.pt"));
   const auto& c = model->config();
   auto dir = destein::test::temp_dir("vectors-v2");
@@ -501,8 +522,12 @@ TEST_CASE("vectors files: format 2 stores the gate probes, format 1 files still 
   CHECK(at::equal(back.probe_feature_scale, v.probe_feature_scale));
 
   // A format-1 file as the previous release wrote it.
-  write_safetensors(dir / "v1.safetensors", {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
-                    {{"format", "destein-vectors/1"}, {"site", "attn_out"}, {"last_k", "8"}, {"model_type", "gpt2"}});
+  write_safetensors(dir / "v1.safetensors",
+                    {{"directions", v.directions}, {"probe_accuracy", v.probe_accuracy}},
+                    {{"format", "destein-vectors/1"},
+                     {"site", "attn_out"},
+                     {"last_k", "8"},
+                     {"model_type", "gpt2"}});
   SteeringVectors old = load_steering_vectors(dir / "v1.safetensors");
   CHECK(at::equal(old.directions, v.directions));
   CHECK(at::equal(old.probe_accuracy, v.probe_accuracy));
@@ -512,10 +537,12 @@ TEST_CASE("vectors files: format 2 stores the gate probes, format 1 files still 
   Hooks hooks;
   CHECK(attach_steering(hooks, *model, old, o).active());
   o.gate = SteeringGate::kProbe;
-  CHECK_THROWS_WITH(attach_steering(hooks, *model, old, o), Contains("gate: probe needs the per-head probes"));
+  CHECK_THROWS_WITH(attach_steering(hooks, *model, old, o),
+                    Contains("gate: probe needs the per-head probes"));
 
   // Some probe tensors without the others, or a scale <= 0: refused with the file named.
-  write_safetensors(dir / "partial.safetensors", {{"directions", v.directions}, {"probe_weight", v.probe_weight}},
+  write_safetensors(dir / "partial.safetensors",
+                    {{"directions", v.directions}, {"probe_weight", v.probe_weight}},
                     {{"format", "destein-vectors/2"}, {"site", "attn_out"}});
   CHECK_THROWS_WITH(load_steering_vectors(dir / "partial.safetensors"),
                     Contains("partial.safetensors") && Contains("1 of the 4 gate probe tensors"));
@@ -532,7 +559,8 @@ TEST_CASE("vectors files: format 2 stores the gate probes, format 1 files still 
   CHECK_THROWS_WITH(save_steering_vectors(dir / "bad.safetensors", bad), Contains("probe_bias"));
 }
 
-TEST_CASE("gate probes are fitted on every pair, standardised as documented", "[steering][probes]") {
+TEST_CASE("gate probes are fitted on every pair, standardised as documented",
+          "[steering][probes]") {
   // 6 pairs, 1 layer, 1 head, 2 features: toxic samples have feature 0 high.
   const int64_t N = 6;
   std::vector<float> toxic, nontoxic;
@@ -565,7 +593,8 @@ TEST_CASE("gate probes are fitted on every pair, standardised as documented", "[
     for (int side = 0; side < 2; ++side) {
       const float* x = (side == 0 ? toxic.data() : nontoxic.data()) + 2 * i;
       double z = g.bias[0];
-      for (int k = 0; k < 2; ++k) z += g.weight[size_t(k)] * (x[k] - g.feature_mean[size_t(k)]) / g.feature_scale[size_t(k)];
+      for (int k = 0; k < 2; ++k)
+        z += g.weight[size_t(k)] * (x[k] - g.feature_mean[size_t(k)]) / g.feature_scale[size_t(k)];
       CHECK((z > 0) == (side == 0));
     }
   }

@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include "destein/text/hf_tokenizer.hpp"
 #include "destein/text/tokenizer.hpp"
 #include "text/hf_regex.hpp"
+#include "text/hf_tokenizer.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

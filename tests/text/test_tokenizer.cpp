@@ -342,7 +342,8 @@ TEST_CASE("GPT-2 BPE from a Hugging Face tokenizer.json", "[tokenizer]") {
 // GPT-2's byte-to-character table (encoder.py bytes_to_unicode), written out here so the
 // synthetic vocabularies below need no tokenizer code.
 std::string byte_char(int b) {
-  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+  const bool printable =
+      (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
   int cp = b;
   if (!printable) {
     int n = 0;
@@ -362,7 +363,8 @@ std::string byte_char(int b) {
   return out;
 }
 
-TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tokens", "[tokenizer]") {
+TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tokens",
+          "[tokenizer]") {
   TempDir dir;
   // The layout of EleutherAI/gpt-neox-20b's (and mosaicml/mpt-7b's) tokenizer.json on a tiny
   // vocabulary: ids 0, 1 special; byte b has id 2 + b; four merges; runs of 2 and 3 spaces
@@ -375,8 +377,9 @@ TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tok
   vocab[G + "cat"] = 260;
   vocab["he"] = 261;
   auto added = [](int id, const std::string& content, bool special) {
-    return json{{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-                {"rstrip", false},   {"normalized", !special}, {"special", special}};
+    return json{{"id", id},          {"content", content}, {"single_word", false},
+                {"lstrip", false},   {"rstrip", false},    {"normalized", !special},
+                {"special", special}};
   };
   json root = {
       {"version", "1.0"},
@@ -385,12 +388,19 @@ TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tok
       {"added_tokens", json::array({added(0, "<|endoftext|>", true), added(1, "<|padding|>", true),
                                     added(262, "  ", false), added(263, "   ", false)})},
       {"normalizer", {{"type", "NFC"}}},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
-      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"post_processor",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"vocab", vocab},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"vocab", vocab},
         {"merges", json::array({G + " c", "a t", G + "c at", "h e"})}}},
   };
   const fs::path file = dir.path() / "tokenizer.json";
@@ -421,13 +431,15 @@ TEST_CASE("GPT-NeoX (MPT) tokenizer.json: NFC, added runs of spaces, special tok
   SECTION("an added token with lstrip/rstrip/single_word is refused, not matched wrongly") {
     root["added_tokens"][2]["lstrip"] = true;
     write_file(file, root.dump());
-    REQUIRE_THROWS_WITH(destein::load_gpt2_tokenizer_json(file), Contains("added_tokens[2]") && Contains("lstrip"));
+    REQUIRE_THROWS_WITH(destein::load_gpt2_tokenizer_json(file),
+                        Contains("added_tokens[2]") && Contains("lstrip"));
     CHECK(destein::load_tokenizer(file)->kind() == "hf-bpe");
   }
   SECTION("a normalizer other than NFC is refused") {
     root["normalizer"] = {{"type", "NFKC"}};
     write_file(file, root.dump());
-    REQUIRE_THROWS_WITH(destein::load_gpt2_tokenizer_json(file), Contains("normalizer") && Contains("NFKC"));
+    REQUIRE_THROWS_WITH(destein::load_gpt2_tokenizer_json(file),
+                        Contains("normalizer") && Contains("NFKC"));
     const auto hf = destein::load_tokenizer(file);
     CHECK(hf->kind() == "hf-bpe");
     CHECK(hf->encode("he cat") == Ids{261, 260});

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <set>
 
-#include "destein/train/lm_corpus.hpp"
+#include "train/lm_corpus.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -32,7 +32,8 @@ TEST_CASE("overlap text is lower-cased with whitespace folded", "[lm_corpus]") {
 TEST_CASE("the overlap filter finds a prompt inside a document whatever its case and spacing",
           "[lm_corpus]") {
   destein::PromptOverlapFilter filter({"So I told him that he was a complete", "Short one",
-                                       "Fourteen lengthy words here", "and then they all said the f"});
+                                       "Fourteen lengthy words here",
+                                       "and then they all said the f"});
   CHECK(filter.prompts().size() == 3);
   CHECK(filter.too_short() == 1);  // "short one" is under 25 characters
   CHECK(filter.find_in("Yesterday  so i TOLD him that he\nwas a complete idiot.") == 0);
@@ -44,8 +45,8 @@ TEST_CASE("the overlap filter finds a prompt inside a document whatever its case
   CHECK(filter.find_in("so i told him") == -1);
   CHECK(filter.find_in("") == -1);
 
-  auto corpus = docs({"nothing here", "YES so I told him that he was a complete fool", "short one indeed",
-                      "Fourteen lengthy words here"});
+  auto corpus = docs({"nothing here", "YES so I told him that he was a complete fool",
+                      "short one indeed", "Fourteen lengthy words here"});
   auto report = filter.remove_overlaps(corpus);
   CHECK(report.documents_checked == 4);
   CHECK(report.documents_removed == 2);
@@ -63,7 +64,8 @@ TEST_CASE("tokenised punctuation is rejoined", "[lm_corpus]") {
         "it is, as they say, great. don't you think?");
   CHECK(destein::detokenize_spaced_text("the 1 @,@ 000 km @-@ long road ( a @.@ k @.@ a ) is ok") ==
         "the 1,000 km-long road (a.k.a) is ok");
-  CHECK(destein::detokenize_spaced_text("he 's here and they 're not") == "he's here and they're not");
+  CHECK(destein::detokenize_spaced_text("he 's here and they 're not") ==
+        "he's here and they're not");
 }
 
 TEST_CASE("duplicates go, and the held-out split depends on the text alone", "[lm_corpus]") {
@@ -113,12 +115,14 @@ TEST_CASE("toxic-labelled documents are thinned by a seeded hash, the rest kept"
   CHECK_THROWS_WITH(destein::thin_toxic_documents(none, 1.5, 0), Contains("[0, 1]"));
 }
 
-TEST_CASE("evaluation prompts and the scorer's held-out sets are refused as LM text", "[lm_corpus]") {
+TEST_CASE("evaluation prompts and the scorer's held-out sets are refused as LM text",
+          "[lm_corpus]") {
   CHECK_THROWS_WITH(destein::load_lm_source(data_dir(), "rtp/1k"), Contains("evaluation"));
   CHECK_THROWS_WITH(destein::load_lm_source(data_dir(), "hatecheck"), Contains("held-out"));
   CHECK_THROWS_WITH(destein::load_lm_source(data_dir(), "wikipedia"),
                     Contains("unknown LM source 'wikipedia'") && Contains("goemotions"));
-  CHECK_THROWS_WITH(destein::load_lm_source("/nonexistent", "goemotions"), Contains("/nonexistent"));
+  CHECK_THROWS_WITH(destein::load_lm_source("/nonexistent", "goemotions"),
+                    Contains("/nonexistent"));
 }
 
 TEST_CASE("LM sources read the real data folder", "[lm_corpus][data]") {
@@ -132,17 +136,19 @@ TEST_CASE("LM sources read the real data folder", "[lm_corpus][data]") {
   CHECK(goemotions.front().text == "My favourite food is anything I didn't have to cook myself.");
   auto wiki = destein::load_lm_source(data_dir(), "wikitext2");
   for (const auto& d : wiki) {
-    REQUIRE(d.text.front() != '=');                       // headings dropped
-    REQUIRE(d.text.find(" @-@ ") == std::string::npos);   // markers rejoined
+    REQUIRE(d.text.front() != '=');                      // headings dropped
+    REQUIRE(d.text.find(" @-@ ") == std::string::npos);  // markers rejoined
   }
   auto botchan = destein::load_lm_source(data_dir(), "botchan");
   for (const auto& d : botchan) REQUIRE(d.text.find("Project Gutenberg") == std::string::npos);
 }
 
-TEST_CASE("the default LM mix holds exactly the RTP leaks the data README lists", "[lm_corpus][data]") {
+TEST_CASE("the default LM mix holds exactly the RTP leaks the data README lists",
+          "[lm_corpus][data]") {
   std::vector<destein::LmDocument> corpus;
-  for (const char* name : {"goemotions", "reddit_post_comment", "wikitext2", "detox_civil_comments_dev",
-                           "davidson_hate_offensive", "olid", "toxic_spans"}) {
+  for (const char* name :
+       {"goemotions", "reddit_post_comment", "wikitext2", "detox_civil_comments_dev",
+        "davidson_hate_offensive", "olid", "toxic_spans"}) {
     for (auto& d : destein::load_lm_source(data_dir(), name)) corpus.push_back(std::move(d));
   }
   destein::PromptOverlapFilter filter(destein::load_rtp_prompt_texts(data_dir()));

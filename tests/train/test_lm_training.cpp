@@ -5,9 +5,9 @@
 #include <fstream>
 
 #include "destein/runtime/checkpoint.hpp"
-#include "destein/train/lm_training.hpp"
 #include "destein/runtime/model.hpp"
 #include "test_support.hpp"
+#include "train/lm_training.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -52,7 +52,8 @@ destein::LmTrainOptions tiny_options(int64_t steps) {
 
 }  // namespace
 
-TEST_CASE("the training forward equals the inference runtime on the saved checkpoint", "[lm_training]") {
+TEST_CASE("the training forward equals the inference runtime on the saved checkpoint",
+          "[lm_training]") {
   destein::Gpt2Trainable model(tiny_shape(), 3);
   const fs::path dir = destein::test::temp_dir("lm_forward");
   std::map<std::string, at::Tensor> weights;
@@ -68,7 +69,8 @@ TEST_CASE("the training forward equals the inference runtime on the saved checkp
   CHECK_THROWS_WITH(model.logits(at::zeros({1, 17}, at::kLong)), Contains("context of 16"));
 }
 
-TEST_CASE("loss is the mean next-token cross-entropy and reaches every parameter", "[lm_training]") {
+TEST_CASE("loss is the mean next-token cross-entropy and reaches every parameter",
+          "[lm_training]") {
   destein::Gpt2Trainable model(tiny_shape(), 5);
   at::Tensor window = at::tensor({4, 8, 15, 16, 23}, at::kLong).unsqueeze(0);
   at::Tensor logits = model.logits(window.narrow(1, 0, 4)).squeeze(0).detach();
@@ -111,8 +113,8 @@ TEST_CASE("AdamW: first step, decoupled decay, bias correction and clipping", "[
   o.weight_decay = 0.5;
   o.grad_clip = 1.0;
   destein::AdamW adam(o);
-  std::map<std::string, at::Tensor> params = {{"w", at::tensor({1.0f, -2.0f, 3.0f, 0.5f}).view({2, 2})},
-                                              {"b", at::tensor({1.0f, 1.0f})}};
+  std::map<std::string, at::Tensor> params = {
+      {"w", at::tensor({1.0f, -2.0f, 3.0f, 0.5f}).view({2, 2})}, {"b", at::tensor({1.0f, 1.0f})}};
   for (auto& [n, p] : params) p.set_requires_grad(true);
   params["w"].mutable_grad() = at::tensor({3.0f, -4.0f, 0.0f, 0.0f}).view({2, 2});  // norm 5
   params["b"].mutable_grad() = at::tensor({0.0f, 0.0f});
@@ -136,7 +138,8 @@ TEST_CASE("AdamW: first step, decoupled decay, bias correction and clipping", "[
 
 TEST_CASE("training learns a counting pattern and held-out loss falls", "[lm_training]") {
   const fs::path dir = destein::test::temp_dir("lm_learn");
-  destein::LmTrainer trainer(tiny_options(150), counting_stream(20000, 1), counting_stream(2000, 2), dir);
+  destein::LmTrainer trainer(tiny_options(150), counting_stream(20000, 1), counting_stream(2000, 2),
+                             dir);
   const double before = trainer.heldout_loss();
   auto result = trainer.train();
   CHECK(result.steps == 150);
@@ -196,10 +199,12 @@ TEST_CASE("a resumed run is identical to an uninterrupted one", "[lm_training]")
 TEST_CASE("the trainer rejects streams it cannot use", "[lm_training]") {
   const fs::path dir = destein::test::temp_dir("lm_bad");
   auto o = tiny_options(1);
-  CHECK_THROWS_WITH(destein::LmTrainer(o, std::vector<int32_t>(10, 1), counting_stream(100, 1), dir),
-                    Contains("needs more than one window of 17"));
-  CHECK_THROWS_WITH(destein::LmTrainer(o, counting_stream(100, 1), std::vector<int32_t>(100, 40), dir),
-                    Contains("token id 40 is outside the vocabulary of 40"));
+  CHECK_THROWS_WITH(
+      destein::LmTrainer(o, std::vector<int32_t>(10, 1), counting_stream(100, 1), dir),
+      Contains("needs more than one window of 17"));
+  CHECK_THROWS_WITH(
+      destein::LmTrainer(o, counting_stream(100, 1), std::vector<int32_t>(100, 40), dir),
+      Contains("token id 40 is outside the vocabulary of 40"));
   o.shape.n_heads = 5;
   CHECK_THROWS_WITH(destein::Gpt2Trainable(o.shape, 0), Contains("not divisible"));
 }

@@ -12,12 +12,12 @@
 
 #include "check.hpp"
 #include "destein/eval/harness.hpp"
-#include "destein/parallel/process_group.hpp"
-#include "destein/parallel/work_split.hpp"
 #include "eval/generation_lines.hpp"
 #include "eval/generation_sink.hpp"
 #include "eval/generations_file.hpp"
 #include "eval/pipeline.hpp"
+#include "parallel/process_group.hpp"
+#include "parallel/work_split.hpp"
 #include "splitmix.hpp"
 
 namespace destein {

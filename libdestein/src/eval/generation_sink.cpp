@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "check.hpp"
-#include "destein/parallel/process_group.hpp"
-#include "destein/parallel/work_split.hpp"
+#include "parallel/process_group.hpp"
+#include "parallel/work_split.hpp"
 
 namespace destein {
 

@@ -8,12 +8,12 @@
 #include <fstream>
 
 #include "check.hpp"
-#include "destein/io/jsonl.hpp"
+#include "io/jsonl.hpp"
 
 namespace destein {
 
-std::vector<EvalPrompt> load_eval_prompts(const std::filesystem::path& path, const PromptFileOptions& o,
-                                          int64_t* skipped) {
+std::vector<EvalPrompt> load_eval_prompts(const std::filesystem::path& path,
+                                          const PromptFileOptions& o, int64_t* skipped) {
   DESTEIN_CHECK_ARG(o.subset == "all" || o.subset == "toxic" || o.subset == "nontoxic",
                     "prompt subset must be toxic, nontoxic or all, found '{}'", o.subset);
   JsonlOptions jo;
@@ -31,17 +31,20 @@ std::vector<EvalPrompt> load_eval_prompts(const std::filesystem::path& path, con
         ++bad;
         continue;
       }
-      throw std::runtime_error(fmt::format(
-          "{}: expected {{\"prompt\": {{\"text\": \"...\"}}}} or {{\"text\": \"...\"}} with non-empty text",
-          reader.where()));
+      throw std::runtime_error(
+          fmt::format("{}: expected {{\"prompt\": {{\"text\": \"...\"}}}} or {{\"text\": \"...\"}} "
+                      "with non-empty text",
+                      reader.where()));
     }
     EvalPrompt p;
     p.index = index;
     p.text = prompt["text"].get<std::string>();
-    if (prompt.contains("toxicity") && prompt["toxicity"].is_number()) p.toxicity = prompt["toxicity"].get<double>();
+    if (prompt.contains("toxicity") && prompt["toxicity"].is_number())
+      p.toxicity = prompt["toxicity"].get<double>();
     p.raw = prompt;
     if (o.subset != "all") {
-      DESTEIN_CHECK_IO(p.toxicity.has_value(), "{}: subset '{}' needs the prompt's toxicity, and this line has none",
+      DESTEIN_CHECK_IO(p.toxicity.has_value(),
+                       "{}: subset '{}' needs the prompt's toxicity, and this line has none",
                        reader.where(), o.subset);
       const bool toxic = *p.toxicity >= 0.5;
       if (toxic != (o.subset == "toxic")) continue;
@@ -59,8 +62,9 @@ nlohmann::json stage_times_json(const EvalStageTimes& t) {
   auto stage = [&](double s) {
     return nlohmann::json{{"seconds", s}, {"share", t.wall > 0 ? s / t.wall : 0.0}};
   };
-  return {{"generate", stage(t.generate)},     {"detokenize", stage(t.detokenize)}, {"score", stage(t.score)},
-          {"perplexity", stage(t.perplexity)}, {"write", stage(t.write)},           {"wait", stage(t.wait)},
+  return {{"generate", stage(t.generate)}, {"detokenize", stage(t.detokenize)},
+          {"score", stage(t.score)},       {"perplexity", stage(t.perplexity)},
+          {"write", stage(t.write)},       {"wait", stage(t.wait)},
           {"wall_seconds", t.wall}};
 }
 
@@ -105,9 +109,10 @@ EvalSummary summarize_generations(const std::filesystem::path& path, bool skip_m
       }
     } catch (const nlohmann::json::exception& e) {
       if (!skip_malformed) {
-        throw std::runtime_error(fmt::format(
-            "{}: expected {{\"prompt\": {{\"text\"}}, \"generations\": [{{\"text\", \"toxicity\"}}]}}: {}",
-            reader.where(), e.what()));
+        throw std::runtime_error(
+            fmt::format("{}: expected {{\"prompt\": {{\"text\"}}, \"generations\": [{{\"text\", "
+                        "\"toxicity\"}}]}}: {}",
+                        reader.where(), e.what()));
       }
       ++bad;
     }
@@ -135,7 +140,8 @@ nlohmann::json eval_summary_json(const EvalSummary& s) {
     j["perplexity"] = s.perplexity->mean;
     j["perplexity_dropped"] = s.perplexity->dropped;
   }
-  if (!s.expected_max_by_attribute.empty()) j["expected_max_by_attribute"] = s.expected_max_by_attribute;
+  if (!s.expected_max_by_attribute.empty())
+    j["expected_max_by_attribute"] = s.expected_max_by_attribute;
   return j;
 }
 

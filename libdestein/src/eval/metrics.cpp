@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "check.hpp"
-#include "destein/io/jsonl.hpp"
+#include "io/jsonl.hpp"
 
 namespace destein {
 

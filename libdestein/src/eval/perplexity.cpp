@@ -59,8 +59,8 @@ void add_remainder_nlls(const Model& model, int64_t batch_size,
       const int64_t n = row.length - row.prefix - 1;
       in[r].narrow(0, 0, n).copy_(at::tensor(
           std::vector<int64_t>(s.begin() + row.prefix, s.begin() + row.prefix + n), at::kLong));
-      target[r].narrow(0, 0, n).copy_(at::tensor(
-          std::vector<int64_t>(s.begin() + row.prefix + 1, s.end()), at::kLong));
+      target[r].narrow(0, 0, n).copy_(
+          at::tensor(std::vector<int64_t>(s.begin() + row.prefix + 1, s.end()), at::kLong));
       row_mask[r].narrow(0, 0, Tp).copy_(mask[row.b]);
       row_mask[r].narrow(0, Tp, n).fill_(1);  // right padding stays 0: no real position follows it
       cache_rows.push_back(row.b);
@@ -82,10 +82,12 @@ void add_remainder_nlls(const Model& model, int64_t batch_size,
 
 }  // namespace
 
-PerplexityEvaluator::PerplexityEvaluator(const Model& model, const Tokenizer& tokenizer, int64_t batch_size)
+PerplexityEvaluator::PerplexityEvaluator(const Model& model, const Tokenizer& tokenizer,
+                                         int64_t batch_size)
     : model_(model), tokenizer_(tokenizer), batch_size_(std::max<int64_t>(1, batch_size)) {}
 
-std::vector<double> PerplexityEvaluator::nll_sums(const std::vector<std::vector<int64_t>>& seqs) const {
+std::vector<double> PerplexityEvaluator::nll_sums(
+    const std::vector<std::vector<int64_t>>& seqs) const {
   std::vector<double> out(seqs.size(), 0.0);
   const int64_t N = static_cast<int64_t>(seqs.size());
   for (int64_t start = 0; start < N; start += batch_size_) {
@@ -160,13 +162,15 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
     for (int64_t b = 0; b < Bp; ++b) {
       const Shared& sh = shared[start + b];
       Tp = std::max(Tp, sh.prefix);
-      for (const auto& s : groups[sh.group]) Ts = std::max<int64_t>(Ts, static_cast<int64_t>(s.size()) - sh.prefix - 1);
+      for (const auto& s : groups[sh.group])
+        Ts = std::max<int64_t>(Ts, static_cast<int64_t>(s.size()) - sh.prefix - 1);
     }
     at::Tensor ids = at::zeros({Bp, Tp}, at::kLong), mask = at::zeros({Bp, Tp}, at::kLong);
     for (int64_t b = 0; b < Bp; ++b) {
       const Shared& sh = shared[start + b];
       const auto& s = groups[sh.group][0];
-      ids[b].narrow(0, Tp - sh.prefix, sh.prefix)
+      ids[b]
+          .narrow(0, Tp - sh.prefix, sh.prefix)
           .copy_(at::tensor(std::vector<int64_t>(s.begin(), s.begin() + sh.prefix), at::kLong));
       mask[b].narrow(0, Tp - sh.prefix, sh.prefix).fill_(1);
     }
@@ -184,7 +188,8 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
       const double* lp = host.data_ptr<double>();
       for (int64_t b = 0; b < Bp; ++b) {
         double sum = 0;
-        for (int64_t t = Tp - shared[start + b].prefix; t < Tp - 1; ++t) sum -= lp[b * (Tp - 1) + t];
+        for (int64_t t = Tp - shared[start + b].prefix; t < Tp - 1; ++t)
+          sum -= lp[b * (Tp - 1) + t];
         prefix_sum[static_cast<size_t>(b)] = sum;
       }
     }
@@ -206,8 +211,10 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
     }
     if (!rows.empty()) {
       at::Tensor prompt_index = at::tensor(row_prompt, at::kLong);
-      at::Tensor last = logits.select(1, Tp - 1).index_select(0, prompt_index.to(logits.device()));  // (R, V)
-      at::Tensor host = target_log_probs(last.unsqueeze(1), at::tensor(row_token, at::kLong).unsqueeze(1));
+      at::Tensor last =
+          logits.select(1, Tp - 1).index_select(0, prompt_index.to(logits.device()));  // (R, V)
+      at::Tensor host =
+          target_log_probs(last.unsqueeze(1), at::tensor(row_token, at::kLong).unsqueeze(1));
       const double* lp = host.data_ptr<double>();
       for (size_t k = 0; k < rows.size(); ++k) out[rows[k].group][rows[k].seq] -= lp[k];
     }
@@ -217,15 +224,18 @@ std::vector<std::vector<double>> PerplexityEvaluator::shared_prefix_nll_sums(
   return out;
 }
 
-std::vector<double> PerplexityEvaluator::perplexities(const std::string& prompt,
-                                                      const std::vector<std::string>& continuations) const {
-  return perplexities(std::vector<std::string>{prompt}, std::vector<std::vector<std::string>>{continuations})[0];
+std::vector<double> PerplexityEvaluator::perplexities(
+    const std::string& prompt, const std::vector<std::string>& continuations) const {
+  return perplexities(std::vector<std::string>{prompt},
+                      std::vector<std::vector<std::string>>{continuations})[0];
 }
 
 std::vector<std::vector<double>> PerplexityEvaluator::perplexities(
-    const std::vector<std::string>& prompts, const std::vector<std::vector<std::string>>& continuations) const {
+    const std::vector<std::string>& prompts,
+    const std::vector<std::vector<std::string>>& continuations) const {
   DESTEIN_CHECK_ARG(prompts.size() == continuations.size(),
-                    "perplexities: {} prompts but {} lists of continuations", prompts.size(), continuations.size());
+                    "perplexities: {} prompts but {} lists of continuations", prompts.size(),
+                    continuations.size());
   const int64_t max_len = model_.config().max_positions;
   auto tokens = [&](const std::string& text) {
     std::vector<int64_t> ids = tokenizer_.encode_prompt(text);

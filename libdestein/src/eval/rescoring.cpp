@@ -1,4 +1,4 @@
-#include "destein/eval/rescoring.hpp"
+#include "eval/rescoring.hpp"
 
 #include <fmt/format.h>
 
@@ -9,14 +9,14 @@
 #include <vector>
 
 #include "check.hpp"
-#include "destein/io/file_io.hpp"
-#include "destein/io/jsonl.hpp"
 #include "destein/score/attribute_scorer.hpp"
+#include "io/file_io.hpp"
+#include "io/jsonl.hpp"
 
 namespace destein {
 
-RescoreReport rescore_generations(const std::filesystem::path& input, const std::filesystem::path& output,
-                                  ToxicityScorer& scorer) {
+RescoreReport rescore_generations(const std::filesystem::path& input,
+                                  const std::filesystem::path& output, ToxicityScorer& scorer) {
   namespace fs = std::filesystem;
   DESTEIN_CHECK_ARG(!(fs::exists(output) && fs::equivalent(input, output)),
                     "{}: the rescored file must not overwrite its input", output.string());
@@ -38,13 +38,14 @@ RescoreReport rescore_generations(const std::filesystem::path& input, const std:
       std::vector<std::string> texts;
       for (const auto& g : items) {
         if (!g.is_object() || !g.contains("text") || !g["text"].is_string()) {
-          throw std::runtime_error(fmt::format("{}: a generation without \"text\"", reader.where()));
+          throw std::runtime_error(
+              fmt::format("{}: a generation without \"text\"", reader.where()));
         }
         texts.push_back(g["text"].get<std::string>());
       }
       const auto scores = scorer.score_attributes(texts);
-      DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer.name(),
-                       scores.size(), texts.size());
+      DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts",
+                       scorer.name(), scores.size(), texts.size());
       for (size_t k = 0; k < items.size(); ++k) {
         auto& g = items[k];
         for (const auto& name : perspective_attributes()) {

@@ -11,14 +11,14 @@
 #include <optional>
 #include <set>
 
-#include "destein/experiment/progress.hpp"
-#include "destein/experiment/stop_request.hpp"
-#include "destein/io/data_folder.hpp"
-#include "destein/io/file_io.hpp"
-#include "destein/io/output_lock.hpp"
 #include "destein/score/scorer_factory.hpp"
 #include "experiment/bench_report.hpp"
 #include "experiment/bench_settings.hpp"
+#include "experiment/progress.hpp"
+#include "experiment/stop_request.hpp"
+#include "io/data_folder.hpp"
+#include "io/file_io.hpp"
+#include "io/output_lock.hpp"
 #include "steer/steering_stats_merge.hpp"
 
 namespace destein {

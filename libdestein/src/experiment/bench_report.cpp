@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "destein/io/file_io.hpp"
+#include "io/file_io.hpp"
 
 namespace destein {
 

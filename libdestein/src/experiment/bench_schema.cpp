@@ -8,6 +8,7 @@
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/score/scorer_factory.hpp"
+#include "experiment/experiment_schemas.hpp"
 
 namespace destein {
 
@@ -58,8 +59,8 @@ void read_decoding_method(const ConfigNode& node, BenchMethod& m) {
   const std::string where = node.where("method");
   const auto& kinds = decoding_method_kinds();
   if (std::find(kinds.begin(), kinds.end(), d.kind) == kinds.end()) {
-    throw std::invalid_argument(fmt::format("{}: unknown method '{}' (known: {})", where, d.kind,
-                                            fmt::join(kinds, ", ")));
+    throw std::invalid_argument(
+        fmt::format("{}: unknown method '{}' (known: {})", where, d.kind, fmt::join(kinds, ", ")));
   }
   const std::map<std::string, std::vector<std::string>> keys_of = {
       {"dexperts", {"expert", "anti_expert", "alpha", "filter_p"}},

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "destein/io/file_io.hpp"
+#include "io/file_io.hpp"
 
 namespace destein {
 

@@ -7,15 +7,17 @@
 #include <algorithm>
 #include <thread>
 
-#include "destein/parallel/process_group.hpp"
-#include "destein/parallel/rank_placement.hpp"
 #include "destein/runtime/device.hpp"
+#include "experiment/experiment_schemas.hpp"
+#include "parallel/process_group.hpp"
+#include "parallel/rank_placement.hpp"
 
 namespace destein {
 
 Schema<ModelSection> model_section_schema() {
   Schema<ModelSection> s;
-  s.field("model", &ModelSection::model).required()
+  s.field("model", &ModelSection::model)
+      .required()
       .field("tokenizer", &ModelSection::tokenizer)
       .field("device", &ModelSection::device)
       .field("dtype", &ModelSection::dtype)
@@ -23,8 +25,9 @@ Schema<ModelSection> model_section_schema() {
       .field("linear_backend", &ModelSection::linear_backend)
       .check([](const ModelSection& m, const ConfigNode& node) {
         if (m.device != "cpu" && m.device.rfind("cuda", 0) != 0) {
-          throw std::invalid_argument(fmt::format("{}: key device: expected cpu, cuda or cuda:N, found '{}'",
-                                                  node.where("device"), m.device));
+          throw std::invalid_argument(
+              fmt::format("{}: key device: expected cpu, cuda or cuda:N, found '{}'",
+                          node.where("device"), m.device));
         }
         try {
           parse_dtype(m.dtype);
@@ -71,9 +74,10 @@ LoadedModel load_model_section(const ModelSection& m) {
   opts.linear_backend = parse_linear_backend(m.linear_backend);
   LoadedModel out;
   out.model = load_model(m.model, opts);
-  const std::filesystem::path tokenizer = m.tokenizer.empty() ? model_folder(m.model) : std::filesystem::path(m.tokenizer);
-  out.tokenizer = adapt_tokenizer_to_model(load_tokenizer(tokenizer), out.model->config().model_type,
-                                           out.model->config().bos_token_id);
+  const std::filesystem::path tokenizer =
+      m.tokenizer.empty() ? model_folder(m.model) : std::filesystem::path(m.tokenizer);
+  out.tokenizer = adapt_tokenizer_to_model(
+      load_tokenizer(tokenizer), out.model->config().model_type, out.model->config().bos_token_id);
   return out;
 }
 

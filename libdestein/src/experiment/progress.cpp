@@ -1,4 +1,4 @@
-#include "destein/experiment/progress.hpp"
+#include "experiment/progress.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -46,7 +46,8 @@ void ProgressBar::finish() {
 }
 
 void ProgressBar::draw(bool final_line) {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t fresh = done_ - start_done_;
   const double rate = elapsed > 0 ? fresh / elapsed : 0;
   const double eta = rate > 0 ? (total_ - done_) / rate : -1;
@@ -54,8 +55,10 @@ void ProgressBar::draw(bool final_line) {
   const int width = 24;
   const int filled = static_cast<int>(frac * width);
   std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-  std::string line = fmt::format("{} [{}] {}/{} {} {:.1f} {}/s", label_, bar, done_, total_, unit_, rate, unit_);
-  line += final_line ? fmt::format(" in {}", format_seconds(elapsed)) : fmt::format(" ETA {}", format_seconds(eta));
+  std::string line =
+      fmt::format("{} [{}] {}/{} {} {:.1f} {}/s", label_, bar, done_, total_, unit_, rate, unit_);
+  line += final_line ? fmt::format(" in {}", format_seconds(elapsed))
+                     : fmt::format(" ETA {}", format_seconds(eta));
   if (tty_) {
     fmt::print(stderr, "\r{:<100}{}", line, final_line ? "\n" : "");
   } else {

@@ -1,4 +1,4 @@
-#include "destein/experiment/scorer_agreement.hpp"
+#include "experiment/scorer_agreement.hpp"
 
 #include <fmt/format.h>
 
@@ -6,9 +6,9 @@
 #include <map>
 #include <set>
 
-#include "destein/io/csv.hpp"
-#include "destein/score/scorer_eval.hpp"
-#include "destein/train/rtp_training_split.hpp"
+#include "io/csv.hpp"
+#include "score/scorer_eval.hpp"
+#include "train/rtp_training_split.hpp"
 
 namespace destein {
 
@@ -19,13 +19,16 @@ namespace {
 
 // Scores of every attribute the scorer rates; a missing score is an error here, since the
 // figures would silently change with it.
-std::vector<std::vector<double>> score_all(ToxicityScorer& scorer, const std::vector<std::string>& texts) {
+std::vector<std::vector<double>> score_all(ToxicityScorer& scorer,
+                                           const std::vector<std::string>& texts) {
   std::vector<std::vector<double>> out;
   const auto scores = scorer.score_attributes(texts);
   for (size_t i = 0; i < scores.size(); ++i) {
     std::vector<double> row;
     for (const auto& v : scores[i]) {
-      if (!v) throw std::runtime_error(fmt::format("scorer {} gave no score for text {}", scorer.name(), i));
+      if (!v)
+        throw std::runtime_error(
+            fmt::format("scorer {} gave no score for text {}", scorer.name(), i));
       row.push_back(*v);
     }
     out.push_back(std::move(row));
@@ -81,7 +84,8 @@ json rtp_agreement(ToxicityScorer& scorer, const std::vector<fs::path>& files) {
     attrs[names[a]] = r;
     if (index == 0) tox_ours = x, tox_persp = y;
   }
-  if (tox_ours.empty()) throw std::runtime_error(fmt::format("scorer {} rates no toxicity", scorer.name()));
+  if (tox_ours.empty())
+    throw std::runtime_error(fmt::format("scorer {} rates no toxicity", scorer.name()));
   json result = {{"files", file_list}, {"prompts", texts.size()}};
   result.update(toxicity_figures(tox_ours, tox_persp));
   result["attributes"] = attrs;
@@ -117,8 +121,8 @@ json dexperts_agreement(ToxicityScorer& scorer, const fs::path& csv_path) {
             fmt::format("{}: expected a Perspective score, found '{}'", reader.where(rec), tox));
       }
       if (!(value >= 0 && value <= 1)) {
-        throw std::runtime_error(
-            fmt::format("{}: expected a Perspective score in [0, 1], found '{}'", reader.where(rec), tox));
+        throw std::runtime_error(fmt::format(
+            "{}: expected a Perspective score in [0, 1], found '{}'", reader.where(rec), tox));
       }
       if (seen_sys.insert({system, text}).second) by_system[system].emplace_back(text, value);
       if (!seen.insert(text).second) continue;
@@ -147,7 +151,9 @@ json dexperts_agreement(ToxicityScorer& scorer, const fs::path& csv_path) {
     for (size_t i = 0; i < p.size(); ++i) mp += p[i], mo += o[i], toxic += p[i] >= 0.5;
     mp /= static_cast<double>(p.size());
     mo /= static_cast<double>(p.size());
-    json s = {{"continuations", p.size()}, {"perspective_mean", mp}, {"ours_mean", mo},
+    json s = {{"continuations", p.size()},
+              {"perspective_mean", mp},
+              {"ours_mean", mo},
               {"perspective_toxic", toxic}};
     if (p.size() >= 2) s["pearson"] = pearson(o, p);
     systems[system] = s;

@@ -241,8 +241,7 @@ std::string scorer_model_card_v2(const ScorerTrainingExperiment& c, const json& 
       c.features.word_ngram_max, c.features.char_ngram_min, c.features.char_ngram_max,
       c.features.value, c.features.hash_bits, c.v2.perspective_share, 1 - c.v2.perspective_share,
       c.v2.linear.l2, c.v2.other_hash_bits, c.v2.l2_other, c.v2.linear.lbfgs_memory,
-      c.v2.linear.max_iterations,
-      s.weight_bytes());
+      c.v2.linear.max_iterations, s.weight_bytes());
   md +=
       "\n| head | iterations | stop | Platt a | Platt b | calibration Pearson "
       "|\n|---|---|---|---|---|---|\n";

@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "destein/experiment/scorer_training_experiment.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
+#include "experiment/scorer_training_experiment.hpp"
 
 namespace destein {
 

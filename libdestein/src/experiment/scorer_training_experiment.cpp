@@ -1,21 +1,21 @@
-#include "destein/experiment/scorer_training_experiment.hpp"
+#include "experiment/scorer_training_experiment.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <chrono>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <unordered_map>
 #include <unordered_set>
 
-#include "destein/experiment/scorer_agreement.hpp"
-#include "destein/io/data_folder.hpp"
-#include "destein/io/output_lock.hpp"
-#include "destein/train/rtp_training_split.hpp"
-#include "destein/score/scorer_eval.hpp"
+#include "experiment/scorer_agreement.hpp"
 #include "experiment/scorer_model_card.hpp"
+#include "io/data_folder.hpp"
+#include "io/output_lock.hpp"
+#include "score/scorer_eval.hpp"
+#include "train/rtp_training_split.hpp"
 
 namespace destein {
 
@@ -48,7 +48,9 @@ json labeled_set_figures(ToxicityScorer& scorer, const std::vector<LabeledText>&
     positives += t.label;
   }
   for (const auto& v : scorer.score(texts)) {
-    if (!v) throw std::runtime_error(fmt::format("scorer {} gave no score for a labelled text", scorer.name()));
+    if (!v)
+      throw std::runtime_error(
+          fmt::format("scorer {} gave no score for a labelled text", scorer.name()));
     p.push_back(*v);
   }
   return {{"texts", data.size()},
@@ -221,7 +223,8 @@ AttributeScorer run_attribute_scorer_training(const ScorerTrainingExperiment& c)
   for (const auto& p : split.prompts) {
     AttributeExample e;
     e.text = p.text;
-    for (int a = 0; a < kNumAttributes; ++a) e.target[static_cast<size_t>(a)] = static_cast<float>(p.scores[static_cast<size_t>(a)]);
+    for (int a = 0; a < kNumAttributes; ++a)
+      e.target[static_cast<size_t>(a)] = static_cast<float>(p.scores[static_cast<size_t>(a)]);
     e.source = "rtp_5k_allowed";
     e.perspective = true;
     examples.push_back(std::move(e));
@@ -257,16 +260,19 @@ AttributeScorer run_attribute_scorer_training(const ScorerTrainingExperiment& c)
   agreement["rtp_1k"] = rtp_agreement(scorer, {data_dir / "rtp/1k/output_toxic_1k.jsonl",
                                                data_dir / "rtp/1k/output_no_toxic_1k.jsonl"});
   agreement["rtp_100"] = rtp_agreement(scorer, {data_dir / "rtp/100/test.jsonl"});
-  agreement["dexperts"] = dexperts_agreement(scorer, data_dir / "rtp/extra/dexperts_human_eval_toxicity.csv");
+  agreement["dexperts"] =
+      dexperts_agreement(scorer, data_dir / "rtp/extra/dexperts_human_eval_toxicity.csv");
   for (const auto& name : perspective_attributes()) {
     log_line(fmt::format("RTP 1k {:<18} Pearson {:.4f}", name,
                          agreement["rtp_1k"]["attributes"][name]["pearson"].get<double>()));
   }
-  log_line(fmt::format("RTP 1k toxicity AUC {:.4f}; DExperts continuations AUC {:.4f}, Pearson {:.4f}, same system rank: {}",
-                       agreement["rtp_1k"]["auc_vs_perspective_0.5"].get<double>(),
-                       agreement["dexperts"]["auc_vs_perspective_0.5"].get<double>(),
-                       agreement["dexperts"]["pearson"].get<double>(),
-                       agreement["dexperts"]["same_rank"].get<bool>()));
+  log_line(
+      fmt::format("RTP 1k toxicity AUC {:.4f}; DExperts continuations AUC {:.4f}, Pearson {:.4f}, "
+                  "same system rank: {}",
+                  agreement["rtp_1k"]["auc_vs_perspective_0.5"].get<double>(),
+                  agreement["dexperts"]["auc_vs_perspective_0.5"].get<double>(),
+                  agreement["dexperts"]["pearson"].get<double>(),
+                  agreement["dexperts"]["same_rank"].get<bool>()));
   prov["agreement"] = agreement;
   scorer.set_provenance(prov);
 
@@ -277,12 +283,14 @@ AttributeScorer run_attribute_scorer_training(const ScorerTrainingExperiment& c)
     const fs::path card_path(c.model_card);
     if (card_path.has_parent_path()) fs::create_directories(card_path.parent_path());
     std::ofstream card(card_path, std::ios::trunc);
-    if (!card) throw std::runtime_error(fmt::format("cannot write the model card '{}'", c.model_card));
+    if (!card)
+      throw std::runtime_error(fmt::format("cannot write the model card '{}'", c.model_card));
     card << scorer_model_card_v2(c, prov, scorer);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log_line(fmt::format("wrote {} ({} bytes){} in {:.1f} s", out_path.string(), fs::file_size(out_path),
-                       c.model_card.empty() ? "" : " and " + c.model_card, secs));
+  log_line(fmt::format("wrote {} ({} bytes){} in {:.1f} s", out_path.string(),
+                       fs::file_size(out_path), c.model_card.empty() ? "" : " and " + c.model_card,
+                       secs));
   return scorer;
 }
 

@@ -1,7 +1,7 @@
 // The YAML form of a scorer-training experiment (configs/scorer*.yaml).
 #include <fmt/format.h>
 
-#include "destein/experiment/scorer_training_experiment.hpp"
+#include "experiment/scorer_training_experiment.hpp"
 
 namespace destein {
 
@@ -32,8 +32,7 @@ Schema<ScorerTrainingExperiment> scorer_training_schema() {
       .field("max_iterations", [](V2& o) -> int& { return o.linear.max_iterations; })
       .field("tolerance", [](V2& o) -> double& { return o.linear.tolerance; })
       .field("lbfgs_memory", [](V2& o) -> int& { return o.linear.lbfgs_memory; })
-      .field("calibration_fraction",
-             [](V2& o) -> double& { return o.linear.calibration_fraction; })
+      .field("calibration_fraction", [](V2& o) -> double& { return o.linear.calibration_fraction; })
       .field("seed", [](V2& o) -> uint64_t& { return o.linear.seed; });
   Schema<E> s;
   s.field("version", &E::version)

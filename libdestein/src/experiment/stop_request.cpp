@@ -1,4 +1,4 @@
-#include "destein/experiment/stop_request.hpp"
+#include "experiment/stop_request.hpp"
 
 #include <csignal>
 
@@ -28,7 +28,9 @@ StopRequested::StopRequested(int signal, const std::string& message)
     : std::runtime_error(message), signal_(signal) {}
 
 std::string StopRequested::signal_name() const {
-  return signal_ == SIGINT ? "SIGINT" : signal_ == SIGTERM ? "SIGTERM" : "signal " + std::to_string(signal_);
+  return signal_ == SIGINT    ? "SIGINT"
+         : signal_ == SIGTERM ? "SIGTERM"
+                              : "signal " + std::to_string(signal_);
 }
 
 void check_stop(const std::string& how_to_resume) {

@@ -1,4 +1,4 @@
-#include "destein/experiment/train_lm_experiment.hpp"
+#include "experiment/train_lm_experiment.hpp"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -9,23 +9,23 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "destein/runtime/checkpoint.hpp"
-#include "destein/io/file_io.hpp"
-#include "destein/io/output_lock.hpp"
-#include "destein/runtime/generate.hpp"
-#include "destein/train/lm_corpus.hpp"
-#include "destein/train/lm_training.hpp"
-#include "destein/runtime/model.hpp"
 #include "destein/runtime/device.hpp"
-#include "destein/train/scorer_data.hpp"
+#include "destein/runtime/generate.hpp"
+#include "destein/runtime/model.hpp"
 #include "destein/text/tokenizer.hpp"
-#include "destein/experiment/progress.hpp"
-#include "destein/experiment/stop_request.hpp"
-#include "destein/io/data_folder.hpp"
+#include "experiment/progress.hpp"
+#include "experiment/stop_request.hpp"
 #include "experiment/train_lm_model_card.hpp"
+#include "io/data_folder.hpp"
+#include "io/file_io.hpp"
+#include "io/output_lock.hpp"
+#include "train/lm_corpus.hpp"
+#include "train/lm_training.hpp"
+#include "train/scorer_data.hpp"
 
 namespace destein {
 
@@ -35,7 +35,8 @@ using json = nlohmann::json;
 namespace {
 
 [[noreturn]] void bad_key(const ConfigNode& node, const std::string& key, const std::string& what) {
-  throw std::invalid_argument(fmt::format("{}: key {}: {}", node.where(key), node.path_of(key), what));
+  throw std::invalid_argument(
+      fmt::format("{}: key {}: {}", node.where(key), node.path_of(key), what));
 }
 
 // The settings that decide the corpus and the tokenizer: a cached corpus is reused only
@@ -87,7 +88,8 @@ json prepare_corpus(const TrainLmExperiment& c, const fs::path& data_dir, const 
   json per_source = json::object();
   for (const auto& name : c.sources) {
     auto part = load_lm_source(data_dir, name);
-    if (c.max_documents > 0 && static_cast<int64_t>(part.size()) > c.max_documents) part.resize(c.max_documents);
+    if (c.max_documents > 0 && static_cast<int64_t>(part.size()) > c.max_documents)
+      part.resize(c.max_documents);
     int64_t words = 0;
     for (const auto& d : part) words += count_words(d.text);
     per_source[name] = {{"documents_read", part.size()}, {"words_read", words}};
@@ -97,26 +99,30 @@ json prepare_corpus(const TrainLmExperiment& c, const fs::path& data_dir, const 
   const int64_t duplicates = remove_duplicate_documents(docs);
   const int64_t toxic_dropped = thin_toxic_documents(docs, c.toxic_keep_fraction, c.split_seed);
   if (c.toxic_keep_fraction < 1.0) {
-    fmt::print(stderr, "corpus: kept {:.0f}% of the documents labelled toxic: {} dropped\n", 100 * c.toxic_keep_fraction,
-               toxic_dropped);
+    fmt::print(stderr, "corpus: kept {:.0f}% of the documents labelled toxic: {} dropped\n",
+               100 * c.toxic_keep_fraction, toxic_dropped);
   }
   const auto rtp_texts = load_rtp_prompt_texts(data_dir);
   PromptOverlapFilter filter(rtp_texts, static_cast<size_t>(c.rtp_min_chars));
   const auto t0 = std::chrono::steady_clock::now();
   OverlapReport overlap = filter.remove_overlaps(docs);
-  const double overlap_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print(stderr,
-             "corpus: {} duplicate documents dropped; RTP overlap: {} of {} documents contain one of {} "
-             "prompts ({} prompts under {} characters not searched; {:.1f} s)\n",
-             duplicates, overlap.documents_removed, overlap.documents_checked, overlap.prompts_checked,
-             overlap.prompts_too_short, c.rtp_min_chars, overlap_seconds);
+  const double overlap_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(
+      stderr,
+      "corpus: {} duplicate documents dropped; RTP overlap: {} of {} documents contain one of {} "
+      "prompts ({} prompts under {} characters not searched; {:.1f} s)\n",
+      duplicates, overlap.documents_removed, overlap.documents_checked, overlap.prompts_checked,
+      overlap.prompts_too_short, c.rtp_min_chars, overlap_seconds);
   json matches = json::array();
   for (const auto& [prompt, source] : overlap.matches) {
     matches.push_back({{"prompt", prompt}, {"source", source}});
-    fmt::print(stderr, "  removed a {} document containing the RTP prompt \"{}\"\n", source, prompt);
+    fmt::print(stderr, "  removed a {} document containing the RTP prompt \"{}\"\n", source,
+               prompt);
   }
   DocumentSplit split = split_documents(docs, c.heldout_fraction, c.split_seed);
-  for (auto [name, part] : {std::pair{"train", &split.train}, std::pair{"heldout", &split.heldout}}) {
+  for (auto [name, part] :
+       {std::pair{"train", &split.train}, std::pair{"heldout", &split.heldout}}) {
     std::string text;
     json counts = json::object();
     for (const auto& d : *part) {
@@ -156,12 +162,15 @@ fs::path prepare_tokenizer(const TrainLmExperiment& c, const fs::path& out, int 
     return model;
   }
   const fs::path prefix = out / "tokenizer.tmp";
-  fmt::print(stderr, "tokenizer: training a {}-piece SentencePiece {} model ...\n", c.vocab_size, c.tokenizer_type);
+  fmt::print(stderr, "tokenizer: training a {}-piece SentencePiece {} model ...\n", c.vocab_size,
+             c.tokenizer_type);
   // <s> = 1 starts every document and every prompt, </s> = 2 ends documents; no padding id.
   train_sentencepiece(fmt::format(
       "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} "
-      "--byte_fallback=true --split_digits=true --input_sentence_size={} --shuffle_input_sentence=true "
-      "--max_sentence_length=16384 --random_seed={} --num_threads={} --unk_id=0 --bos_id=1 --eos_id=2 "
+      "--byte_fallback=true --split_digits=true --input_sentence_size={} "
+      "--shuffle_input_sentence=true "
+      "--max_sentence_length=16384 --random_seed={} --num_threads={} --unk_id=0 --bos_id=1 "
+      "--eos_id=2 "
       "--pad_id=-1 --minloglevel=1",
       (out / "corpus" / "train.txt").string(), prefix.string(), c.vocab_size, c.tokenizer_type,
       c.character_coverage, c.input_sentence_size, c.tokenizer_seed, std::max(1, threads)));
@@ -172,12 +181,14 @@ fs::path prepare_tokenizer(const TrainLmExperiment& c, const fs::path& out, int 
 
 std::vector<int32_t> read_tokens(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", path.string()));
+  if (!in.good())
+    throw std::runtime_error(fmt::format("cannot open '{}' for reading", path.string()));
   const auto bytes = fs::file_size(path);
   if (bytes % sizeof(int32_t) != 0) {
-    throw std::runtime_error(fmt::format("{}: {} bytes is not a whole number of int32 tokens (truncated?); "
-                                         "delete it to re-tokenize",
-                                         path.string(), bytes));
+    throw std::runtime_error(
+        fmt::format("{}: {} bytes is not a whole number of int32 tokens (truncated?); "
+                    "delete it to re-tokenize",
+                    path.string(), bytes));
   }
   std::vector<int32_t> ids(bytes / sizeof(int32_t));
   in.read(reinterpret_cast<char*>(ids.data()), static_cast<std::streamsize>(bytes));
@@ -187,16 +198,18 @@ std::vector<int32_t> read_tokens(const fs::path& path) {
 
 // Stage 3: [BOS] document [EOS] for every document of a split, as one int32 stream. The
 // cache is reused only when `<tokens>.json` says it came from this tokenizer and text.
-std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& token_file, const Tokenizer& tok,
-                                    const fs::path& tokenizer_file) {
+std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& token_file,
+                                    const Tokenizer& tok, const fs::path& tokenizer_file) {
   const fs::path stamp_file = token_file.string() + ".json";
   const nlohmann::json stamp = {{"tokenizer", file_fnv1a64(tokenizer_file)},
                                 {"text", file_fnv1a64(text_file)}};
-  if (fs::is_regular_file(token_file) && fs::is_regular_file(stamp_file) && read_json_file(stamp_file) == stamp) {
+  if (fs::is_regular_file(token_file) && fs::is_regular_file(stamp_file) &&
+      read_json_file(stamp_file) == stamp) {
     return read_tokens(token_file);
   }
   std::ifstream in(text_file, std::ios::binary);
-  if (!in.good()) throw std::runtime_error(fmt::format("cannot open '{}' for reading", text_file.string()));
+  if (!in.good())
+    throw std::runtime_error(fmt::format("cannot open '{}' for reading", text_file.string()));
   const int64_t bos = *tok.bos_id(), eos = *tok.eos_id();
   std::vector<int32_t> ids;
   std::string line;
@@ -214,9 +227,11 @@ std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& t
   bar.finish();
   write_file_atomically(token_file, [&](const fs::path& tmp) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * sizeof(int32_t)));
+    out.write(reinterpret_cast<const char*>(ids.data()),
+              static_cast<std::streamsize>(ids.size() * sizeof(int32_t)));
     out.close();
-    if (!out.good()) throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
+    if (!out.good())
+      throw std::runtime_error(fmt::format("failed writing '{}' (disk full?)", tmp.string()));
   });
   write_text_file(stamp_file, stamp.dump(2) + "\n");
   return ids;
@@ -226,18 +241,22 @@ std::vector<int32_t> prepare_tokens(const fs::path& text_file, const fs::path& t
 // from those very (rounded) weights: `destein verify` on the export then checks the
 // inference runtime against the trainer.
 std::map<std::string, at::Tensor> export_weights(const Gpt2Trainable& model, c10::ScalarType dtype,
-                                                 const std::vector<int32_t>& heldout, ReferenceLogits& reference) {
+                                                 const std::vector<int32_t>& heldout,
+                                                 ReferenceLogits& reference) {
   at::NoGradGuard no_grad;
   std::map<std::string, at::Tensor> stored;
   for (const auto& [name, t] : model.parameters()) stored[name] = t.detach().to(dtype).contiguous();
   Gpt2Trainable rounded(model.shape(), stored);
-  reference.source = fmt::format("destein train-lm training forward ({} weights)", dtype_name(dtype));
+  reference.source =
+      fmt::format("destein train-lm training forward ({} weights)", dtype_name(dtype));
   for (int64_t len : {int64_t{8}, int64_t{24}, std::min<int64_t>(64, model.shape().context)}) {
     std::vector<int64_t> ids(heldout.begin(), heldout.begin() + len);
-    at::Tensor logits = rounded.logits(at::tensor(ids, at::kLong).unsqueeze(0)).select(1, len - 1).squeeze(0);
+    at::Tensor logits =
+        rounded.logits(at::tensor(ids, at::kLong).unsqueeze(0)).select(1, len - 1).squeeze(0);
     logits = logits.contiguous();
     reference.inputs.push_back(ids);
-    reference.last_logits.emplace_back(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+    reference.last_logits.emplace_back(logits.data_ptr<float>(),
+                                       logits.data_ptr<float>() + logits.numel());
   }
   return stored;
 }
@@ -330,8 +349,10 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       .field("max_documents_per_source", &E::max_documents)
       .check([](const E& c, const ConfigNode& n) {
         if (c.sources.empty()) bad_key(n, "sources", "expected at least one source");
-        if (c.heldout_fraction <= 0 || c.heldout_fraction >= 0.5) bad_key(n, "heldout_fraction", "expected a value in (0, 0.5)");
-        if (c.toxic_keep_fraction < 0 || c.toxic_keep_fraction > 1) bad_key(n, "toxic_keep_fraction", "expected a value in [0, 1]");
+        if (c.heldout_fraction <= 0 || c.heldout_fraction >= 0.5)
+          bad_key(n, "heldout_fraction", "expected a value in (0, 0.5)");
+        if (c.toxic_keep_fraction < 0 || c.toxic_keep_fraction > 1)
+          bad_key(n, "toxic_keep_fraction", "expected a value in [0, 1]");
       });
   Schema<E> tokenizer;
   tokenizer.field("vocab_size", &E::vocab_size)
@@ -340,8 +361,10 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       .field("input_sentence_size", &E::input_sentence_size)
       .field("seed", &E::tokenizer_seed)
       .check([](const E& c, const ConfigNode& n) {
-        if (c.vocab_size < 300) bad_key(n, "vocab_size", "expected at least 300 (bytes plus pieces)");
-        if (c.tokenizer_type != "bpe" && c.tokenizer_type != "unigram") bad_key(n, "model_type", "expected bpe or unigram");
+        if (c.vocab_size < 300)
+          bad_key(n, "vocab_size", "expected at least 300 (bytes plus pieces)");
+        if (c.tokenizer_type != "bpe" && c.tokenizer_type != "unigram")
+          bad_key(n, "model_type", "expected bpe or unigram");
       });
   Schema<GptShape> model;
   model.field("context", &GptShape::context)
@@ -350,13 +373,16 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       .field("n_heads", &GptShape::n_heads)
       .field("d_ff", &GptShape::d_ff)
       .check([](const GptShape& s, const ConfigNode& n) {
-        if (s.n_heads <= 0 || s.d_model % s.n_heads != 0) bad_key(n, "n_heads", fmt::format("must divide d_model ({})", s.d_model));
+        if (s.n_heads <= 0 || s.d_model % s.n_heads != 0)
+          bad_key(n, "n_heads", fmt::format("must divide d_model ({})", s.d_model));
       });
   Schema<LmTrainOptions> training;
   training.field("steps", [](LmTrainOptions& t) -> int64_t& { return t.optimizer.total_steps; })
       .field("batch_size", &LmTrainOptions::batch_size)
-      .field("learning_rate", [](LmTrainOptions& t) -> double& { return t.optimizer.learning_rate; })
-      .field("min_learning_rate", [](LmTrainOptions& t) -> double& { return t.optimizer.min_learning_rate; })
+      .field("learning_rate",
+             [](LmTrainOptions& t) -> double& { return t.optimizer.learning_rate; })
+      .field("min_learning_rate",
+             [](LmTrainOptions& t) -> double& { return t.optimizer.min_learning_rate; })
       .field("warmup_steps", [](LmTrainOptions& t) -> int64_t& { return t.optimizer.warmup_steps; })
       .field("weight_decay", [](LmTrainOptions& t) -> double& { return t.optimizer.weight_decay; })
       .field("beta1", [](LmTrainOptions& t) -> double& { return t.optimizer.beta1; })
@@ -369,7 +395,8 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       .field("keep_checkpoints", &LmTrainOptions::keep_checkpoints)
       .field("log_every", &LmTrainOptions::log_every)
       .check([](const LmTrainOptions& t, const ConfigNode& n) {
-        if (t.optimizer.total_steps <= 0) bad_key(n, "steps", "expected a positive number of steps");
+        if (t.optimizer.total_steps <= 0)
+          bad_key(n, "steps", "expected a positive number of steps");
         if (t.batch_size <= 0) bad_key(n, "batch_size", "expected a positive batch size");
       });
   Schema<E> ex;
@@ -388,13 +415,17 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       });
   Schema<E> s;
   s.field("data_dir", &E::data_dir)
-      .section("corpus", [](E& e) -> E& { return e; }, corpus)
-      .section("tokenizer", [](E& e) -> E& { return e; }, tokenizer)
-      .section("model", [](E& e) -> GptShape& { return e.train.shape; }, model)
+      .section(
+          "corpus", [](E& e) -> E& { return e; }, corpus)
+      .section(
+          "tokenizer", [](E& e) -> E& { return e; }, tokenizer)
+      .section(
+          "model", [](E& e) -> GptShape& { return e.train.shape; }, model)
       .section("training", &E::train, training)
       .field("threads", &E::threads)
       .field("output", &E::output)
-      .section("export", [](E& e) -> E& { return e; }, ex);
+      .section(
+          "export", [](E& e) -> E& { return e; }, ex);
   return s;
 }
 
@@ -405,12 +436,15 @@ TrainLmExperiment load_train_lm_experiment(const std::filesystem::path& yaml) {
   return e;
 }
 
-std::string dump_train_lm_experiment(const TrainLmExperiment& e) { return train_lm_experiment_schema().dump(e); }
+std::string dump_train_lm_experiment(const TrainLmExperiment& e) {
+  return train_lm_experiment_schema().dump(e);
+}
 
 void check_train_lm_experiment(const TrainLmExperiment& c) {
   const auto known = lm_source_names();
   for (const auto& s : c.sources) {
-    if (std::find(known.begin(), known.end(), s) == known.end()) load_lm_source(resolve_data_dir(c.data_dir), s);
+    if (std::find(known.begin(), known.end(), s) == known.end())
+      load_lm_source(resolve_data_dir(c.data_dir), s);
   }
 }
 
@@ -424,8 +458,8 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   const fs::path out(c.output);
   // One trainer per run folder (and export folder) for the whole run, resumes included.
   const OutputLock lock = lock_output_folder(out);
-  const bool own_export = !c.export_dir.empty() &&
-                          fs::weakly_canonical(c.export_dir) != fs::weakly_canonical(out);
+  const bool own_export =
+      !c.export_dir.empty() && fs::weakly_canonical(c.export_dir) != fs::weakly_canonical(out);
   const OutputLock export_lock = own_export ? lock_output_folder(c.export_dir) : OutputLock();
   const fs::path data_dir = resolve_data_dir(c.data_dir);
   // Each stage is kept once complete, so a stop request between stages loses nothing.
@@ -436,52 +470,68 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   check_stop("tokenizer ready; " + rerun);
   auto tok = load_sentencepiece_tokenizer(tok_path, true);
   if (tok->vocab_size() != c.vocab_size || !tok->bos_id() || !tok->eos_id()) {
-    throw std::runtime_error(fmt::format("{}: expected {} pieces with <s> and </s>, found {} pieces", tok_path.string(),
-                                         c.vocab_size, tok->vocab_size()));
+    throw std::runtime_error(
+        fmt::format("{}: expected {} pieces with <s> and </s>, found {} pieces", tok_path.string(),
+                    c.vocab_size, tok->vocab_size()));
   }
-  std::vector<int32_t> train_ids = prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok, tok_path);
-  std::vector<int32_t> heldout_ids =
-      prepare_tokens(out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok, tok_path);
+  std::vector<int32_t> train_ids =
+      prepare_tokens(out / "corpus" / "train.txt", out / "corpus" / "train.tokens", *tok, tok_path);
+  std::vector<int32_t> heldout_ids = prepare_tokens(
+      out / "corpus" / "heldout.txt", out / "corpus" / "heldout.tokens", *tok, tok_path);
   check_stop("tokens ready; " + rerun);
   int64_t train_words = 0;
   for (const auto& [name, e] : report["sources"].items()) {
     if (e.contains("train")) train_words += e["train"]["words"].get<int64_t>();
   }
-  fmt::print(stderr, "tokens: {} train, {} held-out ({:.2f} tokens per word, BOS and EOS included)\n",
+  fmt::print(stderr,
+             "tokens: {} train, {} held-out ({:.2f} tokens per word, BOS and EOS included)\n",
              train_ids.size(), heldout_ids.size(),
-             static_cast<double>(train_ids.size()) / static_cast<double>(std::max<int64_t>(1, train_words)));
+             static_cast<double>(train_ids.size()) /
+                 static_cast<double>(std::max<int64_t>(1, train_words)));
 
   LmTrainer trainer(c.train, train_ids, heldout_ids, out / "checkpoints");
   const int64_t resumed = trainer.resume();
-  fmt::print(stderr, "model: GPT-2 {} layers, d {}, {} heads, context {}: {} parameters; {} threads\n",
-             c.train.shape.n_layers, c.train.shape.d_model, c.train.shape.n_heads, c.train.shape.context,
-             trainer.model().parameter_count(), threads_used);
+  fmt::print(stderr,
+             "model: GPT-2 {} layers, d {}, {} heads, context {}: {} parameters; {} threads\n",
+             c.train.shape.n_layers, c.train.shape.d_model, c.train.shape.n_heads,
+             c.train.shape.context, trainer.model().parameter_count(), threads_used);
   if (resumed > 0) fmt::print(stderr, "training: resumed from step {}\n", resumed);
   std::ofstream log(out / "train_log.jsonl", std::ios::app);
   const auto start = std::chrono::steady_clock::now();
   LmTrainResult result = trainer.train(
       [&](const TrainProgress& p) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const double per_step = elapsed / static_cast<double>(p.step - resumed);
         std::string extra;
-        if (p.heldout_loss) extra += fmt::format("  held-out {:.3f} (ppl {:.1f})", *p.heldout_loss, std::exp(*p.heldout_loss));
+        if (p.heldout_loss)
+          extra += fmt::format("  held-out {:.3f} (ppl {:.1f})", *p.heldout_loss,
+                               std::exp(*p.heldout_loss));
         if (p.checkpoint) extra += "  [checkpoint]";
-        fmt::print(stderr, "step {:>6}/{}  loss {:.3f}  lr {:.2e}  |g| {:.2f}  {:.0f} tok/s  ETA {:.1f} min{}\n", p.step,
-                   p.total_steps, p.loss, p.learning_rate, p.grad_norm, p.tokens_per_second,
-                   per_step * static_cast<double>(p.total_steps - p.step) / 60.0, extra);
-        json entry = {{"step", p.step}, {"loss", p.loss}, {"lr", p.learning_rate}, {"grad_norm", p.grad_norm},
+        fmt::print(
+            stderr,
+            "step {:>6}/{}  loss {:.3f}  lr {:.2e}  |g| {:.2f}  {:.0f} tok/s  ETA {:.1f} min{}\n",
+            p.step, p.total_steps, p.loss, p.learning_rate, p.grad_norm, p.tokens_per_second,
+            per_step * static_cast<double>(p.total_steps - p.step) / 60.0, extra);
+        json entry = {{"step", p.step},
+                      {"loss", p.loss},
+                      {"lr", p.learning_rate},
+                      {"grad_norm", p.grad_norm},
                       {"tokens_per_second", p.tokens_per_second}};
         if (p.heldout_loss) entry["heldout_loss"] = *p.heldout_loss;
         log << entry.dump() << "\n" << std::flush;
       },
       stop_after, [] { return stop_signal() != 0; });
   if (result.stopped) {
-    check_stop(fmt::format("checkpoint of step {} of {} written to {}; rerun the same command to resume",
-                           trainer.step(), c.train.optimizer.total_steps, (out / "checkpoints").string()));
+    check_stop(
+        fmt::format("checkpoint of step {} of {} written to {}; rerun the same command to resume",
+                    trainer.step(), c.train.optimizer.total_steps, (out / "checkpoints").string()));
   }
   if (trainer.step() < c.train.optimizer.total_steps) {
-    fmt::print(stderr, "training: stopped at step {} of {} (--stop-after); rerun the same command to resume\n",
-               trainer.step(), c.train.optimizer.total_steps);
+    fmt::print(
+        stderr,
+        "training: stopped at step {} of {} (--stop-after); rerun the same command to resume\n",
+        trainer.step(), c.train.optimizer.total_steps);
     run_report.step = trainer.step();
     return run_report;
   }
@@ -506,6 +556,5 @@ TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, in
   run_report.exported_heldout_loss = exported_loss;
   return run_report;
 }
-
 
 }  // namespace destein

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "destein/experiment/train_lm_experiment.hpp"
+#include "experiment/train_lm_experiment.hpp"
 
 namespace destein {
 

@@ -7,14 +7,15 @@
 #include <cstring>
 #include <optional>
 
-#include "destein/experiment/progress.hpp"
-#include "destein/experiment/stop_request.hpp"
-#include "destein/io/data_folder.hpp"
-#include "destein/io/output_lock.hpp"
-#include "destein/parallel/work_split.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/steer/activations.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "experiment/experiment_schemas.hpp"
+#include "experiment/progress.hpp"
+#include "experiment/stop_request.hpp"
+#include "io/data_folder.hpp"
+#include "io/output_lock.hpp"
+#include "parallel/work_split.hpp"
 
 namespace destein {
 
@@ -40,22 +41,27 @@ Schema<VectorsExperiment> vectors_experiment_schema() {
   Schema<E> s;
   s.include(&E::model, model_section_schema())
       .field("data_dir", &E::data_dir)
-      .section("pairs", [](E& e) -> E& { return e; }, pairs)
+      .section(
+          "pairs", [](E& e) -> E& { return e; }, pairs)
       .field("site", &E::site)
       .field("last_k", &E::last_k)
       .field("batch_size", &E::batch_size)
-      .section("probes", [](E& e) -> E& { return e; }, probes)
+      .section(
+          "probes", [](E& e) -> E& { return e; }, probes)
       .field("output", &E::output)
       .field("heatmap", &E::heatmap)
       .check([](const E& e, const ConfigNode& node) {
         try {
           parse_steering_site(e.site);
         } catch (const std::exception& ex) {
-          throw std::invalid_argument(fmt::format("{}: key site: {}", node.where("site"), ex.what()));
+          throw std::invalid_argument(
+              fmt::format("{}: key site: {}", node.where("site"), ex.what()));
         }
-        if (e.pairs_format != "auto" && e.pairs_format != "jsonl" && e.pairs_format != "paradetox") {
-          throw std::invalid_argument(fmt::format("{}: pairs.format must be auto, jsonl or paradetox, found '{}'",
-                                                  node.where(), e.pairs_format));
+        if (e.pairs_format != "auto" && e.pairs_format != "jsonl" &&
+            e.pairs_format != "paradetox") {
+          throw std::invalid_argument(
+              fmt::format("{}: pairs.format must be auto, jsonl or paradetox, found '{}'",
+                          node.where(), e.pairs_format));
         }
       });
   return s;
@@ -65,7 +71,9 @@ VectorsExperiment load_vectors_experiment(const std::filesystem::path& yaml) {
   return vectors_experiment_schema().load(ConfigNode::load_file(yaml));
 }
 
-std::string dump_vectors_experiment(const VectorsExperiment& e) { return vectors_experiment_schema().dump(e); }
+std::string dump_vectors_experiment(const VectorsExperiment& e) {
+  return vectors_experiment_schema().dump(e);
+}
 
 namespace {
 
@@ -134,8 +142,9 @@ bool gather_activations(PairActivations* acts, const ProcessGroup& group, int64_
 // the ones a single process forms), then, on rank 0, every rank's. False on the other
 // ranks of a sharded run.
 bool capture_pair_activations(const VectorsExperiment& c, const LoadedModel& loaded,
-                              const std::vector<SteeringPair>& pairs, const ActivationOptions& aopts,
-                              const ProcessGroup* group, PairActivations* acts) {
+                              const std::vector<SteeringPair>& pairs,
+                              const ActivationOptions& aopts, const ProcessGroup* group,
+                              PairActivations* acts) {
   const bool sharded = group && group->size() > 1;
   const bool writer = !sharded || group->is_root();
   const int64_t num_pairs = static_cast<int64_t>(pairs.size());
@@ -198,8 +207,8 @@ void add_probes(const VectorsExperiment& c, const ModelConfig& cfg,
   popts.threads = std::max(1, threads());
   // Paraphrases of one toxic text stay on one side.
   popts.groups = pair_groups_by_toxic_text(pairs);
-  ProbeResults r = train_probes(toxic, nontoxic, v->num_pairs, cfg.n_layers, cfg.n_heads,
-                                cfg.head_dim, popts);
+  ProbeResults r =
+      train_probes(toxic, nontoxic, v->num_pairs, cfg.n_layers, cfg.n_heads, cfg.head_dim, popts);
   v->probe_accuracy = at::tensor(r.accuracy).view({cfg.n_layers, cfg.n_heads});
   // The probes the gate runs: refitted on every pair (the accuracies above are held out).
   GateProbes gp = fit_gate_probes(toxic, nontoxic, v->num_pairs, cfg.n_layers, cfg.n_heads,

@@ -1,4 +1,4 @@
-#include "destein/io/csv.hpp"
+#include "io/csv.hpp"
 
 #include <fstream>
 #include <sstream>

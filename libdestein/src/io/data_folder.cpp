@@ -1,4 +1,4 @@
-#include "destein/io/data_folder.hpp"
+#include "io/data_folder.hpp"
 
 #include <cstdlib>
 

@@ -1,4 +1,4 @@
-#include "destein/io/file_io.hpp"
+#include "io/file_io.hpp"
 
 #include <fstream>
 
@@ -19,7 +19,8 @@ std::optional<std::string> difference_at(const nlohmann::json& now, const nlohma
     return std::nullopt;
   }
   if (now == before) return std::nullopt;
-  return fmt::format("{}: {} now, {} before", path.empty() ? "(top level)" : path, now.dump(), before.dump());
+  return fmt::format("{}: {} now, {} before", path.empty() ? "(top level)" : path, now.dump(),
+                     before.dump());
 }
 
 }  // namespace
@@ -47,7 +48,8 @@ void write_file_atomically(const std::filesystem::path& path,
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) std::filesystem::remove(tmp, ignored);
-  DESTEIN_CHECK_IO(!ec, "cannot move '{}' into place as '{}': {}", tmp.string(), path.string(), ec.message());
+  DESTEIN_CHECK_IO(!ec, "cannot move '{}' into place as '{}': {}", tmp.string(), path.string(),
+                   ec.message());
 }
 
 void write_text_file(const std::filesystem::path& path, const std::string& text) {
@@ -65,12 +67,14 @@ std::string file_fnv1a64(const std::filesystem::path& path) {
   DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", path.string());
   uint64_t h = detail::kFnvOffset;
   char buf[1 << 16];
-  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) h = detail::fnv1a64(buf, static_cast<size_t>(in.gcount()), h);
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0)
+    h = detail::fnv1a64(buf, static_cast<size_t>(in.gcount()), h);
   DESTEIN_CHECK_IO(!in.bad(), "error while reading '{}'", path.string());
   return fmt::format("{:016x}", h);
 }
 
-std::optional<std::string> first_json_difference(const nlohmann::json& now, const nlohmann::json& before) {
+std::optional<std::string> first_json_difference(const nlohmann::json& now,
+                                                 const nlohmann::json& before) {
   return difference_at(now, before, "");
 }
 

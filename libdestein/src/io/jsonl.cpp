@@ -1,4 +1,4 @@
-#include "destein/io/jsonl.hpp"
+#include "io/jsonl.hpp"
 
 #include "check.hpp"
 

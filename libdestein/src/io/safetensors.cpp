@@ -1,5 +1,5 @@
-#include "destein/io/file_io.hpp"
-#include "destein/io/safetensors.hpp"
+#include "io/safetensors.hpp"
+#include "io/file_io.hpp"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "check.hpp"
-#include "destein/io/safetensors_header.hpp"
+#include "io/safetensors_header.hpp"
 
 namespace destein {
 namespace {
@@ -19,8 +19,8 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", c10::kDouble}, {"F32", c10::kFloat},  {"F16", c10::kHalf},  {"BF16", c10::kBFloat16},
-    {"I64", c10::kLong},   {"I32", c10::kInt},    {"I16", c10::kShort}, {"I8", c10::kChar},
+    {"F64", c10::kDouble}, {"F32", c10::kFloat}, {"F16", c10::kHalf},  {"BF16", c10::kBFloat16},
+    {"I64", c10::kLong},   {"I32", c10::kInt},   {"I16", c10::kShort}, {"I8", c10::kChar},
     {"U8", c10::kByte},    {"BOOL", c10::kBool},
 };
 
@@ -50,7 +50,8 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   out.metadata = header.metadata;
   for (const auto& entry : header.tensors) {
     const std::string where = fmt::format("{}: tensor '{}'", file, entry.name);
-    at::Tensor t = at::empty(entry.shape, at::TensorOptions().dtype(dtype_from_name(entry.dtype, where)));
+    at::Tensor t =
+        at::empty(entry.shape, at::TensorOptions().dtype(dtype_from_name(entry.dtype, where)));
     const uint64_t nbytes = entry.end - entry.begin;  // checked against the shape by the header
     in.seekg(static_cast<std::streamoff>(header.data_start + entry.begin));
     in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));

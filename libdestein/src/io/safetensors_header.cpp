@@ -1,4 +1,4 @@
-#include "destein/io/safetensors_header.hpp"
+#include "io/safetensors_header.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -24,8 +24,10 @@ std::size_t safetensors_dtype_size(std::string_view dtype) {
 
 SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_t data_size,
                                            const std::string& where) {
-  const nlohmann::json header = nlohmann::json::parse(header_json, nullptr, /*allow_exceptions=*/false);
-  DESTEIN_CHECK_IO(!header.is_discarded(), "{}: malformed safetensors header (not valid JSON)", where);
+  const nlohmann::json header =
+      nlohmann::json::parse(header_json, nullptr, /*allow_exceptions=*/false);
+  DESTEIN_CHECK_IO(!header.is_discarded(), "{}: malformed safetensors header (not valid JSON)",
+                   where);
   DESTEIN_CHECK_IO(header.is_object(), "{}: safetensors header is not a JSON object", where);
 
   SafetensorsHeader out;
@@ -35,8 +37,9 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
       DESTEIN_CHECK_IO(entry.is_object(), "{}: __metadata__ must be an object of strings", where);
       for (const auto& [k, v] : entry.items()) {
         // Invalid UTF-8 in a value is replaced, not thrown on, when shown as JSON text.
-        out.metadata[k] = v.is_string() ? v.get<std::string>()
-                                        : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        out.metadata[k] = v.is_string()
+                              ? v.get<std::string>()
+                              : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       }
       continue;
     }
@@ -50,12 +53,14 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
     DESTEIN_CHECK_IO(dtype.is_string(), "{}: dtype must be a string", tensor);
     e.dtype = dtype.get<std::string>();
     const std::size_t element_size = safetensors_dtype_size(e.dtype);
-    DESTEIN_CHECK_IO(element_size > 0,
-                     "{}: unsupported dtype '{}' (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)",
-                     tensor, e.dtype);
+    DESTEIN_CHECK_IO(
+        element_size > 0,
+        "{}: unsupported dtype '{}' (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)",
+        tensor, e.dtype);
 
     const auto& shape = entry["shape"];
-    DESTEIN_CHECK_IO(shape.is_array(), "{}: shape must be an array of non-negative integers", tensor);
+    DESTEIN_CHECK_IO(shape.is_array(), "{}: shape must be an array of non-negative integers",
+                     tensor);
     // Elements are counted against the data section as we go, so a huge shape is refused
     // before any product can overflow.
     uint64_t elements = 1;
@@ -87,14 +92,16 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
                      "file may be truncated)",
                      tensor, e.begin, e.end, data_size);
     const uint64_t nbytes = elements * element_size;  // <= data_size * 8: cannot overflow
-    DESTEIN_CHECK_IO(nbytes == e.end - e.begin, "{}: shape {} needs {} bytes but data_offsets span {}",
-                     tensor, shape.dump(), nbytes, e.end - e.begin);
+    DESTEIN_CHECK_IO(nbytes == e.end - e.begin,
+                     "{}: shape {} needs {} bytes but data_offsets span {}", tensor, shape.dump(),
+                     nbytes, e.end - e.begin);
     out.tensors.push_back(std::move(e));
   }
   return out;
 }
 
-SafetensorsHeader read_safetensors_header(const std::filesystem::path& path, uint64_t max_header_bytes) {
+SafetensorsHeader read_safetensors_header(const std::filesystem::path& path,
+                                          uint64_t max_header_bytes) {
   const std::string file = path.string();
   std::ifstream in(path, std::ios::binary);
   DESTEIN_CHECK_IO(in.good(), "{}: cannot open safetensors file", file);
@@ -116,7 +123,8 @@ SafetensorsHeader read_safetensors_header(const std::filesystem::path& path, uin
   std::string header_text(header_len, '\0');
   in.read(header_text.data(), static_cast<std::streamsize>(header_len));
   DESTEIN_CHECK_IO(in.good(), "{}: read failed in the header", file);
-  SafetensorsHeader header = parse_safetensors_header(header_text, file_size - 8 - header_len, file);
+  SafetensorsHeader header =
+      parse_safetensors_header(header_text, file_size - 8 - header_len, file);
   header.data_start = 8 + header_len;
   return header;
 }

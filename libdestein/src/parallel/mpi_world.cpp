@@ -21,7 +21,8 @@ void check(int rc, const char* what) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  throw std::runtime_error(fmt::format("MPI {} failed: {}", what, std::string(text, static_cast<size_t>(len))));
+  throw std::runtime_error(
+      fmt::format("MPI {} failed: {}", what, std::string(text, static_cast<size_t>(len))));
 }
 
 void send_bytes(const std::string& bytes, int destination, int tag) {
@@ -39,7 +40,9 @@ std::string receive_bytes(int source, int tag) {
   std::string bytes(n, '\0');
   for (uint64_t at = 0; at < n; at += kChunk) {
     const int count = static_cast<int>(std::min(kChunk, n - at));
-    check(MPI_Recv(bytes.data() + at, count, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive");
+    check(MPI_Recv(bytes.data() + at, count, MPI_BYTE, source, tag, MPI_COMM_WORLD,
+                   MPI_STATUS_IGNORE),
+          "receive");
   }
   return bytes;
 }
@@ -54,16 +57,18 @@ class MpiWorld final : public ProcessGroup {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     MPI_Comm local;
-    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "split");
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),
+          "split");
     MPI_Comm_rank(local, &local_rank_);
     MPI_Comm_size(local, &local_size_);
     MPI_Comm_free(&local);
     if (provided < MPI_THREAD_SERIALIZED) {
       MPI_Finalize();
-      throw std::runtime_error(fmt::format(
-          "this MPI library gives thread level {} but destein needs MPI_THREAD_SERIALIZED ({}): the harness's "
-          "worker thread sends results while the main thread generates",
-          provided, MPI_THREAD_SERIALIZED));
+      throw std::runtime_error(
+          fmt::format("this MPI library gives thread level {} but destein needs "
+                      "MPI_THREAD_SERIALIZED ({}): the harness's "
+                      "worker thread sends results while the main thread generates",
+                      provided, MPI_THREAD_SERIALIZED));
     }
   }
   ~MpiWorld() override {
@@ -92,11 +97,14 @@ class MpiWorld final : public ProcessGroup {
       return {};
     }
     std::vector<std::string> all(static_cast<size_t>(size_));
-    for (int r = 0; r < size_; ++r) all[static_cast<size_t>(r)] = r == root ? bytes : receive_bytes(r, kGatherTag);
+    for (int r = 0; r < size_; ++r)
+      all[static_cast<size_t>(r)] = r == root ? bytes : receive_bytes(r, kGatherTag);
     return all;
   }
 
-  void send(const std::string& bytes, int destination) const override { send_bytes(bytes, destination, kSendTag); }
+  void send(const std::string& bytes, int destination) const override {
+    send_bytes(bytes, destination, kSendTag);
+  }
   std::string receive(int source) const override { return receive_bytes(source, kSendTag); }
   void barrier() const override { check(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
   [[noreturn]] void abort(int code) const override {
@@ -111,6 +119,8 @@ class MpiWorld final : public ProcessGroup {
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> start_mpi_world(int* argc, char*** argv) { return std::make_unique<MpiWorld>(argc, argv); }
+std::unique_ptr<ProcessGroup> start_mpi_world(int* argc, char*** argv) {
+  return std::make_unique<MpiWorld>(argc, argv);
+}
 
 }  // namespace destein::detail

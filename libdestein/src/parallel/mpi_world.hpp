@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "destein/parallel/process_group.hpp"
+#include "parallel/process_group.hpp"
 
 namespace destein::detail {
 

@@ -1,4 +1,4 @@
-#include "destein/parallel/process_group.hpp"
+#include "parallel/process_group.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -13,15 +13,18 @@ namespace destein {
 std::string ProcessGroup::describe() const {
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return fmt::format("rank {} of {} (host {}, pid {})", rank(), size(), host, static_cast<long>(getpid()));
+  return fmt::format("rank {} of {} (host {}, pid {})", rank(), size(), host,
+                     static_cast<long>(getpid()));
 }
 
 void SingleProcess::broadcast(std::string&, int root) const {
-  if (root != 0) throw std::logic_error(fmt::format("broadcast from rank {} in a group of one process", root));
+  if (root != 0)
+    throw std::logic_error(fmt::format("broadcast from rank {} in a group of one process", root));
 }
 
 std::vector<std::string> SingleProcess::gather(const std::string& bytes, int root) const {
-  if (root != 0) throw std::logic_error(fmt::format("gather to rank {} in a group of one process", root));
+  if (root != 0)
+    throw std::logic_error(fmt::format("gather to rank {} in a group of one process", root));
   return {bytes};
 }
 
@@ -58,10 +61,11 @@ std::unique_ptr<ProcessGroup> start_process_group(int* argc, char*** argv) {
   // Without MPI every rank would believe it is alone and write the same files.
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
   if (size && std::atoi(size) > 1) {
-    throw std::runtime_error(fmt::format(
-        "started by an MPI launcher with {} ranks, but this build has no MPI (configure with MPI found, "
-        "DESTEIN_WITH_MPI=ON; Debian: libopenmpi-dev); run it without mpirun",
-        size));
+    throw std::runtime_error(
+        fmt::format("started by an MPI launcher with {} ranks, but this build has no MPI "
+                    "(configure with MPI found, "
+                    "DESTEIN_WITH_MPI=ON; Debian: libopenmpi-dev); run it without mpirun",
+                    size));
   }
   return std::make_unique<SingleProcess>();
 #endif

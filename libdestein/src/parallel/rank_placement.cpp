@@ -1,4 +1,4 @@
-#include "destein/parallel/rank_placement.hpp"
+#include "parallel/rank_placement.hpp"
 
 #include <algorithm>
 
@@ -8,7 +8,8 @@ namespace destein {
 
 std::string rank_device(const std::string& device, int local_rank, int device_count) {
   if (device != "cuda") return device;
-  DESTEIN_CHECK_ARG(device_count > 0, "device cuda asked for, but this machine has no CUDA device; use device: cpu");
+  DESTEIN_CHECK_ARG(device_count > 0,
+                    "device cuda asked for, but this machine has no CUDA device; use device: cpu");
   return "cuda:" + std::to_string(local_rank % device_count);
 }
 

@@ -1,4 +1,4 @@
-#include "destein/parallel/work_split.hpp"
+#include "parallel/work_split.hpp"
 
 #include <algorithm>
 
@@ -12,9 +12,10 @@ int batch_owner(int64_t batch, int size) {
 }
 
 std::pair<int64_t, int64_t> shard_range(int64_t units, int rank, int size) {
-  DESTEIN_CHECK_ARG(size > 0 && rank >= 0 && rank < size && units >= 0,
-                    "shard_range: rank {} of {} over {} units (expected 0 <= rank < size, units >= 0)", rank, size,
-                    units);
+  DESTEIN_CHECK_ARG(
+      size > 0 && rank >= 0 && rank < size && units >= 0,
+      "shard_range: rank {} of {} over {} units (expected 0 <= rank < size, units >= 0)", rank,
+      size, units);
   const int64_t base = units / size, extra = units % size;
   const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
   return {begin, begin + base + (rank < extra ? 1 : 0)};

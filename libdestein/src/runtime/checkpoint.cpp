@@ -1,5 +1,5 @@
-#include "destein/io/file_io.hpp"
 #include "destein/runtime/checkpoint.hpp"
+#include "io/file_io.hpp"
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "check.hpp"
-#include "destein/io/safetensors.hpp"
+#include "io/safetensors.hpp"
 
 namespace destein {
 namespace fs = std::filesystem;
@@ -48,9 +48,10 @@ ReferenceLogits parse_reference(const json& j, const std::string& where) {
       ref.last_logits.push_back(c.at("last_logits").get<std::vector<float>>());
     }
   } catch (const json::exception& e) {
-    throw std::runtime_error(fmt::format(
-        "{}: reference.json must be {{\"source\", \"cases\": [{{\"input_ids\", \"last_logits\"}}]}}: {}",
-        where, e.what()));
+    throw std::runtime_error(
+        fmt::format("{}: reference.json must be {{\"source\", \"cases\": [{{\"input_ids\", "
+                    "\"last_logits\"}}]}}: {}",
+                    where, e.what()));
   }
   return ref;
 }
@@ -62,12 +63,11 @@ Checkpoint load_archive(const fs::path& path) {
   try {
     module = torch::jit::load(file, c10::Device(c10::kCPU), extra);
   } catch (const c10::Error& e) {
-    throw std::runtime_error(fmt::format(
-        "{}: not a TorchScript archive, or a truncated one ({})", file,
-        first_line(e.what_without_backtrace())));
+    throw std::runtime_error(fmt::format("{}: not a TorchScript archive, or a truncated one ({})",
+                                         file, first_line(e.what_without_backtrace())));
   } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("{}: cannot read TorchScript archive: {}", file,
-                                         first_line(e.what())));
+    throw std::runtime_error(
+        fmt::format("{}: cannot read TorchScript archive: {}", file, first_line(e.what())));
   }
   DESTEIN_CHECK_IO(!extra["config.json"].empty(),
                    "{}: the archive has no extra file 'config.json' (export it with "
@@ -76,8 +76,8 @@ Checkpoint load_archive(const fs::path& path) {
                    file);
   Checkpoint ckpt;
   ckpt.source = path;
-  ckpt.config = ModelConfig::from_hf_json(
-      parse_json_text(extra["config.json"], file + ":config.json"), file);
+  ckpt.config =
+      ModelConfig::from_hf_json(parse_json_text(extra["config.json"], file + ":config.json"), file);
   for (const auto& p : module.named_parameters(/*recurse=*/true)) {
     ckpt.tensors.emplace(p.name, p.value.detach());
   }
@@ -85,9 +85,9 @@ Checkpoint load_archive(const fs::path& path) {
     ckpt.tensors.emplace(b.name, b.value.detach());
   }
   if (!extra["reference.json"].empty()) {
-    ckpt.reference = parse_reference(
-        parse_json_text(extra["reference.json"], file + ":reference.json"),
-        file + ":reference.json");
+    ckpt.reference =
+        parse_reference(parse_json_text(extra["reference.json"], file + ":reference.json"),
+                        file + ":reference.json");
   }
   return ckpt;
 }
@@ -132,8 +132,9 @@ std::map<std::string, at::Tensor> read_torch_zip_state_dict(const fs::path& path
   for (const auto& entry : root.toGenericDict()) {
     DESTEIN_CHECK_IO(entry.key().isString(), "{}: state dict key of type {}, expected a string",
                      file, entry.key().tagKind());
-    DESTEIN_CHECK_IO(entry.value().isTensor(), "{}: state dict entry '{}' is a {}, expected a tensor",
-                     file, entry.key().toStringRef(), entry.value().tagKind());
+    DESTEIN_CHECK_IO(entry.value().isTensor(),
+                     "{}: state dict entry '{}' is a {}, expected a tensor", file,
+                     entry.key().toStringRef(), entry.value().tagKind());
     tensors.emplace(entry.key().toStringRef(), entry.value().toTensor().contiguous());
   }
   return tensors;
@@ -181,23 +182,24 @@ Checkpoint load_folder(const fs::path& dir) {
     shards = indexed_shards(dir / "pytorch_model.bin.index.json");
     pickled = true;
   } else {
-    throw std::runtime_error(fmt::format(
-        "{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
-        "pytorch_model.bin.index.json or model.pt in the folder",
-        dir.string()));
+    throw std::runtime_error(
+        fmt::format("{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                    "pytorch_model.bin.index.json or model.pt in the folder",
+                    dir.string()));
   }
   for (const auto& shard : shards) {
     DESTEIN_CHECK_IO(fs::exists(shard), "{}: shard listed in the index is missing", shard.string());
     if (pickled) {
-      for (auto& [name, t] : read_torch_zip_state_dict(shard)) ckpt.tensors.emplace(name, std::move(t));
+      for (auto& [name, t] : read_torch_zip_state_dict(shard))
+        ckpt.tensors.emplace(name, std::move(t));
     } else {
       auto file = read_safetensors(shard);
       for (auto& [name, t] : file.tensors) ckpt.tensors.emplace(name, std::move(t));
     }
   }
   if (fs::exists(dir / "reference.json")) {
-    ckpt.reference = parse_reference(read_json_file(dir / "reference.json"),
-                                     (dir / "reference.json").string());
+    ckpt.reference =
+        parse_reference(read_json_file(dir / "reference.json"), (dir / "reference.json").string());
   }
   return ckpt;
 }
@@ -254,7 +256,8 @@ void save_checkpoint(const fs::path& path, const json& hf_config,
   if (reference) {
     json cases = json::array();
     for (size_t i = 0; i < reference->inputs.size(); ++i) {
-      cases.push_back({{"input_ids", reference->inputs[i]}, {"last_logits", reference->last_logits[i]}});
+      cases.push_back(
+          {{"input_ids", reference->inputs[i]}, {"last_logits", reference->last_logits[i]}});
     }
     extra["reference.json"] = json{{"source", reference->source}, {"cases", cases}}.dump();
   }
@@ -262,8 +265,8 @@ void save_checkpoint(const fs::path& path, const json& hf_config,
     try {
       module.save(tmp.string(), extra);
     } catch (const c10::Error& e) {
-      throw std::runtime_error(
-          fmt::format("{}: cannot write archive: {}", path.string(), first_line(e.what_without_backtrace())));
+      throw std::runtime_error(fmt::format("{}: cannot write archive: {}", path.string(),
+                                           first_line(e.what_without_backtrace())));
     }
   });
 }

@@ -1,4 +1,4 @@
-#include "destein/runtime/decode_batch.hpp"
+#include "runtime/decode_batch.hpp"
 
 #include <ATen/ATen.h>
 #include "runtime/parallel.hpp"
@@ -17,13 +17,16 @@
 namespace destein {
 
 void check_sampling_options(const GenerationOptions& o, const std::string& who) {
-  DESTEIN_CHECK_ARG(o.max_new_tokens > 0, "{}: max_new_tokens must be positive, found {}", who, o.max_new_tokens);
-  DESTEIN_CHECK_ARG(!o.do_sample || o.temperature > 0,
-                    "{}: temperature must be > 0 when sampling, found {} (use greedy decoding instead of "
-                    "temperature 0)",
-                    who, o.temperature);
+  DESTEIN_CHECK_ARG(o.max_new_tokens > 0, "{}: max_new_tokens must be positive, found {}", who,
+                    o.max_new_tokens);
+  DESTEIN_CHECK_ARG(
+      !o.do_sample || o.temperature > 0,
+      "{}: temperature must be > 0 when sampling, found {} (use greedy decoding instead of "
+      "temperature 0)",
+      who, o.temperature);
   DESTEIN_CHECK_ARG(o.top_k >= 0, "{}: top_k must be >= 0 (0 = off), found {}", who, o.top_k);
-  DESTEIN_CHECK_ARG(o.top_p > 0 && o.top_p <= 1, "{}: top_p must be in (0, 1], found {}", who, o.top_p);
+  DESTEIN_CHECK_ARG(o.top_p > 0 && o.top_p <= 1, "{}: top_p must be in (0, 1], found {}", who,
+                    o.top_p);
 }
 
 void check_decode_prompts(const Model& model, const std::vector<std::vector<int64_t>>& prompts,
@@ -31,14 +34,17 @@ void check_decode_prompts(const Model& model, const std::vector<std::vector<int6
   const ModelConfig& c = model.config();
   for (size_t p = 0; p < prompts.size(); ++p) {
     const auto& prompt = prompts[p];
-    DESTEIN_CHECK_ARG(!prompt.empty(), "{}: prompt {} is empty (it needs at least one token)", who, p);
-    DESTEIN_CHECK_ARG(static_cast<int64_t>(prompt.size()) + max_new_tokens <= c.max_positions,
-                      "{}: prompt {} has {} tokens; with max_new_tokens {} that is past the model's limit of {} "
-                      "positions",
-                      who, p, prompt.size(), max_new_tokens, c.max_positions);
+    DESTEIN_CHECK_ARG(!prompt.empty(), "{}: prompt {} is empty (it needs at least one token)", who,
+                      p);
+    DESTEIN_CHECK_ARG(
+        static_cast<int64_t>(prompt.size()) + max_new_tokens <= c.max_positions,
+        "{}: prompt {} has {} tokens; with max_new_tokens {} that is past the model's limit of {} "
+        "positions",
+        who, p, prompt.size(), max_new_tokens, c.max_positions);
     for (int64_t id : prompt) {
-      DESTEIN_CHECK_ARG(id >= 0 && id < c.vocab_size, "{}: prompt {} holds token id {} outside the vocabulary [0, {})",
-                        who, p, id, c.vocab_size);
+      DESTEIN_CHECK_ARG(id >= 0 && id < c.vocab_size,
+                        "{}: prompt {} holds token id {} outside the vocabulary [0, {})", who, p,
+                        id, c.vocab_size);
     }
   }
 }
@@ -71,7 +77,8 @@ void DecodeBatch::finish(size_t index, FinishReason reason) {
 }
 
 void DecodeBatch::add(std::vector<DecodeRowSpec> specs) {
-  DESTEIN_CHECK_ARG(!broken_, "DecodeBatch::add: a step failed; call remove_finished() before adding rows");
+  DESTEIN_CHECK_ARG(!broken_,
+                    "DecodeBatch::add: a step failed; call remove_finished() before adding rows");
   if (specs.empty()) return;
   std::unordered_set<int64_t> ids;
   for (const DecodeRow& r : rows_) {
@@ -87,13 +94,17 @@ void DecodeBatch::add(std::vector<DecodeRowSpec> specs) {
     const std::string who = fmt::format("decode row {}", s.id);
     check_sampling_options(s.sampling, who);
     check_decode_prompts(model_, {s.prompt}, s.sampling.max_new_tokens, who);
-    DESTEIN_CHECK_ARG(ids.insert(s.id).second, "DecodeBatch::add: row id {} is already running", s.id);
-    for (const auto& p : s.processors) DESTEIN_CHECK_ARG(p != nullptr, "{}: a logits processor is null", who);
-    const bool shared = s.prefill_group >= 0 && i > 0 && specs[i - 1].prefill_group == s.prefill_group;
+    DESTEIN_CHECK_ARG(ids.insert(s.id).second, "DecodeBatch::add: row id {} is already running",
+                      s.id);
+    for (const auto& p : s.processors)
+      DESTEIN_CHECK_ARG(p != nullptr, "{}: a logits processor is null", who);
+    const bool shared =
+        s.prefill_group >= 0 && i > 0 && specs[i - 1].prefill_group == s.prefill_group;
     if (shared) {
-      DESTEIN_CHECK_ARG(specs[i - 1].prompt == s.prompt,
-                        "DecodeBatch::add: rows {} and {} share prefill group {} but not their prompt", specs[i - 1].id,
-                        s.id, s.prefill_group);
+      DESTEIN_CHECK_ARG(
+          specs[i - 1].prompt == s.prompt,
+          "DecodeBatch::add: rows {} and {} share prefill group {} but not their prompt",
+          specs[i - 1].id, s.id, s.prefill_group);
     } else {
       sequences.push_back(s.prompt);
       layout.row_ids.emplace_back();
@@ -104,7 +115,8 @@ void DecodeBatch::add(std::vector<DecodeRowSpec> specs) {
   }
   for (const DecodeRow& r : rows_) {
     if (r.finish == FinishReason::kNone) {
-      reserve = std::max(reserve, r.sampling_.max_new_tokens - static_cast<int64_t>(r.generated.size()));
+      reserve =
+          std::max(reserve, r.sampling_.max_new_tokens - static_cast<int64_t>(r.generated.size()));
     }
   }
   if (options_.before_forward) options_.before_forward(layout);
@@ -146,7 +158,8 @@ void DecodeBatch::step() {
     if (r.finish != FinishReason::kNone) continue;
     tokens[static_cast<size_t>(b)] = r.generated.back();
     live[static_cast<size_t>(b)] = 1;
-    reserve = std::max(reserve, r.sampling_.max_new_tokens - static_cast<int64_t>(r.generated.size()));
+    reserve =
+        std::max(reserve, r.sampling_.max_new_tokens - static_cast<int64_t>(r.generated.size()));
     any = true;
   }
   last_forward_rows_ = 0;
@@ -198,7 +211,8 @@ void DecodeBatch::sample(const std::vector<size_t>& rows, float* data) {
         p->process(pr);
       } catch (const std::exception& e) {
         for (size_t i : members) {
-          end_row(rows_[i], FinishReason::kError, fmt::format("logits processor '{}': {}", p->name(), e.what()));
+          end_row(rows_[i], FinishReason::kError,
+                  fmt::format("logits processor '{}': {}", p->name(), e.what()));
         }
       }
     }
@@ -223,7 +237,8 @@ void DecodeBatch::sample(const std::vector<size_t>& rows, float* data) {
   at::parallel_for(0, static_cast<int64_t>(N), 1, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const DecodeRow& r = rows_[rows[static_cast<size_t>(j)]];
-      if (r.finish == FinishReason::kNone) next[j] = sample_token(data + j * V, V, r.sampling_, uniforms[j]);
+      if (r.finish == FinishReason::kNone)
+        next[j] = sample_token(data + j * V, V, r.sampling_, uniforms[j]);
     }
   });
   for (size_t j = 0; j < N; ++j) {
@@ -236,7 +251,8 @@ void DecodeBatch::sample(const std::vector<size_t>& rows, float* data) {
     }
     r.generated.push_back(next[j]);
     r.last_token = next[j];
-    if (static_cast<int64_t>(r.generated.size()) >= r.sampling_.max_new_tokens) end_row(r, FinishReason::kLength);
+    if (static_cast<int64_t>(r.generated.size()) >= r.sampling_.max_new_tokens)
+      end_row(r, FinishReason::kLength);
   }
 }
 

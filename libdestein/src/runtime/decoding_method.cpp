@@ -9,8 +9,8 @@
 #include <numeric>
 
 #include "check.hpp"
-#include "destein/runtime/word_filter.hpp"
 #include "destein/text/tokenizer.hpp"
+#include "runtime/word_filter.hpp"
 
 namespace destein {
 

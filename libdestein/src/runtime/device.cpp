@@ -44,7 +44,8 @@ c10::Device parse_device(const std::string& name) {
 c10::ScalarType parse_dtype(const std::string& name) {
   std::string lower = name;
   std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-  if (lower == "float32" || lower == "f32" || lower == "float" || lower == "fp32") return c10::kFloat;
+  if (lower == "float32" || lower == "f32" || lower == "float" || lower == "fp32")
+    return c10::kFloat;
   if (lower == "float16" || lower == "f16" || lower == "half" || lower == "fp16") return c10::kHalf;
   if (lower == "bfloat16" || lower == "bf16") return c10::kBFloat16;
   throw std::invalid_argument(
@@ -53,11 +54,16 @@ c10::ScalarType parse_dtype(const std::string& name) {
 
 std::string dtype_name(c10::ScalarType dtype) {
   switch (dtype) {
-    case c10::kFloat: return "float32";
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kDouble: return "float64";
-    default: return c10::toString(dtype);
+    case c10::kFloat:
+      return "float32";
+    case c10::kHalf:
+      return "float16";
+    case c10::kBFloat16:
+      return "bfloat16";
+    case c10::kDouble:
+      return "float64";
+    default:
+      return c10::toString(dtype);
   }
 }
 

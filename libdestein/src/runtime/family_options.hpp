@@ -24,12 +24,12 @@ struct RopeScaling {
 };
 
 struct FamilyOptions {
-  RopeScaling rope_scaling;        // for Gemma 3 its global layers only
-  double rope_local_theta = 0.0;   // Gemma 3: RoPE base of the sliding layers (0: rope_theta)
+  RopeScaling rope_scaling;       // for Gemma 3 its global layers only
+  double rope_local_theta = 0.0;  // Gemma 3: RoPE base of the sliding layers (0: rope_theta)
   // Per layer, whether ModelConfig::sliding_window applies (Gemma alternates); empty: all.
   std::vector<bool> sliding_layers;
-  bool qk_norm = false;            // Qwen3, Gemma 3: RMSNorm of each q and k head before RoPE
-  bool mlp_bias = false;           // biases on the gated MLP's projections (LLaMA mlp_bias)
+  bool qk_norm = false;   // Qwen3, Gemma 3: RMSNorm of each q and k head before RoPE
+  bool mlp_bias = false;  // biases on the gated MLP's projections (LLaMA mlp_bias)
   std::optional<double> query_pre_attn_scalar;  // Gemma: attention scale 1 / sqrt(this)
   std::optional<double> attn_softcap;   // Gemma: scores = c tanh(scores / c) before the mask
   std::optional<double> final_softcap;  // Gemma 2: logits = c tanh(logits / c)

@@ -5,12 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
-#include <cstring>
 
 #include "check.hpp"
-#include "destein/runtime/decode_batch.hpp"
+#include "runtime/decode_batch.hpp"
 #include "runtime/row_stream.hpp"
 
 namespace destein {
@@ -61,10 +61,13 @@ int64_t sample_nucleus(const std::vector<float>& w, double z, double top_p, doub
   std::vector<int32_t> kept, edge;
   for (int64_t i = 0; i < V; ++i) {
     const uint32_t b = bucket(w[i]);
-    if (b > static_cast<uint32_t>(boundary)) kept.push_back(static_cast<int32_t>(i));
-    else if (b == static_cast<uint32_t>(boundary)) edge.push_back(static_cast<int32_t>(i));
+    if (b > static_cast<uint32_t>(boundary))
+      kept.push_back(static_cast<int32_t>(i));
+    else if (b == static_cast<uint32_t>(boundary))
+      edge.push_back(static_cast<int32_t>(i));
   }
-  std::sort(edge.begin(), edge.end(), [&](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  std::sort(edge.begin(), edge.end(),
+            [&](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
   double acc = above;
   for (int32_t i : edge) {
     if (acc >= need && !kept.empty()) break;
@@ -145,11 +148,13 @@ int64_t sample_token(const float* logits, int64_t V, const GenerationOptions& o,
   return draw(kept, w, u);
 }
 
-std::vector<Generation> generate(const Model& model, const std::vector<std::vector<int64_t>>& prompts,
+std::vector<Generation> generate(const Model& model,
+                                 const std::vector<std::vector<int64_t>>& prompts,
                                  const GenerationOptions& o, const Hooks* hooks,
                                  const GenerationProgress& progress) {
   check_sampling_options(o, "generate");
-  DESTEIN_CHECK_ARG(o.num_samples > 0, "generate: num_samples must be positive, found {}", o.num_samples);
+  DESTEIN_CHECK_ARG(o.num_samples > 0, "generate: num_samples must be positive, found {}",
+                    o.num_samples);
   DESTEIN_CHECK_ARG(o.batch_size >= 0, "generate: batch_size must be >= 0, found {}", o.batch_size);
   check_decode_prompts(model, prompts, o.max_new_tokens, "generate");
   DESTEIN_CHECK_ARG(o.prompt_seeds.empty() || o.prompt_seeds.size() == prompts.size(),
@@ -205,10 +210,12 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
       spec.id = start + r;
       spec.prompt = prompts[static_cast<size_t>(g.prompt_index)];
       spec.sampling = row_sampling;
-      spec.rng = o.prompt_seeds.empty()
-                     ? row_stream(o.seed, g.prompt_index, g.sample_index)
-                     : row_stream(o.prompt_seeds[static_cast<size_t>(g.prompt_index)], 0, g.sample_index);
-      spec.processors = o.processors_for_row ? o.processors_for_row(g.prompt_index, g.sample_index) : o.processors;
+      spec.rng =
+          o.prompt_seeds.empty()
+              ? row_stream(o.seed, g.prompt_index, g.sample_index)
+              : row_stream(o.prompt_seeds[static_cast<size_t>(g.prompt_index)], 0, g.sample_index);
+      spec.processors = o.processors_for_row ? o.processors_for_row(g.prompt_index, g.sample_index)
+                                             : o.processors;
       spec.prefill_group = o.share_prefill ? g.prompt_index : -1;
     }
     batch.add(std::move(specs));
@@ -217,7 +224,8 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
       batch.step();
     }
     for (const DecodeRow& row : batch.rows()) {
-      DESTEIN_CHECK_IO(row.finish != FinishReason::kError, "generate: row (prompt {}, sample {}): {}",
+      DESTEIN_CHECK_IO(row.finish != FinishReason::kError,
+                       "generate: row (prompt {}, sample {}): {}",
                        results[static_cast<size_t>(row.id)].prompt_index,
                        results[static_cast<size_t>(row.id)].sample_index, row.error);
       Generation& g = results[static_cast<size_t>(row.id)];

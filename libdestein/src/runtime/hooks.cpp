@@ -29,10 +29,10 @@ ParsedName parse_hook_name(const std::string& name) {
   std::string suffix = name.substr(dot + 1);
   ParsedName out{-1, HookSite::kResidPre};
   if (layer_text != "*") {
-    DESTEIN_CHECK_ARG(!layer_text.empty() &&
-                          layer_text.find_first_not_of("0123456789") == std::string::npos &&
-                          layer_text.size() < 9,
-                      "hook point '{}': layer '{}' is not a number; {}", name, layer_text, expected);
+    DESTEIN_CHECK_ARG(
+        !layer_text.empty() && layer_text.find_first_not_of("0123456789") == std::string::npos &&
+            layer_text.size() < 9,
+        "hook point '{}': layer '{}' is not a number; {}", name, layer_text, expected);
     out.layer = std::stoll(layer_text);
   }
   for (int i = 0; i < kHookSiteCount; ++i) {
@@ -41,7 +41,8 @@ ParsedName parse_hook_name(const std::string& name) {
       return out;
     }
   }
-  throw std::invalid_argument(fmt::format("hook point '{}': unknown point '{}'; {}", name, suffix, expected));
+  throw std::invalid_argument(
+      fmt::format("hook point '{}': unknown point '{}'; {}", name, suffix, expected));
 }
 }  // namespace
 
@@ -54,7 +55,8 @@ std::string hook_point_name(int64_t layer, HookSite site) {
 std::vector<std::string> hook_point_names(int64_t n_layers) {
   std::vector<std::string> names;
   for (int64_t l = 0; l < n_layers; ++l) {
-    for (int s = 0; s < kHookSiteCount; ++s) names.push_back(hook_point_name(l, static_cast<HookSite>(s)));
+    for (int s = 0; s < kHookSiteCount; ++s)
+      names.push_back(hook_point_name(l, static_cast<HookSite>(s)));
   }
   return names;
 }
@@ -153,7 +155,8 @@ HookHandle Hooks::add(const std::string& name, ObserveFn observe, EditFn edit) {
   if (parsed.layer < 0) {
     reg.every_layer[static_cast<int>(parsed.site)].push_back(std::move(entry));
   } else {
-    size_t slot = static_cast<size_t>(parsed.layer) * kHookSiteCount + static_cast<int>(parsed.site);
+    size_t slot =
+        static_cast<size_t>(parsed.layer) * kHookSiteCount + static_cast<int>(parsed.site);
     if (reg.by_point.size() <= slot) reg.by_point.resize(slot + 1);
     reg.by_point[slot].push_back(std::move(entry));
     reg.max_layer = std::max(reg.max_layer, parsed.layer);

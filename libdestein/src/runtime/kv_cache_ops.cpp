@@ -19,12 +19,14 @@ KVCache KVCache::stack(const std::vector<const KVCache*>& parts, int64_t capacit
     rows += p->batch_;
   }
   DESTEIN_CHECK_ARG(!used.empty(), "KVCache::stack: no cache with rows to stack");
-  DESTEIN_CHECK_ARG(capacity >= length, "KVCache::stack: capacity {} is below the longest part's {} positions",
+  DESTEIN_CHECK_ARG(capacity >= length,
+                    "KVCache::stack: capacity {} is below the longest part's {} positions",
                     capacity, length);
   const size_t layers = used.front()->keys_.size();
   for (const KVCache* p : used) {
-    DESTEIN_CHECK_ARG(p->keys_.size() == layers, "KVCache::stack: parts have {} and {} layers (one model only)",
-                      layers, p->keys_.size());
+    DESTEIN_CHECK_ARG(p->keys_.size() == layers,
+                      "KVCache::stack: parts have {} and {} layers (one model only)", layers,
+                      p->keys_.size());
   }
   KVCache out;
   for (size_t l = 0; l < layers; ++l) {
@@ -34,8 +36,12 @@ KVCache KVCache::stack(const std::vector<const KVCache*>& parts, int64_t capacit
     int64_t row = 0;
     for (const KVCache* p : used) {
       const int64_t shift = length - p->length_;
-      keys.narrow(0, row, p->batch_).narrow(2, shift, p->length_).copy_(p->keys_[l].narrow(2, 0, p->length_));
-      values.narrow(0, row, p->batch_).narrow(2, shift, p->length_).copy_(p->values_[l].narrow(2, 0, p->length_));
+      keys.narrow(0, row, p->batch_)
+          .narrow(2, shift, p->length_)
+          .copy_(p->keys_[l].narrow(2, 0, p->length_));
+      values.narrow(0, row, p->batch_)
+          .narrow(2, shift, p->length_)
+          .copy_(p->values_[l].narrow(2, 0, p->length_));
       row += p->batch_;
     }
     out.keys_.push_back(std::move(keys));
@@ -48,9 +54,10 @@ KVCache KVCache::stack(const std::vector<const KVCache*>& parts, int64_t capacit
 }
 
 void KVCache::drop_leading_columns(int64_t columns) {
-  DESTEIN_CHECK_ARG(columns >= 0 && columns <= length_,
-                    "KVCache::drop_leading_columns: {} columns asked of a cache holding {} positions", columns,
-                    length_);
+  DESTEIN_CHECK_ARG(
+      columns >= 0 && columns <= length_,
+      "KVCache::drop_leading_columns: {} columns asked of a cache holding {} positions", columns,
+      length_);
   if (columns == 0) return;
   // Views, not copies: the next stack() (a row joining, or growth) compacts them.
   for (auto& k : keys_) k = k.narrow(2, columns, capacity_ - columns);

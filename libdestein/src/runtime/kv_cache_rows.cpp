@@ -9,7 +9,8 @@
 
 namespace destein {
 
-at::Tensor KVCacheRows::forward(const at::Tensor& ids, const at::Tensor& mask, KVCache& cache) const {
+at::Tensor KVCacheRows::forward(const at::Tensor& ids, const at::Tensor& mask,
+                                KVCache& cache) const {
   ForwardOptions fo;
   fo.cache = &cache;
   fo.hooks = hooks_;
@@ -43,7 +44,8 @@ at::Tensor KVCacheRows::prefill(const std::vector<std::vector<int64_t>>& sequenc
   KVCache fresh = model_.make_cache(S, empty ? L + reserve : L);
   at::Tensor logits = forward(ids, mask, fresh);  // (S, V)
   bool identity = static_cast<int64_t>(row_source.size()) == S;
-  for (size_t r = 0; identity && r < row_source.size(); ++r) identity = row_source[r] == static_cast<int64_t>(r);
+  for (size_t r = 0; identity && r < row_source.size(); ++r)
+    identity = row_source[r] == static_cast<int64_t>(r);
   if (!identity) fresh.select_rows(at::tensor(row_source, at::kLong));
   int64_t shift_old = 0, timeline = L;
   if (empty) {
@@ -66,15 +68,18 @@ at::Tensor KVCacheRows::prefill(const std::vector<std::vector<int64_t>>& sequenc
 at::Tensor KVCacheRows::advance(const std::vector<int64_t>& tokens, const std::vector<char>& live,
                                 int64_t reserve) {
   const int64_t B = size();
-  DESTEIN_CHECK_ARG(static_cast<int64_t>(tokens.size()) == B && static_cast<int64_t>(live.size()) == B,
-                    "KVCacheRows::advance: {} tokens and {} flags for {} rows", tokens.size(), live.size(), B);
+  DESTEIN_CHECK_ARG(
+      static_cast<int64_t>(tokens.size()) == B && static_cast<int64_t>(live.size()) == B,
+      "KVCacheRows::advance: {} tokens and {} flags for {} rows", tokens.size(), live.size(), B);
   const int64_t T = cache_.length();
-  if (T + 1 > cache_.capacity()) cache_ = KVCache::stack({&cache_}, T + std::max<int64_t>(reserve, 1));
+  if (T + 1 > cache_.capacity())
+    cache_ = KVCache::stack({&cache_}, T + std::max<int64_t>(reserve, 1));
   at::Tensor mask = at::zeros({B, T + 1}, at::kLong);  // (B, T + 1): each row's real positions
   for (int64_t b = 0; b < B; ++b) {
     const auto r = static_cast<size_t>(b);
     DESTEIN_CHECK_ARG(!live[r] || begin_[r] + length_[r] == T,
-                      "KVCacheRows::advance: row {} stopped advancing earlier and cannot resume", b);
+                      "KVCacheRows::advance: row {} stopped advancing earlier and cannot resume",
+                      b);
     mask.narrow(0, b, 1).narrow(1, begin_[r], length_[r] + (live[r] ? 1 : 0)).fill_(1);
   }
   at::Tensor logits = forward(at::tensor(tokens, at::kLong).view({B, 1}), mask, cache_);

@@ -18,7 +18,8 @@ constexpr float kBanned = -std::numeric_limits<float>::infinity();
 }
 
 TokenBanProcessor::TokenBanProcessor(std::vector<int64_t> banned) : banned_(std::move(banned)) {
-  for (int64_t id : banned_) DESTEIN_CHECK_ARG(id >= 0, "TokenBanProcessor: token id {} is negative", id);
+  for (int64_t id : banned_)
+    DESTEIN_CHECK_ARG(id >= 0, "TokenBanProcessor: token id {} is negative", id);
 }
 
 void TokenBanProcessor::process(ProcessorRows& rows) {
@@ -32,8 +33,9 @@ void TokenBanProcessor::process(ProcessorRows& rows) {
 LogitBiasProcessor::LogitBiasProcessor(std::map<int64_t, float> bias) : bias_(std::move(bias)) {
   for (const auto& [id, b] : bias_) {
     DESTEIN_CHECK_ARG(id >= 0, "logit_bias: token id {} is negative", id);
-    DESTEIN_CHECK_ARG(!std::isnan(b) && b != std::numeric_limits<float>::infinity(),
-                      "logit_bias: the bias of token {} must be a finite number or -infinity, found {}", id, b);
+    DESTEIN_CHECK_ARG(
+        !std::isnan(b) && b != std::numeric_limits<float>::infinity(),
+        "logit_bias: the bias of token {} must be a finite number or -infinity, found {}", id, b);
   }
 }
 
@@ -68,19 +70,20 @@ void ShadowRows::drop(const std::vector<int64_t>& keys) {
   fed_ = std::move(fed_kept);
 }
 
-std::vector<float> ShadowRows::next_logits(const std::vector<int64_t>& keys,
-                                           const std::vector<const std::vector<int64_t>*>& prefixes,
-                                           const std::vector<const std::vector<int64_t>*>& prompts,
-                                           const std::vector<const std::vector<int64_t>*>& generated) {
+std::vector<float> ShadowRows::next_logits(
+    const std::vector<int64_t>& keys, const std::vector<const std::vector<int64_t>*>& prefixes,
+    const std::vector<const std::vector<int64_t>*>& prompts,
+    const std::vector<const std::vector<int64_t>*>& generated) {
   const size_t N = keys.size();
   const int64_t V = model_.config().vocab_size;
   auto total = [&](size_t i) {
-    return static_cast<int64_t>((prefixes[i] ? prefixes[i]->size() : 0) + prompts[i]->size() + generated[i]->size());
+    return static_cast<int64_t>((prefixes[i] ? prefixes[i]->size() : 0) + prompts[i]->size() +
+                                generated[i]->size());
   };
   // Which cached rows advance by the one token their row sampled; the rest start over.
   std::unordered_map<int64_t, size_t> cached;
   for (size_t r = 0; r < keys_.size(); ++r) cached[keys_[r]] = r;
-  std::vector<int64_t> advance_rows;   // cached row of each advancing key
+  std::vector<int64_t> advance_rows;  // cached row of each advancing key
   std::vector<size_t> advance_keys, fresh_keys;
   for (size_t i = 0; i < N; ++i) {
     auto it = cached.find(keys[i]);
@@ -106,7 +109,8 @@ std::vector<float> ShadowRows::next_logits(const std::vector<int64_t>& keys,
     }
     try {
       at::Tensor logits = rows_->advance(tokens, std::vector<char>(tokens.size(), 1), 64);
-      for (size_t j = 0; j < advance_keys.size(); ++j) put(logits, static_cast<int64_t>(j), advance_keys[j]);
+      for (size_t j = 0; j < advance_keys.size(); ++j)
+        put(logits, static_cast<int64_t>(j), advance_keys[j]);
     } catch (...) {
       rows_->clear();
       keys_.clear();
@@ -124,10 +128,11 @@ std::vector<float> ShadowRows::next_logits(const std::vector<int64_t>& keys,
       if (prefixes[i]) seq = *prefixes[i];
       seq.insert(seq.end(), prompts[i]->begin(), prompts[i]->end());
       seq.insert(seq.end(), generated[i]->begin(), generated[i]->end());
-      DESTEIN_CHECK_ARG(static_cast<int64_t>(seq.size()) < model_.config().max_positions,
-                        "logits processor: a row of {} tokens (prefix + prompt + generated) is past the {} "
-                        "positions of its model",
-                        seq.size(), model_.config().max_positions);
+      DESTEIN_CHECK_ARG(
+          static_cast<int64_t>(seq.size()) < model_.config().max_positions,
+          "logits processor: a row of {} tokens (prefix + prompt + generated) is past the {} "
+          "positions of its model",
+          seq.size(), model_.config().max_positions);
       source.push_back(static_cast<int64_t>(sequences.size()));
       sequences.push_back(std::move(seq));
     }
@@ -144,17 +149,19 @@ std::vector<float> ShadowRows::next_logits(const std::vector<int64_t>& keys,
 // ---------------------------------------------------------------------------------------
 // ModelEnsembleProcessor
 
-ModelEnsembleProcessor::ModelEnsembleProcessor(std::vector<const Model*> models, std::vector<double> weights,
-                                               double weight_self)
+ModelEnsembleProcessor::ModelEnsembleProcessor(std::vector<const Model*> models,
+                                               std::vector<double> weights, double weight_self)
     : weights_(std::move(weights)), weight_self_(weight_self) {
   DESTEIN_CHECK_ARG(!models.empty(), "ModelEnsembleProcessor: no model to combine");
-  DESTEIN_CHECK_ARG(models.size() == weights_.size(), "ModelEnsembleProcessor: {} models but {} weights",
-                    models.size(), weights_.size());
+  DESTEIN_CHECK_ARG(models.size() == weights_.size(),
+                    "ModelEnsembleProcessor: {} models but {} weights", models.size(),
+                    weights_.size());
   const int64_t V = models.front()->config().vocab_size;
   for (const Model* m : models) {
     DESTEIN_CHECK_ARG(m != nullptr, "ModelEnsembleProcessor: a model is null");
     DESTEIN_CHECK_ARG(m->config().vocab_size == V,
-                      "ModelEnsembleProcessor: the models' vocabularies differ ({} and {} tokens); they must share "
+                      "ModelEnsembleProcessor: the models' vocabularies differ ({} and {} tokens); "
+                      "they must share "
                       "the tokenizer",
                       V, m->config().vocab_size);
     shadows_.push_back(std::make_unique<ShadowRows>(*m));
@@ -166,7 +173,9 @@ ModelEnsembleProcessor::~ModelEnsembleProcessor() = default;
 void ModelEnsembleProcessor::process(ProcessorRows& rows) {
   const int64_t V = rows.vocab_size;
   const int64_t V_other = shadows_.front()->model().config().vocab_size;
-  DESTEIN_CHECK_ARG(V_other == V, "ensemble: the batch's model has {} tokens, the ensemble's models {}", V, V_other);
+  DESTEIN_CHECK_ARG(V_other == V,
+                    "ensemble: the batch's model has {} tokens, the ensemble's models {}", V,
+                    V_other);
   const std::vector<const std::vector<int64_t>*> no_prefix(rows.row_ids.size(), nullptr);
   std::vector<std::vector<float>> others;
   for (auto& shadow : shadows_) {
@@ -189,15 +198,16 @@ void ModelEnsembleProcessor::release(const std::vector<int64_t>& row_ids) {
 // ---------------------------------------------------------------------------------------
 // PrefixedRowsProcessor
 
-PrefixedRowsProcessor::PrefixedRowsProcessor(const Model& model, std::vector<std::vector<int64_t>> prefixes)
+PrefixedRowsProcessor::PrefixedRowsProcessor(const Model& model,
+                                             std::vector<std::vector<int64_t>> prefixes)
     : prefixes_(std::move(prefixes)), shadows_(model) {
   DESTEIN_CHECK_ARG(!prefixes_.empty(), "prefixed rows: no prefix given");
   for (size_t k = 0; k < prefixes_.size(); ++k) {
     DESTEIN_CHECK_ARG(!prefixes_[k].empty(), "prefixed rows: prefix {} is empty", k);
     for (int64_t id : prefixes_[k]) {
       DESTEIN_CHECK_ARG(id >= 0 && id < model.config().vocab_size,
-                        "prefixed rows: prefix {} holds token id {} outside the vocabulary [0, {})", k, id,
-                        model.config().vocab_size);
+                        "prefixed rows: prefix {} holds token id {} outside the vocabulary [0, {})",
+                        k, id, model.config().vocab_size);
     }
   }
 }
@@ -230,7 +240,8 @@ void PrefixedRowsProcessor::process(ProcessorRows& rows) {
       generated.push_back(rows.generated[i]);
     }
   }
-  const std::vector<float> copies = shadows_.next_logits(keys, prefixes, prompts, generated);  // (N K, V)
+  const std::vector<float> copies =
+      shadows_.next_logits(keys, prefixes, prompts, generated);  // (N K, V)
   std::vector<const float*> mine(K);
   for (size_t i = 0; i < N; ++i) {
     for (size_t k = 0; k < K; ++k) mine[k] = copies.data() + (i * K + k) * V;
@@ -250,11 +261,11 @@ void PrefixedRowsProcessor::release(const std::vector<int64_t>& row_ids) {
 // ---------------------------------------------------------------------------------------
 // SelfDebiasProcessor
 
-SelfDebiasProcessor::SelfDebiasProcessor(const Model& model, std::vector<std::vector<int64_t>> prefixes,
-                                         double lambda)
+SelfDebiasProcessor::SelfDebiasProcessor(const Model& model,
+                                         std::vector<std::vector<int64_t>> prefixes, double lambda)
     : PrefixedRowsProcessor(model, std::move(prefixes)), lambda_(lambda) {
-  DESTEIN_CHECK_ARG(std::isfinite(lambda) && lambda >= 0, "self-debias: lambda must be a finite number >= 0, found {}",
-                    lambda);
+  DESTEIN_CHECK_ARG(std::isfinite(lambda) && lambda >= 0,
+                    "self-debias: lambda must be a finite number >= 0, found {}", lambda);
 }
 
 namespace {
@@ -269,7 +280,8 @@ void softmax(const float* z, int64_t V, std::vector<double>& p) {
 }
 }  // namespace
 
-void SelfDebiasProcessor::combine(float* scores, const std::vector<const float*>& prefixed, int64_t V) const {
+void SelfDebiasProcessor::combine(float* scores, const std::vector<const float*>& prefixed,
+                                  int64_t V) const {
   std::vector<double> p, pk, worst(static_cast<size_t>(V), 0.0);
   softmax(scores, V, p);
   for (const float* z : prefixed) {
@@ -282,7 +294,8 @@ void SelfDebiasProcessor::combine(float* scores, const std::vector<const float*>
     const double alpha = delta >= 0 ? 1.0 : std::exp(lambda_ * delta);
     sum += p[v] = alpha * p[v];
   }
-  for (int64_t v = 0; v < V; ++v) scores[v] = static_cast<float>(p[v] > 0 ? std::log(p[v] / sum) : -INFINITY);
+  for (int64_t v = 0; v < V; ++v)
+    scores[v] = static_cast<float>(p[v] > 0 ? std::log(p[v] / sum) : -INFINITY);
 }
 
 }  // namespace destein

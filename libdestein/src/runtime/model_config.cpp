@@ -21,8 +21,8 @@ T required(const json& config, const std::string& key, const std::string& source
   try {
     return it->get<T>();
   } catch (const json::exception&) {
-    throw std::runtime_error(
-        fmt::format("{}: config.json key '{}' has the wrong type (found {})", source, key, it->dump()));
+    throw std::runtime_error(fmt::format("{}: config.json key '{}' has the wrong type (found {})",
+                                         source, key, it->dump()));
   }
 }
 
@@ -33,8 +33,8 @@ T optional_or(const json& config, const std::string& key, T fallback, const std:
   try {
     return it->get<T>();
   } catch (const json::exception&) {
-    throw std::runtime_error(
-        fmt::format("{}: config.json key '{}' has the wrong type (found {})", source, key, it->dump()));
+    throw std::runtime_error(fmt::format("{}: config.json key '{}' has the wrong type (found {})",
+                                         source, key, it->dump()));
   }
 }
 
@@ -43,7 +43,8 @@ std::optional<int64_t> optional_id(const json& config, const std::string& key) {
   if (it == config.end() || it->is_null()) return std::nullopt;
   if (it->is_number_integer()) return it->get<int64_t>();
   // Some configs list several EOS ids; the first is the one generation stops at.
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int64_t>();
+  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer())
+    return (*it)[0].get<int64_t>();
   return std::nullopt;
 }
 
@@ -89,8 +90,8 @@ RopeScaling parse_rope_scaling(const json& s, const std::string& src, const std:
     r.high_freq_factor = required<double>(s, "high_freq_factor", where);
     r.original_max_positions = required<int64_t>(s, "original_max_position_embeddings", where);
     DESTEIN_CHECK_IO(r.high_freq_factor > r.low_freq_factor && r.low_freq_factor > 0,
-                     "{}: {} llama3 needs high_freq_factor ({}) > low_freq_factor ({}) > 0", src, key,
-                     r.high_freq_factor, r.low_freq_factor);
+                     "{}: {} llama3 needs high_freq_factor ({}) > low_freq_factor ({}) > 0", src,
+                     key, r.high_freq_factor, r.low_freq_factor);
     DESTEIN_CHECK_IO(r.original_max_positions > 0,
                      "{}: {} original_max_position_embeddings must be positive, found {}", src, key,
                      r.original_max_positions);
@@ -107,9 +108,11 @@ RopeScaling parse_rope_scaling(const json& s, const std::string& src, const std:
 }
 
 // rope_theta and rope_scaling, or newer configs' rope_parameters holding both.
-void parse_rope(ModelConfig& c, FamilyOptions& o, const json& j, const std::string& src, double default_theta) {
+void parse_rope(ModelConfig& c, FamilyOptions& o, const json& j, const std::string& src,
+                double default_theta) {
   c.rope_theta = optional_or<double>(j, "rope_theta", default_theta, src);
-  if (auto it = j.find("rope_scaling"); it != j.end()) o.rope_scaling = parse_rope_scaling(*it, src, "rope_scaling");
+  if (auto it = j.find("rope_scaling"); it != j.end())
+    o.rope_scaling = parse_rope_scaling(*it, src, "rope_scaling");
   if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
     DESTEIN_CHECK_IO(it->is_object() && (it->contains("rope_type") || it->contains("type")),
                      "{}: rope_parameters {} is not supported (expected one object with rope_type)",
@@ -118,7 +121,8 @@ void parse_rope(ModelConfig& c, FamilyOptions& o, const json& j, const std::stri
     c.rope_theta = optional_or<double>(*it, "rope_theta", c.rope_theta, src + " (rope_parameters)");
   }
   const double partial = optional_or<double>(j, "partial_rotary_factor", 1.0, src);
-  DESTEIN_CHECK_IO(partial == 1.0, "{}: partial_rotary_factor {} is not supported (expected 1)", src, partial);
+  DESTEIN_CHECK_IO(partial == 1.0, "{}: partial_rotary_factor {} is not supported (expected 1)",
+                   src, partial);
 }
 
 // layer_types (newer configs): which layers use the sliding window.
@@ -138,8 +142,10 @@ void parse_layer_types(ModelConfig& c, FamilyOptions& o, const json& j, const st
     sliding.push_back(type == "sliding_attention");
   }
   const bool any = std::find(sliding.begin(), sliding.end(), true) != sliding.end();
-  DESTEIN_CHECK_IO(!any || c.sliding_window, "{}: layer_types names sliding_attention layers but "
-                   "sliding_window is not set", src);
+  DESTEIN_CHECK_IO(!any || c.sliding_window,
+                   "{}: layer_types names sliding_attention layers but "
+                   "sliding_window is not set",
+                   src);
   o.sliding_layers = any ? sliding : std::vector<bool>();
   if (!any) c.sliding_window.reset();
 }
@@ -148,17 +154,19 @@ std::optional<int64_t> optional_window(const json& j, const std::string& src) {
   auto it = j.find("sliding_window");
   if (it == j.end() || it->is_null()) return std::nullopt;
   const int64_t w = optional_or<int64_t>(j, "sliding_window", 0, src);
-  DESTEIN_CHECK_IO(w > 0, "{}: sliding_window must be a positive integer or null, found {}", src, it->dump());
+  DESTEIN_CHECK_IO(w > 0, "{}: sliding_window must be a positive integer or null, found {}", src,
+                   it->dump());
   return w;
 }
 
-std::optional<double> optional_positive(const json& j, const std::string& key, std::optional<double> fallback,
-                                        const std::string& src) {
+std::optional<double> optional_positive(const json& j, const std::string& key,
+                                        std::optional<double> fallback, const std::string& src) {
   auto it = j.find(key);
   if (it == j.end()) return fallback;
   if (it->is_null()) return std::nullopt;
   const double v = optional_or<double>(j, key, 0.0, src);
-  DESTEIN_CHECK_IO(v > 0, "{}: {} must be a positive number or null, found {}", src, key, it->dump());
+  DESTEIN_CHECK_IO(v > 0, "{}: {} must be a positive number or null, found {}", src, key,
+                   it->dump());
   return v;
 }
 
@@ -219,16 +227,19 @@ void parse_gemma(ModelConfig& c, const json& j, const std::string& src, FamilyOp
   c.max_positions = optional_or<int64_t>(j, "max_position_embeddings", g3 ? 131072 : 8192, src);
   c.norm_eps = optional_or<double>(j, "rms_norm_eps", 1e-6, src);
   // Gemma's MLP reads hidden_activation; hidden_act is the older key.
-  c.activation = optional_or<std::string>(j, "hidden_activation",
-                                          optional_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", src), src);
+  c.activation = optional_or<std::string>(
+      j, "hidden_activation", optional_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", src),
+      src);
   c.tie_word_embeddings = optional_or<bool>(j, "tie_word_embeddings", true, src);
   c.attention_bias = optional_or<bool>(j, "attention_bias", false, src);
   parse_rope(c, o, j, src, g3 ? 1000000.0 : 10000.0);
   if (g3) o.rope_local_theta = optional_or<double>(j, "rope_local_base_freq", 10000.0, src);
   o.query_pre_attn_scalar = optional_or<double>(j, "query_pre_attn_scalar", 256.0, src);
   DESTEIN_CHECK_IO(*o.query_pre_attn_scalar > 0, "{}: query_pre_attn_scalar must be positive", src);
-  o.attn_softcap = optional_positive(j, "attn_logit_softcapping", g3 ? std::nullopt : std::optional<double>(50.0), src);
-  o.final_softcap = optional_positive(j, "final_logit_softcapping", g3 ? std::nullopt : std::optional<double>(30.0), src);
+  o.attn_softcap = optional_positive(j, "attn_logit_softcapping",
+                                     g3 ? std::nullopt : std::optional<double>(50.0), src);
+  o.final_softcap = optional_positive(j, "final_logit_softcapping",
+                                      g3 ? std::nullopt : std::optional<double>(30.0), src);
   o.qk_norm = g3;
   c.sliding_window = optional_window(j, src);
   if (!j.contains("sliding_window")) c.sliding_window = 4096;
@@ -241,7 +252,8 @@ void parse_gemma(ModelConfig& c, const json& j, const std::string& src, FamilyOp
   } else if (c.sliding_window) {
     // Gemma 2: layers 0, 2, 4, ... slide; Gemma 3: all but every sliding_window_pattern-th.
     const int64_t pattern = g3 ? optional_or<int64_t>(j, "sliding_window_pattern", 6, src) : 2;
-    DESTEIN_CHECK_IO(pattern > 0, "{}: sliding_window_pattern must be positive, found {}", src, pattern);
+    DESTEIN_CHECK_IO(pattern > 0, "{}: sliding_window_pattern must be positive, found {}", src,
+                     pattern);
     for (int64_t i = 0; i < c.n_layers; ++i) o.sliding_layers.push_back((i + 1) % pattern != 0);
   }
   DESTEIN_CHECK_IO(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
@@ -299,7 +311,9 @@ void parse_mpt(ModelConfig& c, const json& j, const std::string& src) {
   // fc_type is a string, or in newer llm-foundry configs {"name": ...}.
   std::string fc = "torch";
   if (auto it = j.find("fc_type"); it != j.end() && !it->is_null()) {
-    fc = it->is_object() ? it->value("name", std::string("?")) : it->is_string() ? it->get<std::string>() : it->dump();
+    fc = it->is_object()   ? it->value("name", std::string("?"))
+         : it->is_string() ? it->get<std::string>()
+                           : it->dump();
   }
   DESTEIN_CHECK_IO(fc == "torch", "{}: fc_type '{}' is not supported (expected torch)", src, fc);
   DESTEIN_CHECK_IO(!j.contains("block_overrides") || j["block_overrides"].is_null() ||
@@ -314,8 +328,9 @@ void parse_mpt(ModelConfig& c, const json& j, const std::string& src) {
                        src, it->get<std::string>());
       c.logit_scale = 1.0 / std::sqrt(static_cast<double>(c.d_model));
     } else {
-      DESTEIN_CHECK_IO(it->is_number(), "{}: config.json key 'logit_scale' has the wrong type (found {})",
-                       src, it->dump());
+      DESTEIN_CHECK_IO(it->is_number(),
+                       "{}: config.json key 'logit_scale' has the wrong type (found {})", src,
+                       it->dump());
       c.logit_scale = it->get<double>();
     }
   }
@@ -367,13 +382,16 @@ void parse_mpt(ModelConfig& c, const json& j, const std::string& src) {
   refuse_true("qk_gn", "per-head q/k normalisation");
   if (auto it = a.find("sliding_window_size"); it != a.end() && !it->is_null()) {
     const int64_t window = optional_or<int64_t>(a, "sliding_window_size", -1, where);
-    DESTEIN_CHECK_IO(window == -1, "{}: attn_config.sliding_window_size {} is not supported (expected -1)",
-                     src, window);
+    DESTEIN_CHECK_IO(window == -1,
+                     "{}: attn_config.sliding_window_size {} is not supported (expected -1)", src,
+                     window);
   }
   if (auto it = a.find("kv_n_heads"); it != a.end() && !it->is_null()) {
     const int64_t kv = optional_or<int64_t>(a, "kv_n_heads", c.n_heads, where);
-    DESTEIN_CHECK_IO(kv == c.n_heads, "{}: attn_config.kv_n_heads {} differs from n_heads {}: "
-                     "grouped-query MPT is not supported", src, kv, c.n_heads);
+    DESTEIN_CHECK_IO(kv == c.n_heads,
+                     "{}: attn_config.kv_n_heads {} differs from n_heads {}: "
+                     "grouped-query MPT is not supported",
+                     src, kv, c.n_heads);
   }
 }
 
@@ -428,8 +446,8 @@ ModelConfig ModelConfig::from_hf_json(const json& config, const std::string& sou
                    source);
   if (c.head_dim == 0) {
     DESTEIN_CHECK_IO(c.d_model % c.n_heads == 0,
-                     "{}: hidden size {} is not divisible by the head count {}", source,
-                     c.d_model, c.n_heads);
+                     "{}: hidden size {} is not divisible by the head count {}", source, c.d_model,
+                     c.n_heads);
     c.head_dim = c.d_model / c.n_heads;
   }
   if (c.word_embed_proj_dim == 0) c.word_embed_proj_dim = c.d_model;

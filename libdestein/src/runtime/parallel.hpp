@@ -8,5 +8,6 @@
 #include <ATen/Parallel.h>
 
 #if AT_PARALLEL_OPENMP && !defined(_OPENMP)
-#error "at::parallel_for would run on one thread: compile this file with OpenMP (link OpenMP::OpenMP_CXX)"
+#error \
+    "at::parallel_for would run on one thread: compile this file with OpenMP (link OpenMP::OpenMP_CXX)"
 #endif

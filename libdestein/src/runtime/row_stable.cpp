@@ -38,7 +38,9 @@ constexpr int64_t kMC = 256;  // rows per pass at most: their (256, 256) input b
 // registers hold next to the weight vectors and a broadcast (16 ymm: 6 rows x 1 panel of
 // two registers; 32 zmm: 14 rows x 2 panels of one register).
 constexpr int64_t kMaxBlockRowsAvx2 = 6, kMaxBlockRowsAvx512 = 14;
-int64_t max_block_rows(StableIsa isa) { return isa == StableIsa::kAvx512 ? kMaxBlockRowsAvx512 : kMaxBlockRowsAvx2; }
+int64_t max_block_rows(StableIsa isa) {
+  return isa == StableIsa::kAvx512 ? kMaxBlockRowsAvx512 : kMaxBlockRowsAvx2;
+}
 
 // Panels a register block spans in the many-row path. Two panels per block on AVX-512
 // halve the broadcasts per FMA (13 rows x 1 panel ran at 60 % of the kernel's peak).
@@ -58,9 +60,12 @@ int64_t panels_per_block(StableIsa isa, int64_t rows) {
 bool cpu_supports(StableIsa isa) {
 #if DESTEIN_X86
   switch (isa) {
-    case StableIsa::kScalar: return true;
-    case StableIsa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case StableIsa::kAvx512: return __builtin_cpu_supports("avx512f");
+    case StableIsa::kScalar:
+      return true;
+    case StableIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case StableIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f");
   }
   return false;
 #else
@@ -88,7 +93,9 @@ void advise_huge_pages(const at::Tensor& t) {
   if (bytes < 8 * kHuge) return;
   const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr<float>());
   const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + bytes) & ~(kHuge - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is harmless
+  if (last > first)
+    madvise(reinterpret_cast<void*>(first), last - first,
+            MADV_HUGEPAGE);  // a hint: failure is harmless
 #else
   (void)t;
 #endif
@@ -97,8 +104,9 @@ void advise_huge_pages(const at::Tensor& t) {
 // c (rows, 16 np) at stride ldc += x (rows, kc) at stride ldx times np weight panels,
 // each (kc, 16), panel p at w + p * wstride; `first` starts from zero instead of c; `bias`
 // (16 np) is added after the last pass.
-void micro_scalar(int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w, int64_t wstride, int64_t kc,
-                  float* c, int64_t ldc, bool first, const float* bias) {
+void micro_scalar(int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w,
+                  int64_t wstride, int64_t kc, float* c, int64_t ldc, bool first,
+                  const float* bias) {
   for (int64_t p = 0; p < np; ++p) {
     for (int64_t r = 0; r < rows; ++r) {
       float acc[kNR];
@@ -119,8 +127,9 @@ void micro_scalar(int64_t rows, int64_t np, const float* x, int64_t ldx, const f
 // registers. The unroll pragmas matter: without them GCC kept an array of accumulators
 // in memory as well and stored all twelve on every k, which halved the kernel's rate.
 template <int MR, int NP>
-__attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w, int64_t wstride,
-                                                    int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
+__attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w,
+                                                    int64_t wstride, int64_t kc, float* c,
+                                                    int64_t ldc, bool first, const float* bias) {
   __m256 acc[MR][NP][2];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
@@ -160,20 +169,23 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx,
 }
 
 template <int MR, int NP>
-__attribute__((target("avx512f"))) void micro_avx512(const float* x, int64_t ldx, const float* w, int64_t wstride,
-                                                     int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
+__attribute__((target("avx512f"))) void micro_avx512(const float* x, int64_t ldx, const float* w,
+                                                     int64_t wstride, int64_t kc, float* c,
+                                                     int64_t ldc, bool first, const float* bias) {
   __m512 acc[MR][NP];
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) acc[r][p] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * ldc + p * kNR);
+    for (int p = 0; p < NP; ++p)
+      acc[r][p] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * ldc + p * kNR);
   }
   for (int64_t k = 0; k < kc; ++k) {
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p) {
       const __m512 wv = _mm512_loadu_ps(w + p * wstride + k * kNR);
 #pragma GCC unroll 32
-      for (int r = 0; r < MR; ++r) acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + k]), wv, acc[r][p]);
+      for (int r = 0; r < MR; ++r)
+        acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + k]), wv, acc[r][p]);
     }
   }
 #pragma GCC unroll 32
@@ -187,7 +199,8 @@ __attribute__((target("avx512f"))) void micro_avx512(const float* x, int64_t ldx
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool, const float*);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t,
+                         bool, const float*);
 
 // One-panel AVX-512 kernels for 1..14 rows (a partial or lone panel of any block), indexed
 // by rows - 1.
@@ -198,43 +211,68 @@ constexpr std::array<MicroFn, sizeof...(I)> avx512_one_panel(std::index_sequence
 constexpr auto kAvx512OnePanel = avx512_one_panel(std::make_index_sequence<kMaxBlockRowsAvx512>());
 #endif
 
-void micro(StableIsa isa, int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w, int64_t wstride,
-           int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
+void micro(StableIsa isa, int64_t rows, int64_t np, const float* x, int64_t ldx, const float* w,
+           int64_t wstride, int64_t kc, float* c, int64_t ldc, bool first, const float* bias) {
 #if DESTEIN_X86
   if (isa == StableIsa::kAvx512) {
     if (np == 1 && rows >= 1 && rows <= kMaxBlockRowsAvx512) {
       return kAvx512OnePanel[rows - 1](x, ldx, w, wstride, kc, c, ldc, first, bias);
     }
     switch (rows * 10 + np) {
-      case 18: return micro_avx512<1, 8>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 24: return micro_avx512<2, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 34: return micro_avx512<3, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 42: return micro_avx512<4, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 52: return micro_avx512<5, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 62: return micro_avx512<6, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 72: return micro_avx512<7, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 82: return micro_avx512<8, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 92: return micro_avx512<9, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 102: return micro_avx512<10, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 112: return micro_avx512<11, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 122: return micro_avx512<12, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 132: return micro_avx512<13, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 142: return micro_avx512<14, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      default: break;
+      case 18:
+        return micro_avx512<1, 8>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 24:
+        return micro_avx512<2, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 34:
+        return micro_avx512<3, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 42:
+        return micro_avx512<4, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 52:
+        return micro_avx512<5, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 62:
+        return micro_avx512<6, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 72:
+        return micro_avx512<7, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 82:
+        return micro_avx512<8, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 92:
+        return micro_avx512<9, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 102:
+        return micro_avx512<10, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 112:
+        return micro_avx512<11, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 122:
+        return micro_avx512<12, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 132:
+        return micro_avx512<13, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 142:
+        return micro_avx512<14, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      default:
+        break;
     }
   }
   if (isa == StableIsa::kAvx2) {
     switch (rows * 10 + np) {
-      case 61: return micro_avx2<6, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 51: return micro_avx2<5, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 41: return micro_avx2<4, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 32: return micro_avx2<3, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 31: return micro_avx2<3, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 22: return micro_avx2<2, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 21: return micro_avx2<2, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 14: return micro_avx2<1, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      case 11: return micro_avx2<1, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
-      default: break;
+      case 61:
+        return micro_avx2<6, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 51:
+        return micro_avx2<5, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 41:
+        return micro_avx2<4, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 32:
+        return micro_avx2<3, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 31:
+        return micro_avx2<3, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 22:
+        return micro_avx2<2, 2>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 21:
+        return micro_avx2<2, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 14:
+        return micro_avx2<1, 4>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      case 11:
+        return micro_avx2<1, 1>(x, ldx, w, wstride, kc, c, ldc, first, bias);
+      default:
+        break;
     }
   }
 #endif
@@ -250,9 +288,12 @@ StableIsa stable_isa() {
 
 const char* stable_isa_name(StableIsa isa) {
   switch (isa) {
-    case StableIsa::kScalar: return "scalar";
-    case StableIsa::kAvx2: return "avx2";
-    case StableIsa::kAvx512: return "avx512";
+    case StableIsa::kScalar:
+      return "scalar";
+    case StableIsa::kAvx2:
+      return "avx2";
+    case StableIsa::kAvx512:
+      return "avx512";
   }
   return "?";
 }
@@ -261,7 +302,8 @@ bool stable_isa_supported(StableIsa isa) { return cpu_supports(isa); }
 
 void set_stable_isa(StableIsa isa) {
   if (!cpu_supports(isa)) {
-    throw std::invalid_argument(std::string("row-stable kernels: this CPU does not run ") + stable_isa_name(isa));
+    throw std::invalid_argument(std::string("row-stable kernels: this CPU does not run ") +
+                                stable_isa_name(isa));
   }
   g_forced_isa.store(static_cast<int>(isa), std::memory_order_relaxed);
 }
@@ -269,21 +311,24 @@ void set_stable_isa(StableIsa isa) {
 void reset_stable_isa() { g_forced_isa.store(-1, std::memory_order_relaxed); }
 
 at::Tensor pack_stable_weight(const at::Tensor& weight_t) {
-  DESTEIN_CHECK_ARG(weight_t.dim() == 2 && weight_t.scalar_type() == at::kFloat && weight_t.device().is_cpu(),
-                    "pack_stable_weight: expected a (K, N) float32 cpu tensor, found {} {}",
-                    c10::str(weight_t.sizes()), c10::toString(weight_t.scalar_type()));
+  DESTEIN_CHECK_ARG(
+      weight_t.dim() == 2 && weight_t.scalar_type() == at::kFloat && weight_t.device().is_cpu(),
+      "pack_stable_weight: expected a (K, N) float32 cpu tensor, found {} {}",
+      c10::str(weight_t.sizes()), c10::toString(weight_t.scalar_type()));
   const int64_t K = weight_t.size(0), N = weight_t.size(1), NB = (N + kNR - 1) / kNR;
   at::Tensor padded = at::zeros({K, NB * kNR}, at::kFloat);
   padded.narrow(1, 0, N).copy_(weight_t);
   return padded.view({K, NB, kNR}).permute({1, 0, 2}).contiguous();  // (NB, K, 16)
 }
 
-at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t N, const at::Tensor& bias) {
+at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t N,
+                         const at::Tensor& bias) {
   DESTEIN_CHECK_ARG(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
                     "stable_linear: x must be (M, K) float32 contiguous");
   const int64_t M = x.size(0), K = x.size(1), NB = packed.size(0);
-  DESTEIN_CHECK_ARG(packed.size(1) == K && NB * kNR >= N, "stable_linear: packed weight {} does not fit x {}",
-                    c10::str(packed.sizes()), c10::str(x.sizes()));
+  DESTEIN_CHECK_ARG(packed.size(1) == K && NB * kNR >= N,
+                    "stable_linear: packed weight {} does not fit x {}", c10::str(packed.sizes()),
+                    c10::str(x.sizes()));
   at::Tensor y = at::empty({M, N}, at::kFloat);
   if (M == 0) return y;
   advise_huge_pages(y);
@@ -331,20 +376,23 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
     float tail_bias[kNR];
     // One panel of `rows` rows from row i (their inputs at xs, stride ldx) over depth
     // [k0, k0 + kc); the last, partial panel goes through a 16-wide buffer.
-    auto one_panel = [&](int64_t rows, int64_t i, const float* xs, int64_t ldx, int64_t jb, int64_t k0, int64_t kc,
-                         bool first, bool last) {
+    auto one_panel = [&](int64_t rows, int64_t i, const float* xs, int64_t ldx, int64_t jb,
+                         int64_t k0, int64_t kc, bool first, bool last) {
       const float* w = wp + (jb * K + k0) * kNR;
       const int64_t n0 = jb * kNR, nw = std::min(kNR, N - n0);
       if (nw == kNR) {
-        micro(isa, rows, 1, xs, ldx, w, 0, kc, yp + i * N + n0, N, first, last && bp ? bp + n0 : nullptr);
+        micro(isa, rows, 1, xs, ldx, w, 0, kc, yp + i * N + n0, N, first,
+              last && bp ? bp + n0 : nullptr);
         return;
       }
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t n = 0; n < kNR; ++n) tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
+        for (int64_t n = 0; n < kNR; ++n)
+          tail[r * kNR + n] = n < nw && !first ? yp[(i + r) * N + n0 + n] : 0.0f;
       }
       for (int64_t n = 0; n < kNR; ++n) tail_bias[n] = bp && n < nw ? bp[n0 + n] : 0.0f;
       micro(isa, rows, 1, xs, ldx, w, 0, kc, tail, kNR, first, last && bp ? tail_bias : nullptr);
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(yp + (i + r) * N + n0, tail + r * kNR, nw * sizeof(float));
     };
     if (M < few_rows_limit(isa)) {
       const int64_t np = panels_per_block(isa, M);
@@ -354,7 +402,8 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
       const int64_t full_panels = N / kNR;
       int64_t jb = jb0;
       for (; jb + np <= std::min(jb1, full_panels); jb += np) {
-        micro(isa, M, np, xp, K, wp + jb * K * kNR, K * kNR, K, yp + jb * kNR, N, true, bp ? bp + jb * kNR : nullptr);
+        micro(isa, M, np, xp, K, wp + jb * K * kNR, K * kNR, K, yp + jb * kNR, N, true,
+              bp ? bp + jb * kNR : nullptr);
       }
       for (; jb < jb1; ++jb) one_panel(M, 0, xp, K, jb, 0, K, true, true);
       return;
@@ -374,15 +423,16 @@ at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t 
             // Rows in blocks of at most block_rows, evened out (25 rows on AVX2: five blocks
             // of 5, not four of 6 and a lone row running at a sixth of the speed). The block
             // size changes no element's chain.
-            const int64_t nblocks = (mc + block_rows - 1) / block_rows, small = mc / nblocks, big_blocks = mc % nblocks;
+            const int64_t nblocks = (mc + block_rows - 1) / block_rows, small = mc / nblocks,
+                          big_blocks = mc % nblocks;
             for (int64_t blk = 0, i = i0; blk < nblocks; ++blk) {
               const int64_t rows = small + (blk < big_blocks ? 1 : 0);
               const float* xs = pass_x + ((k0 / kKC) * mc + (i - i0)) * ldp;
               if (np == 1) {
                 one_panel(rows, i, xs, ldp, jb, k0, kc, first, last);
               } else {
-                micro(isa, rows, np, xs, ldp, wp + (jb * K + k0) * kNR, K * kNR, kc, yp + i * N + jb * kNR, N, first,
-                      last && bp ? bp + jb * kNR : nullptr);
+                micro(isa, rows, np, xs, ldp, wp + (jb * K + k0) * kNR, K * kNR, kc,
+                      yp + i * N + jb * kNR, N, first, last && bp ? bp + jb * kNR : nullptr);
               }
               i += rows;
             }
@@ -413,7 +463,8 @@ void axpy_scalar(float p, const float* v, float* z, int64_t n) {
 __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t d = 0;
-  for (; d + 8 <= n; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
+  for (; d + 8 <= n; d += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
   alignas(32) float lane[8];
   _mm256_store_ps(lane, acc);
   for (; d < n; ++d) lane[d % 8] = std::fma(a[d], b[d], lane[d % 8]);
@@ -423,7 +474,8 @@ __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* 
 __attribute__((target("avx2,fma"))) void axpy_avx2(float p, const float* v, float* z, int64_t n) {
   const __m256 pv = _mm256_set1_ps(p);
   int64_t d = 0;
-  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(z + d, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + d), _mm256_loadu_ps(z + d)));
+  for (; d + 8 <= n; d += 8)
+    _mm256_storeu_ps(z + d, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + d), _mm256_loadu_ps(z + d)));
   for (; d < n; ++d) z[d] = std::fma(p, v[d], z[d]);
 }
 #endif
@@ -434,21 +486,23 @@ at::Tensor stable_attention(const at::Tensor& q, const at::Tensor& keys, const a
                             const at::Tensor& key_mask, int64_t past, int64_t window) {
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), Dh = q.size(3);
   const int64_t Hkv = keys.size(1), G = H / Hkv, total = past + T;
-  DESTEIN_CHECK_ARG(q.is_contiguous() && q.scalar_type() == at::kFloat && keys.scalar_type() == at::kFloat &&
-                        values.scalar_type() == at::kFloat && keys.stride(3) == 1 &&
-                        (keys.stride(2) == Dh || keys.size(2) == 1) && values.stride(3) == 1 &&
-                        (values.stride(2) == Dh || values.size(2) == 1) && keys.size(2) >= total,
+  DESTEIN_CHECK_ARG(q.is_contiguous() && q.scalar_type() == at::kFloat &&
+                        keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat &&
+                        keys.stride(3) == 1 && (keys.stride(2) == Dh || keys.size(2) == 1) &&
+                        values.stride(3) == 1 && (values.stride(2) == Dh || values.size(2) == 1) &&
+                        keys.size(2) >= total,
                     "stable_attention: unexpected layout");
   at::Tensor mask = key_mask.to(at::kBool).contiguous();
-  DESTEIN_CHECK_ARG(mask.size(0) == B && mask.size(1) == total, "stable_attention: key_mask must be ({}, {})", B,
-                    total);
+  DESTEIN_CHECK_ARG(mask.size(0) == B && mask.size(1) == total,
+                    "stable_attention: key_mask must be ({}, {})", B, total);
   at::Tensor z = at::empty({B, T, H, Dh}, at::kFloat);
   const float* qp = q.data_ptr<float>();
   const float* kp = keys.data_ptr<float>();
   const float* vp = values.data_ptr<float>();
   const bool* mp = mask.data_ptr<bool>();
   float* zp = z.data_ptr<float>();
-  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), vs0 = values.stride(0), vs1 = values.stride(1);
+  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), vs0 = values.stride(0),
+                vs1 = values.stride(1);
   const bool vec = stable_isa() != StableIsa::kScalar;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> visible;

@@ -23,7 +23,8 @@ at::Tensor pack_stable_weight(const at::Tensor& weight_t);
 /// y = x W + bias, x (M, K) f32 CPU contiguous, packed from pack_stable_weight of W (K, N),
 /// bias (N) or undefined. Returns (M, N) f32. Row i of y depends only on row i of x:
 /// y[i][n] = bias[n] + fma-chain over k = 0..K-1 of x[i][k] * W[k][n], in that order.
-at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features, const at::Tensor& bias);
+at::Tensor stable_linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                         const at::Tensor& bias);
 
 /// Causal attention of each query over exactly its own allowed keys, in timeline order.
 /// q (B, T, H, Dh) f32 contiguous, already scaled; keys, values (B, Hkv, S, Dh) f32 with

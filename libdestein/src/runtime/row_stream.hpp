@@ -18,6 +18,8 @@ inline std::mt19937_64 row_stream(uint64_t seed, int64_t p, int64_t s) {
 }
 
 /// A uniform draw in [0, 1) with 53 random bits.
-inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+inline double uniform01(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
 
 }  // namespace destein::detail

@@ -28,7 +28,8 @@ VerifyReport verify_against_reference(const Model& model, const Checkpoint& chec
     const double scale = theirs.abs().max().item<double>();
     report.max_abs_diff = std::max(report.max_abs_diff, diff);
     report.max_rel_diff = std::max(report.max_rel_diff, scale > 0 ? diff / scale : diff);
-    if (ours.argmax().item<int64_t>() != theirs.argmax().item<int64_t>()) report.argmax_agrees = false;
+    if (ours.argmax().item<int64_t>() != theirs.argmax().item<int64_t>())
+      report.argmax_agrees = false;
     if (diff > atol + rtol * scale) report.passed = false;
     ++report.cases;
   }

@@ -1,4 +1,4 @@
-#include "destein/runtime/word_filter.hpp"
+#include "runtime/word_filter.hpp"
 
 #include <fmt/format.h>
 

@@ -6,10 +6,10 @@
 #include <random>
 
 #include "check.hpp"
-#include "destein/score/scorer_eval.hpp"
 #include "lbfgs.hpp"
 #include "logistic_regression.hpp"
 #include "platt.hpp"
+#include "score/scorer_eval.hpp"
 #include "scorer_file.hpp"
 #include "text_features.hpp"
 

@@ -1,4 +1,4 @@
-#include "destein/score/perspective.hpp"
+#include "score/perspective.hpp"
 
 #include <curl/curl.h>
 #include <fmt/format.h>
@@ -157,7 +157,8 @@ struct PerspectiveScorer::Impl {
     cache_out.open(path, std::ios::binary | std::ios::app);
     DESTEIN_CHECK_IO(cache_out, "cannot open Perspective cache {} for appending", path.string());
     if (!has_header) {
-      cache_out << nlohmann::json{{"format", kCacheFormat}, {"version", kCacheVersion},
+      cache_out << nlohmann::json{{"format", kCacheFormat},
+                                  {"version", kCacheVersion},
                                   {"attribute", options.attribute},
                                   {"languages", options.languages}}
                        .dump()
@@ -218,10 +219,11 @@ struct PerspectiveScorer::Impl {
   }
 
   std::optional<double> score_one(const std::string& text) {
-    nlohmann::json request = {{"comment", {{"text", text}}},
-                              {"languages", options.languages},
-                              {"requestedAttributes", {{options.attribute, nlohmann::json::object()}}},
-                              {"doNotStore", true}};
+    nlohmann::json request = {
+        {"comment", {{"text", text}}},
+        {"languages", options.languages},
+        {"requestedAttributes", {{options.attribute, nlohmann::json::object()}}},
+        {"doNotStore", true}};
     // Invalid UTF-8 is replaced rather than thrown on: generations cut at a token boundary
     // can end inside a multi-byte character.
     const std::string body = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -237,8 +239,9 @@ struct PerspectiveScorer::Impl {
       } else if (r.status == 200) {
         const std::optional<double> score = perspective_summary_score(r.body, options.attribute);
         if (!score)
-          return fail(fmt::format("HTTP 200 without a number in [0, 1] at attributeScores.{}.summaryScore.value: {}",
-                                  options.attribute, r.body.substr(0, 500)));
+          return fail(fmt::format(
+              "HTTP 200 without a number in [0, 1] at attributeScores.{}.summaryScore.value: {}",
+              options.attribute, r.body.substr(0, 500)));
         return score;
       } else if (r.status == 429 || r.status >= 500) {
         why = fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 500));
@@ -261,7 +264,8 @@ struct PerspectiveScorer::Impl {
   }
 };
 
-std::optional<double> perspective_summary_score(std::string_view body, const std::string& attribute) {
+std::optional<double> perspective_summary_score(std::string_view body,
+                                                const std::string& attribute) {
   const nlohmann::json response = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   // Walked by hand rather than through a JSON pointer: an attribute name is not a pointer
   // token ('~' and '/' would need escaping), and no level may be assumed an object.
@@ -281,8 +285,9 @@ std::optional<double> perspective_summary_score(std::string_view body, const std
 
 PerspectiveScorer::PerspectiveScorer(PerspectiveOptions options) : impl_(std::make_unique<Impl>()) {
   auto& o = options;
-  DESTEIN_CHECK_ARG(!o.api_key_env.empty(), "PerspectiveOptions.api_key_env is empty: name the "
-                                            "environment variable that holds the API key");
+  DESTEIN_CHECK_ARG(!o.api_key_env.empty(),
+                    "PerspectiveOptions.api_key_env is empty: name the "
+                    "environment variable that holds the API key");
   const char* key = std::getenv(o.api_key_env.c_str());
   DESTEIN_CHECK_ARG(key && *key,
                     "Perspective API key not found: environment variable {} is unset or empty; "

@@ -1,4 +1,4 @@
-#include "destein/score/scorer_eval.hpp"
+#include "score/scorer_eval.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -6,7 +6,7 @@
 #include "check.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
-#include "destein/score/perspective.hpp"
+#include "score/perspective.hpp"
 
 namespace destein {
 

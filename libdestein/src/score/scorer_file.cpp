@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "destein/io/file_io.hpp"
 #include "fnv1a.hpp"
+#include "io/file_io.hpp"
 #include "text_features.hpp"
 
 namespace destein::detail {

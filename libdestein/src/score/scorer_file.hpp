@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "check.hpp"
-#include "destein/io/safetensors_header.hpp"
 #include "destein/score/linear_scorer.hpp"
+#include "io/safetensors_header.hpp"
 
 namespace destein::detail {
 

@@ -1,4 +1,4 @@
-#include "destein/serve/batch_engine.hpp"
+#include "serve/batch_engine.hpp"
 
 #include <ATen/ATen.h>
 #include "runtime/parallel.hpp"
@@ -13,12 +13,18 @@ namespace destein {
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kNone: return "null";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kTimeout: return "timeout";
-    case FinishReason::kError: return "error";
-    default: return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kNone:
+      return "null";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kTimeout:
+      return "timeout";
+    case FinishReason::kError:
+      return "error";
+    default:
+      return "stop";
   }
 }
 
@@ -41,7 +47,8 @@ bool RequestStream::next(EngineEvent& event) {
   }
 }
 
-bool RequestStream::next_for(EngineEvent& event, std::chrono::milliseconds timeout, bool& timed_out) {
+bool RequestStream::next_for(EngineEvent& event, std::chrono::milliseconds timeout,
+                             bool& timed_out) {
   std::unique_lock<std::mutex> lock(mutex_);
   timed_out = false;
   if (!ready_.wait_for(lock, timeout, [&] { return !events_.empty() || finished_ == choices_; })) {
@@ -71,9 +78,12 @@ struct BatchEngine::RowMeta {
   bool reported = false;  // the row's finishing event was sent
 };
 
-BatchEngine::BatchEngine(const Model& model, BatchEngineOptions options) : model_(model), options_(options) {
-  DESTEIN_CHECK_ARG(options_.max_rows > 0, "BatchEngine: max_rows must be positive, found {}", options_.max_rows);
-  DESTEIN_CHECK_ARG(options_.max_queue >= 0, "BatchEngine: max_queue must be >= 0, found {}", options_.max_queue);
+BatchEngine::BatchEngine(const Model& model, BatchEngineOptions options)
+    : model_(model), options_(options) {
+  DESTEIN_CHECK_ARG(options_.max_rows > 0, "BatchEngine: max_rows must be positive, found {}",
+                    options_.max_rows);
+  DESTEIN_CHECK_ARG(options_.max_queue >= 0, "BatchEngine: max_queue must be >= 0, found {}",
+                    options_.max_queue);
   controller_ = std::make_unique<SteeringController>(hooks_, model.config(), model.device());
   DecodeBatchOptions bo;
   bo.hooks = &hooks_;
@@ -102,20 +112,24 @@ BatchEngine::~BatchEngine() {
 std::shared_ptr<RequestStream> BatchEngine::submit(EngineRequest request) {
   DESTEIN_CHECK_ARG(!request.prompts.empty(), "submit: a request needs at least one prompt");
   DESTEIN_CHECK_ARG(request.n > 0, "submit: n must be positive, found {}", request.n);
-  DESTEIN_CHECK_ARG(request.max_tokens > 0, "submit: max_tokens must be positive, found {}", request.max_tokens);
+  DESTEIN_CHECK_ARG(request.max_tokens > 0, "submit: max_tokens must be positive, found {}",
+                    request.max_tokens);
   const int64_t rows = static_cast<int64_t>(request.prompts.size()) * request.n;
-  DESTEIN_CHECK_ARG(rows <= options_.max_rows,
-                    "submit: the request asks for {} rows (prompts x n) but the server batches at most {}", rows,
-                    options_.max_rows);
+  DESTEIN_CHECK_ARG(
+      rows <= options_.max_rows,
+      "submit: the request asks for {} rows (prompts x n) but the server batches at most {}", rows,
+      options_.max_rows);
   GenerationOptions checked = request.sampling;
   checked.max_new_tokens = request.max_tokens;
   check_sampling_options(checked, "submit");
   check_decode_prompts(model_, request.prompts, request.max_tokens, "submit");
-  for (const auto& p : request.processors) DESTEIN_CHECK_ARG(p != nullptr, "submit: a logits processor is null");
+  for (const auto& p : request.processors)
+    DESTEIN_CHECK_ARG(p != nullptr, "submit: a logits processor is null");
   auto stream = std::make_shared<RequestStream>(rows);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (draining_ || stopping_ || static_cast<int64_t>(queue_.size()) >= options_.max_queue) return nullptr;
+    if (draining_ || stopping_ || static_cast<int64_t>(queue_.size()) >= options_.max_queue)
+      return nullptr;
     queue_.push_back(Pending{std::move(request), stream});
     stats_.queued = static_cast<int64_t>(queue_.size());
   }
@@ -170,7 +184,8 @@ void BatchEngine::admit(std::vector<Pending>& taking) {
     EngineRequest& req = pending.request;
     const int64_t choices = pending.stream->choices();
     if (pending.stream->cancelled() || now >= req.deadline) {
-      const FinishReason why = pending.stream->cancelled() ? FinishReason::kCancelled : FinishReason::kTimeout;
+      const FinishReason why =
+          pending.stream->cancelled() ? FinishReason::kCancelled : FinishReason::kTimeout;
       for (int64_t c = 0; c < choices; ++c) pending.stream->push({c, -1, why, {}});
       std::lock_guard<std::mutex> lock(mutex_);
       admitted_rows_ -= choices;
@@ -192,7 +207,8 @@ void BatchEngine::admit(std::vector<Pending>& taking) {
         spec.rng = detail::row_stream(req.sampling.seed, static_cast<int64_t>(p), s);
         spec.processors = req.processors;
         spec.prefill_group = group;
-        meta_[spec.id] = RowMeta{pending.stream, static_cast<int64_t>(p) * req.n + s, req.steering, req.deadline};
+        meta_[spec.id] = RowMeta{pending.stream, static_cast<int64_t>(p) * req.n + s, req.steering,
+                                 req.deadline};
         ids.push_back(spec.id);
         specs.push_back(std::move(spec));
       }
@@ -204,7 +220,8 @@ void BatchEngine::admit(std::vector<Pending>& taking) {
   } catch (const std::exception& e) {
     for (Pending& pending : taking) {
       if (pending.stream->cancelled()) continue;
-      for (int64_t c = 0; c < pending.stream->choices(); ++c) pending.stream->push({c, -1, FinishReason::kError, e.what()});
+      for (int64_t c = 0; c < pending.stream->choices(); ++c)
+        pending.stream->push({c, -1, FinishReason::kError, e.what()});
     }
     for (int64_t id : ids) meta_.erase(id);
     std::lock_guard<std::mutex> lock(mutex_);
@@ -233,7 +250,8 @@ void BatchEngine::step() {
     ++stats_.forwards;
     stats_.rows_forwarded += B;
     size_t bucket = 0;
-    while ((int64_t{1} << bucket) < B && bucket + 1 < stats_.rows_per_forward_buckets.size()) ++bucket;
+    while ((int64_t{1} << bucket) < B && bucket + 1 < stats_.rows_per_forward_buckets.size())
+      ++bucket;
     ++stats_.rows_per_forward_buckets[bucket];
   }
   emit_events();
@@ -246,9 +264,12 @@ void BatchEngine::remove_finished() {
     if (rows[i].finish != FinishReason::kNone) continue;
     const RowMeta& m = meta_.at(rows[i].id);
     FinishReason why = FinishReason::kNone;
-    if (m.stream->cancelled()) why = FinishReason::kCancelled;
-    else if (m.stream->stop_requested(m.choice)) why = FinishReason::kStopped;
-    else if (now >= m.deadline) why = FinishReason::kTimeout;
+    if (m.stream->cancelled())
+      why = FinishReason::kCancelled;
+    else if (m.stream->stop_requested(m.choice))
+      why = FinishReason::kStopped;
+    else if (now >= m.deadline)
+      why = FinishReason::kTimeout;
     if (why != FinishReason::kNone) batch_->finish(i, why);
   }
   emit_events();
@@ -302,7 +323,8 @@ void BatchEngine::run() {
   meta_.clear();
   std::lock_guard<std::mutex> lock(mutex_);
   for (Pending& p : queue_) {
-    for (int64_t c = 0; c < p.stream->choices(); ++c) p.stream->push({c, -1, FinishReason::kCancelled, {}});
+    for (int64_t c = 0; c < p.stream->choices(); ++c)
+      p.stream->push({c, -1, FinishReason::kCancelled, {}});
   }
   queue_.clear();
 }

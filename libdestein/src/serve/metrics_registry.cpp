@@ -1,4 +1,4 @@
-#include "destein/serve/metrics_registry.hpp"
+#include "serve/metrics_registry.hpp"
 
 #include <fmt/format.h>
 
@@ -26,14 +26,16 @@ std::string render_labels(const MetricsRegistry::Labels& labels) {
   if (labels.empty()) return {};
   std::string out = "{";
   for (size_t i = 0; i < labels.size(); ++i) {
-    out += fmt::format("{}{}=\"{}\"", i ? "," : "", labels[i].first, escape_label(labels[i].second));
+    out +=
+        fmt::format("{}{}=\"{}\"", i ? "," : "", labels[i].first, escape_label(labels[i].second));
   }
   return out + "}";
 }
 
 std::string number(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<long long>(v));
+  if (v == std::floor(v) && std::fabs(v) < 1e15)
+    return fmt::format("{}", static_cast<long long>(v));
   return fmt::format("{}", v);
 }
 
@@ -49,9 +51,11 @@ void MetricsRegistry::describe_gauge(const std::string& name, const std::string&
   metrics_.push_back({name, help, "gauge", {}, {}, {}, 0, 0});
 }
 
-void MetricsRegistry::describe_histogram(const std::string& name, const std::string& help, std::vector<double> bounds) {
+void MetricsRegistry::describe_histogram(const std::string& name, const std::string& help,
+                                         std::vector<double> bounds) {
   if (!std::is_sorted(bounds.begin(), bounds.end()) || bounds.empty()) {
-    throw std::invalid_argument(fmt::format("histogram {}: bucket bounds must be non-empty and increasing", name));
+    throw std::invalid_argument(
+        fmt::format("histogram {}: bucket bounds must be non-empty and increasing", name));
   }
   std::lock_guard<std::mutex> lock(mutex_);
   Metric m{name, help, "histogram", {}, std::move(bounds), {}, 0, 0};
@@ -62,7 +66,8 @@ void MetricsRegistry::describe_histogram(const std::string& name, const std::str
 MetricsRegistry::Metric& MetricsRegistry::find(const std::string& name, const char* type) {
   for (auto& m : metrics_) {
     if (m.name == name) {
-      if (m.type != type) throw std::invalid_argument(fmt::format("metric {} is a {}, not a {}", name, m.type, type));
+      if (m.type != type)
+        throw std::invalid_argument(fmt::format("metric {} is a {}, not a {}", name, m.type, type));
       return m;
     }
   }
@@ -85,12 +90,13 @@ void MetricsRegistry::set(const std::string& name, double value, const Labels& l
   find(name, "gauge").series[render_labels(labels)] = value;
 }
 
-void MetricsRegistry::set_histogram(const std::string& name, const std::vector<double>& bucket_counts, double sum) {
+void MetricsRegistry::set_histogram(const std::string& name,
+                                    const std::vector<double>& bucket_counts, double sum) {
   std::lock_guard<std::mutex> lock(mutex_);
   Metric& m = find(name, "histogram");
   if (bucket_counts.size() != m.bucket_counts.size()) {
-    throw std::invalid_argument(fmt::format("histogram {}: {} bucket counts given, {} expected", name,
-                                            bucket_counts.size(), m.bucket_counts.size()));
+    throw std::invalid_argument(fmt::format("histogram {}: {} bucket counts given, {} expected",
+                                            name, bucket_counts.size(), m.bucket_counts.size()));
   }
   m.bucket_counts = bucket_counts;
   m.sum = sum;
@@ -101,7 +107,8 @@ void MetricsRegistry::set_histogram(const std::string& name, const std::vector<d
 void MetricsRegistry::observe(const std::string& name, double value) {
   std::lock_guard<std::mutex> lock(mutex_);
   Metric& m = find(name, "histogram");
-  const size_t b = static_cast<size_t>(std::lower_bound(m.bounds.begin(), m.bounds.end(), value) - m.bounds.begin());
+  const size_t b = static_cast<size_t>(std::lower_bound(m.bounds.begin(), m.bounds.end(), value) -
+                                       m.bounds.begin());
   m.bucket_counts[b] += 1;
   m.sum += value;
   m.count += 1;
@@ -119,10 +126,12 @@ std::string MetricsRegistry::render() const {
         const std::string le = i < m.bounds.size() ? number(m.bounds[i]) : "+Inf";
         out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", m.name, le, number(cumulative));
       }
-      out += fmt::format("{}_sum {}\n{}_count {}\n", m.name, number(m.sum), m.name, number(m.count));
+      out +=
+          fmt::format("{}_sum {}\n{}_count {}\n", m.name, number(m.sum), m.name, number(m.count));
     } else {
       if (m.series.empty()) out += fmt::format("{} 0\n", m.name);
-      for (const auto& [labels, value] : m.series) out += fmt::format("{}{} {}\n", m.name, labels, number(value));
+      for (const auto& [labels, value] : m.series)
+        out += fmt::format("{}{} {}\n", m.name, labels, number(value));
     }
   }
   return out;

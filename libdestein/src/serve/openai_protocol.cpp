@@ -1,4 +1,4 @@
-#include "destein/serve/openai_protocol.hpp"
+#include "serve/openai_protocol.hpp"
 
 #include <fmt/format.h>
 
@@ -37,14 +37,17 @@ void excerpt_into(const json& v, std::string& out, size_t budget) {
       if (out.size() >= budget) return;
       if (!first) out += ", ";
       first = false;
-      if (object) out += json(clip(it.key(), budget)).dump(-1, ' ', false, json::error_handler_t::replace) + ": ";
+      if (object)
+        out += json(clip(it.key(), budget)).dump(-1, ' ', false, json::error_handler_t::replace) +
+               ": ";
       excerpt_into(*it, out, budget);
     }
     out += object ? '}' : ']';
     return;
   }
   if (v.is_string()) {
-    out += json(clip(v.get_ref<const std::string&>(), budget)).dump(-1, ' ', false, json::error_handler_t::replace);
+    out += json(clip(v.get_ref<const std::string&>(), budget))
+               .dump(-1, ' ', false, json::error_handler_t::replace);
     return;
   }
   out += v.dump();  // a number, true, false or null: a few bytes
@@ -64,16 +67,19 @@ const json* field(const json& body, const char* name) {
   return &*it;
 }
 
-double number_in(const json& v, const std::string& name, double lo, double hi, const std::string& expected) {
-  if (!v.is_number() || v.get<double>() < lo || v.get<double>() > hi) throw field_error(name, expected, v);
+double number_in(const json& v, const std::string& name, double lo, double hi,
+                 const std::string& expected) {
+  if (!v.is_number() || v.get<double>() < lo || v.get<double>() > hi)
+    throw field_error(name, expected, v);
   return v.get<double>();
 }
 
-int64_t integer_in(const json& v, const std::string& name, int64_t lo, int64_t hi, const std::string& expected) {
+int64_t integer_in(const json& v, const std::string& name, int64_t lo, int64_t hi,
+                   const std::string& expected) {
   if (v.is_number_unsigned()) {  // nlohmann stores a non-negative literal as unsigned
     const uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || static_cast<int64_t>(u) < lo ||
-        static_cast<int64_t>(u) > hi) {
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+        static_cast<int64_t>(u) < lo || static_cast<int64_t>(u) > hi) {
       throw field_error(name, expected, v);
     }
     return static_cast<int64_t>(u);
@@ -87,8 +93,8 @@ int64_t integer_in(const json& v, const std::string& name, int64_t lo, int64_t h
   // converting a double outside int64_t's range is undefined.
   if (!v.is_number_float()) throw field_error(name, expected, v);
   const double d = v.get<double>();
-  if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)) || d >= 9223372036854775808.0 ||
-      d != static_cast<double>(static_cast<int64_t>(d))) {
+  if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)) ||
+      d >= 9223372036854775808.0 || d != static_cast<double>(static_cast<int64_t>(d))) {
     throw field_error(name, expected, v);
   }
   return static_cast<int64_t>(d);
@@ -109,8 +115,10 @@ json parse_body(const std::string& body) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
         if (depth >= kMaxDepth) {
-          throw ApiError(400, fmt::format("the request body nests objects and lists more than {} deep", kMaxDepth),
-                         keys.empty() ? std::string() : keys.back());
+          throw ApiError(
+              400,
+              fmt::format("the request body nests objects and lists more than {} deep", kMaxDepth),
+              keys.empty() ? std::string() : keys.back());
         }
         keys.emplace_back(keys.empty() || keys.back().empty() ? std::string() : keys.back());
         break;
@@ -124,7 +132,8 @@ json parse_body(const std::string& body) {
       case json::parse_event_t::array_end:
         if (!keys.empty()) keys.pop_back();
         break;
-      case json::parse_event_t::value: break;
+      case json::parse_event_t::value:
+        break;
     }
     return true;
   };
@@ -142,49 +151,68 @@ json parse_body(const std::string& body) {
     // The parser's message quotes what it last read, which may be a whole long string.
     throw ApiError(400, fmt::format("the request body is not valid JSON: {}", clip(e.what(), 200)));
   }
-  if (!parsed.is_object()) throw ApiError(400, fmt::format("the request body must be a JSON object, found {}", parsed.type_name()));
+  if (!parsed.is_object())
+    throw ApiError(
+        400, fmt::format("the request body must be a JSON object, found {}", parsed.type_name()));
   return parsed;
 }
 
 void reject_unsupported(const json& body) {
   auto refuse = [](const std::string& name, const std::string& why) {
-    throw ApiError(400, fmt::format("'{}' is not supported by destein serve ({})", name, why), name);
+    throw ApiError(400, fmt::format("'{}' is not supported by destein serve ({})", name, why),
+                   name);
   };
-  if (const json* v = field(body, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number() && v->get<double>() == 0)) {
+  if (const json* v = field(body, "logprobs");
+      v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number() && v->get<double>() == 0)) {
     refuse("logprobs", "no log-probabilities are returned; leave it out");
   }
-  if (const json* v = field(body, "echo"); v && !(v->is_boolean() && !v->get<bool>())) refuse("echo", "leave it out or set it to false");
-  if (const json* v = field(body, "best_of"); v && !(v->is_number() && v->get<double>() == 1)) refuse("best_of", "only 1");
+  if (const json* v = field(body, "echo"); v && !(v->is_boolean() && !v->get<bool>()))
+    refuse("echo", "leave it out or set it to false");
+  if (const json* v = field(body, "best_of"); v && !(v->is_number() && v->get<double>() == 1))
+    refuse("best_of", "only 1");
   if (field(body, "suffix")) refuse("suffix", "no insertion mode");
   for (const char* p : {"presence_penalty", "frequency_penalty"}) {
-    if (const json* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0)) refuse(p, "only 0");
+    if (const json* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0))
+      refuse(p, "only 0");
   }
-  if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) refuse("tools", "no tool calls");
+  if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty()))
+    refuse("tools", "no tool calls");
 }
 
 SteeringRequest parse_steering(const json& v) {
-  if (!v.is_object()) throw field_error("steering", "an object such as {\"vectors\": \"detox\", \"alpha\": 0.4}", v);
-  static const char* kKeys[] = {"vectors", "mode", "alpha", "positions", "gate", "gate_threshold", "top_k_heads"};
+  if (!v.is_object())
+    throw field_error("steering", "an object such as {\"vectors\": \"detox\", \"alpha\": 0.4}", v);
+  static const char* kKeys[] = {"vectors", "mode",           "alpha",      "positions",
+                                "gate",    "gate_threshold", "top_k_heads"};
   for (auto it = v.begin(); it != v.end(); ++it) {
-    if (std::find_if(std::begin(kKeys), std::end(kKeys), [&](const char* k) { return it.key() == k; }) == std::end(kKeys)) {
-      throw ApiError(400,
-                     fmt::format("'steering.{}' is not a steering field (expected vectors, mode, alpha, positions, "
-                                 "gate, gate_threshold, top_k_heads)",
-                                 clip(it.key())),
-                     "steering." + clip(it.key()));
+    if (std::find_if(std::begin(kKeys), std::end(kKeys),
+                     [&](const char* k) { return it.key() == k; }) == std::end(kKeys)) {
+      throw ApiError(
+          400,
+          fmt::format(
+              "'steering.{}' is not a steering field (expected vectors, mode, alpha, positions, "
+              "gate, gate_threshold, top_k_heads)",
+              clip(it.key())),
+          "steering." + clip(it.key()));
     }
   }
   SteeringRequest s;
   const json* vectors = field(v, "vectors");
-  if (!vectors) throw ApiError(400, "'steering.vectors' is required: the name of a vectors set the server was started with", "steering.vectors");
+  if (!vectors)
+    throw ApiError(
+        400,
+        "'steering.vectors' is required: the name of a vectors set the server was started with",
+        "steering.vectors");
   s.vectors = string_of(*vectors, "steering.vectors");
-  auto one_of = [&](const char* key, std::initializer_list<const char*> allowed) -> std::optional<std::string> {
+  auto one_of = [&](const char* key,
+                    std::initializer_list<const char*> allowed) -> std::optional<std::string> {
     const json* f = field(v, key);
     if (!f) return std::nullopt;
     std::string list;
     for (const char* a : allowed) list += fmt::format("{}\"{}\"", list.empty() ? "" : " or ", a);
     const std::string name = std::string("steering.") + key;
-    if (!f->is_string() || std::find(allowed.begin(), allowed.end(), f->get<std::string>()) == allowed.end()) {
+    if (!f->is_string() ||
+        std::find(allowed.begin(), allowed.end(), f->get<std::string>()) == allowed.end()) {
       throw field_error(name, list, *f);
     }
     return f->get<std::string>();
@@ -192,37 +220,51 @@ SteeringRequest parse_steering(const json& v) {
   s.mode = one_of("mode", {"reference", "headwise"});
   s.positions = one_of("positions", {"all", "prompt", "generated"});
   s.gate = one_of("gate", {"none", "probe"});
-  if (const json* f = field(v, "alpha")) s.alpha = number_in(*f, "steering.alpha", 0, 10, "a number in [0, 10]");
+  if (const json* f = field(v, "alpha"))
+    s.alpha = number_in(*f, "steering.alpha", 0, 10, "a number in [0, 10]");
   if (const json* f = field(v, "gate_threshold")) {
-    s.gate_threshold = number_in(*f, "steering.gate_threshold", 0, 1, "a number in [0, 1) (0: soft gate)");
-    if (*s.gate_threshold >= 1) throw field_error("steering.gate_threshold", "a number in [0, 1) (0: soft gate)", *f);
+    s.gate_threshold =
+        number_in(*f, "steering.gate_threshold", 0, 1, "a number in [0, 1) (0: soft gate)");
+    if (*s.gate_threshold >= 1)
+      throw field_error("steering.gate_threshold", "a number in [0, 1) (0: soft gate)", *f);
   }
   if (const json* f = field(v, "top_k_heads")) {
-    s.top_k_heads = integer_in(*f, "steering.top_k_heads", 0, 1 << 20, "an integer >= 0 (0: all heads)");
+    s.top_k_heads =
+        integer_in(*f, "steering.top_k_heads", 0, 1 << 20, "an integer >= 0 (0: all heads)");
   }
   return s;
 }
 
 // OpenAI's shape: {"50256": -100, "1234": 5.5}, keys token ids as strings.
 std::map<int64_t, float> parse_logit_bias(const json& v) {
-  if (!v.is_object()) throw field_error("logit_bias", "an object mapping token ids to biases, such as {\"50256\": -100}", v);
+  if (!v.is_object())
+    throw field_error("logit_bias",
+                      "an object mapping token ids to biases, such as {\"50256\": -100}", v);
   // A bound on the work one request may ask of every sampling step.
   constexpr size_t kMaxEntries = 1024;
   if (v.size() > kMaxEntries) {
-    throw ApiError(400, fmt::format("'logit_bias' has {} entries, more than the {} this server takes", v.size(), kMaxEntries),
+    throw ApiError(400,
+                   fmt::format("'logit_bias' has {} entries, more than the {} this server takes",
+                               v.size(), kMaxEntries),
                    "logit_bias");
   }
   std::map<int64_t, float> out;
   for (auto it = v.begin(); it != v.end(); ++it) {
     const std::string& key = it.key();
     const std::string name = "logit_bias." + clip(key, 40);
-    const bool digits = !key.empty() && key.size() <= 10 &&
-                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const bool digits =
+        !key.empty() && key.size() <= 10 &&
+        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!digits) {
-      throw ApiError(400, fmt::format("'logit_bias' key \"{}\" is not a token id (a non-negative integer as a string)", clip(key, 40)),
-                     name);
+      throw ApiError(
+          400,
+          fmt::format(
+              "'logit_bias' key \"{}\" is not a token id (a non-negative integer as a string)",
+              clip(key, 40)),
+          name);
     }
-    out[std::stoll(key)] = static_cast<float>(number_in(it.value(), name, -100, 100, "a number in [-100, 100]"));
+    out[std::stoll(key)] =
+        static_cast<float>(number_in(it.value(), name, -100, 100, "a number in [-100, 100]"));
   }
   return out;
 }
@@ -236,14 +278,18 @@ void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
     max = field(body, "max_completion_tokens");
     max_name = "max_completion_tokens";
   }
-  r.max_tokens = max ? integer_in(*max, max_name, 1, std::numeric_limits<int32_t>::max(), "a positive integer") : -1;
-  if (const json* v = field(body, "temperature")) r.temperature = number_in(*v, "temperature", 0, 2, "a number in [0, 2] (0: greedy)");
+  r.max_tokens =
+      max ? integer_in(*max, max_name, 1, std::numeric_limits<int32_t>::max(), "a positive integer")
+          : -1;
+  if (const json* v = field(body, "temperature"))
+    r.temperature = number_in(*v, "temperature", 0, 2, "a number in [0, 2] (0: greedy)");
   if (const json* v = field(body, "top_p")) {
     r.top_p = number_in(*v, "top_p", 0, 1, "a number in (0, 1]");
     if (r.top_p <= 0) throw field_error("top_p", "a number in (0, 1]", *v);
   }
   if (const json* v = field(body, "top_k")) {
-    r.top_k = integer_in(*v, "top_k", -1, std::numeric_limits<int32_t>::max(), "an integer >= 0 (0 or -1: off)");
+    r.top_k = integer_in(*v, "top_k", -1, std::numeric_limits<int32_t>::max(),
+                         "an integer >= 0 (0 or -1: off)");
     if (r.top_k < 0) r.top_k = 0;
   }
   if (const json* v = field(body, "n")) r.n = integer_in(*v, "n", 1, 128, "an integer in [1, 128]");
@@ -272,7 +318,8 @@ void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
     r.stream = v->get<bool>();
   }
   if (const json* v = field(body, "stream_options")) {
-    if (!v->is_object()) throw field_error("stream_options", "an object such as {\"include_usage\": true}", *v);
+    if (!v->is_object())
+      throw field_error("stream_options", "an object such as {\"include_usage\": true}", *v);
     if (const json* u = field(*v, "include_usage")) {
       if (!u->is_boolean()) throw field_error("stream_options.include_usage", "true or false", *u);
       r.include_usage = u->get<bool>();
@@ -305,7 +352,8 @@ CompletionRequest parse_completion_request(const std::string& body) {
     r.prompts.push_back(prompt->get<std::string>());
   } else if (prompt->is_array() && !prompt->empty()) {
     for (const json& p : *prompt) {
-      if (!p.is_string()) throw field_error("prompt", expected + " (token-id prompts are not supported)", *prompt);
+      if (!p.is_string())
+        throw field_error("prompt", expected + " (token-id prompts are not supported)", *prompt);
       r.prompts.push_back(p.get<std::string>());
     }
   } else {
@@ -321,7 +369,8 @@ ChatRequest parse_chat_request(const std::string& body) {
   parse_sampling(b, r, true);
   const json* messages = field(b, "messages");
   if (!messages || !messages->is_array() || messages->empty()) {
-    throw ApiError(400, "'messages' must be a non-empty list of {\"role\", \"content\"} objects", "messages");
+    throw ApiError(400, "'messages' must be a non-empty list of {\"role\", \"content\"} objects",
+                   "messages");
   }
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
@@ -330,7 +379,8 @@ ChatRequest parse_chat_request(const std::string& body) {
     const json* role = field(m, "role");
     if (!role || !role->is_string() ||
         (*role != "system" && *role != "user" && *role != "assistant" && *role != "developer")) {
-      throw field_error(at + ".role", "\"system\", \"user\" or \"assistant\"", role ? *role : json(nullptr));
+      throw field_error(at + ".role", "\"system\", \"user\" or \"assistant\"",
+                        role ? *role : json(nullptr));
     }
     ChatMessage msg;
     msg.role = *role == "developer" ? "system" : role->get<std::string>();
@@ -343,7 +393,9 @@ ChatRequest parse_chat_request(const std::string& body) {
         const json* type = part.is_object() ? field(part, "type") : nullptr;
         const json* text = part.is_object() ? field(part, "text") : nullptr;
         if (!type || *type != "text" || !text || !text->is_string()) {
-          throw field_error(at + ".content", "a string or a list of {\"type\": \"text\", \"text\": ...} parts", *content);
+          throw field_error(at + ".content",
+                            "a string or a list of {\"type\": \"text\", \"text\": ...} parts",
+                            *content);
         }
         msg.content += text->get<std::string>();
       }
@@ -367,9 +419,12 @@ json completion_response(const std::string& id, int64_t created, const std::stri
                          const std::vector<ChoiceResult>& choices, const Usage& usage) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
-    cs.push_back({{"index", i}, {"text", choices[i].text}, {"logprobs", nullptr}, {"finish_reason", choices[i].finish_reason}});
+    cs.push_back({{"index", i},
+                  {"text", choices[i].text},
+                  {"logprobs", nullptr},
+                  {"finish_reason", choices[i].finish_reason}});
   }
-  return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
+  return {{"id", id},      {"object", "text_completion"}, {"created", created}, {"model", model},
           {"choices", cs}, {"usage", usage_json(usage)}};
 }
 
@@ -382,25 +437,35 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
                   {"logprobs", nullptr},
                   {"finish_reason", choices[i].finish_reason}});
   }
-  return {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", model},
+  return {{"id", id},      {"object", "chat.completion"}, {"created", created}, {"model", model},
           {"choices", cs}, {"usage", usage_json(usage)}};
 }
 
-json completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                      const std::string& text, const std::optional<std::string>& finish_reason) {
+json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                      int64_t index, const std::string& text,
+                      const std::optional<std::string>& finish_reason) {
   json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
   choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
-  return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", {choice}}};
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", {choice}}};
 }
 
 json chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                const std::string& text, const std::optional<std::string>& finish_reason, bool first) {
+                const std::string& text, const std::optional<std::string>& finish_reason,
+                bool first) {
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (!text.empty() || first) delta["content"] = text;
   json choice = {{"index", index}, {"delta", delta}, {"logprobs", nullptr}};
   choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
-  return {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model}, {"choices", {choice}}};
+  return {{"id", id},
+          {"object", "chat.completion.chunk"},
+          {"created", created},
+          {"model", model},
+          {"choices", {choice}}};
 }
 
 size_t safe_stream_length(const std::string& text, const std::vector<std::string>& stop) {

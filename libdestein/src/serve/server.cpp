@@ -11,11 +11,11 @@
 #include <thread>
 
 #include "destein/runtime/logits_processor.hpp"
-#include "destein/serve/batch_engine.hpp"
-#include "destein/serve/metrics_registry.hpp"
-#include "destein/serve/openai_protocol.hpp"
 #include "destein/steer/steering_vectors.hpp"
+#include "serve/batch_engine.hpp"
 #include "serve/http_server.hpp"
+#include "serve/metrics_registry.hpp"
+#include "serve/openai_protocol.hpp"
 
 namespace destein {
 namespace {
@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
 // at max_tokens); JSON cannot carry them, so they go out as U+FFFD rather than failing.
 std::string wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-const std::vector<double> kLatencyBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+const std::vector<double> kLatencyBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                            2.5,  5,     10,   30,  60,   120, 300};
 
 // One choice of a request as the client sees it.
 struct ChoiceState {
@@ -58,7 +59,8 @@ struct Job {
     if (c.stopped_by_string) return ev.choice;  // tokens that raced the stop, and its kStopped
     if (ev.token >= 0) {
       c.tokens.push_back(ev.token);
-      std::string full = tokenizer->decode_continuation(prompts[static_cast<size_t>(ev.choice / n)], c.tokens);
+      std::string full =
+          tokenizer->decode_continuation(prompts[static_cast<size_t>(ev.choice / n)], c.tokens);
       size_t cut = std::string::npos;
       for (const auto& s : stop) cut = std::min(cut, full.find(s));
       if (cut != std::string::npos) {
@@ -71,13 +73,27 @@ struct Job {
     }
     if (!c.finish) {
       switch (ev.finished) {
-        case FinishReason::kNone: break;
-        case FinishReason::kLength: c.finish = "length"; break;
+        case FinishReason::kNone:
+          break;
+        case FinishReason::kLength:
+          c.finish = "length";
+          break;
         case FinishReason::kEos:
-        case FinishReason::kStopped: c.finish = "stop"; break;
-        case FinishReason::kTimeout: timed_out = true; c.finish = "timeout"; break;
-        case FinishReason::kCancelled: cancelled = true; c.finish = "cancelled"; break;
-        case FinishReason::kError: error = ev.error; c.finish = "error"; break;
+        case FinishReason::kStopped:
+          c.finish = "stop";
+          break;
+        case FinishReason::kTimeout:
+          timed_out = true;
+          c.finish = "timeout";
+          break;
+        case FinishReason::kCancelled:
+          cancelled = true;
+          c.finish = "cancelled";
+          break;
+        case FinishReason::kError:
+          error = ev.error;
+          c.finish = "error";
+          break;
       }
     }
     return ev.choice;
@@ -91,7 +107,8 @@ struct Job {
       upto = safe_stream_length(c.text, stop);
       // An incomplete byte sequence decodes as U+FFFD until its last byte arrives.
       static const std::string kReplacement = "\xEF\xBF\xBD";
-      while (upto >= kReplacement.size() && c.text.compare(upto - kReplacement.size(), kReplacement.size(), kReplacement) == 0) {
+      while (upto >= kReplacement.size() &&
+             c.text.compare(upto - kReplacement.size(), kReplacement.size(), kReplacement) == 0) {
         upto -= kReplacement.size();
       }
     }
@@ -161,7 +178,8 @@ struct Server::Impl {
   // Declared last: destroyed first, while the engine its handlers use is still there.
   std::unique_ptr<http::HttpServer> http;
 
-  Impl(const Model& m, const Tokenizer& t, ServerOptions o) : model(m), tokenizer(t), options(std::move(o)) {}
+  Impl(const Model& m, const Tokenizer& t, ServerOptions o)
+      : model(m), tokenizer(t), options(std::move(o)) {}
 
   bool refusing() const { return stop_asked || (should_stop && should_stop()); }
 
@@ -170,11 +188,14 @@ struct Server::Impl {
     auto it = vectors.find(request->vectors);
     if (it == vectors.end()) {
       std::string known;
-      for (const auto& [name, v] : vectors) known += fmt::format("{}\"{}\"", known.empty() ? "" : ", ", name);
-      throw ApiError(400,
-                     fmt::format("'steering.vectors' names no vectors set of this server: \"{}\" (known: {})",
-                                 request->vectors, known.empty() ? "none; start the server with --vectors NAME=PATH" : known),
-                     "steering.vectors");
+      for (const auto& [name, v] : vectors)
+        known += fmt::format("{}\"{}\"", known.empty() ? "" : ", ", name);
+      throw ApiError(
+          400,
+          fmt::format("'steering.vectors' names no vectors set of this server: \"{}\" (known: {})",
+                      request->vectors,
+                      known.empty() ? "none; start the server with --vectors NAME=PATH" : known),
+          "steering.vectors");
     }
     SteeringOptions o = options.steering_defaults;
     if (request->mode) o.mode = parse_steering_mode(*request->mode);
@@ -184,9 +205,10 @@ struct Server::Impl {
     if (request->gate_threshold) o.gate_threshold = *request->gate_threshold;
     if (request->top_k_heads) o.top_k_heads = *request->top_k_heads;
     if (o.alpha == 0) return {};  // an exact no-op, as attach_steering treats it
-    const std::string key = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", request->vectors, steering_mode_name(o.mode),
-                                        o.alpha, steering_positions_name(o.positions), steering_gate_name(o.gate),
-                                        o.gate_threshold, o.top_k_heads, o.layer_start, o.layer_end);
+    const std::string key =
+        fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", request->vectors, steering_mode_name(o.mode),
+                    o.alpha, steering_positions_name(o.positions), steering_gate_name(o.gate),
+                    o.gate_threshold, o.top_k_heads, o.layer_start, o.layer_end);
     std::lock_guard<std::mutex> lock(plans_mutex);
     auto found = plans.find(key);
     if (found != plans.end()) return {found->second};
@@ -194,7 +216,9 @@ struct Server::Impl {
     try {
       plan = make_steering_plan(model, *it->second, o);
     } catch (const std::invalid_argument& e) {
-      throw ApiError(400, fmt::format("'steering' cannot be applied with vectors \"{}\": {}", request->vectors, e.what()),
+      throw ApiError(400,
+                     fmt::format("'steering' cannot be applied with vectors \"{}\": {}",
+                                 request->vectors, e.what()),
                      "steering");
     }
     if (plans.size() > 256) plans.clear();  // the same plan object lets rows share one edit
@@ -203,32 +227,48 @@ struct Server::Impl {
   }
 
   void count_request(const std::string& endpoint, int status, Clock::time_point start) {
-    metrics.add("destein_requests_total", {{"endpoint", endpoint}, {"status", std::to_string(status)}});
-    metrics.observe("destein_request_duration_seconds", std::chrono::duration<double>(Clock::now() - start).count());
+    metrics.add("destein_requests_total",
+                {{"endpoint", endpoint}, {"status", std::to_string(status)}});
+    metrics.observe("destein_request_duration_seconds",
+                    std::chrono::duration<double>(Clock::now() - start).count());
   }
 
   // Shared by both endpoints: tokenised prompts + sampling + steering -> a running job.
-  std::shared_ptr<Job> start_job(const SamplingRequest& r, std::vector<std::vector<int64_t>> prompts,
+  std::shared_ptr<Job> start_job(const SamplingRequest& r,
+                                 std::vector<std::vector<int64_t>> prompts,
                                  std::vector<std::string> stop, Clock::time_point started) {
-    if (engine->draining()) throw ApiError(503, "the server is shutting down and takes no new requests", {}, "server_error");
+    if (engine->draining())
+      throw ApiError(503, "the server is shutting down and takes no new requests", {},
+                     "server_error");
     if (!r.model.empty() && r.model != options.model_name) {
-      throw ApiError(404, fmt::format("'model' must be \"{}\" (the model this server runs), found \"{}\"", options.model_name, r.model),
-                     "model", "model_not_found");
+      throw ApiError(
+          404,
+          fmt::format("'model' must be \"{}\" (the model this server runs), found \"{}\"",
+                      options.model_name, r.model),
+          "model", "model_not_found");
     }
     const int64_t rows = static_cast<int64_t>(prompts.size()) * r.n;
     if (rows > options.max_rows) {
-      throw ApiError(400, fmt::format("'n' x prompts = {} rows, more than this server's limit of {} per request", rows, options.max_rows), "n");
+      throw ApiError(
+          400,
+          fmt::format("'n' x prompts = {} rows, more than this server's limit of {} per request",
+                      rows, options.max_rows),
+          "n");
     }
     for (size_t p = 0; p < prompts.size(); ++p) {
-      if (prompts[p].empty()) throw ApiError(400, fmt::format("prompt {} is empty: it needs at least one token", p), "prompt");
+      if (prompts[p].empty())
+        throw ApiError(400, fmt::format("prompt {} is empty: it needs at least one token", p),
+                       "prompt");
       const int64_t limit = model.config().max_positions;
       if (static_cast<int64_t>(prompts[p].size()) + r.max_tokens > limit) {
-        throw ApiError(400,
-                       fmt::format("'max_tokens' {} with a prompt of {} tokens is past the model's {} positions "
-                                   "(ask for at most {} tokens)",
-                                   r.max_tokens, prompts[p].size(), limit,
-                                   std::max<int64_t>(0, limit - static_cast<int64_t>(prompts[p].size()))),
-                       "max_tokens");
+        throw ApiError(
+            400,
+            fmt::format(
+                "'max_tokens' {} with a prompt of {} tokens is past the model's {} positions "
+                "(ask for at most {} tokens)",
+                r.max_tokens, prompts[p].size(), limit,
+                std::max<int64_t>(0, limit - static_cast<int64_t>(prompts[p].size()))),
+            "max_tokens");
       }
     }
     EngineRequest req;
@@ -246,13 +286,17 @@ struct Server::Impl {
       const int64_t vocab = model.config().vocab_size;
       for (const auto& [id, bias] : r.logit_bias) {
         if (id >= vocab) {
-          throw ApiError(400, fmt::format("'logit_bias' names token {}, past the model's vocabulary of {} tokens", id, vocab),
-                         fmt::format("logit_bias.{}", id));
+          throw ApiError(
+              400,
+              fmt::format("'logit_bias' names token {}, past the model's vocabulary of {} tokens",
+                          id, vocab),
+              fmt::format("logit_bias.{}", id));
         }
       }
       req.processors.push_back(std::make_shared<LogitBiasProcessor>(r.logit_bias));
     }
-    req.deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.request_timeout_s));
+    req.deadline = started + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(options.request_timeout_s));
     auto job = std::make_shared<Job>();
     job->tokenizer = &tokenizer;
     job->prompts = std::move(prompts);
@@ -267,29 +311,37 @@ struct Server::Impl {
       throw ApiError(400, e.what());
     }
     if (!job->stream) {
-      if (engine->draining()) throw ApiError(503, "the server is shutting down and takes no new requests", {}, "server_error");
-      throw ApiError(429, fmt::format("the server is busy: {} requests are already waiting; retry in a moment",
-                                      options.max_queue),
-                     {}, "rate_limit_error");
+      if (engine->draining())
+        throw ApiError(503, "the server is shutting down and takes no new requests", {},
+                       "server_error");
+      throw ApiError(
+          429,
+          fmt::format("the server is busy: {} requests are already waiting; retry in a moment",
+                      options.max_queue),
+          {}, "rate_limit_error");
     }
     return job;
   }
 
   void finish_errors(const Job& job) {
-    if (!job.error.empty()) throw ApiError(500, "generation failed: " + job.error, {}, "server_error");
+    if (!job.error.empty())
+      throw ApiError(500, "generation failed: " + job.error, {}, "server_error");
     if (job.timed_out) {
-      throw ApiError(504, fmt::format("the request took longer than the server's limit of {} s", options.request_timeout_s), {},
-                     "timeout_error");
+      throw ApiError(504,
+                     fmt::format("the request took longer than the server's limit of {} s",
+                                 options.request_timeout_s),
+                     {}, "timeout_error");
     }
   }
 
   void check_prompt_bytes(size_t bytes, const std::string& what, const std::string& param) const {
     if (bytes <= max_prompt_bytes) return;
-    throw ApiError(400,
-                   fmt::format("{} is {} bytes, more than the {} tokens the model can hold could cover "
-                               "(at most {} bytes); shorten it",
-                               what, bytes, model.config().max_positions, max_prompt_bytes),
-                   param);
+    throw ApiError(
+        400,
+        fmt::format("{} is {} bytes, more than the {} tokens the model can hold could cover "
+                    "(at most {} bytes); shorten it",
+                    what, bytes, model.config().max_positions, max_prompt_bytes),
+        param);
   }
 
   http::HttpResponse handle(const http::HttpRequest& req, http::HttpExchange& exchange, bool chat) {
@@ -303,9 +355,12 @@ struct Server::Impl {
       // many of them cost what a short refusal costs.
       auto check_rows = [&](size_t count, int64_t n) {
         if (static_cast<int64_t>(count) * n > options.max_rows) {
-          throw ApiError(400, fmt::format("'n' x prompts = {} rows, more than this server's limit of {} per request",
-                                          static_cast<int64_t>(count) * n, options.max_rows),
-                         "n");
+          throw ApiError(
+              400,
+              fmt::format(
+                  "'n' x prompts = {} rows, more than this server's limit of {} per request",
+                  static_cast<int64_t>(count) * n, options.max_rows),
+              "n");
         }
       };
       if (chat) {
@@ -317,7 +372,8 @@ struct Server::Impl {
         if (r.max_tokens < 0) r.max_tokens = options.default_chat_max_tokens;
         ChatPrompt prompt = render_chat(options.chat_template, r.messages, tokenizer);
         const int64_t room = model.config().max_positions - static_cast<int64_t>(prompt.ids.size());
-        if (r.max_tokens == options.default_chat_max_tokens && room > 0) r.max_tokens = std::min(r.max_tokens, room);
+        if (r.max_tokens == options.default_chat_max_tokens && room > 0)
+          r.max_tokens = std::min(r.max_tokens, room);
         prompts.push_back(std::move(prompt.ids));
         stop = r.stop;
         stop.insert(stop.end(), prompt.stop.begin(), prompt.stop.end());
@@ -335,7 +391,8 @@ struct Server::Impl {
       auto job = start_job(sampling, std::move(prompts), std::move(stop), started);
       const std::string id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
       const int64_t created = static_cast<int64_t>(std::time(nullptr));
-      if (sampling.stream) return stream_job(job, id, created, chat, sampling.include_usage, endpoint);
+      if (sampling.stream)
+        return stream_job(job, id, created, chat, sampling.include_usage, endpoint);
       EngineEvent ev;
       bool waiting = false;
       auto next_check = Clock::now();
@@ -353,7 +410,8 @@ struct Server::Impl {
       }
       if (job->cancelled) {
         count_request(endpoint, 499, started);
-        return json_response(499, json::object());  // nginx's "client closed request": nobody reads it
+        return json_response(499,
+                             json::object());  // nginx's "client closed request": nobody reads it
       }
       finish_errors(*job);
       std::vector<ChoiceResult> choices;
@@ -368,12 +426,13 @@ struct Server::Impl {
       return error_response(e);
     } catch (const std::exception& e) {
       count_request(endpoint, 500, started);
-      return error_response(ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error"));
+      return error_response(
+          ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error"));
     }
   }
 
-  http::HttpResponse stream_job(std::shared_ptr<Job> job, const std::string& id, int64_t created, bool chat,
-                                bool include_usage, const std::string& endpoint) {
+  http::HttpResponse stream_job(std::shared_ptr<Job> job, const std::string& id, int64_t created,
+                                bool chat, bool include_usage, const std::string& endpoint) {
     http::HttpResponse res;
     res.content_type = "text/event-stream";
     res.headers.emplace_back("Cache-Control", "no-cache");
@@ -395,14 +454,21 @@ struct Server::Impl {
             // Headers are gone: the error travels as an event, as OpenAI streams do.
             const ApiError e =
                 job->timed_out
-                    ? ApiError(504, fmt::format("the request took longer than the server's limit of {} s", options.request_timeout_s), {}, "timeout_error")
+                    ? ApiError(
+                          504,
+                          fmt::format("the request took longer than the server's limit of {} s",
+                                      options.request_timeout_s),
+                          {}, "timeout_error")
                     : ApiError(500, "generation failed: " + job->error, {}, "server_error");
             send(error_json(e));
             continue;
           }
           if (!delta.empty() || finish || c.first_chunk) {
-            const json chunk = chat ? chat_chunk(id, created, options.model_name, static_cast<int64_t>(i), delta, finish, c.first_chunk)
-                                    : completion_chunk(id, created, options.model_name, static_cast<int64_t>(i), delta, finish);
+            const json chunk =
+                chat ? chat_chunk(id, created, options.model_name, static_cast<int64_t>(i), delta,
+                                  finish, c.first_chunk)
+                     : completion_chunk(id, created, options.model_name, static_cast<int64_t>(i),
+                                        delta, finish);
             c.first_chunk = false;
             if (!send(chunk)) {
               job->stream->cancel();
@@ -423,9 +489,13 @@ struct Server::Impl {
         // Every choice finished.
         if (include_usage) {
           const int64_t pt = job->prompt_tokens, ct = job->completion_tokens();
-          send({{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-                {"model", options.model_name}, {"choices", json::array()},
-                {"usage", {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}});
+          send({{"id", id},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created},
+                {"model", options.model_name},
+                {"choices", json::array()},
+                {"usage",
+                 {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}});
         }
         delivered = ex.write("data: [DONE]\n\n");
         break;
@@ -443,34 +513,43 @@ struct Server::Impl {
       if (req.path == r.path) route = &r;
     }
     if (!route) {
-      return error_response(ApiError(404, fmt::format("no endpoint {} {} (see GET /v1/models, POST /v1/completions, "
-                                                      "POST /v1/chat/completions)",
-                                                      req.method.substr(0, 20), req.path.substr(0, 100)),
-                                     {}, "not_found_error"));
+      return error_response(
+          ApiError(404,
+                   fmt::format("no endpoint {} {} (see GET /v1/models, POST /v1/completions, "
+                               "POST /v1/chat/completions)",
+                               req.method.substr(0, 20), req.path.substr(0, 100)),
+                   {}, "not_found_error"));
     }
     if (req.method != route->method) {
       http::HttpResponse r = error_response(ApiError(
-          405, fmt::format("{} takes {}, not {}", route->path, route->method, req.method.substr(0, 20)), {},
-          "invalid_request_error"));
+          405,
+          fmt::format("{} takes {}, not {}", route->path, route->method, req.method.substr(0, 20)),
+          {}, "invalid_request_error"));
       r.headers.emplace_back("Allow", route->method);
       return r;
     }
-    if (route->needs_key && options.api_key && !api_key_matches(bearer_token(req), *options.api_key)) {
-      return error_response(
-          ApiError(401, "missing or wrong API key: send \"Authorization: Bearer KEY\"", {}, "authentication_error"));
+    if (route->needs_key && options.api_key &&
+        !api_key_matches(bearer_token(req), *options.api_key)) {
+      return error_response(ApiError(401,
+                                     "missing or wrong API key: send \"Authorization: Bearer KEY\"",
+                                     {}, "authentication_error"));
     }
     return std::nullopt;
   }
 
   http::HttpResponse answer(const http::HttpRequest& req, http::HttpExchange& exchange) {
     if (req.path == "/health") {
-      return json_response(engine->draining() ? 503 : 200, json{{"status", engine->draining() ? "draining" : "ok"}});
+      return json_response(engine->draining() ? 503 : 200,
+                           json{{"status", engine->draining() ? "draining" : "ok"}});
     }
     if (req.path == "/v1/models") {
       json names = json::array();
       for (const auto& [name, v] : vectors) names.push_back(name);
-      json model_entry = {{"id", options.model_name}, {"object", "model"}, {"created", started_unix},
-                          {"owned_by", "destein"}, {"steering_vectors", names}};
+      json model_entry = {{"id", options.model_name},
+                          {"object", "model"},
+                          {"created", started_unix},
+                          {"owned_by", "destein"},
+                          {"steering_vectors", names}};
       return json_response(200, json{{"object", "list"}, {"data", json::array({model_entry})}});
     }
     if (req.path == "/metrics") {
@@ -483,8 +562,10 @@ struct Server::Impl {
       metrics.set("destein_prefill_passes_total", static_cast<double>(s.prefill_passes));
       metrics.set("destein_decode_steps_total", static_cast<double>(s.forwards));
       // The engine's last bucket is everything above 2^14 rows: the +Inf bucket.
-      std::vector<double> buckets(s.rows_per_forward_buckets.begin(), s.rows_per_forward_buckets.end());
-      metrics.set_histogram("destein_rows_per_decode_step", buckets, static_cast<double>(s.rows_forwarded));
+      std::vector<double> buckets(s.rows_per_forward_buckets.begin(),
+                                  s.rows_per_forward_buckets.end());
+      metrics.set_histogram("destein_rows_per_decode_step", buckets,
+                            static_cast<double>(s.rows_forwarded));
       http::HttpResponse r;
       r.content_type = "text/plain; version=0.0.4";
       r.body = metrics.render();
@@ -496,16 +577,21 @@ struct Server::Impl {
   void make_http() {
     http::HttpServerOptions o;
     o.limits.max_body_bytes = options.max_body_bytes;
-    o.threads = options.http_threads > 0 ? options.http_threads : static_cast<int>(options.max_rows + options.max_queue + 8);
+    o.threads = options.http_threads > 0
+                    ? options.http_threads
+                    : static_cast<int>(options.max_rows + options.max_queue + 8);
     o.max_connections = options.max_connections;
     o.head_timeout_s = options.header_timeout_s;
     o.body_timeout_s = options.body_timeout_s;
     o.idle_timeout_s = options.keep_alive_timeout_s;
     http::HttpHandlers h;
     h.check_head = [this](const http::HttpRequest& req) { return check_head(req); };
-    h.handle = [this](const http::HttpRequest& req, http::HttpExchange& ex) { return answer(req, ex); };
+    h.handle = [this](const http::HttpRequest& req, http::HttpExchange& ex) {
+      return answer(req, ex);
+    };
     h.error = [](int status, const std::string& message) {
-      return error_response(ApiError(status, message, {}, status >= 500 ? "server_error" : "invalid_request_error"));
+      return error_response(
+          ApiError(status, message, {}, status >= 500 ? "server_error" : "invalid_request_error"));
     };
     h.refusing = [this] { return refusing(); };
     http = std::make_unique<http::HttpServer>(o, h);
@@ -517,7 +603,10 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
   Impl& s = *impl_;
   for (const auto& [name, path] : s.options.vectors) {
     if (name.empty() || s.vectors.count(name)) {
-      throw std::invalid_argument(fmt::format("vectors name '{}' for {} is empty or given twice (expected --vectors NAME=PATH with distinct names)", name, path));
+      throw std::invalid_argument(
+          fmt::format("vectors name '{}' for {} is empty or given twice (expected --vectors "
+                      "NAME=PATH with distinct names)",
+                      name, path));
     }
     auto v = std::make_shared<SteeringVectors>(load_steering_vectors(path));
     check_vectors_match_model(*v, model.config(), path);
@@ -525,11 +614,13 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
     try {
       make_steering_plan(model, *v, s.options.steering_defaults);
     } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(fmt::format("{}: the default steering options do not fit: {}", path, e.what()));
+      throw std::invalid_argument(
+          fmt::format("{}: the default steering options do not fit: {}", path, e.what()));
     }
     s.vectors[name] = std::move(v);
   }
-  s.metrics.describe_counter("destein_requests_total", "HTTP requests answered, by endpoint and status");
+  s.metrics.describe_counter("destein_requests_total",
+                             "HTTP requests answered, by endpoint and status");
   s.metrics.describe_counter("destein_prompt_tokens_total", "prompt tokens prefilled");
   s.metrics.describe_counter("destein_generated_tokens_total", "tokens generated");
   s.metrics.describe_counter("destein_prefills_total", "prompts prefilled");
@@ -539,18 +630,23 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
   s.metrics.describe_gauge("destein_active_rows", "rows in the decode batch");
   std::vector<double> row_bounds;
   for (int i = 0; i < 15; ++i) row_bounds.push_back(static_cast<double>(int64_t{1} << i));
-  s.metrics.describe_histogram("destein_rows_per_decode_step", "rows decoded together per forward", row_bounds);
-  s.metrics.describe_histogram("destein_request_duration_seconds", "time from request to last byte of the answer", kLatencyBounds);
-  s.engine = std::make_unique<BatchEngine>(model, BatchEngineOptions{s.options.max_rows, s.options.max_queue});
+  s.metrics.describe_histogram("destein_rows_per_decode_step", "rows decoded together per forward",
+                               row_bounds);
+  s.metrics.describe_histogram("destein_request_duration_seconds",
+                               "time from request to last byte of the answer", kLatencyBounds);
+  s.engine = std::make_unique<BatchEngine>(
+      model, BatchEngineOptions{s.options.max_rows, s.options.max_queue});
   s.started_unix = static_cast<int64_t>(std::time(nullptr));
   // The longest text one token stands for, from the vocabulary itself. A byte-level BPE
   // consumes at least one byte per token, and each token at most this many; a
   // normalising tokenizer (SentencePiece's NFKC) can shrink a character to a third of
   // its bytes before matching, hence the factor 3 there.
   size_t longest = 1;
-  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id) longest = std::max(longest, tokenizer.decode({id}).size() + 1);
+  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id)
+    longest = std::max(longest, tokenizer.decode({id}).size() + 1);
   const size_t shrink = tokenizer.kind() == "gpt2-bpe" ? 1 : 3;
-  s.max_prompt_bytes = static_cast<size_t>(std::max<int64_t>(1, model.config().max_positions)) * longest * shrink;
+  s.max_prompt_bytes =
+      static_cast<size_t>(std::max<int64_t>(1, model.config().max_positions)) * longest * shrink;
   s.make_http();
 }
 
@@ -576,7 +672,8 @@ void Server::serve(const std::function<bool()>& should_stop) {
   // Drain: the listening socket closes, queued and running requests finish and are sent.
   s.http->stop_accepting();
   s.engine->drain();
-  while (!s.engine->idle() || s.http->busy() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (!s.engine->idle() || s.http->busy() > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   s.http->join();
 }
 

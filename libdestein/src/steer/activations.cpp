@@ -10,19 +10,23 @@ HookSite hook_site_of(SteeringSite site) {
   return site == SteeringSite::kAttnOut ? HookSite::kAttnOut : HookSite::kAttnZ;
 }
 
-at::Tensor capture_site_activations(const Model& model, const std::vector<std::vector<int64_t>>& sequences,
+at::Tensor capture_site_activations(const Model& model,
+                                    const std::vector<std::vector<int64_t>>& sequences,
                                     const ActivationOptions& options,
                                     const std::function<void(int64_t, int64_t)>& progress) {
   const ModelConfig& c = model.config();
-  DESTEIN_CHECK_ARG(options.last_k >= 1, "capture_site_activations: last_k must be >= 1, found {}", options.last_k);
-  DESTEIN_CHECK_ARG(options.batch_size >= 1, "capture_site_activations: batch_size must be >= 1, found {}",
+  DESTEIN_CHECK_ARG(options.last_k >= 1, "capture_site_activations: last_k must be >= 1, found {}",
+                    options.last_k);
+  DESTEIN_CHECK_ARG(options.batch_size >= 1,
+                    "capture_site_activations: batch_size must be >= 1, found {}",
                     options.batch_size);
   const int64_t N = static_cast<int64_t>(sequences.size());
   const int64_t L = c.n_layers, H = c.n_heads, Dh = c.head_dim;
-  DESTEIN_CHECK_ARG(options.site != SteeringSite::kAttnOut || H * Dh == c.d_model,
-                    "capture_site_activations: site attn_out needs heads x head_dim = hidden size, and this {} "
-                    "model has {} x {} != {}; use site hook_z",
-                    c.model_type, H, Dh, c.d_model);
+  DESTEIN_CHECK_ARG(
+      options.site != SteeringSite::kAttnOut || H * Dh == c.d_model,
+      "capture_site_activations: site attn_out needs heads x head_dim = hidden size, and this {} "
+      "model has {} x {} != {}; use site hook_z",
+      c.model_type, H, Dh, c.d_model);
   for (int64_t i = 0; i < N; ++i) {
     DESTEIN_CHECK_ARG(!sequences[i].empty(), "capture_site_activations: sequence {} is empty", i);
   }
@@ -51,11 +55,12 @@ at::Tensor capture_site_activations(const Model& model, const std::vector<std::v
     Hooks& hooks = options.hooks ? *options.hooks : own_hooks;
     std::vector<HookHandle> handles;
     for (int64_t l = 0; l < L; ++l) {
-      handles.push_back(hooks.observe(hook_point_name(l, site), [&, l](const at::Tensor& x, const HookContext&) {
-        at::Tensor tail = x.narrow(1, T - k, k).to(at::kCPU, at::kFloat).reshape({B, k, H, Dh});
-        at::Tensor mean = (tail * weights.view({B, k, 1, 1})).sum(1);  // (B, H, Dh)
-        out.narrow(0, start, B).select(1, l).copy_(mean);
-      }));
+      handles.push_back(
+          hooks.observe(hook_point_name(l, site), [&, l](const at::Tensor& x, const HookContext&) {
+            at::Tensor tail = x.narrow(1, T - k, k).to(at::kCPU, at::kFloat).reshape({B, k, H, Dh});
+            at::Tensor mean = (tail * weights.view({B, k, 1, 1})).sum(1);  // (B, H, Dh)
+            out.narrow(0, start, B).select(1, l).copy_(mean);
+          }));
     }
     ForwardOptions fo;
     fo.attention_mask = mask;

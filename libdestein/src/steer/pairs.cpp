@@ -1,5 +1,5 @@
-#include "destein/io/file_io.hpp"
 #include "destein/steer/pairs.hpp"
+#include "io/file_io.hpp"
 
 #include <algorithm>
 #include <array>
@@ -9,9 +9,9 @@
 #include <unordered_set>
 
 #include "check.hpp"
+#include "io/csv.hpp"
+#include "io/jsonl.hpp"
 #include "splitmix.hpp"
-#include "destein/io/csv.hpp"
-#include "destein/io/jsonl.hpp"
 
 namespace destein {
 
@@ -100,8 +100,7 @@ class Sha256 {
       uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
       w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
-             h = h_[7];
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
     for (int i = 0; i < 64; ++i) {
       uint32_t s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
       uint32_t ch = (e & f) ^ (~e & g);
@@ -140,9 +139,9 @@ class Sha256 {
 std::string checked_text(const std::string& raw, const PairLoadOptions& options,
                          const std::string& where, const char* side) {
   std::string text = options.clean ? clean_pair_text(raw) : raw;
-  DESTEIN_CHECK_IO(!strip_space(text).empty(), "{}: the {} text is empty{}", where, side,
-                   options.clean && !raw.empty() ? fmt::format(" after cleaning ('{}')", raw)
-                                                 : std::string());
+  DESTEIN_CHECK_IO(
+      !strip_space(text).empty(), "{}: the {} text is empty{}", where, side,
+      options.clean && !raw.empty() ? fmt::format(" after cleaning ('{}')", raw) : std::string());
   return text;
 }
 
@@ -164,7 +163,7 @@ std::string steering_input_text(std::string_view prefix, std::string_view text) 
   std::string_view v = s;
   while (!v.empty() && is_space_or_period(v.front())) v.remove_prefix(1);  // .strip(" .")
   while (!v.empty() && is_space_or_period(v.back())) v.remove_suffix(1);
-  while (!v.empty() && v.front() == '.') v.remove_prefix(1);               // .strip(".")
+  while (!v.empty() && v.front() == '.') v.remove_prefix(1);  // .strip(".")
   while (!v.empty() && v.back() == '.') v.remove_suffix(1);
   return std::string(v);
 }
@@ -198,8 +197,8 @@ std::vector<SteeringPair> load_pairs_jsonl(const std::filesystem::path& path,
       for (const char* key : kNontoxicKeys) {
         if (!value.contains(key)) continue;
         DESTEIN_CHECK_IO(nontoxic_key == nullptr,
-                         "{}: found both '{}' and '{}'; expected exactly one non-toxic key",
-                         where, nontoxic_key ? nontoxic_key : "", key);
+                         "{}: found both '{}' and '{}'; expected exactly one non-toxic key", where,
+                         nontoxic_key ? nontoxic_key : "", key);
         nontoxic_key = key;
       }
       DESTEIN_CHECK_IO(nontoxic_key != nullptr,
@@ -260,8 +259,9 @@ std::vector<SteeringPair> load_paradetox(const std::filesystem::path& path,
   try {
     header = csv.read_header();
   } catch (const std::runtime_error&) {
-    DESTEIN_CHECK_IO(false, "'{}' is empty; expected the ParaDetox header 'toxic\\tneutral1\\t"
-                            "neutral2\\tneutral3' and rows",
+    DESTEIN_CHECK_IO(false,
+                     "'{}' is empty; expected the ParaDetox header 'toxic\\tneutral1\\t"
+                     "neutral2\\tneutral3' and rows",
                      path.string());
   }
   bool header_ok = header.size() == kHeader.size();
@@ -290,8 +290,8 @@ std::vector<SteeringPair> load_paradetox(const std::filesystem::path& path,
       SteeringPair pair;
       pair.toxic = toxic;
       pair.nontoxic = checked_text(neutral, options, where, kHeader[k].c_str());
-      pair.provenance = {{"source", source}, {"row", row}, {"line", record.line},
-                         {"column", kHeader[k]}};
+      pair.provenance = {
+          {"source", source}, {"row", row}, {"line", record.line}, {"column", kHeader[k]}};
       pairs.push_back(std::move(pair));
     }
   }
@@ -345,8 +345,7 @@ std::vector<SteeringPair> deduplicate_pairs(const std::vector<SteeringPair>& pai
 }
 
 void write_pairs_jsonl(const std::filesystem::path& path, const std::vector<SteeringPair>& pairs) {
-  DESTEIN_CHECK_ARG(!pairs.empty(), "write_pairs_jsonl: no pairs to write to '{}'",
-                    path.string());
+  DESTEIN_CHECK_ARG(!pairs.empty(), "write_pairs_jsonl: no pairs to write to '{}'", path.string());
   write_file_atomically(path, [&](const std::filesystem::path& tmp) {
     JsonlWriter out(tmp);
     for (const auto& pair : pairs) {
@@ -371,16 +370,19 @@ std::string pair_set_hash(const std::vector<SteeringPair>& pairs) {
   return sha.hex_digest();
 }
 
-std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
-                                         const PairLoadOptions& options, int64_t* identical_dropped) {
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path,
+                                         const std::string& format, const PairLoadOptions& options,
+                                         int64_t* identical_dropped) {
   std::string f = format;
   if (f == "auto") f = path.extension() == ".tsv" ? "paradetox" : "jsonl";
   if (f != "jsonl" && f != "paradetox") {
-    throw std::invalid_argument(fmt::format("pair file format must be auto, jsonl or paradetox, found '{}'", format));
+    throw std::invalid_argument(
+        fmt::format("pair file format must be auto, jsonl or paradetox, found '{}'", format));
   }
   auto pairs = f == "paradetox" ? load_paradetox(path, options) : load_pairs_jsonl(path, options);
   const size_t before = pairs.size();
-  pairs.erase(std::remove_if(pairs.begin(), pairs.end(), [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
+  pairs.erase(std::remove_if(pairs.begin(), pairs.end(),
+                             [](const SteeringPair& p) { return p.toxic == p.nontoxic; }),
               pairs.end());
   if (identical_dropped) *identical_dropped = static_cast<int64_t>(before - pairs.size());
   return pairs;

@@ -40,11 +40,21 @@ std::string xml_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Control characters other than tab and newlines are not allowed in XML 1.0.
         if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
@@ -59,9 +69,12 @@ std::string xml_escape(const std::string& text) {
 
 const char* metric_name(ProbeMetric metric) {
   switch (metric) {
-    case ProbeMetric::kAuc: return "test ROC AUC";
-    case ProbeMetric::kTrainAccuracy: return "train accuracy";
-    case ProbeMetric::kAccuracy: break;
+    case ProbeMetric::kAuc:
+      return "test ROC AUC";
+    case ProbeMetric::kTrainAccuracy:
+      return "train accuracy";
+    case ProbeMetric::kAccuracy:
+      break;
   }
   return "test accuracy";
 }
@@ -97,9 +110,8 @@ std::string probe_heatmap_svg(const ProbeResults& results, const std::string& ti
   // About 7.5 px per character of the 13 px bold title and 6 px of the 10 px legend
   // caption, so that neither is cut off.
   const int64_t caption_w = int64_t(std::string(metric_name(options.metric)).size()) * 6;
-  const int64_t width =
-      std::max({legend_x + legend_w + 48, legend_x + caption_w + 4,
-                x0 + int64_t(title.size()) * 15 / 2 + 16});
+  const int64_t width = std::max({legend_x + legend_w + 48, legend_x + caption_w + 4,
+                                  x0 + int64_t(title.size()) * 15 / 2 + 16});
   const int64_t height = y0 + std::max(grid_h, legend_h) + 46;
   // Label every k-th row/column so that 10 px text does not overlap.
   const int64_t label_every = std::max<int64_t>(1, (12 + cell - 1) / cell);
@@ -161,9 +173,8 @@ std::string probe_heatmap_svg(const ProbeResults& results, const std::string& ti
                          x0 + head * cell + cell / 2, y0 + grid_h + 12, head);
     }
   }
-  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                     x0 + grid_w / 2, y0 + grid_h + 30,
-                     options.sort_heads ? "heads (sorted per layer)" : "head");
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x0 + grid_w / 2,
+                     y0 + grid_h + 30, options.sort_heads ? "heads (sorted per layer)" : "head");
   svg += fmt::format(
       "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">layer"
       "</text>\n",

@@ -12,8 +12,8 @@
 #include <Eigen/Cholesky>
 
 #include "check.hpp"
+#include "score/scorer_eval.hpp"
 #include "splitmix.hpp"
-#include "destein/score/scorer_eval.hpp"
 
 namespace destein {
 
@@ -87,16 +87,18 @@ std::vector<Fold> make_folds(int64_t n, const ProbeOptions& options) {
     Fold fold;
     bool training = true;
     for (const auto& group : groups) {
-      if (training && static_cast<int64_t>(fold.train.size() + group.size()) > target) training = false;
+      if (training && static_cast<int64_t>(fold.train.size() + group.size()) > target)
+        training = false;
       auto& part = training ? fold.train : fold.test;
       part.insert(part.end(), group.begin(), group.end());
     }
     const auto train = static_cast<int64_t>(fold.train.size());
-    DESTEIN_CHECK_ARG(train >= 1 && train < n,
-                      "train_probes: a holdout with test_fraction {} leaves {} training and {} "
-                      "test pairs of {} ({} groups of pairs sharing a toxic text); need at least one of "
-                      "each (use more pairs, or split: kfold)",
-                      options.test_fraction, train, n - train, n, groups.size());
+    DESTEIN_CHECK_ARG(
+        train >= 1 && train < n,
+        "train_probes: a holdout with test_fraction {} leaves {} training and {} "
+        "test pairs of {} ({} groups of pairs sharing a toxic text); need at least one of "
+        "each (use more pairs, or split: kfold)",
+        options.test_fraction, train, n - train, n, groups.size());
     folds.push_back(std::move(fold));
     return folds;
   }
@@ -108,23 +110,26 @@ std::vector<Fold> make_folds(int64_t n, const ProbeOptions& options) {
   folds.resize(static_cast<size_t>(k));
   int64_t position = 0;
   for (const auto& group : groups) {
-    const auto f = static_cast<size_t>(std::upper_bound(fold_end.begin(), fold_end.end(), position) - fold_end.begin());
+    const auto f = static_cast<size_t>(
+        std::upper_bound(fold_end.begin(), fold_end.end(), position) - fold_end.begin());
     folds[f].test.insert(folds[f].test.end(), group.begin(), group.end());
     position += static_cast<int64_t>(group.size());
   }
   for (auto& fold : folds) {
     for (const auto& other : folds) {
-      if (&other != &fold) fold.train.insert(fold.train.end(), other.test.begin(), other.test.end());
+      if (&other != &fold)
+        fold.train.insert(fold.train.end(), other.test.begin(), other.test.end());
     }
   }
   std::vector<Fold> kept;
   for (auto& fold : folds) {
     if (!fold.test.empty()) kept.push_back(std::move(fold));  // a large group can swallow a fold
   }
-  DESTEIN_CHECK_ARG(kept.size() >= 2,
-                    "train_probes: {} folds over {} pairs in {} groups sharing a toxic text leave {} "
-                    "non-empty fold(s); need at least 2 (use more distinct toxic texts)",
-                    k, n, groups.size(), kept.size());
+  DESTEIN_CHECK_ARG(
+      kept.size() >= 2,
+      "train_probes: {} folds over {} pairs in {} groups sharing a toxic text leave {} "
+      "non-empty fold(s); need at least 2 (use more distinct toxic texts)",
+      k, n, groups.size(), kept.size());
   return kept;
 }
 
@@ -134,11 +139,9 @@ void check_options(int64_t n, const ProbeOptions& options) {
                     "small value such as 1e-4 for a nearly unpenalised fit",
                     options.l2);
   DESTEIN_CHECK_ARG(options.split == "holdout" || options.split == "kfold",
-                    "train_probes: expected split 'holdout' or 'kfold', found '{}'",
-                    options.split);
+                    "train_probes: expected split 'holdout' or 'kfold', found '{}'", options.split);
   DESTEIN_CHECK_ARG(options.max_iterations >= 1,
-                    "train_probes: expected max_iterations >= 1, found {}",
-                    options.max_iterations);
+                    "train_probes: expected max_iterations >= 1, found {}", options.max_iterations);
   DESTEIN_CHECK_ARG(options.tolerance > 0, "train_probes: expected tolerance > 0, found {}",
                     options.tolerance);
   DESTEIN_CHECK_ARG(options.groups.empty() || static_cast<int64_t>(options.groups.size()) == n,
@@ -316,9 +319,8 @@ LogisticRegression fit_logistic_regression(const Eigen::MatrixXd& x, const Eigen
   return fit;
 }
 
-ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pairs,
-                          int64_t layers, int64_t heads, int64_t head_dim,
-                          const ProbeOptions& options) {
+ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pairs, int64_t layers,
+                          int64_t heads, int64_t head_dim, const ProbeOptions& options) {
   DESTEIN_CHECK_ARG(toxic != nullptr && nontoxic != nullptr,
                     "train_probes: expected activation pointers, found a null {}",
                     toxic == nullptr ? "toxic" : "nontoxic");
@@ -347,9 +349,8 @@ ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pai
   results.layers = layers;
   results.heads = heads;
   results.folds = static_cast<int64_t>(folds.size());
-  results.test_samples = options.split == "holdout"
-                             ? 2 * static_cast<int64_t>(folds.front().test.size())
-                             : 2 * pairs;
+  results.test_samples =
+      options.split == "holdout" ? 2 * static_cast<int64_t>(folds.front().test.size()) : 2 * pairs;
   results.accuracy.assign(static_cast<size_t>(cells), 0.f);
   results.auc.assign(static_cast<size_t>(cells), 0.f);
   results.train_accuracy.assign(static_cast<size_t>(cells), 0.f);
@@ -402,17 +403,19 @@ ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pai
 
 GateProbes fit_gate_probes(const float* toxic, const float* nontoxic, int64_t pairs, int64_t layers,
                            int64_t heads, int64_t head_dim, const ProbeOptions& options) {
-  DESTEIN_CHECK_ARG(toxic != nullptr && nontoxic != nullptr, "fit_gate_probes: expected activation pointers, found null");
+  DESTEIN_CHECK_ARG(toxic != nullptr && nontoxic != nullptr,
+                    "fit_gate_probes: expected activation pointers, found null");
   DESTEIN_CHECK_ARG(pairs > 0 && layers > 0 && heads > 0 && head_dim > 0,
-                    "fit_gate_probes: expected positive sizes, found N={} L={} H={} Dh={}", pairs, layers, heads,
-                    head_dim);
+                    "fit_gate_probes: expected positive sizes, found N={} L={} H={} Dh={}", pairs,
+                    layers, heads, head_dim);
   const int64_t per_pair = layers * heads * head_dim;
   for (const float* side : {toxic, nontoxic}) {
     for (int64_t i = 0; i < pairs * per_pair; ++i) {
       DESTEIN_CHECK_ARG(std::isfinite(side[i]),
-                        "fit_gate_probes: {} activation of pair {} layer {} head {} is {}; expected finite values",
-                        side == toxic ? "toxic" : "non-toxic", i / per_pair, (i / (heads * head_dim)) % layers,
-                        (i / head_dim) % heads, side[i]);
+                        "fit_gate_probes: {} activation of pair {} layer {} head {} is {}; "
+                        "expected finite values",
+                        side == toxic ? "toxic" : "non-toxic", i / per_pair,
+                        (i / (heads * head_dim)) % layers, (i / head_dim) % heads, side[i]);
     }
   }
   const int64_t cells = layers * heads;
@@ -438,7 +441,8 @@ GateProbes fit_gate_probes(const float* toxic, const float* nontoxic, int64_t pa
         x(2 * i + 1, k) = nontoxic[offset + k];
       }
     }
-    Eigen::RowVectorXd mean = Eigen::RowVectorXd::Zero(head_dim), scale = Eigen::RowVectorXd::Ones(head_dim);
+    Eigen::RowVectorXd mean = Eigen::RowVectorXd::Zero(head_dim),
+                       scale = Eigen::RowVectorXd::Ones(head_dim);
     Eigen::MatrixXd features = x;
     if (options.standardize) {
       mean = x.colwise().mean();

@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "check.hpp"
-#include "destein/parallel/process_group.hpp"
-#include "destein/parallel/work_split.hpp"
+#include "parallel/process_group.hpp"
+#include "parallel/work_split.hpp"
 #include "splitmix.hpp"
 #include "splitmix_inverse.hpp"
 
@@ -22,14 +22,17 @@ InductionDirection parse_induction_direction(const std::string& name) {
 
 std::string induction_direction_name(InductionDirection d) {
   switch (d) {
-    case InductionDirection::kDetoxify: return "detoxify";
-    case InductionDirection::kToxify: return "toxify";
-    default: return "both";
+    case InductionDirection::kDetoxify:
+      return "detoxify";
+    case InductionDirection::kToxify:
+      return "toxify";
+    default:
+      return "both";
   }
 }
 
-std::string induction_prompt(const std::vector<SteeringPair>& demos, const std::string& source, bool detoxify,
-                             const SelfInductionOptions& o) {
+std::string induction_prompt(const std::vector<SteeringPair>& demos, const std::string& source,
+                             bool detoxify, const SelfInductionOptions& o) {
   const std::string& from = detoxify ? o.toxic_label : o.nontoxic_label;
   const std::string& to = detoxify ? o.nontoxic_label : o.toxic_label;
   std::string prompt = o.instruction.empty() ? "" : o.instruction + "\n";
@@ -53,13 +56,18 @@ std::string first_line(const std::string& text) {
 
 // generate() over the ranks of `group`: each rank takes one contiguous block of whole
 // batches; rank 0 gets every generation in prompt order, the others an empty list.
-std::vector<Generation> generate_over_ranks(const Model& model, const std::vector<std::vector<int64_t>>& prompts,
-                                            const GenerationOptions& options, const GenerationProgress& progress,
+std::vector<Generation> generate_over_ranks(const Model& model,
+                                            const std::vector<std::vector<int64_t>>& prompts,
+                                            const GenerationOptions& options,
+                                            const GenerationProgress& progress,
                                             const ProcessGroup& group) {
   const int64_t n = static_cast<int64_t>(prompts.size());
   const int64_t per_unit =
-      options.batch_size > 0 ? std::max<int64_t>(1, options.batch_size / std::max<int64_t>(1, options.num_samples)) : 1;
-  const auto [unit_begin, unit_end] = shard_range((n + per_unit - 1) / per_unit, group.rank(), group.size());
+      options.batch_size > 0
+          ? std::max<int64_t>(1, options.batch_size / std::max<int64_t>(1, options.num_samples))
+          : 1;
+  const auto [unit_begin, unit_end] =
+      shard_range((n + per_unit - 1) / per_unit, group.rank(), group.size());
   const int64_t begin = std::min(n, unit_begin * per_unit), end = std::min(n, unit_end * per_unit);
   GenerationOptions mine = options;
   mine.prompt_seeds.clear();
@@ -67,14 +75,16 @@ std::vector<Generation> generate_over_ranks(const Model& model, const std::vecto
     // generate() seeds row (p, s) from splitmix64(splitmix64(seed) ^ p) and, given
     // prompt_seeds, from splitmix64(splitmix64(prompt_seed) ^ 0): this prompt_seed makes
     // the two equal, so a rank's block draws what the one-process call draws.
-    mine.prompt_seeds.push_back(options.prompt_seeds.empty()
-                                    ? detail::unsplitmix64(detail::splitmix64(options.seed) ^ static_cast<uint64_t>(p))
-                                    : options.prompt_seeds[static_cast<size_t>(p)]);
+    mine.prompt_seeds.push_back(
+        options.prompt_seeds.empty()
+            ? detail::unsplitmix64(detail::splitmix64(options.seed) ^ static_cast<uint64_t>(p))
+            : options.prompt_seeds[static_cast<size_t>(p)]);
   }
   std::vector<Generation> local;
   if (end > begin) {
-    local = generate(model, std::vector<std::vector<int64_t>>(prompts.begin() + begin, prompts.begin() + end), mine,
-                     nullptr, progress);
+    local = generate(
+        model, std::vector<std::vector<int64_t>>(prompts.begin() + begin, prompts.begin() + end),
+        mine, nullptr, progress);
   }
   // Packed as int64: prompt (global), sample, stopped_at_eos, token count, tokens.
   std::vector<int64_t> packed;
@@ -83,7 +93,8 @@ std::vector<Generation> generate_over_ranks(const Model& model, const std::vecto
                                  static_cast<int64_t>(g.token_ids.size())});
     packed.insert(packed.end(), g.token_ids.begin(), g.token_ids.end());
   }
-  const auto parts = group.gather(std::string(reinterpret_cast<const char*>(packed.data()), packed.size() * 8));
+  const auto parts =
+      group.gather(std::string(reinterpret_cast<const char*>(packed.data()), packed.size() * 8));
   std::vector<Generation> all;
   for (const auto& bytes : parts) {
     std::vector<int64_t> v(bytes.size() / 8);
@@ -94,8 +105,10 @@ std::vector<Generation> generate_over_ranks(const Model& model, const std::vecto
       g.sample_index = v[at + 1];
       g.stopped_at_eos = v[at + 2] != 0;
       const auto count = static_cast<size_t>(v[at + 3]);
-      DESTEIN_CHECK_IO(at + 4 + count <= v.size(), "self-induction: a rank sent a truncated list of generations");
-      g.token_ids.assign(v.begin() + static_cast<int64_t>(at + 4), v.begin() + static_cast<int64_t>(at + 4 + count));
+      DESTEIN_CHECK_IO(at + 4 + count <= v.size(),
+                       "self-induction: a rank sent a truncated list of generations");
+      g.token_ids.assign(v.begin() + static_cast<int64_t>(at + 4),
+                         v.begin() + static_cast<int64_t>(at + 4 + count));
       at += 4 + count;
       all.push_back(std::move(g));
     }
@@ -106,14 +119,17 @@ std::vector<Generation> generate_over_ranks(const Model& model, const std::vecto
 }  // namespace
 
 std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
-                                            const std::vector<SteeringPair>& seeds, const SelfInductionOptions& o,
-                                            ToxicityScorer* scorer, SelfInductionReport* report_out,
-                                            const GenerationProgress& progress, const ProcessGroup* group) {
-  DESTEIN_CHECK_ARG(o.num_targets > 0 && o.few_shot >= 0, "self-induction: num_targets must be > 0 and few_shot >= 0");
+                                            const std::vector<SteeringPair>& seeds,
+                                            const SelfInductionOptions& o, ToxicityScorer* scorer,
+                                            SelfInductionReport* report_out,
+                                            const GenerationProgress& progress,
+                                            const ProcessGroup* group) {
+  DESTEIN_CHECK_ARG(o.num_targets > 0 && o.few_shot >= 0,
+                    "self-induction: num_targets must be > 0 and few_shot >= 0");
   const size_t needed = static_cast<size_t>(o.num_targets + o.few_shot);
   DESTEIN_CHECK_ARG(seeds.size() >= needed,
-                    "self-induction: {} seed pairs are too few for {} targets + {} demonstrations", seeds.size(),
-                    o.num_targets, o.few_shot);
+                    "self-induction: {} seed pairs are too few for {} targets + {} demonstrations",
+                    seeds.size(), o.num_targets, o.few_shot);
   // Targets and a disjoint pool of demonstrations, both drawn by the seed.
   std::vector<SteeringPair> drawn = sample_pairs(seeds, needed, o.seed);
   std::vector<SteeringPair> targets(drawn.begin(), drawn.begin() + o.num_targets);
@@ -131,13 +147,18 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
     std::vector<SteeringPair> demos = pool;
     if (!demos.empty()) {
       // Rotate the pool per target so that prompts differ without re-sampling.
-      std::rotate(demos.begin(), demos.begin() + static_cast<int64_t>(detail::splitmix64(o.seed ^ i) % demos.size()), demos.end());
+      std::rotate(
+          demos.begin(),
+          demos.begin() + static_cast<int64_t>(detail::splitmix64(o.seed ^ i) % demos.size()),
+          demos.end());
     }
     const std::string& source = detoxify ? targets[i].toxic : targets[i].nontoxic;
-    std::vector<int64_t> ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
+    std::vector<int64_t> ids =
+        tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
     // A small context (a model trained here has 128 positions) cannot hold every
     // demonstration: drop them from the end until prompt and rewrite fit.
-    while (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions && !demos.empty()) {
+    while (static_cast<int64_t>(ids.size()) + o.generation.max_new_tokens > max_positions &&
+           !demos.empty()) {
       demos.pop_back();
       ++shortened;
       ids = tokenizer.encode_prompt(induction_prompt(demos, source, detoxify, o));
@@ -152,8 +173,9 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
     detoxify_of.push_back(detoxify);
   }
   const bool sharded = group && group->size() > 1;
-  std::vector<Generation> gens = sharded ? generate_over_ranks(model, prompts, o.generation, progress, *group)
-                                         : generate(model, prompts, o.generation, nullptr, progress);
+  std::vector<Generation> gens =
+      sharded ? generate_over_ranks(model, prompts, o.generation, progress, *group)
+              : generate(model, prompts, o.generation, nullptr, progress);
   if (sharded && !group->is_root()) return {};
 
   SelfInductionReport report;
@@ -164,9 +186,11 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& g : gens) {
     ++report.generated;
-    const auto& target = targets[static_cast<size_t>(target_of[static_cast<size_t>(g.prompt_index)])];
+    const auto& target =
+        targets[static_cast<size_t>(target_of[static_cast<size_t>(g.prompt_index)])];
     const bool detoxify = detoxify_of[g.prompt_index];
-    std::string rewrite = clean_pair_text(first_line(tokenizer.decode_continuation(prompts[g.prompt_index], g.token_ids)));
+    std::string rewrite = clean_pair_text(
+        first_line(tokenizer.decode_continuation(prompts[g.prompt_index], g.token_ids)));
     if (rewrite.empty()) {
       ++report.empty;
       continue;
@@ -184,21 +208,20 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
     }
     nlohmann::json demos = nlohmann::json::array();
     for (const auto& d : demos_of[g.prompt_index]) demos.push_back(d.provenance);
-    p.provenance = {
-        {"method", "self-induced"},
-        {"direction", detoxify ? "detoxify" : "toxify"},
-        {"seed_pair", target.provenance},
-        {"demonstrations", demos},
-        {"model", o.model_name},
-        {"sample", g.sample_index},
-        {"sampling",
-         {{"do_sample", o.generation.do_sample},
-          {"temperature", o.generation.temperature},
-          {"top_p", o.generation.top_p},
-          {"top_k", o.generation.top_k},
-          {"max_new_tokens", o.generation.max_new_tokens},
-          {"seed", o.generation.seed}}},
-        {"filter", scorer ? scorer->name() : "none (unfiltered)"}};
+    p.provenance = {{"method", "self-induced"},
+                    {"direction", detoxify ? "detoxify" : "toxify"},
+                    {"seed_pair", target.provenance},
+                    {"demonstrations", demos},
+                    {"model", o.model_name},
+                    {"sample", g.sample_index},
+                    {"sampling",
+                     {{"do_sample", o.generation.do_sample},
+                      {"temperature", o.generation.temperature},
+                      {"top_p", o.generation.top_p},
+                      {"top_k", o.generation.top_k},
+                      {"max_new_tokens", o.generation.max_new_tokens},
+                      {"seed", o.generation.seed}}},
+                    {"filter", scorer ? scorer->name() : "none (unfiltered)"}};
     candidates.push_back(std::move(p));
   }
 
@@ -212,8 +235,8 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
       texts.push_back(p.nontoxic);
     }
     auto scores = scorer->score(texts);
-    DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts", scorer->name(),
-                     scores.size(), texts.size());
+    DESTEIN_CHECK_IO(scores.size() == texts.size(), "scorer {} returned {} scores for {} texts",
+                     scorer->name(), scores.size(), texts.size());
     for (size_t i = 0; i < candidates.size(); ++i) {
       const auto& st = scores[2 * i];
       const auto& sn = scores[2 * i + 1];
@@ -230,7 +253,8 @@ std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer&
         continue;
       }
       candidates[i].provenance["scores"] = {{"toxic", *st}, {"nontoxic", *sn}};
-      candidates[i].provenance["thresholds"] = {{"toxic_min", o.toxic_min}, {"nontoxic_max", o.nontoxic_max}};
+      candidates[i].provenance["thresholds"] = {{"toxic_min", o.toxic_min},
+                                                {"nontoxic_max", o.nontoxic_max}};
       kept.push_back(std::move(candidates[i]));
     }
   }

@@ -37,14 +37,16 @@ struct SteeringController::State {
   std::vector<int64_t> generated_from;
   std::vector<PlanStats> stats;
 
-  State(const ModelConfig& c, c10::Device d) : n_layers(c.n_layers), n_heads(c.n_heads), head_dim(c.head_dim), device(d) {}
+  State(const ModelConfig& c, c10::Device d)
+      : n_layers(c.n_layers), n_heads(c.n_heads), head_dim(c.head_dim), device(d) {}
 
   PlanStats& stats_for(const std::shared_ptr<const SteeringPlan>& plan) {
     for (auto& s : stats) {
       if (s.plan == plan) return s;
     }
     auto f64 = at::TensorOptions().dtype(at::kDouble).device(device);
-    stats.push_back(PlanStats{plan, at::zeros({2, n_layers}, f64), at::zeros({2, n_layers, n_heads}, f64),
+    stats.push_back(PlanStats{plan, at::zeros({2, n_layers}, f64),
+                              at::zeros({2, n_layers, n_heads}, f64),
                               at::zeros({2, n_layers}, f64)});
     return stats.back();
   }
@@ -69,23 +71,26 @@ struct SteeringController::State {
     bool per_row = false;
     for (int64_t g : generated_from) per_row = per_row || g >= 0;
     if (!per_row) return {at::full({B, T}, past > 0, bool_opts), past > 0 ? 1 : 0};
-    DESTEIN_CHECK_ARG(static_cast<int64_t>(generated_from.size()) == B,
-                      "SteeringController: set_generated_from() gave {} rows, the forward call has {}",
-                      generated_from.size(), B);
+    DESTEIN_CHECK_ARG(
+        static_cast<int64_t>(generated_from.size()) == B,
+        "SteeringController: set_generated_from() gave {} rows, the forward call has {}",
+        generated_from.size(), B);
     at::Tensor gf = at::tensor(generated_from, at::kLong).view({B, 1});
     at::Tensor column = past + at::arange(T, at::kLong).view({1, T});  // (1, T)
-    at::Tensor g = at::where(gf >= 0, column >= gf, at::full({B, T}, past > 0, at::kBool));  // (B, T)
+    at::Tensor g =
+        at::where(gf >= 0, column >= gf, at::full({B, T}, past > 0, at::kBool));  // (B, T)
     const int all = g.all().item<bool>() ? 1 : (g.any().item<bool>() ? -1 : 0);
     return {g.to(device), all};
   }
 
   // Applies `stack`'s entries at (layer, site) to x (b, T, ...) in order, recording stats.
-  at::Tensor apply_stack(const SteeringStack& stack, int64_t layer, HookSite site, at::Tensor x, const Kinds& kinds,
-                         const at::Tensor& real) {
+  at::Tensor apply_stack(const SteeringStack& stack, int64_t layer, HookSite site, at::Tensor x,
+                         const Kinds& kinds, const at::Tensor& real) {
     const at::Tensor& generated = kinds.generated;
     const int64_t b = x.size(0), T = x.size(1);
     for (const auto& plan : stack) {
-      if (hook_site_of(plan->site()) != site || !plan->steers(layer) || plan->options().alpha == 0) continue;
+      if (hook_site_of(plan->site()) != site || !plan->steers(layer) || plan->options().alpha == 0)
+        continue;
       // A window covering the whole call needs no mask (the fast path as without windows);
       // one covering none of it leaves x as it is.
       const SteeringPositions window = plan->options().positions;
@@ -103,11 +108,12 @@ struct SteeringController::State {
       PlanStats& st = stats_for(plan);
       // Norms in f32 (as cheap as the edit itself), sums in f64.
       at::Tensor delta = (y.to(at::kFloat) - x.to(at::kFloat)).reshape({b, T, n_heads, head_dim});
-      at::Tensor head_sq = delta.square().sum(-1);                        // (b, T, H)
+      at::Tensor head_sq = delta.square().sum(-1);  // (b, T, H)
       at::Tensor head_norm = head_sq.sqrt().to(at::kDouble);
-      at::Tensor layer_norm = head_sq.sum(-1).sqrt().to(at::kDouble);     // (b, T)
+      at::Tensor layer_norm = head_sq.sum(-1).sqrt().to(at::kDouble);  // (b, T)
       for (int kind = 0; kind < 2; ++kind) {
-        at::Tensor sel = (real & (kind == 1 ? generated : generated.logical_not())).to(at::kDouble);  // (b, T)
+        at::Tensor sel =
+            (real & (kind == 1 ? generated : generated.logical_not())).to(at::kDouble);  // (b, T)
         st.layer_sum[kind][layer] += (layer_norm * sel).sum();
         st.head_sum[kind][layer] += (head_norm * sel.unsqueeze(-1)).sum(at::IntArrayRef{0, 1});
         st.count[kind][layer] += sel.sum();
@@ -119,15 +125,17 @@ struct SteeringController::State {
 
   at::Tensor run(int64_t layer, HookSite site, const at::Tensor& x, const HookContext& ctx) {
     const int64_t B = x.size(0), T = x.size(1);
-    at::Tensor real = ctx.token_mask.defined() ? ctx.token_mask.to(at::kBool)
-                                               : at::ones({B, T}, at::TensorOptions().dtype(at::kBool).device(device));
+    at::Tensor real = ctx.token_mask.defined()
+                          ? ctx.token_mask.to(at::kBool)
+                          : at::ones({B, T}, at::TensorOptions().dtype(at::kBool).device(device));
     if (uniform) {
       if (uniform_stack.empty()) return x;
       return apply_stack(uniform_stack, layer, site, x, kinds(B, T, ctx.past_length), real);
     }
-    DESTEIN_CHECK_ARG(static_cast<int64_t>(rows.size()) == B,
-                      "SteeringController: set_rows() assigned {} rows but the forward call at {} has batch {}",
-                      rows.size(), hook_point_name(layer, site), B);
+    DESTEIN_CHECK_ARG(
+        static_cast<int64_t>(rows.size()) == B,
+        "SteeringController: set_rows() assigned {} rows but the forward call at {} has batch {}",
+        rows.size(), hook_point_name(layer, site), B);
     const Kinds call = kinds(B, T, ctx.past_length);
     // Rows sharing a stack are steered together; unsteered rows are never touched.
     std::vector<bool> done(static_cast<size_t>(B), false);
@@ -141,7 +149,8 @@ struct SteeringController::State {
           done[size_t(q)] = true;
         }
       }
-      if (static_cast<int64_t>(members.size()) == B) return apply_stack(rows[size_t(r)], layer, site, x, call, real);
+      if (static_cast<int64_t>(members.size()) == B)
+        return apply_stack(rows[size_t(r)], layer, site, x, call, real);
       at::Tensor idx = at::tensor(members, at::kLong).to(device);
       // Mixed rows' window flags may differ from the whole call's; recomputing `all` for
       // the subset would need a sync, so the subset keeps the mask (same values).
@@ -159,10 +168,12 @@ std::vector<std::string> SteeringReport::warnings() const {
   std::vector<std::string> out;
   for (const auto& e : entries) {
     if (e.generated_not_edited) {
-      out.push_back(fmt::format("{}: {} generated positions passed the steered layers and none was edited{}", e.label,
-                                e.generated_positions,
-                                e.label.find("gate probe") != std::string::npos ? " (the probe gate never opened)"
-                                                                                : " (steering did not act while decoding)"));
+      out.push_back(
+          fmt::format("{}: {} generated positions passed the steered layers and none was edited{}",
+                      e.label, e.generated_positions,
+                      e.label.find("gate probe") != std::string::npos
+                          ? " (the probe gate never opened)"
+                          : " (steering did not act while decoding)"));
     }
   }
   return out;
@@ -182,9 +193,10 @@ void SteeringController::ensure_hooks(const SteeringStack& stack) {
       if (!plan->steers(l) || registered_.count({l, static_cast<int>(site)})) continue;
       registered_.insert({l, static_cast<int>(site)});
       std::shared_ptr<State> state = state_;
-      handles_.push_back(hooks_->edit(hook_point_name(l, site), [state, l, site](const at::Tensor& x, const HookContext& ctx) {
-        return state->run(l, site, x, ctx);
-      }));
+      handles_.push_back(hooks_->edit(
+          hook_point_name(l, site), [state, l, site](const at::Tensor& x, const HookContext& ctx) {
+            return state->run(l, site, x, ctx);
+          }));
     }
   }
 }
@@ -209,7 +221,9 @@ void SteeringController::set_generated_from(std::vector<int64_t> columns) {
 
 SteeringReport SteeringController::report() const { return report_of(nullptr); }
 
-SteeringReport SteeringController::report(const SteeringStack& stack) const { return report_of(&stack); }
+SteeringReport SteeringController::report(const SteeringStack& stack) const {
+  return report_of(&stack);
+}
 
 SteeringReport SteeringController::report_of(const SteeringStack* only) const {
   SteeringReport r;
@@ -219,12 +233,14 @@ SteeringReport SteeringController::report_of(const SteeringStack* only) const {
     const SteeringPlan& plan = *st.plan;
     const SteeringOptions& o = plan.options();
     SteeringReport::Entry e;
-    e.label = fmt::format("entry {} ({}, alpha {}, positions {}, gate {})", index++, steering_mode_name(o.mode), o.alpha,
-                          steering_positions_name(o.positions), steering_gate_name(o.gate));
+    e.label = fmt::format("entry {} ({}, alpha {}, positions {}, gate {})", index++,
+                          steering_mode_name(o.mode), o.alpha, steering_positions_name(o.positions),
+                          steering_gate_name(o.gate));
     e.mode = o.mode;
     e.positions = o.positions;
     e.heads = state_->n_heads;
-    at::Tensor layer_sum = st.layer_sum.to(at::kCPU), head_sum = st.head_sum.to(at::kCPU), count = st.count.to(at::kCPU);
+    at::Tensor layer_sum = st.layer_sum.to(at::kCPU), head_sum = st.head_sum.to(at::kCPU),
+               count = st.count.to(at::kCPU);
     const double nan = std::numeric_limits<double>::quiet_NaN();
     double generated_edit = 0;
     for (int64_t l = 0; l < state_->n_layers; ++l) {
@@ -245,8 +261,8 @@ SteeringReport SteeringController::report_of(const SteeringStack* only) const {
       e.prompt_positions = static_cast<int64_t>(count[0][e.layers.front()].item<double>());
       e.generated_positions = static_cast<int64_t>(count[1][e.layers.front()].item<double>());
     }
-    e.generated_not_edited = window_includes_generated(o.positions) && o.alpha > 0 && e.generated_positions > 0 &&
-                             generated_edit == 0;
+    e.generated_not_edited = window_includes_generated(o.positions) && o.alpha > 0 &&
+                             e.generated_positions > 0 && generated_edit == 0;
     r.entries.push_back(std::move(e));
   }
   return r;
@@ -273,7 +289,8 @@ bool SteeringController::active() const {
   return false;
 }
 
-std::shared_ptr<const SteeringPlan> make_steering_plan(const Model& model, const SteeringVectors& vectors,
+std::shared_ptr<const SteeringPlan> make_steering_plan(const Model& model,
+                                                       const SteeringVectors& vectors,
                                                        const SteeringOptions& options) {
   auto plan = std::make_shared<SteeringPlan>(vectors, model.config(), options);
   plan->to(model.device());  // the fast path's constants live where the activations do
@@ -289,7 +306,9 @@ void SteeringHandle::remove() {
 
 bool SteeringHandle::active() const { return controller_ && controller_->active(); }
 
-SteeringReport SteeringHandle::report() const { return controller_ ? controller_->report(stack_) : SteeringReport{}; }
+SteeringReport SteeringHandle::report() const {
+  return controller_ ? controller_->report(stack_) : SteeringReport{};
+}
 
 void SteeringHandle::reset_stats() {
   if (controller_) controller_->reset_stats();

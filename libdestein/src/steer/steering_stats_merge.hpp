@@ -1,8 +1,8 @@
 // Private: a steering report over the prompts of every rank of a sharded run.
 #pragma once
 
-#include "destein/parallel/process_group.hpp"
 #include "destein/steer/steering.hpp"
+#include "parallel/process_group.hpp"
 
 namespace destein {
 

@@ -136,7 +136,6 @@ pcre2_match_data* thread_match_data() {
   return data.get();
 }
 
-
 // ---------------------------------------------------------------------------------------
 // The tokenizer
 
@@ -152,13 +151,15 @@ uint64_t pair_key(int32_t left, int32_t right) {
 // Unicode NFC (the normalizer of GPT-NeoX's tokenizer.json, MPT's tokenizer), by ICU.
 // ASCII text is always in NFC and skips the conversion.
 std::string nfc(std::string_view text) {
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
     return std::string(text);
   }
   UErrorCode err = U_ZERO_ERROR;
   const icu::Normalizer2* normalizer = icu::Normalizer2::getNFCInstance(err);
   DESTEIN_CHECK_IO(U_SUCCESS(err), "ICU: cannot load the NFC normalizer ({})", u_errorName(err));
-  const icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+  const icu::UnicodeString u = icu::UnicodeString::fromUTF8(
+      icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
   const icu::UnicodeString normalized = normalizer->normalize(u, err);
   DESTEIN_CHECK_IO(U_SUCCESS(err), "ICU: NFC normalisation failed ({})", u_errorName(err));
   std::string out;
@@ -187,7 +188,8 @@ struct BpeSpec {
 
 class Gpt2BpeTokenizer final : public Tokenizer {
  public:
-  explicit Gpt2BpeTokenizer(const BpeSpec& spec) : add_prefix_space_(spec.add_prefix_space), nfc_(spec.nfc) {
+  explicit Gpt2BpeTokenizer(const BpeSpec& spec)
+      : add_prefix_space_(spec.add_prefix_space), nfc_(spec.nfc) {
     gpt2_pattern();  // compile errors surface at load time, not at the first encode
 
     int64_t max_id = -1;
@@ -504,8 +506,8 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer_json(const fs::path& tokenizer_js
                    "found {}; only GPT-2 byte-level BPE is supported",
                    file, pre == root.end() ? std::string("none") : pre->dump());
   const auto normalizer = root.find("normalizer");
-  const bool nfc = normalizer != root.end() && normalizer->is_object() &&
-                   normalizer->value("type", "") == "NFC";
+  const bool nfc =
+      normalizer != root.end() && normalizer->is_object() && normalizer->value("type", "") == "NFC";
   DESTEIN_CHECK_IO(normalizer == root.end() || normalizer->is_null() || nfc,
                    "tokenizer file '{}': normalizer {} is not supported (GPT-2 has none, "
                    "GPT-NeoX NFC)",
@@ -576,7 +578,8 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer_json(const fs::path& tokenizer_js
                            file, i, token["content"].get<std::string>(), flag);
         }
       }
-      spec.added.push_back({token["content"].get<std::string>(), token["id"].get<int64_t>(), special});
+      spec.added.push_back(
+          {token["content"].get<std::string>(), token["id"].get<int64_t>(), special});
     }
   }
   return std::make_unique<Gpt2BpeTokenizer>(spec);

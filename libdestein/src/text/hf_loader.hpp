@@ -6,7 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "destein/text/hf_tokenizer.hpp"
+#include "text/hf_tokenizer.hpp"
 
 namespace destein::text_detail {
 

@@ -5,7 +5,7 @@
 // into a small struct at load time; an option whose effect is not reproduced is refused
 // there, by name, so that encode() never returns ids the library would not.
 
-#include "destein/text/hf_tokenizer.hpp"
+#include "text/hf_tokenizer.hpp"
 
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>

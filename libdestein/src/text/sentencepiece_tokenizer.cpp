@@ -21,7 +21,8 @@ using detail::spm_library;
 // several threads once the model is loaded.
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  SentencePieceTokenizer(dspm_model* model, bool prepend_bos) : model_(model, spm_library().free_model) {
+  SentencePieceTokenizer(dspm_model* model, bool prepend_bos)
+      : model_(model, spm_library().free_model) {
     const auto& lib = spm_library();
     vocab_size_ = lib.piece_size(model);
     // The library reports an absent piece as -1.
@@ -38,8 +39,9 @@ class SentencePieceTokenizer final : public Tokenizer {
     int32_t* ids = nullptr;
     size_t n = 0;
     char err[512];
-    DESTEIN_CHECK_IO(lib.encode(model_.get(), text.data(), text.size(), &ids, &n, err, sizeof(err)) == 0,
-                     "SentencePiece encode failed: {}", err);
+    DESTEIN_CHECK_IO(
+        lib.encode(model_.get(), text.data(), text.size(), &ids, &n, err, sizeof(err)) == 0,
+        "SentencePiece encode failed: {}", err);
     std::vector<int64_t> out(ids, ids + n);
     lib.free_buffer(ids);
     return out;
@@ -60,8 +62,9 @@ class SentencePieceTokenizer final : public Tokenizer {
     char* text = nullptr;
     size_t len = 0;
     char err[512];
-    DESTEIN_CHECK_IO(lib.decode(model_.get(), kept.data(), kept.size(), &text, &len, err, sizeof(err)) == 0,
-                     "SentencePiece decode failed: {}", err);
+    DESTEIN_CHECK_IO(
+        lib.decode(model_.get(), kept.data(), kept.size(), &text, &len, err, sizeof(err)) == 0,
+        "SentencePiece decode failed: {}", err);
     std::string out(text, len);
     lib.free_buffer(text);
     return out;
@@ -91,7 +94,8 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const fs::path& model_fi
                    "SentencePiece model '{}' does not exist or is not a file", model_file.string());
   char err[512] = {0};
   dspm_model* model = spm_library().load(model_file.string().c_str(), err, sizeof(err));
-  DESTEIN_CHECK_IO(model != nullptr, "cannot load SentencePiece model '{}': {}", model_file.string(), err);
+  DESTEIN_CHECK_IO(model != nullptr, "cannot load SentencePiece model '{}': {}",
+                   model_file.string(), err);
   return std::make_unique<SentencePieceTokenizer>(model, prepend_bos);
 }
 

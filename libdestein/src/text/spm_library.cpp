@@ -24,7 +24,8 @@ std::vector<std::string> candidate_paths() {
 template <typename F>
 void bind(void* handle, const char* name, F& target, const std::string& path) {
   target = reinterpret_cast<F>(dlsym(handle, name));
-  DESTEIN_CHECK_IO(target != nullptr, "{}: symbol {} missing (a stale libdestein_spm.so?)", path, name);
+  DESTEIN_CHECK_IO(target != nullptr, "{}: symbol {} missing (a stale libdestein_spm.so?)", path,
+                   name);
 }
 
 #if defined(__SANITIZE_ADDRESS__)

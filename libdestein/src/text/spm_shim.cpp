@@ -92,11 +92,13 @@ int dspm_train(const char* args, char* err, size_t err_len) {
   const std::string flag = "--random_seed=";
   if (size_t at = spec.find(flag); at != std::string::npos) {
     const size_t end = spec.find(' ', at);
-    const std::string value = spec.substr(at + flag.size(), end == std::string::npos ? std::string::npos : end - at - flag.size());
+    const std::string value = spec.substr(
+        at + flag.size(), end == std::string::npos ? std::string::npos : end - at - flag.size());
     try {
       sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned int>(std::stoul(value)));
     } catch (const std::exception&) {
-      write_error(err, err_len, "--random_seed expects a non-negative integer, found '" + value + "'");
+      write_error(err, err_len,
+                  "--random_seed expects a non-negative integer, found '" + value + "'");
       return 1;
     }
     spec.erase(at, end == std::string::npos ? std::string::npos : end - at + 1);

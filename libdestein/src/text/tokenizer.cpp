@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "check.hpp"
-#include "destein/text/hf_tokenizer.hpp"
 #include "text/hf_loader.hpp"
+#include "text/hf_tokenizer.hpp"
 #include "text/text_util.hpp"
 
 namespace destein {
@@ -35,7 +35,8 @@ std::string Tokenizer::decode_continuation(const std::vector<int64_t>& prompt_id
   const std::string prefix = decode(prompt_ids);
   // Decoding is not always prefix-stable (a normaliser could merge across the boundary);
   // then the continuation alone is the best answer there is.
-  if (full.size() >= prefix.size() && full.compare(0, prefix.size(), prefix) == 0) return full.substr(prefix.size());
+  if (full.size() >= prefix.size() && full.compare(0, prefix.size(), prefix) == 0)
+    return full.substr(prefix.size());
   return decode(new_ids);
 }
 
@@ -115,7 +116,8 @@ namespace {
 // </s> (id 2), which Hugging Face's OPT tokenizer prepends (add_bos_token).
 class BosPrependingTokenizer final : public Tokenizer {
  public:
-  BosPrependingTokenizer(std::unique_ptr<Tokenizer> inner, int64_t bos) : inner_(std::move(inner)), bos_(bos) {}
+  BosPrependingTokenizer(std::unique_ptr<Tokenizer> inner, int64_t bos)
+      : inner_(std::move(inner)), bos_(bos) {}
   std::vector<int64_t> encode(std::string_view text) const override { return inner_->encode(text); }
   std::string decode(const std::vector<int64_t>& ids) const override {
     std::vector<int64_t> kept;
@@ -142,8 +144,8 @@ std::unique_ptr<Tokenizer> adapt_tokenizer_to_model(std::unique_ptr<Tokenizer> t
                                                     std::optional<int64_t> bos_token_id) {
   if (model_type == "opt" && tokenizer->kind() == "gpt2-bpe" && bos_token_id) {
     DESTEIN_CHECK_ARG(*bos_token_id >= 0 && *bos_token_id < tokenizer->vocab_size(),
-                      "OPT bos_token_id {} is outside the tokenizer's vocabulary of {}", *bos_token_id,
-                      tokenizer->vocab_size());
+                      "OPT bos_token_id {} is outside the tokenizer's vocabulary of {}",
+                      *bos_token_id, tokenizer->vocab_size());
     return std::make_unique<BosPrependingTokenizer>(std::move(tokenizer), *bos_token_id);
   }
   return tokenizer;

@@ -1,5 +1,5 @@
 // LM training text: source readers, the RTP overlap filter, dedup and the held-out split.
-#include "destein/train/lm_corpus.hpp"
+#include "train/lm_corpus.hpp"
 
 #include <algorithm>
 #include <fstream>
@@ -7,9 +7,9 @@
 
 #include "check.hpp"
 #include "fnv1a.hpp"
-#include "destein/io/jsonl.hpp"
-#include "destein/train/scorer_data.hpp"
+#include "io/jsonl.hpp"
 #include "splitmix.hpp"
+#include "train/scorer_data.hpp"
 
 namespace destein {
 namespace {
@@ -36,14 +36,16 @@ std::string fold_whitespace(std::string_view text) {
   return out;
 }
 
-fs::path require_file(const fs::path& data_dir, const std::string& relative, std::string_view source) {
+fs::path require_file(const fs::path& data_dir, const std::string& relative,
+                      std::string_view source) {
   const fs::path p = data_dir / relative;
-  DESTEIN_CHECK_IO(fs::is_regular_file(p), "LM source '{}': file '{}' not found (data folder '{}')", source,
-                   p.string(), data_dir.string());
+  DESTEIN_CHECK_IO(fs::is_regular_file(p), "LM source '{}': file '{}' not found (data folder '{}')",
+                   source, p.string(), data_dir.string());
   return p;
 }
 
-void add_document(std::vector<LmDocument>& out, std::string_view text, std::string_view source, int label = -1) {
+void add_document(std::vector<LmDocument>& out, std::string_view text, std::string_view source,
+                  int label = -1) {
   std::string folded = fold_whitespace(sanitize_utf8(text));
   if (!folded.empty()) out.push_back({std::move(folded), std::string(source), label});
 }
@@ -51,7 +53,8 @@ void add_document(std::vector<LmDocument>& out, std::string_view text, std::stri
 // GoEmotions: "text \t emotion ids \t comment id", no header, no quoting.
 void read_goemotions(const fs::path& data_dir, std::vector<LmDocument>& out) {
   for (const char* split : {"train", "dev", "test"}) {
-    const fs::path p = require_file(data_dir, fmt::format("lm/goemotions/{}.tsv", split), "goemotions");
+    const fs::path p =
+        require_file(data_dir, fmt::format("lm/goemotions/{}.tsv", split), "goemotions");
     std::ifstream in(p, std::ios::binary);
     DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", p.string());
     std::string line;
@@ -59,8 +62,8 @@ void read_goemotions(const fs::path& data_dir, std::vector<LmDocument>& out) {
     while (std::getline(in, line)) {
       ++n;
       const size_t tab = line.find('\t');
-      DESTEIN_CHECK_IO(tab != std::string::npos, "{}:{}: expected 'text<TAB>labels<TAB>id', found no tab",
-                       p.string(), n);
+      DESTEIN_CHECK_IO(tab != std::string::npos,
+                       "{}:{}: expected 'text<TAB>labels<TAB>id', found no tab", p.string(), n);
       add_document(out, std::string_view(line).substr(0, tab), "goemotions");
     }
     DESTEIN_CHECK_IO(!in.bad(), "error while reading '{}'", p.string());
@@ -68,7 +71,8 @@ void read_goemotions(const fs::path& data_dir, std::vector<LmDocument>& out) {
 }
 
 void read_reddit(const fs::path& data_dir, std::vector<LmDocument>& out) {
-  JsonlReader in(require_file(data_dir, "lm/reddit_post_comment/reddit_post_comment.jsonl", "reddit_post_comment"));
+  JsonlReader in(require_file(data_dir, "lm/reddit_post_comment/reddit_post_comment.jsonl",
+                              "reddit_post_comment"));
   nlohmann::json value;
   while (in.next(value)) {
     add_document(out, record_text(value, in.where()), "reddit_post_comment");
@@ -79,7 +83,8 @@ void read_reddit(const fs::path& data_dir, std::vector<LmDocument>& out) {
 // between them. Headings are dropped; "<unk>" stays a word the tokenizer can learn.
 void read_wikitext(const fs::path& data_dir, std::vector<LmDocument>& out) {
   for (const char* split : {"valid", "test"}) {
-    const fs::path p = require_file(data_dir, fmt::format("lm/wikitext-2-tokenized/{}.txt", split), "wikitext2");
+    const fs::path p =
+        require_file(data_dir, fmt::format("lm/wikitext-2-tokenized/{}.txt", split), "wikitext2");
     std::ifstream in(p, std::ios::binary);
     DESTEIN_CHECK_IO(in.good(), "cannot open '{}' for reading", p.string());
     std::string line;
@@ -136,8 +141,8 @@ std::vector<size_t> word_starts(std::string_view text) {
 }  // namespace
 
 std::vector<std::string> lm_source_names() {
-  std::vector<std::string> names = {"goemotions", "reddit_post_comment", "wikitext2", "tinyshakespeare",
-                                    "botchan"};
+  std::vector<std::string> names = {"goemotions", "reddit_post_comment", "wikitext2",
+                                    "tinyshakespeare", "botchan"};
   for (const auto& spec : labeled_sets()) {
     if (spec.role == LabeledSetRole::kTrain) names.push_back(spec.name);
   }
@@ -146,7 +151,8 @@ std::vector<std::string> lm_source_names() {
 
 std::vector<LmDocument> load_lm_source(const fs::path& data_dir, std::string_view name) {
   DESTEIN_CHECK_ARG(name.rfind("rtp", 0) != 0,
-                    "LM source '{}': rtp/ holds the evaluation prompts and is never training text", name);
+                    "LM source '{}': rtp/ holds the evaluation prompts and is never training text",
+                    name);
   std::vector<LmDocument> out;
   if (name == "goemotions") {
     read_goemotions(data_dir, out);
@@ -155,9 +161,11 @@ std::vector<LmDocument> load_lm_source(const fs::path& data_dir, std::string_vie
   } else if (name == "wikitext2") {
     read_wikitext(data_dir, out);
   } else if (name == "tinyshakespeare") {
-    read_paragraphs(require_file(data_dir, "lm/tinyshakespeare/input.txt", name), name, "", "", out);
+    read_paragraphs(require_file(data_dir, "lm/tinyshakespeare/input.txt", name), name, "", "",
+                    out);
   } else if (name == "botchan") {
-    read_paragraphs(require_file(data_dir, "lm/botchan/botchan.txt", name), name, "*** START", "End of Project Gutenberg", out);
+    read_paragraphs(require_file(data_dir, "lm/botchan/botchan.txt", name), name, "*** START",
+                    "End of Project Gutenberg", out);
   } else {
     std::string known;
     for (const auto& n : lm_source_names()) known += (known.empty() ? "" : ", ") + n;
@@ -166,10 +174,11 @@ std::vector<LmDocument> load_lm_source(const fs::path& data_dir, std::string_vie
       if (s.name == name) spec = &s;
     }
     DESTEIN_CHECK_ARG(spec != nullptr, "unknown LM source '{}': expected one of {}", name, known);
-    DESTEIN_CHECK_ARG(spec->role == LabeledSetRole::kTrain,
-                      "LM source '{}' is a held-out set of the toxicity scorer: it stays out of the LM "
-                      "mix so that the scorer's measurements stay independent (known sources: {})",
-                      name, known);
+    DESTEIN_CHECK_ARG(
+        spec->role == LabeledSetRole::kTrain,
+        "LM source '{}' is a held-out set of the toxicity scorer: it stays out of the LM "
+        "mix so that the scorer's measurements stay independent (known sources: {})",
+        name, known);
     const bool tokenised = name.rfind("detox_civil_comments", 0) == 0;
     for (const auto& t : load_labeled_set(data_dir, name)) {
       add_document(out, tokenised ? detokenize_spaced_text(t.text) : t.text, name, t.label);
@@ -184,7 +193,8 @@ std::string detokenize_spaced_text(std::string_view input) {
   for (const auto& [from, to] : {std::pair<std::string_view, std::string_view>{" @-@ ", "-"},
                                  {" @,@ ", ","},
                                  {" @.@ ", "."}}) {
-    for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    for (size_t at = text.find(from); at != std::string::npos;
+         at = text.find(from, at + to.size())) {
       text.replace(at, from.size(), to);
     }
   }
@@ -221,11 +231,12 @@ std::string normalize_for_overlap(std::string_view text) {
 
 std::vector<std::string> load_rtp_prompt_texts(const fs::path& data_dir) {
   const fs::path rtp = data_dir / "rtp";
-  DESTEIN_CHECK_IO(fs::is_directory(rtp), "no RTP folder at '{}': the overlap check needs the prompts",
-                   rtp.string());
+  DESTEIN_CHECK_IO(fs::is_directory(rtp),
+                   "no RTP folder at '{}': the overlap check needs the prompts", rtp.string());
   std::vector<fs::path> files;
   for (const auto& entry : fs::recursive_directory_iterator(rtp)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".jsonl") files.push_back(entry.path());
+    if (entry.is_regular_file() && entry.path().extension() == ".jsonl")
+      files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
   std::vector<std::string> texts;
@@ -235,7 +246,8 @@ std::vector<std::string> load_rtp_prompt_texts(const fs::path& data_dir) {
   return texts;
 }
 
-PromptOverlapFilter::PromptOverlapFilter(const std::vector<std::string>& prompts, size_t min_chars) {
+PromptOverlapFilter::PromptOverlapFilter(const std::vector<std::string>& prompts,
+                                         size_t min_chars) {
   std::unordered_set<std::string> seen;
   std::vector<bool> used_length(kKeyWords + 1, false);
   for (const auto& raw : prompts) {
@@ -269,7 +281,8 @@ int64_t PromptOverlapFilter::find_in(std::string_view raw) const {
   for (size_t w = 0; w < words; ++w) {
     for (int k : key_lengths_) {
       if (w + static_cast<size_t>(k) > words) break;
-      const std::string_view key = std::string_view(text).substr(starts[w], starts[w + k] - 1 - starts[w]);
+      const std::string_view key =
+          std::string_view(text).substr(starts[w], starts[w + k] - 1 - starts[w]);
       auto it = by_first_words_.find(hash_words(key) ^ static_cast<uint64_t>(k));
       if (it == by_first_words_.end()) continue;
       for (int32_t index : it->second) {
@@ -309,14 +322,16 @@ bool hash_below(const std::string& text, double fraction, uint64_t seed) {
 }
 }  // namespace
 
-int64_t thin_toxic_documents(std::vector<LmDocument>& documents, double keep_fraction, uint64_t seed) {
-  DESTEIN_CHECK_ARG(keep_fraction >= 0.0 && keep_fraction <= 1.0, "toxic keep fraction must be in [0, 1], found {}",
-                    keep_fraction);
+int64_t thin_toxic_documents(std::vector<LmDocument>& documents, double keep_fraction,
+                             uint64_t seed) {
+  DESTEIN_CHECK_ARG(keep_fraction >= 0.0 && keep_fraction <= 1.0,
+                    "toxic keep fraction must be in [0, 1], found {}", keep_fraction);
   std::vector<LmDocument> kept;
   kept.reserve(documents.size());
   for (auto& d : documents) {
     // A different stream from the held-out split's, so the two choices are independent.
-    if (d.label != 1 || hash_below(d.text, keep_fraction, seed ^ 0x746f786963ULL)) kept.push_back(std::move(d));
+    if (d.label != 1 || hash_below(d.text, keep_fraction, seed ^ 0x746f786963ULL))
+      kept.push_back(std::move(d));
   }
   const int64_t dropped = static_cast<int64_t>(documents.size() - kept.size());
   documents = std::move(kept);

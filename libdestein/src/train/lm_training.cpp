@@ -2,7 +2,7 @@
 // parameters that carry Hugging Face names, hand-written AdamW (its state is two tensors
 // per parameter, saved with each checkpoint), and a trainer whose batches depend only on
 // (seed, step), which is what makes resume exact.
-#include "destein/train/lm_training.hpp"
+#include "train/lm_training.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,10 +16,10 @@
 #include <fstream>
 
 #include "check.hpp"
-#include "fnv1a.hpp"
 #include "destein/runtime/checkpoint.hpp"
-#include "destein/io/file_io.hpp"
-#include "destein/io/safetensors.hpp"
+#include "fnv1a.hpp"
+#include "io/file_io.hpp"
+#include "io/safetensors.hpp"
 #include "splitmix.hpp"
 
 namespace destein {
@@ -66,10 +66,11 @@ std::vector<ParamSpec> param_specs(const GptShape& s) {
 }
 
 void check_shape(const GptShape& s) {
-  DESTEIN_CHECK_ARG(s.vocab_size > 0 && s.context > 0 && s.d_model > 0 && s.n_layers > 0 && s.n_heads > 0,
-                    "GPT shape: vocab_size, context, d_model, n_layers and n_heads must be positive");
-  DESTEIN_CHECK_ARG(s.d_model % s.n_heads == 0, "GPT shape: d_model {} is not divisible by n_heads {}",
-                    s.d_model, s.n_heads);
+  DESTEIN_CHECK_ARG(
+      s.vocab_size > 0 && s.context > 0 && s.d_model > 0 && s.n_layers > 0 && s.n_heads > 0,
+      "GPT shape: vocab_size, context, d_model, n_layers and n_heads must be positive");
+  DESTEIN_CHECK_ARG(s.d_model % s.n_heads == 0,
+                    "GPT shape: d_model {} is not divisible by n_heads {}", s.d_model, s.n_heads);
 }
 
 // Linear layer with a Conv1D (in, out) weight: x @ w + b over the last dimension.
@@ -87,7 +88,8 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) 
   if (!fs::is_directory(dir)) return found;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_directory() || name.rfind("step-", 0) != 0 || name.find('.') != std::string::npos) continue;
+    if (!entry.is_directory() || name.rfind("step-", 0) != 0 || name.find('.') != std::string::npos)
+      continue;
     if (!fs::is_regular_file(entry.path() / "state.json")) continue;
     try {
       found.emplace_back(std::stoll(name.substr(5)), entry.path());
@@ -127,24 +129,34 @@ Gpt2Trainable::Gpt2Trainable(const GptShape& shape, uint64_t seed) : shape_(shap
   for (const auto& spec : param_specs(shape)) {
     at::Tensor t;
     switch (spec.init) {
-      case Init::kNormal: t = at::normal(0.0, 0.02, spec.shape, gen, at::kFloat); break;
-      case Init::kResidualNormal: t = at::normal(0.0, residual_std, spec.shape, gen, at::kFloat); break;
-      case Init::kZeros: t = at::zeros(spec.shape, at::kFloat); break;
-      case Init::kOnes: t = at::ones(spec.shape, at::kFloat); break;
+      case Init::kNormal:
+        t = at::normal(0.0, 0.02, spec.shape, gen, at::kFloat);
+        break;
+      case Init::kResidualNormal:
+        t = at::normal(0.0, residual_std, spec.shape, gen, at::kFloat);
+        break;
+      case Init::kZeros:
+        t = at::zeros(spec.shape, at::kFloat);
+        break;
+      case Init::kOnes:
+        t = at::ones(spec.shape, at::kFloat);
+        break;
     }
     t.set_requires_grad(true);
     params_[spec.name] = t;
   }
 }
 
-Gpt2Trainable::Gpt2Trainable(const GptShape& shape, const std::map<std::string, at::Tensor>& tensors)
+Gpt2Trainable::Gpt2Trainable(const GptShape& shape,
+                             const std::map<std::string, at::Tensor>& tensors)
     : shape_(shape) {
   check_shape(shape);
   for (const auto& spec : param_specs(shape)) {
     auto it = tensors.find(spec.name);
     DESTEIN_CHECK_IO(it != tensors.end(), "GPT-2 parameter '{}' is missing", spec.name);
-    DESTEIN_CHECK_IO(it->second.sizes().vec() == spec.shape, "GPT-2 parameter '{}': expected shape {}, found {}",
-                     spec.name, fmt::join(spec.shape, "x"), fmt::join(it->second.sizes().vec(), "x"));
+    DESTEIN_CHECK_IO(it->second.sizes().vec() == spec.shape,
+                     "GPT-2 parameter '{}': expected shape {}, found {}", spec.name,
+                     fmt::join(spec.shape, "x"), fmt::join(it->second.sizes().vec(), "x"));
     at::Tensor t = it->second.detach().to(at::kFloat).clone();
     t.set_requires_grad(true);
     params_[spec.name] = t;
@@ -160,10 +172,12 @@ int64_t Gpt2Trainable::parameter_count() const {
 }
 
 at::Tensor Gpt2Trainable::logits(const at::Tensor& ids) const {
-  DESTEIN_CHECK_ARG(ids.dim() == 2, "GPT-2 input ids must be (batch, time), found {} dimensions", ids.dim());
-  const int64_t B = ids.size(0), T = ids.size(1), d = shape_.d_model, H = shape_.n_heads, Dh = d / H;
-  DESTEIN_CHECK_ARG(T <= shape_.context, "sequence of {} tokens is longer than the context of {}", T,
-                    shape_.context);
+  DESTEIN_CHECK_ARG(ids.dim() == 2, "GPT-2 input ids must be (batch, time), found {} dimensions",
+                    ids.dim());
+  const int64_t B = ids.size(0), T = ids.size(1), d = shape_.d_model, H = shape_.n_heads,
+                Dh = d / H;
+  DESTEIN_CHECK_ARG(T <= shape_.context, "sequence of {} tokens is longer than the context of {}",
+                    T, shape_.context);
   const at::Tensor& wte = p("transformer.wte.weight");
   at::Tensor x = at::embedding(wte, ids) + p("transformer.wpe.weight").narrow(0, 0, T);
   // Positions above the diagonal are the future: masked before the softmax.
@@ -171,18 +185,22 @@ at::Tensor Gpt2Trainable::logits(const at::Tensor& ids) const {
   const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
   for (int64_t l = 0; l < shape_.n_layers; ++l) {
     const std::string lp = layer_prefix(l);
-    at::Tensor h = at::layer_norm(x, {d}, p(lp + "ln_1.weight"), p(lp + "ln_1.bias"), shape_.norm_eps);
+    at::Tensor h =
+        at::layer_norm(x, {d}, p(lp + "ln_1.weight"), p(lp + "ln_1.bias"), shape_.norm_eps);
     at::Tensor qkv = conv1d(h, p(lp + "attn.c_attn.weight"), p(lp + "attn.c_attn.bias"));
-    auto parts = qkv.view({B, T, 3, H, Dh}).permute({2, 0, 3, 1, 4}).unbind(0);  // 3 x (B, H, T, Dh)
+    auto parts =
+        qkv.view({B, T, 3, H, Dh}).permute({2, 0, 3, 1, 4}).unbind(0);  // 3 x (B, H, T, Dh)
     at::Tensor scores = at::matmul(parts[0], parts[1].transpose(-2, -1)).mul(scale);
-    at::Tensor attn = at::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
+    at::Tensor attn =
+        at::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
     at::Tensor z = at::matmul(attn, parts[2]).transpose(1, 2).reshape({B, T, d});
     x = x + conv1d(z, p(lp + "attn.c_proj.weight"), p(lp + "attn.c_proj.bias"));
     h = at::layer_norm(x, {d}, p(lp + "ln_2.weight"), p(lp + "ln_2.bias"), shape_.norm_eps);
     h = at::gelu(conv1d(h, p(lp + "mlp.c_fc.weight"), p(lp + "mlp.c_fc.bias")), "tanh");
     x = x + conv1d(h, p(lp + "mlp.c_proj.weight"), p(lp + "mlp.c_proj.bias"));
   }
-  x = at::layer_norm(x, {d}, p("transformer.ln_f.weight"), p("transformer.ln_f.bias"), shape_.norm_eps);
+  x = at::layer_norm(x, {d}, p("transformer.ln_f.weight"), p("transformer.ln_f.bias"),
+                     shape_.norm_eps);
   return at::matmul(x, wte.t());
 }
 
@@ -202,8 +220,10 @@ double scheduled_learning_rate(const OptimizerOptions& o, int64_t step) {
   }
   const int64_t decay_steps = o.total_steps - o.warmup_steps;
   if (decay_steps <= 0 || step >= o.total_steps) return o.min_learning_rate;
-  const double progress = static_cast<double>(step - o.warmup_steps) / static_cast<double>(decay_steps);
-  return o.min_learning_rate + 0.5 * (o.learning_rate - o.min_learning_rate) * (1.0 + std::cos(M_PI * progress));
+  const double progress =
+      static_cast<double>(step - o.warmup_steps) / static_cast<double>(decay_steps);
+  return o.min_learning_rate +
+         0.5 * (o.learning_rate - o.min_learning_rate) * (1.0 + std::cos(M_PI * progress));
 }
 
 double AdamW::step(std::map<std::string, at::Tensor>& params, int64_t step) {
@@ -217,7 +237,9 @@ double AdamW::step(std::map<std::string, at::Tensor>& params, int64_t step) {
                    "gradient norm is {} at step {}: training diverged (lower the learning rate or "
                    "raise warmup_steps, then resume from the last checkpoint)",
                    norm, step);
-  const double clip = options_.grad_clip > 0 && norm > options_.grad_clip ? options_.grad_clip / (norm + 1e-6) : 1.0;
+  const double clip = options_.grad_clip > 0 && norm > options_.grad_clip
+                          ? options_.grad_clip / (norm + 1e-6)
+                          : 1.0;
   const double lr = scheduled_learning_rate(options_, step);
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double t = static_cast<double>(step + 1);
@@ -255,11 +277,14 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state,
   exp_avg_.clear();
   exp_avg_sq_.clear();
   for (const auto& [name, param] : params) {
-    for (auto [prefix, target] : {std::pair{"exp_avg.", &exp_avg_}, std::pair{"exp_avg_sq.", &exp_avg_sq_}}) {
+    for (auto [prefix, target] :
+         {std::pair{"exp_avg.", &exp_avg_}, std::pair{"exp_avg_sq.", &exp_avg_sq_}}) {
       auto it = state.find(prefix + name);
       DESTEIN_CHECK_IO(it != state.end(), "optimizer state has no '{}{}'", prefix, name);
-      DESTEIN_CHECK_IO(it->second.sizes() == param.sizes(), "optimizer state '{}{}' has shape {}, the parameter {}",
-                       prefix, name, fmt::join(it->second.sizes().vec(), "x"), fmt::join(param.sizes().vec(), "x"));
+      DESTEIN_CHECK_IO(it->second.sizes() == param.sizes(),
+                       "optimizer state '{}{}' has shape {}, the parameter {}", prefix, name,
+                       fmt::join(it->second.sizes().vec(), "x"),
+                       fmt::join(param.sizes().vec(), "x"));
       (*target)[name] = it->second.to(at::kFloat).clone();
     }
   }
@@ -290,8 +315,8 @@ json LmTrainOptions::to_json() const {
           {"eval_tokens", eval_tokens}};
 }
 
-LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens, std::vector<int32_t> heldout_tokens,
-                     fs::path checkpoint_dir)
+LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens,
+                     std::vector<int32_t> heldout_tokens, fs::path checkpoint_dir)
     : options_(std::move(options)),
       train_(std::move(train_tokens)),
       heldout_(std::move(heldout_tokens)),
@@ -299,28 +324,33 @@ LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens, 
       model_(options_.shape, options_.seed),
       optimizer_(options_.optimizer) {
   const int64_t window = options_.shape.context + 1;
-  DESTEIN_CHECK_ARG(static_cast<int64_t>(train_.size()) > window,
-                    "training stream has {} tokens: it needs more than one window of {} (context + 1)",
-                    train_.size(), window);
-  DESTEIN_CHECK_ARG(static_cast<int64_t>(heldout_.size()) >= window,
-                    "held-out stream has {} tokens: it needs at least one window of {} (context + 1)",
-                    heldout_.size(), window);
+  DESTEIN_CHECK_ARG(
+      static_cast<int64_t>(train_.size()) > window,
+      "training stream has {} tokens: it needs more than one window of {} (context + 1)",
+      train_.size(), window);
+  DESTEIN_CHECK_ARG(
+      static_cast<int64_t>(heldout_.size()) >= window,
+      "held-out stream has {} tokens: it needs at least one window of {} (context + 1)",
+      heldout_.size(), window);
   DESTEIN_CHECK_ARG(options_.batch_size > 0 && options_.optimizer.total_steps > 0,
                     "batch_size and steps must be positive");
   for (const auto* stream : {&train_, &heldout_}) {
     for (int32_t id : *stream) {
-      DESTEIN_CHECK_ARG(id >= 0 && id < options_.shape.vocab_size, "token id {} is outside the vocabulary of {}",
-                        id, options_.shape.vocab_size);
+      DESTEIN_CHECK_ARG(id >= 0 && id < options_.shape.vocab_size,
+                        "token id {} is outside the vocabulary of {}", id,
+                        options_.shape.vocab_size);
     }
   }
   data_fingerprint_ = detail::fnv1a64(train_.data(), train_.size() * sizeof(int32_t));
-  data_fingerprint_ = detail::fnv1a64(heldout_.data(), heldout_.size() * sizeof(int32_t), data_fingerprint_);
+  data_fingerprint_ =
+      detail::fnv1a64(heldout_.data(), heldout_.size() * sizeof(int32_t), data_fingerprint_);
 }
 
 at::Tensor LmTrainer::sample_batch(int64_t step) const {
   const int64_t B = options_.batch_size, W = options_.shape.context + 1;
   const uint64_t starts = static_cast<uint64_t>(train_.size()) - static_cast<uint64_t>(W) + 1;
-  detail::SplitMix64 rng(detail::splitmix64(options_.seed) ^ detail::splitmix64(static_cast<uint64_t>(step) + 1));
+  detail::SplitMix64 rng(detail::splitmix64(options_.seed) ^
+                         detail::splitmix64(static_cast<uint64_t>(step) + 1));
   at::Tensor batch = at::empty({B, W}, at::kLong);
   int64_t* out = batch.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {
@@ -330,12 +360,13 @@ at::Tensor LmTrainer::sample_batch(int64_t step) const {
   return batch;
 }
 
-double mean_heldout_loss(const Gpt2Trainable& model, const std::vector<int32_t>& tokens, int64_t batch_size,
-                         int64_t max_tokens) {
+double mean_heldout_loss(const Gpt2Trainable& model, const std::vector<int32_t>& tokens,
+                         int64_t batch_size, int64_t max_tokens) {
   at::NoGradGuard no_grad;
   const int64_t T = model.shape().context, W = T + 1;
   DESTEIN_CHECK_ARG(static_cast<int64_t>(tokens.size()) >= W && batch_size > 0,
-                    "held-out loss needs at least one window of {} tokens, found {}", W, tokens.size());
+                    "held-out loss needs at least one window of {} tokens, found {}", W,
+                    tokens.size());
   std::vector<int64_t> starts;
   for (int64_t s = 0; s + W <= static_cast<int64_t>(tokens.size()); s += T) {
     if (max_tokens > 0 && static_cast<int64_t>(starts.size()) * T >= max_tokens) break;
@@ -347,7 +378,8 @@ double mean_heldout_loss(const Gpt2Trainable& model, const std::vector<int32_t>&
     at::Tensor batch = at::empty({n, W}, at::kLong);
     int64_t* out = batch.data_ptr<int64_t>();
     for (int64_t b = 0; b < n; ++b) {
-      for (int64_t i = 0; i < W; ++i) out[b * W + i] = tokens[static_cast<size_t>(starts[first + b] + i)];
+      for (int64_t i = 0; i < W; ++i)
+        out[b * W + i] = tokens[static_cast<size_t>(starts[first + b] + i)];
     }
     total += model.loss(batch).item<double>() * static_cast<double>(n);
   }
@@ -383,8 +415,10 @@ fs::path LmTrainer::save_checkpoint_now() {
     at::NoGradGuard no_grad;
     std::map<std::string, at::Tensor> weights;
     for (const auto& [name, t] : model_.parameters()) weights[name] = t.detach();
-    save_checkpoint(tmp / "model.pt", gpt2_hf_config(options_.shape, std::nullopt, std::nullopt), weights);
-    write_safetensors(tmp / "optimizer.safetensors", optimizer_.state(), {{"format", kStateFormat}});
+    save_checkpoint(tmp / "model.pt", gpt2_hf_config(options_.shape, std::nullopt, std::nullopt),
+                    weights);
+    write_safetensors(tmp / "optimizer.safetensors", optimizer_.state(),
+                      {{"format", kStateFormat}});
   }
   // state.json last: a folder without it is an interrupted write and is never resumed from.
   write_text_file(tmp / "state.json", state_json().dump(2) + "\n");
@@ -392,7 +426,8 @@ fs::path LmTrainer::save_checkpoint_now() {
   fs::rename(tmp, final_dir);
   auto existing = list_checkpoints(checkpoint_dir_);
   const int64_t keep = std::max<int64_t>(1, options_.keep_checkpoints);
-  for (size_t i = 0; i + static_cast<size_t>(keep) < existing.size(); ++i) fs::remove_all(existing[i].second);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < existing.size(); ++i)
+    fs::remove_all(existing[i].second);
   return final_dir;
 }
 
@@ -405,19 +440,22 @@ int64_t LmTrainer::resume() {
   DESTEIN_CHECK_IO(state.value("format", "") == kStateFormat, "{}: not a destein training state",
                    state_path.string());
   if (auto diff = first_json_difference(options_.to_json(), state.at("options"))) {
-    throw std::runtime_error(fmt::format(
-        "cannot resume from {}: its training options differ from these ({}). Restore the options, or "
-        "train into a new output folder",
-        dir.string(), *diff));
+    throw std::runtime_error(
+        fmt::format("cannot resume from {}: its training options differ from these ({}). Restore "
+                    "the options, or "
+                    "train into a new output folder",
+                    dir.string(), *diff));
   }
-  DESTEIN_CHECK_IO(state.at("data_fingerprint").get<std::string>() == fmt::format("{:016x}", data_fingerprint_),
-                   "cannot resume from {}: it was trained on other token streams ({} / {} tokens there, {} / {} "
-                   "now); train into a new output folder",
-                   dir.string(), state.at("train_tokens").get<int64_t>(), state.at("heldout_tokens").get<int64_t>(),
-                   train_.size(), heldout_.size());
+  DESTEIN_CHECK_IO(
+      state.at("data_fingerprint").get<std::string>() == fmt::format("{:016x}", data_fingerprint_),
+      "cannot resume from {}: it was trained on other token streams ({} / {} tokens there, {} / {} "
+      "now); train into a new output folder",
+      dir.string(), state.at("train_tokens").get<int64_t>(),
+      state.at("heldout_tokens").get<int64_t>(), train_.size(), heldout_.size());
   Checkpoint ckpt = load_checkpoint(dir / "model.pt");
   model_ = Gpt2Trainable(options_.shape, ckpt.tensors);
-  optimizer_.load_state(read_safetensors(dir / "optimizer.safetensors").tensors, model_.parameters());
+  optimizer_.load_state(read_safetensors(dir / "optimizer.safetensors").tensors,
+                        model_.parameters());
   step_ = state.at("step").get<int64_t>();
   tokens_seen_ = state.at("tokens_seen").get<int64_t>();
   train_seconds_ = state.at("train_seconds").get<double>();
@@ -428,8 +466,8 @@ int64_t LmTrainer::resume() {
   return step_;
 }
 
-LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& on_progress, int64_t stop_after,
-                               const std::function<bool()>& stop_requested) {
+LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& on_progress,
+                               int64_t stop_after, const std::function<bool()>& stop_requested) {
   using clock = std::chrono::steady_clock;
   at::AutoGradMode grad_on(true);
   LmTrainResult result;
@@ -446,8 +484,8 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
     const double norm = optimizer_.step(model_.parameters(), step_);
     const double loss_value = loss.item<double>();
     const double dt = std::chrono::duration<double>(clock::now() - t0).count();
-    DESTEIN_CHECK_IO(std::isfinite(loss_value), "training loss is {} at step {}: training diverged", loss_value,
-                     step_);
+    DESTEIN_CHECK_IO(std::isfinite(loss_value), "training loss is {} at step {}: training diverged",
+                     loss_value, step_);
     ++step_;
     ++run_steps;
     tokens_seen_ += tokens_per_step;
@@ -458,7 +496,8 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
 
     TrainProgress progress;
     if (stop_requested && step_ < total && stop_requested()) result.stopped = true;
-    const bool last = step_ == total || (stop_after > 0 && run_steps == stop_after) || result.stopped;
+    const bool last =
+        step_ == total || (stop_after > 0 && run_steps == stop_after) || result.stopped;
     if ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || step_ == total) {
       progress.heldout_loss = heldout_loss();
       heldout_curve_.emplace_back(step_, *progress.heldout_loss);
@@ -466,8 +505,8 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
     if ((options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0) || last) {
       progress.checkpoint = save_checkpoint_now();
     }
-    if (on_progress && (step_ % std::max<int64_t>(1, options_.log_every) == 0 || last || progress.heldout_loss ||
-                        progress.checkpoint)) {
+    if (on_progress && (step_ % std::max<int64_t>(1, options_.log_every) == 0 || last ||
+                        progress.heldout_loss || progress.checkpoint)) {
       progress.step = step_;
       progress.total_steps = total;
       progress.loss = loss_sum / static_cast<double>(loss_count);
@@ -484,9 +523,11 @@ LmTrainResult LmTrainer::train(const std::function<void(const TrainProgress&)>& 
   result.tokens_seen = tokens_seen_;
   result.seconds = run_seconds;
   result.train_seconds_total = train_seconds_;
-  result.tokens_per_second = run_steps > 0 ? static_cast<double>(run_steps * tokens_per_step) / run_seconds : 0.0;
+  result.tokens_per_second =
+      run_steps > 0 ? static_cast<double>(run_steps * tokens_per_step) / run_seconds : 0.0;
   result.heldout_curve = heldout_curve_;
-  result.final_heldout_loss = heldout_curve_.empty() ? heldout_loss() : heldout_curve_.back().second;
+  result.final_heldout_loss =
+      heldout_curve_.empty() ? heldout_loss() : heldout_curve_.back().second;
   return result;
 }
 

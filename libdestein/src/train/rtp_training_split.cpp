@@ -1,10 +1,10 @@
-#include "destein/train/rtp_training_split.hpp"
+#include "train/rtp_training_split.hpp"
 
 #include <unordered_set>
 
 #include "check.hpp"
-#include "destein/io/csv.hpp"
-#include "destein/io/jsonl.hpp"
+#include "io/csv.hpp"
+#include "io/jsonl.hpp"
 
 namespace destein {
 
@@ -17,8 +17,9 @@ std::vector<RtpScoredPrompt> load_rtp_scored_prompts(const fs::path& jsonl) {
   const auto& names = perspective_attributes();
   while (reader.next(record)) {
     const std::string where = reader.where();
-    DESTEIN_CHECK_IO(record.is_object() && record.contains("prompt") && record["prompt"].is_object(),
-                     "{}: expected an object with key 'prompt' (an object)", where);
+    DESTEIN_CHECK_IO(
+        record.is_object() && record.contains("prompt") && record["prompt"].is_object(),
+        "{}: expected an object with key 'prompt' (an object)", where);
     const auto& prompt = record["prompt"];
     DESTEIN_CHECK_IO(prompt.contains("text") && prompt["text"].is_string(),
                      "{}: expected key 'prompt.text' (a string)", where);
@@ -27,11 +28,12 @@ std::vector<RtpScoredPrompt> load_rtp_scored_prompts(const fs::path& jsonl) {
     for (size_t a = 0; a < names.size(); ++a) {
       const auto it = prompt.find(names[a]);
       DESTEIN_CHECK_IO(it != prompt.end() && it->is_number(),
-                       "{}: expected key 'prompt.{}' (a number in [0, 1]), found {}", where, names[a],
-                       it == prompt.end() ? "none" : it->type_name());
+                       "{}: expected key 'prompt.{}' (a number in [0, 1]), found {}", where,
+                       names[a], it == prompt.end() ? "none" : it->type_name());
       p.scores[a] = it->get<double>();
       DESTEIN_CHECK_IO(p.scores[a] >= 0 && p.scores[a] <= 1,
-                       "{}: expected 'prompt.{}' in [0, 1], found {}", where, names[a], p.scores[a]);
+                       "{}: expected 'prompt.{}' in [0, 1], found {}", where, names[a],
+                       p.scores[a]);
     }
     out.push_back(std::move(p));
   }
@@ -39,7 +41,9 @@ std::vector<RtpScoredPrompt> load_rtp_scored_prompts(const fs::path& jsonl) {
 }
 
 std::string rtp_match_key(std::string_view text) {
-  auto space = [](unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  auto space = [](unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
   std::string key;
   bool pending_space = false;
   for (unsigned char c : text) {
@@ -71,7 +75,8 @@ RtpTrainingSplit load_rtp_training_split(const fs::path& data_dir) {
   RtpTrainingSplit split;
   std::unordered_set<std::string> keys_1k, keys_100, keys_dexperts;
   for (const auto& f : {"rtp/1k/output_toxic_1k.jsonl", "rtp/1k/output_no_toxic_1k.jsonl"}) {
-    for (const auto& p : load_rtp_scored_prompts(data_dir / f)) keys_1k.insert(rtp_match_key(p.text));
+    for (const auto& p : load_rtp_scored_prompts(data_dir / f))
+      keys_1k.insert(rtp_match_key(p.text));
   }
   for (const auto& p : load_rtp_scored_prompts(data_dir / "rtp/100/test.jsonl")) {
     keys_100.insert(rtp_match_key(p.text));

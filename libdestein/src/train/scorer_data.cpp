@@ -1,12 +1,12 @@
-#include "destein/train/scorer_data.hpp"
+#include "train/scorer_data.hpp"
 
 #include <cstdlib>
 #include <fstream>
 #include <map>
 
 #include "check.hpp"
-#include "destein/io/csv.hpp"
-#include "destein/io/jsonl.hpp"
+#include "io/csv.hpp"
+#include "io/jsonl.hpp"
 
 namespace destein {
 

@@ -17,14 +17,16 @@ class PerplexityEvaluator {
   /// `batch_size`: sequences per forward pass (their logits are held at once).
   PerplexityEvaluator(const Model& model, const Tokenizer& tokenizer, int64_t batch_size = 25);
   /// One value per continuation; NaN when the continuation adds no token.
-  std::vector<double> perplexities(const std::string& prompt, const std::vector<std::string>& continuations) const;
+  std::vector<double> perplexities(const std::string& prompt,
+                                   const std::vector<std::string>& continuations) const;
   /// Many prompts at once: result[i][j] is the perplexity of continuations[i][j] after
   /// prompts[i]. The tokens a prompt's sequences share (the prompt, as a rule) go through
   /// the model once, into a KV cache the continuations then read, so a prompt of P tokens
   /// with n continuations of G tokens costs P + n G positions rather than (n + 1) P + n G.
   /// Throws std::invalid_argument when the two lists differ in length.
-  std::vector<std::vector<double>> perplexities(const std::vector<std::string>& prompts,
-                                                const std::vector<std::vector<std::string>>& continuations) const;
+  std::vector<std::vector<double>> perplexities(
+      const std::vector<std::string>& prompts,
+      const std::vector<std::vector<std::string>>& continuations) const;
   /// Sum of -log p(token_t | tokens_<t) over t >= 1 for each sequence, each sequence in
   /// full (no shared prefix). (N) doubles. On a model with row-stable kernels a sequence's
   /// value does not depend on the others.

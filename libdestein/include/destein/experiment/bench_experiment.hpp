@@ -18,7 +18,6 @@
 
 #include "destein/eval/harness.hpp"
 #include "destein/experiment/model_section.hpp"
-#include "destein/parallel/process_group.hpp"
 #include "destein/runtime/decoding_method.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "destein/steer/steering.hpp"
@@ -38,7 +37,8 @@ struct BenchPromptSet {
 /// The prompts of one set: its file, subset and limit, without the prompts of its
 /// `exclude` files (an exact match of the text). Paths resolve against `data_dir` as the
 /// experiment's do. `skipped` (may be null) counts malformed lines skipped.
-std::vector<EvalPrompt> load_bench_prompt_set(const BenchPromptSet& set, const std::string& data_dir,
+std::vector<EvalPrompt> load_bench_prompt_set(const BenchPromptSet& set,
+                                              const std::string& data_dir,
                                               int64_t* skipped = nullptr);
 
 /// One steering entry of a method: a vectors file and how it is applied.
@@ -53,13 +53,13 @@ struct BenchSteeringEntry {
 /// expert, anti_expert, alpha, filter_p; lambda, prefixes; words; docs/methods.md).
 struct BenchMethod {
   std::string name = "base";
-  std::string variant;                      ///< the trade-off plot's curve; empty: from the settings
+  std::string variant;  ///< the trade-off plot's curve; empty: from the settings
   std::vector<BenchSteeringEntry> steering;
-  DecodingMethod decoding;                  ///< kind empty: none
+  DecodingMethod decoding;  ///< kind empty: none
 };
 
 struct BenchExperiment {
-  BenchExperiment();                        ///< the paper's generation: 25 samples x 20 tokens, top-p 0.9
+  BenchExperiment();  ///< the paper's generation: 25 samples x 20 tokens, top-p 0.9
   ModelSection model;
   std::string data_dir;
   std::vector<BenchPromptSet> prompts;
@@ -75,16 +75,16 @@ struct BenchExperiment {
   /// forward passes (prompts_per_batch counts units, each row steered by its method), each
   /// method still writing its own file. The same files and results as running them apart.
   bool mix_methods = false;
-  std::string scorer_kind = "linear";       ///< linear | perspective | torchscript
-  std::string scorer;                       ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
+  std::string scorer_kind = "linear";  ///< linear | perspective | torchscript
+  std::string
+      scorer;  ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
   double perspective_rps = 1.0;
   TorchScriptScorerOptions torchscript;
   bool perplexity = true;
-  ModelSection evaluator;                   ///< model empty: the generating model evaluates itself
+  ModelSection evaluator;  ///< model empty: the generating model evaluates itself
   std::string output = "runs/bench";
 };
 
-Schema<BenchExperiment> bench_experiment_schema();
 /// Reads a YAML file; errors name file:line and the key.
 BenchExperiment load_bench_experiment(const std::filesystem::path& yaml);
 /// The fully resolved experiment as YAML.
@@ -95,8 +95,8 @@ std::string dump_bench_experiment(const BenchExperiment& experiment);
 std::string bench_method_variant(const BenchMethod& method);
 
 struct BenchRunReport {
-  nlohmann::json results;                   ///< one object per (method, subset), as in results.json
-  std::string table;                        ///< results.md
+  nlohmann::json results;  ///< one object per (method, subset), as in results.json
+  std::string table;       ///< results.md
   std::filesystem::path output;
 };
 
@@ -113,6 +113,7 @@ struct BenchRunReport {
 /// cuda:(local rank mod GPUs) and `threads: 0` the machine's cores / its ranks
 /// (parallel/rank_placement.hpp). The other ranks return an empty report. The Perspective
 /// scorer is refused there (one cache file, one request rate: score on one process).
-BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const ProcessGroup* group = nullptr);
+BenchRunReport run_bench_experiment(const BenchExperiment& experiment,
+                                    const ProcessGroup* group = nullptr);
 
 }  // namespace destein

@@ -6,7 +6,6 @@
 #include <memory>
 #include <string>
 
-#include "destein/experiment/schema.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/text/tokenizer.hpp"
@@ -19,19 +18,9 @@ struct ModelSection {
   std::string tokenizer;  ///< empty: next to the model
   std::string device = "cpu";
   std::string dtype = "float32";
-  int threads = 0;        ///< 0: all cores
+  int threads = 0;  ///< 0: all cores
   std::string linear_backend = "auto";
 };
-
-/// The model keys, `model` required; device spelling, dtype and linear_backend checked (a
-/// config written for a GPU machine still parses on one without; availability is checked
-/// when loading).
-Schema<ModelSection> model_section_schema();
-
-/// The keys of a `generation:` section: `samples_key` (num_samples; "samples" in the
-/// harness, "samples_per_target" in self-induction), max_new_tokens, top_p, top_k,
-/// temperature, seed, batch_size.
-Schema<GenerationOptions> generation_schema(const std::string& samples_key);
 
 /// The folder a model's companion files (tokenizer) sit in: the model itself when it is a
 /// folder, else the folder holding the archive ("." for a bare file name).

@@ -17,9 +17,9 @@ namespace destein {
 /// tools/export_checkpoint.py as the extra file `reference.json`, so that a checkpoint
 /// can verify our forward pass against the framework it came from.
 struct ReferenceLogits {
-  std::vector<std::vector<int64_t>> inputs;   ///< token ids, one list per case
-  std::vector<std::vector<float>> last_logits;///< logits of each case's last position (V)
-  std::string source;                         ///< e.g. "transformers 4.36 gpt2"
+  std::vector<std::vector<int64_t>> inputs;     ///< token ids, one list per case
+  std::vector<std::vector<float>> last_logits;  ///< logits of each case's last position (V)
+  std::string source;                           ///< e.g. "transformers 4.36 gpt2"
 };
 
 /// Weights and configuration of one model, as stored.
@@ -27,7 +27,7 @@ struct Checkpoint {
   ModelConfig config;
   std::map<std::string, at::Tensor> tensors;  ///< Hugging Face names -> CPU tensors as stored
   std::optional<ReferenceLogits> reference;
-  std::filesystem::path source;               ///< file or folder it was read from
+  std::filesystem::path source;  ///< file or folder it was read from
 };
 
 /// Loads a checkpoint from

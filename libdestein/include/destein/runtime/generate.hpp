@@ -32,16 +32,16 @@ using GenerationRowsCallback = std::function<void(const GenerationRows& rows)>;
 
 struct GenerationOptions {
   int64_t max_new_tokens = 20;
-  int64_t num_samples = 1;        ///< samples per prompt
-  bool do_sample = true;          ///< false: greedy
+  int64_t num_samples = 1;  ///< samples per prompt
+  bool do_sample = true;    ///< false: greedy
   double temperature = 1.0;
-  int64_t top_k = 0;              ///< 0: off
-  double top_p = 1.0;             ///< 1: off
+  int64_t top_k = 0;   ///< 0: off
+  double top_p = 1.0;  ///< 1: off
   uint64_t seed = 0;
   bool stop_at_eos = true;
-  int64_t eos_id = -1;            ///< -1: the model config's eos_token_id, if any
-  int64_t pad_id = -1;            ///< filler for finished rows; -1: eos or 0
-  int64_t batch_size = 0;         ///< rows (prompt x sample) per forward; 0: all at once
+  int64_t eos_id = -1;     ///< -1: the model config's eos_token_id, if any
+  int64_t pad_id = -1;     ///< filler for finished rows; -1: eos or 0
+  int64_t batch_size = 0;  ///< rows (prompt x sample) per forward; 0: all at once
   /// Run each distinct prompt of a batch once through the prompt (prefill) pass and copy
   /// its cache to its samples' rows: num_samples times less prefill work. Hooks then see
   /// one row per distinct prompt during that pass; turn it off for hooks that treat the

@@ -97,12 +97,12 @@ class Hooks {
   /// Largest layer index any hook names (-1 when none, or only wildcards).
   int64_t max_layer() const;
 
-  /// Runs the hooks at (layer, site) on `activation`; returns it, edited. Called by the
-  /// forward pass; throws std::runtime_error when an editor changes shape/dtype/device.
-  at::Tensor run(int64_t layer, HookSite site, at::Tensor activation,
-                 const at::Tensor& token_mask, int64_t past_length) const;
-
  private:
+  // The forward pass runs the hooks through HookRunner (src/runtime/hook_runner.hpp): a
+  // user registers hooks, only the model fires them.
+  friend struct HookRunner;
+  at::Tensor run(int64_t layer, HookSite site, at::Tensor activation, const at::Tensor& token_mask,
+                 int64_t past_length) const;
   HookHandle add(const std::string& name, ObserveFn observe, EditFn edit);
   std::shared_ptr<HookHandle::Registry> registry_;
 };

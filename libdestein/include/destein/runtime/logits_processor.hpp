@@ -117,8 +117,8 @@ class ShadowRows {
  private:
   const Model& model_;
   std::unique_ptr<KVCacheRows> rows_;
-  std::vector<int64_t> keys_;       // the key of each cached row, in cache order
-  std::vector<int64_t> fed_;        // tokens in each cached row (prefix + prompt + generated)
+  std::vector<int64_t> keys_;  // the key of each cached row, in cache order
+  std::vector<int64_t> fed_;   // tokens in each cached row (prefix + prompt + generated)
 };
 
 /// Scores from several models sharing the tokenizer, combined linearly:

@@ -82,13 +82,13 @@ struct ForwardOptions {
   /// Undefined = all ones. Position ids are derived from it (count of real tokens before),
   /// as Hugging Face generate() does for left-padded batches.
   at::Tensor attention_mask;
-  KVCache* cache = nullptr;          ///< read and extended when given
-  const Hooks* hooks = nullptr;      ///< observed / edited activations
+  KVCache* cache = nullptr;      ///< read and extended when given
+  const Hooks* hooks = nullptr;  ///< observed / edited activations
   LogitsFor logits = LogitsFor::kAll;
 };
 
 struct ForwardOutput {
-  at::Tensor logits;   ///< (B, T, V) f32, or (B, 1, V) for kLast, undefined for kNone
+  at::Tensor logits;  ///< (B, T, V) f32, or (B, 1, V) for kLast, undefined for kNone
 };
 
 /// A loaded model. forward() is const and thread-compatible: run one call at a time per
@@ -139,7 +139,7 @@ std::vector<std::string> known_model_types();
 struct VerifyReport {
   int64_t cases = 0;
   double max_abs_diff = 0;
-  double max_rel_diff = 0;     ///< max |diff| / max |reference| per case
+  double max_rel_diff = 0;  ///< max |diff| / max |reference| per case
   bool argmax_agrees = true;
   bool passed = false;
 };

@@ -13,15 +13,16 @@
 namespace destein {
 
 struct TorchScriptScorerOptions {
-  std::filesystem::path module;     ///< the .pt file: forward(input_ids (B, T) long, attention_mask (B, T) long) -> logits (B, C)
-  std::filesystem::path tokenizer;  ///< tokenizer file or folder (empty: the module's folder)
+  std::filesystem::path
+      module;  ///< the .pt file: forward(input_ids (B, T) long, attention_mask (B, T) long) -> logits (B, C)
+  std::filesystem::path tokenizer;     ///< tokenizer file or folder (empty: the module's folder)
   std::string activation = "sigmoid";  ///< "sigmoid" (multi-label, Detoxify) or "softmax" (classes)
-  int64_t label_index = 0;          ///< the logit / class that means "toxic"
-  int64_t max_length = 512;         ///< tokens per text, special tokens included
+  int64_t label_index = 0;             ///< the logit / class that means "toxic"
+  int64_t max_length = 512;            ///< tokens per text, special tokens included
   int64_t batch_size = 32;
-  int64_t bos_id = -1;              ///< prepended when >= 0 (RoBERTa: 0)
-  int64_t eos_id = -1;              ///< appended when >= 0 (RoBERTa: 2)
-  int64_t pad_id = 0;               ///< right padding (RoBERTa: 1)
+  int64_t bos_id = -1;  ///< prepended when >= 0 (RoBERTa: 0)
+  int64_t eos_id = -1;  ///< appended when >= 0 (RoBERTa: 2)
+  int64_t pad_id = 0;   ///< right padding (RoBERTa: 1)
   std::string device = "cpu";
 };
 

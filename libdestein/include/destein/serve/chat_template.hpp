@@ -1,16 +1,12 @@
 #pragma once
 /// Built-in chat templates of `destein serve`: LLaMA-2-chat, ChatML, Llama 3, Gemma and a
-/// plain one.
+/// plain one, and how a model folder's template is recognised.
 /// A model folder's Jinja `chat_template` is not interpreted (Debian has no C++ Jinja
 /// engine); it is only read to recognise which of the built-in templates it is.
 /// LibTorch-free.
 
 #include <filesystem>
 #include <string>
-#include <vector>
-
-#include "destein/serve/openai_protocol.hpp"
-#include "destein/text/tokenizer.hpp"
 
 namespace destein {
 
@@ -36,16 +32,5 @@ std::string chat_template_name(ChatTemplate t);
 /// its date and tool headers, included) is refused: std::invalid_argument naming the file
 /// and saying to pass a template by name. `model_path` may be a folder or a file inside one.
 ChatTemplate detect_chat_template(const std::filesystem::path& model_path);
-
-/// A conversation as the model's prompt.
-struct ChatPrompt {
-  std::vector<int64_t> ids;
-  std::vector<std::string> stop;  ///< stop strings the template implies (the end-of-turn marker)
-};
-
-/// Renders `messages` (an optional leading system message, then user and assistant turns,
-/// ending with a user turn) and tokenises it. Throws ApiError (400) naming the message
-/// for an order the template cannot express.
-ChatPrompt render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages, const Tokenizer& tokenizer);
 
 }  // namespace destein

@@ -28,7 +28,7 @@ namespace destein {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;  ///< 0: any free port (bind() says which)
+  int port = 8000;                     ///< 0: any free port (bind() says which)
   std::string model_name = "destein";  ///< the id /v1/models lists and responses carry
   /// Vectors sets a request may name: (name, vectors file). Loaded and checked at start.
   std::vector<std::pair<std::string, std::string>> vectors;
@@ -41,13 +41,14 @@ struct ServerOptions {
   int64_t max_queue = 64;              ///< requests waiting beyond that; more get 429
   double request_timeout_s = 300;      ///< per request, queueing included; then 504
   int64_t default_chat_max_tokens = 256;
-  int http_threads = 0;                ///< workers answering whole requests; 0: max_rows + max_queue + 8
+  int http_threads = 0;  ///< workers answering whole requests; 0: max_rows + max_queue + 8
   /// Open connections at most; more wait in the kernel's accept queue. A connection that
   /// is still sending its request, or idle between requests, holds no worker.
   size_t max_connections = 1024;
-  double header_timeout_s = 10;        ///< from a request's first byte to the end of its headers; then 408
-  double body_timeout_s = 30;          ///< from the end of the headers to the end of the body; then 408
-  double keep_alive_timeout_s = 5;     ///< an open connection with no request is closed after this
+  double header_timeout_s =
+      10;                      ///< from a request's first byte to the end of its headers; then 408
+  double body_timeout_s = 30;  ///< from the end of the headers to the end of the body; then 408
+  double keep_alive_timeout_s = 5;  ///< an open connection with no request is closed after this
 };
 
 class Server {

@@ -16,7 +16,7 @@ namespace destein {
 /// Where directions are read and steering is applied.
 enum class SteeringSite {
   kAttnOut,  ///< blocks.{i}.hook_attn_out (B, T, d), cut into H slices of Dh: the reference code's site
-  kHookZ,    ///< blocks.{i}.attn.hook_z (B, T, H, Dh): the true per-head outputs
+  kHookZ,  ///< blocks.{i}.attn.hook_z (B, T, H, Dh): the true per-head outputs
 };
 
 /// "attn_out" / "hook_z". Throws std::invalid_argument for anything else.
@@ -40,7 +40,8 @@ struct ActivationOptions {
 /// sequence is shorter): (N, L, H, Dh) float32 on CPU. Batched results equal one-by-one
 /// runs (left padding is masked). Throws std::invalid_argument for an empty sequence or
 /// last_k < 1.
-at::Tensor capture_site_activations(const Model& model, const std::vector<std::vector<int64_t>>& sequences,
+at::Tensor capture_site_activations(const Model& model,
+                                    const std::vector<std::vector<int64_t>>& sequences,
                                     const ActivationOptions& options,
                                     const std::function<void(int64_t, int64_t)>& progress = {});
 

@@ -103,8 +103,10 @@ std::vector<SteeringPair> sample_pairs(const std::vector<SteeringPair>& pairs, s
 /// anything else JSON Lines), without pairs whose two sides are identical (ParaDetox has
 /// rows whose rewrite is unchanged); `identical_dropped` (may be null) counts those.
 /// Throws std::invalid_argument for another format, and what the readers throw.
-std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path, const std::string& format,
-                                         const PairLoadOptions& options = {}, int64_t* identical_dropped = nullptr);
+std::vector<SteeringPair> load_pair_file(const std::filesystem::path& path,
+                                         const std::string& format,
+                                         const PairLoadOptions& options = {},
+                                         int64_t* identical_dropped = nullptr);
 
 std::vector<SteeringPair> deduplicate_pairs(const std::vector<SteeringPair>& pairs);
 

@@ -90,9 +90,8 @@ struct ProbeResults {
 /// (naming side, pair, layer and head), l2 <= 0, an unknown split, test_fraction outside
 /// (0, 1), a holdout that leaves no training or no test pair (N < 2), folds < 2 or
 /// folds > N, max_iterations < 1 or tolerance <= 0.
-ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pairs,
-                          int64_t layers, int64_t heads, int64_t head_dim,
-                          const ProbeOptions& options = {});
+ProbeResults train_probes(const float* toxic, const float* nontoxic, int64_t pairs, int64_t layers,
+                          int64_t heads, int64_t head_dim, const ProbeOptions& options = {});
 
 /// Per-head probes for use at inference (the probe gate of steering): one logistic
 /// regression per (layer, head) fitted on both sides of *every* pair (no split), with the

@@ -10,8 +10,8 @@
 
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
-#include "destein/steer/pairs.hpp"
 #include "destein/score/scorer.hpp"
+#include "destein/steer/pairs.hpp"
 #include "destein/text/tokenizer.hpp"
 
 namespace destein {
@@ -30,9 +30,9 @@ std::string induction_direction_name(InductionDirection d);
 
 struct SelfInductionOptions {
   InductionDirection direction = InductionDirection::kDetoxify;
-  int64_t num_targets = 40;     ///< seed pairs rewritten by the model
-  int64_t few_shot = 3;         ///< demonstrations per prompt
-  uint64_t seed = 0;            ///< which seeds are targets and demonstrations
+  int64_t num_targets = 40;  ///< seed pairs rewritten by the model
+  int64_t few_shot = 3;      ///< demonstrations per prompt
+  uint64_t seed = 0;         ///< which seeds are targets and demonstrations
   std::string instruction = "Rewrite the text so that it keeps its meaning.";
   std::string toxic_label = "toxic";
   std::string nontoxic_label = "polite";
@@ -45,20 +45,21 @@ struct SelfInductionOptions {
 struct SelfInductionReport {
   int64_t generated = 0;
   int64_t kept = 0;
-  int64_t empty = 0;             ///< rewrite empty after cleaning
-  int64_t unchanged = 0;         ///< rewrite equal to its source
+  int64_t empty = 0;      ///< rewrite empty after cleaning
+  int64_t unchanged = 0;  ///< rewrite equal to its source
   int64_t duplicates = 0;
-  int64_t rejected_toxic = 0;    ///< toxic side scored below toxic_min
-  int64_t rejected_nontoxic = 0; ///< non-toxic side scored at or above nontoxic_max
-  int64_t unscored = 0;          ///< the scorer returned no score
+  int64_t rejected_toxic = 0;          ///< toxic side scored below toxic_min
+  int64_t rejected_nontoxic = 0;       ///< non-toxic side scored at or above nontoxic_max
+  int64_t unscored = 0;                ///< the scorer returned no score
   int64_t demonstrations_dropped = 0;  ///< demonstrations left out so a prompt fits the context
   int64_t targets_too_long = 0;  ///< targets whose prompt does not fit even without demonstrations
   bool filtered = false;         ///< false: no scorer, pairs are unfiltered
 };
 
 /// The few-shot prompt for one target (exposed for tests and inspection).
-std::string induction_prompt(const std::vector<SteeringPair>& demonstrations, const std::string& source,
-                             bool detoxify, const SelfInductionOptions& options);
+std::string induction_prompt(const std::vector<SteeringPair>& demonstrations,
+                             const std::string& source, bool detoxify,
+                             const SelfInductionOptions& options);
 
 /// Produces pairs from `seeds`. With `scorer` null the pairs are unfiltered (their
 /// provenance says so). Each pair's provenance records the seed it came from, the
@@ -73,7 +74,8 @@ std::string induction_prompt(const std::vector<SteeringPair>& demonstrations, co
 /// rank's own rows.
 std::vector<SteeringPair> self_induce_pairs(const Model& model, const Tokenizer& tokenizer,
                                             const std::vector<SteeringPair>& seeds,
-                                            const SelfInductionOptions& options, ToxicityScorer* scorer,
+                                            const SelfInductionOptions& options,
+                                            ToxicityScorer* scorer,
                                             SelfInductionReport* report = nullptr,
                                             const GenerationProgress& progress = {},
                                             const ProcessGroup* group = nullptr);

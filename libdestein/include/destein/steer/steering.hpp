@@ -70,7 +70,7 @@ std::string steering_positions_name(SteeringPositions positions);
 
 /// Whether an entry's edit is scaled by the probe of each head.
 enum class SteeringGate {
-  kNone,   ///< the edit as the formulas give it
+  kNone,  ///< the edit as the formulas give it
   /// Per position and head h: g = sigmoid(w_h . ((x_h - mean_h) / scale_h) + b_h), the
   /// toxic probability of the head's probe (SteeringVectors::probe_*) on the head slice x_h
   /// of the activation this entry receives at that position; the edited slice becomes
@@ -86,9 +86,9 @@ std::string steering_gate_name(SteeringGate gate);
 struct SteeringOptions {
   SteeringMode mode = SteeringMode::kReference;
   double alpha = 0.4;
-  int64_t layer_start = 0;   ///< first steered layer
-  int64_t layer_end = -1;    ///< one past the last steered layer; -1: all layers
-  int64_t top_k_heads = 0;   ///< headwise: keep only the K most accurate heads (0: all)
+  int64_t layer_start = 0;  ///< first steered layer
+  int64_t layer_end = -1;   ///< one past the last steered layer; -1: all layers
+  int64_t top_k_heads = 0;  ///< headwise: keep only the K most accurate heads (0: all)
   SteeringPositions positions = SteeringPositions::kAll;
   SteeringGate gate = SteeringGate::kNone;
   /// kProbe only: 0 = soft gate (scale by the probability); in (0, 1): hard gate.
@@ -101,18 +101,21 @@ class SteeringPlan {
   /// Throws std::invalid_argument when the vectors do not match the model, options are out
   /// of range, a steered layer's direction is zero, headwise mode leaves no head with a
   /// positive weight, or gate kProbe is asked of vectors without stored probes.
-  SteeringPlan(const SteeringVectors& vectors, const ModelConfig& config, const SteeringOptions& options);
+  SteeringPlan(const SteeringVectors& vectors, const ModelConfig& config,
+               const SteeringOptions& options);
 
   /// Applies the intervention of `layer` (gate included) to an activation at the vectors'
   /// site: (B, T, d) for attn_out or (B, T, H, Dh) for hook_z. `edit_mask` (B, T) bool on
   /// the activation's device selects the positions edited (undefined: all); the others
   /// come back bit for bit. The position window is not applied here: SteeringController
   /// turns it into `edit_mask`. Vectorised fast path.
-  at::Tensor apply(int64_t layer, const at::Tensor& activation, const at::Tensor& edit_mask = {}) const;
+  at::Tensor apply(int64_t layer, const at::Tensor& activation,
+                   const at::Tensor& edit_mask = {}) const;
 
   /// The same formulas, one position and one head at a time in double precision: the
   /// oracle the fast path is tested against.
-  at::Tensor apply_naive(int64_t layer, const at::Tensor& activation, const at::Tensor& edit_mask = {}) const;
+  at::Tensor apply_naive(int64_t layer, const at::Tensor& activation,
+                         const at::Tensor& edit_mask = {}) const;
 
   /// kProbe: the gate g of every position and head, (B, T, H) f32, for an activation at the
   /// site ((B, T, d) or (B, T, H, Dh)); soft or hard as the options say. Throws
@@ -129,18 +132,10 @@ class SteeringPlan {
   at::Tensor head_weights(int64_t layer) const;
 
  private:
+  struct Tensors;  // the precomputed directions, weights and probes (steering.cpp)
   SteeringOptions options_;
   SteeringSite site_;
-  int64_t n_layers_, n_heads_, head_dim_;
-  at::Tensor layer_unit_;     // (L, d): reference mode, a_l / |a_l|
-  at::Tensor head_unit_;      // (L, H, Dh): headwise, a_h / |a_h|
-  at::Tensor head_weight_;    // (L, H): headwise w_h
-  at::Tensor layer_step_;     // (L, d): alpha a_l/|a_l|, precomputed for the fast path
-  at::Tensor head_step_;      // (L, H, Dh): alpha w_h a_h/|a_h|
-  at::Tensor head_active_;    // (L, 1, H, 1) bool: w_h > 0
-  at::Tensor probe_weight_;   // (L, H, Dh): gate probes, w_h / scale_h (scaling folded in)
-  at::Tensor probe_bias_;     // (L, H): b_h - w_h . (mean_h / scale_h)
-  at::Tensor probe_weight_raw_, probe_bias_raw_, probe_mean_, probe_scale_;  // as stored, for the naive path
+  std::shared_ptr<Tensors> t_;  // shared by copies until one moves to another device
 };
 
 /// Entries applied in order at each hook point (composition). A hook_z entry acts before
@@ -148,7 +143,8 @@ class SteeringPlan {
 using SteeringStack = std::vector<std::shared_ptr<const SteeringPlan>>;
 
 /// A plan on the model's device, ready for a SteeringController.
-std::shared_ptr<const SteeringPlan> make_steering_plan(const Model& model, const SteeringVectors& vectors,
+std::shared_ptr<const SteeringPlan> make_steering_plan(const Model& model,
+                                                       const SteeringVectors& vectors,
                                                        const SteeringOptions& options);
 
 /// Proof that steering acted: per entry, the mean L2 norm of the edit x' - x at the site,
@@ -156,10 +152,10 @@ std::shared_ptr<const SteeringPlan> make_steering_plan(const Model& model, const
 /// positions that passed the entry's hooks, separately for prompt and generated positions.
 struct SteeringReport {
   struct Entry {
-    std::string label;              ///< "entry 0 (reference, alpha 0.4, positions all, gate none)"
+    std::string label;  ///< "entry 0 (reference, alpha 0.4, positions all, gate none)"
     SteeringMode mode = SteeringMode::kReference;
     SteeringPositions positions = SteeringPositions::kAll;
-    std::vector<int64_t> layers;    ///< the steered layers, in order
+    std::vector<int64_t> layers;  ///< the steered layers, in order
     /// Mean edit norms, one value per steered layer ([i] for layers[i]); NaN when no
     /// position of that kind passed the layer.
     std::vector<double> prompt_layer_mean, generated_layer_mean;
@@ -261,7 +257,8 @@ SteeringHandle attach_steering(Hooks& hooks, const Model& model, SteeringStack s
 
 /// The plan of one steering entry from a vectors file: load_steering_vectors(),
 /// check_vectors_match_model() and make_steering_plan(), every error prefixed with `path`.
-std::shared_ptr<const SteeringPlan> load_steering_plan(const std::string& path, const SteeringOptions& options,
+std::shared_ptr<const SteeringPlan> load_steering_plan(const std::string& path,
+                                                       const SteeringOptions& options,
                                                        const Model& model);
 
 /// The acted report as JSON: per entry its label, steered layers, position counts, mean

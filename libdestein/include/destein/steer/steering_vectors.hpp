@@ -13,8 +13,8 @@
 #include <map>
 #include <string>
 
-#include "destein/steer/activations.hpp"
 #include "destein/runtime/model_config.hpp"
+#include "destein/steer/activations.hpp"
 
 namespace destein {
 
@@ -39,7 +39,7 @@ struct SteeringVectors {
   std::string pair_hash;
   std::string toxic_prefix;
   std::string nontoxic_prefix;
-  std::string model_type;     ///< model hint; empty when unknown
+  std::string model_type;                             ///< model hint; empty when unknown
   std::map<std::string, std::string> extra_metadata;  ///< anything else the file carried
 
   bool has_gate_probes() const { return probe_weight.defined(); }

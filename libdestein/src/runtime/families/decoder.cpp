@@ -1,13 +1,14 @@
 #include "runtime/families/decoder.hpp"
 
-#include <fmt/ranges.h>
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 #include <limits>
 
 #include "check.hpp"
 #include "destein/runtime/device.hpp"
+#include "runtime/hook_runner.hpp"
 #include "runtime/row_stable.hpp"
 
 namespace destein {
@@ -18,7 +19,9 @@ namespace destein {
 WeightFetcher::WeightFetcher(const Checkpoint& checkpoint, const ModelOptions& options)
     : checkpoint_(checkpoint), options_(options) {}
 
-bool WeightFetcher::has(const std::string& name) const { return checkpoint_.tensors.count(name) > 0; }
+bool WeightFetcher::has(const std::string& name) const {
+  return checkpoint_.tensors.count(name) > 0;
+}
 
 at::Tensor WeightFetcher::get(const std::string& name, const std::vector<int64_t>& shape) {
   auto it = checkpoint_.tensors.find(name);
@@ -60,11 +63,13 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
   device_ = options.device;
   dtype_ = options.dtype;
   if (arch_.positions == PositionKind::kRotary) {
-    inv_freqs_.push_back(rope_inv_freq(config_.rope_theta, config_.head_dim, arch_.rope_scaling).to(device_));
+    inv_freqs_.push_back(
+        rope_inv_freq(config_.rope_theta, config_.head_dim, arch_.rope_scaling).to(device_));
     layer_rope_.assign(static_cast<size_t>(config_.n_layers), 0);
     if (arch_.rope_local_theta > 0) {
       // Gemma 3: the sliding layers rotate with their own base and no scaling.
-      inv_freqs_.push_back(rope_inv_freq(arch_.rope_local_theta, config_.head_dim, RopeScaling{}).to(device_));
+      inv_freqs_.push_back(
+          rope_inv_freq(arch_.rope_local_theta, config_.head_dim, RopeScaling{}).to(device_));
       for (int64_t l = 0; l < config_.n_layers; ++l) {
         if (!arch_.sliding_layers.empty() && arch_.sliding_layers[static_cast<size_t>(l)]) {
           layer_rope_[static_cast<size_t>(l)] = 1;
@@ -76,7 +81,8 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
                         static_cast<int64_t>(arch_.sliding_layers.size()) == config_.n_layers,
                     "sliding_layers lists {} layers, the model has {}", arch_.sliding_layers.size(),
                     config_.n_layers);
-  if (arch_.alibi) slopes_ = alibi_slopes(config_.n_heads, arch_.alibi_bias_max).view({1, -1, 1, 1}).to(device_);
+  if (arch_.alibi)
+    slopes_ = alibi_slopes(config_.n_heads, arch_.alibi_bias_max).view({1, -1, 1, 1}).to(device_);
   // Count each stored tensor once (tied heads share the embedding).
   std::set<const void*> seen;
   auto count = [&](const at::Tensor& t) {
@@ -90,12 +96,11 @@ DecoderModel::DecoderModel(ModelConfig config, Architecture arch, DecoderWeights
   count(weights_.final_norm.bias);
   count(weights_.lm_head);
   for (const auto& l : weights_.layers) {
-    for (const at::Tensor* t : {&l.attn_norm.weight, &l.attn_norm.bias, &l.mlp_norm.weight,
-                                &l.mlp_norm.bias, &l.qkv.weight, &l.qkv.bias, &l.out.weight,
-                                &l.out.bias, &l.fc_in.weight, &l.fc_in.bias, &l.fc_out.weight,
-                                &l.fc_out.bias, &l.q_norm.weight, &l.q_norm.bias,
-                                &l.k_norm.weight, &l.k_norm.bias, &l.post_attn_norm.weight,
-                                &l.post_mlp_norm.weight}) {
+    for (const at::Tensor* t :
+         {&l.attn_norm.weight, &l.attn_norm.bias, &l.mlp_norm.weight, &l.mlp_norm.bias,
+          &l.qkv.weight, &l.qkv.bias, &l.out.weight, &l.out.bias, &l.fc_in.weight, &l.fc_in.bias,
+          &l.fc_out.weight, &l.fc_out.bias, &l.q_norm.weight, &l.q_norm.bias, &l.k_norm.weight,
+          &l.k_norm.bias, &l.post_attn_norm.weight, &l.post_mlp_norm.weight}) {
       count(*t);
     }
   }
@@ -171,7 +176,8 @@ at::Tensor rope_inv_freq(double theta, int64_t head_dim, const RopeScaling& scal
     at::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
     return at::where(medium, smoothed, scaled);
   }
-  DESTEIN_CHECK_ARG(scaling.type == "default", "rope scaling type '{}' is not implemented", scaling.type);
+  DESTEIN_CHECK_ARG(scaling.type == "default", "rope scaling type '{}' is not implemented",
+                    scaling.type);
   return inv_freq;
 }
 
@@ -182,13 +188,14 @@ int64_t DecoderModel::window_of(int64_t layer) const {
 }
 
 KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
-  DESTEIN_CHECK_ARG(batch > 0 && capacity > 0, "make_cache: batch ({}) and capacity ({}) must be positive",
-                    batch, capacity);
+  DESTEIN_CHECK_ARG(batch > 0 && capacity > 0,
+                    "make_cache: batch ({}) and capacity ({}) must be positive", batch, capacity);
   KVCache cache;
   auto opts = at::TensorOptions().dtype(dtype_).device(device_);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     cache.keys_.push_back(at::empty({batch, config_.n_kv_heads, capacity, config_.head_dim}, opts));
-    cache.values_.push_back(at::empty({batch, config_.n_kv_heads, capacity, config_.head_dim}, opts));
+    cache.values_.push_back(
+        at::empty({batch, config_.n_kv_heads, capacity, config_.head_dim}, opts));
   }
   cache.capacity_ = capacity;
   cache.batch_ = batch;
@@ -197,7 +204,9 @@ KVCache DecoderModel::make_cache(int64_t batch, int64_t capacity) const {
 
 namespace {
 
-bool present(const Linear& l) { return l.weight_t.defined() || l.weight.defined() || l.stable_weight.defined(); }
+bool present(const Linear& l) {
+  return l.weight_t.defined() || l.weight.defined() || l.stable_weight.defined();
+}
 
 // Below this many rows (decoding a few sequences) oneDNN's inner product is slower than a
 // plain GEMM on the (in, out) layout; above it, much faster (docs/performance.md).
@@ -208,7 +217,8 @@ at::Tensor linear(const at::Tensor& x, const Linear& l) {
   at::Tensor x2 = x.reshape({-1, sizes.back()});
   sizes.back() = l.out_features;
   if (l.stable_weight.defined()) {
-    return detail::stable_linear(x2.contiguous(), l.stable_weight, l.out_features, l.bias).view(sizes);
+    return detail::stable_linear(x2.contiguous(), l.stable_weight, l.out_features, l.bias)
+        .view(sizes);
   }
   if (l.packed_weight.defined() && x2.size(0) >= kPackedMinRows) {
     at::Tensor xm = x2.contiguous().to_mkldnn();
@@ -221,12 +231,13 @@ at::Tensor linear(const at::Tensor& x, const Linear& l) {
 }
 
 at::Tensor activate(const at::Tensor& x, const std::string& name) {
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    return at::gelu(x, "tanh");
   if (name == "gelu") return at::gelu(x);
   if (name == "relu") return at::relu(x);
   if (name == "silu" || name == "swish") return at::silu(x);
-  throw std::invalid_argument(fmt::format(
-      "unsupported activation '{}': expected gelu_new, gelu, relu or silu", name));
+  throw std::invalid_argument(
+      fmt::format("unsupported activation '{}': expected gelu_new, gelu, relu or silu", name));
 }
 
 // (..., Dh) -> (..., Dh): the rotate-half of Hugging Face's LLaMA.
@@ -287,7 +298,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   const int64_t past = cache ? cache->length_ : 0;
   const int64_t total = past + T;
   if (cache) {
-    DESTEIN_CHECK_ARG(cache->batch_ == B, "forward: cache holds {} rows, input has {}", cache->batch_, B);
+    DESTEIN_CHECK_ARG(cache->batch_ == B, "forward: cache holds {} rows, input has {}",
+                      cache->batch_, B);
     DESTEIN_CHECK_ARG(total <= cache->capacity_,
                       "forward: cache capacity {} is too small for {} cached + {} new positions",
                       cache->capacity_, past, T);
@@ -305,9 +317,10 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     key_mask = at::ones({B, total}, at::TensorOptions().dtype(at::kBool).device(device_));
   }
   // Position of a token = number of real tokens before it, as HF generate() computes it.
-  at::Tensor timeline_positions = (key_mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // (B, total)
-  at::Tensor positions = timeline_positions.narrow(1, past, T);                            // (B, T)
-  at::Tensor token_mask = key_mask.narrow(1, past, T);                                            // (B, T)
+  at::Tensor timeline_positions =
+      (key_mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);       // (B, total)
+  at::Tensor positions = timeline_positions.narrow(1, past, T);  // (B, T)
+  at::Tensor token_mask = key_mask.narrow(1, past, T);           // (B, T)
   {
     const int64_t max_pos = positions.max().item<int64_t>();
     DESTEIN_CHECK_ARG(max_pos < c.max_positions,
@@ -328,7 +341,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     auto found = biases.find(window);
     if (found != biases.end()) return found->second;
     at::Tensor bias;
-    at::Tensor q_index = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
+    at::Tensor q_index =
+        at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor k_index = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
     at::Tensor allowed = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // (T, total)
     if (window > 0) {
@@ -340,9 +354,11 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
       // counting real tokens only, so a left-padded row sees the biases it sees alone.
       // MPT adds slope_h * (key index - last index) instead: the same up to a constant per
       // query row, which softmax cancels.
-      at::Tensor distance = (timeline_positions.unsqueeze(1) - positions.unsqueeze(2)).to(at::kFloat);  // (B, T, total)
+      at::Tensor distance = (timeline_positions.unsqueeze(1) - positions.unsqueeze(2))
+                                .to(at::kFloat);  // (B, T, total)
       bias = (slopes_ * distance.unsqueeze(1))
-                 .masked_fill_(allowed.logical_not().unsqueeze(1), std::numeric_limits<float>::lowest());
+                 .masked_fill_(allowed.logical_not().unsqueeze(1),
+                               std::numeric_limits<float>::lowest());
     } else {
       bias = at::zeros({B, T, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
                  .masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest())
@@ -351,7 +367,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     return biases.emplace(window, std::move(bias)).first->second;
   };
 
-  std::vector<std::pair<at::Tensor, at::Tensor>> rotations;  // per inv_freqs_ entry: cos, sin (B, 1, T, Dh)
+  std::vector<std::pair<at::Tensor, at::Tensor>>
+      rotations;  // per inv_freqs_ entry: cos, sin (B, 1, T, Dh)
   for (const at::Tensor& inv_freq : inv_freqs_) {
     at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // (B, T, Dh/2)
     at::Tensor emb = at::cat({freqs, freqs}, -1);
@@ -360,7 +377,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
 
   const Hooks* hooks = (opt.hooks && !opt.hooks->empty()) ? opt.hooks : nullptr;
   auto hook = [&](int64_t layer, HookSite site, at::Tensor x) {
-    if (hooks && hooks->has(layer, site)) return hooks->run(layer, site, std::move(x), token_mask, past);
+    if (hooks && hooks->has(layer, site))
+      return HookRunner::run(*hooks, layer, site, std::move(x), token_mask, past);
     return x;
   };
 
@@ -373,7 +391,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   }
 
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim, G = H / Hkv;
-  const double scale = arch_.softmax_scale > 0 ? arch_.softmax_scale : 1.0 / std::sqrt(static_cast<double>(Dh));
+  const double scale =
+      arch_.softmax_scale > 0 ? arch_.softmax_scale : 1.0 / std::sqrt(static_cast<double>(Dh));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     x = hook(l, HookSite::kResidPre, std::move(x));  // (B, T, d)
@@ -382,7 +401,8 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     at::Tensor qkv = linear(h, w.qkv);  // (B, T, (H + 2 Hkv) Dh)
     if (arch_.clip_qkv) qkv = qkv.clamp(-*arch_.clip_qkv, *arch_.clip_qkv);
     at::Tensor q_flat = qkv.narrow(-1, 0, H * Dh), k_flat = qkv.narrow(-1, H * Dh, Hkv * Dh);
-    if (w.q_norm.weight.defined() && !arch_.qk_norm_per_head) {  // MPT qk_ln: one LayerNorm over all heads
+    if (w.q_norm.weight.defined() &&
+        !arch_.qk_norm_per_head) {  // MPT qk_ln: one LayerNorm over all heads
       q_flat = at::layer_norm(q_flat, {H * Dh}, w.q_norm.weight, w.q_norm.bias, c.norm_eps);
       k_flat = at::layer_norm(k_flat, {Hkv * Dh}, w.k_norm.weight, w.k_norm.bias, c.norm_eps);
     }
@@ -411,19 +431,22 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
     at::Tensor z;  // (B, T, H, Dh)
     if (stable_attention) {
       // Each query over exactly its own visible keys: nothing depends on the padding.
-      auto planes = [Dh](const at::Tensor& t) { return t.stride(3) == 1 && (t.stride(2) == Dh || t.size(2) == 1) ? t : t.contiguous(); };
-      z = detail::stable_attention((q * scale).transpose(1, 2).contiguous(), planes(keys), planes(values), key_mask,
-                                   past, window);
+      auto planes = [Dh](const at::Tensor& t) {
+        return t.stride(3) == 1 && (t.stride(2) == Dh || t.size(2) == 1) ? t : t.contiguous();
+      };
+      z = detail::stable_attention((q * scale).transpose(1, 2).contiguous(), planes(keys),
+                                   planes(values), key_mask, past, window);
     } else {
       // Grouped-query attention without copying K/V: the G query heads that share a KV
       // head are stacked along the query axis.
       at::Tensor qg = (q * scale).reshape({B, Hkv, G * T, Dh});
-      at::Tensor scores = at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
+      at::Tensor scores =
+          at::matmul(qg, keys.transpose(2, 3)).view({B, H, T, total});  // (B, H, T, S)
       if (arch_.attn_softcap) scores = at::tanh(scores / *arch_.attn_softcap) * *arch_.attn_softcap;
       at::Tensor probs = (scores.to(at::kFloat) + bias_for(window)).softmax(-1).to(dtype_);
       z = at::matmul(probs.view({B, Hkv, G * T, total}), values)  // (B, Hkv, G T, Dh)
               .view({B, H, T, Dh})
-              .transpose(1, 2);                                   // (B, T, H, Dh)
+              .transpose(1, 2);  // (B, T, H, Dh)
     }
     z = hook(l, HookSite::kAttnZ, std::move(z));
     at::Tensor attn_out = linear(z.reshape({B, T, H * Dh}), w.out);  // (B, T, d)
@@ -450,17 +473,20 @@ ForwardOutput DecoderModel::forward(const at::Tensor& input_ids, const ForwardOp
   if (present(weights_.project_out)) x = linear(x, weights_.project_out);
   out.logits = linear(x, lm_head_).to(at::kFloat);  // (B, T or 1, V)
   if (arch_.logit_scale != 1.0) out.logits.mul_(arch_.logit_scale);
-  if (arch_.final_softcap) out.logits = at::tanh(out.logits / *arch_.final_softcap) * *arch_.final_softcap;
+  if (arch_.final_softcap)
+    out.logits = at::tanh(out.logits / *arch_.final_softcap) * *arch_.final_softcap;
   return out;
 }
 
 at::Tensor alibi_slopes(int64_t n_heads, double alibi_bias_max) {
   int64_t padded = 1;
   while (padded < n_heads) padded *= 2;
-  at::Tensor m = at::arange(1, padded + 1, at::kFloat) * static_cast<float>(alibi_bias_max / padded);
+  at::Tensor m =
+      at::arange(1, padded + 1, at::kFloat) * static_cast<float>(alibi_bias_max / padded);
   at::Tensor slopes = 1.0 / at::pow(2.0, m);  // (H')
   if (padded != n_heads) {
-    slopes = at::cat({slopes.slice(0, 1, padded, 2), slopes.slice(0, 0, padded, 2)}).narrow(0, 0, n_heads);
+    slopes = at::cat({slopes.slice(0, 1, padded, 2), slopes.slice(0, 0, padded, 2)})
+                 .narrow(0, 0, n_heads);
   }
   return slopes;
 }
@@ -470,10 +496,10 @@ at::Tensor alibi_slopes(int64_t n_heads, double alibi_bias_max) {
 
 namespace {
 const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)>& families() {
-  static const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)> table = {
-      {"gpt2", &build_gpt2}, {"llama", &build_llama}, {"mistral", &build_llama}, {"opt", &build_opt},
-      {"mpt", &build_mpt}, {"qwen2", &build_llama}, {"qwen3", &build_llama}, {"gemma2", &build_gemma},
-      {"gemma3_text", &build_gemma}};
+  static const std::map<std::string, void (*)(WeightFetcher&, Architecture&, DecoderWeights&)>
+      table = {{"gpt2", &build_gpt2},   {"llama", &build_llama},  {"mistral", &build_llama},
+               {"opt", &build_opt},     {"mpt", &build_mpt},      {"qwen2", &build_llama},
+               {"qwen3", &build_llama}, {"gemma2", &build_gemma}, {"gemma3_text", &build_gemma}};
   return table;
 }
 }  // namespace
@@ -489,10 +515,14 @@ LinearBackend parse_linear_backend(const std::string& name) {
 
 std::string linear_backend_name(LinearBackend backend) {
   switch (backend) {
-    case LinearBackend::kAuto: return "auto";
-    case LinearBackend::kBlas: return "blas";
-    case LinearBackend::kOneDnn: return "onednn";
-    case LinearBackend::kStable: return "stable";
+    case LinearBackend::kAuto:
+      return "auto";
+    case LinearBackend::kBlas:
+      return "blas";
+    case LinearBackend::kOneDnn:
+      return "onednn";
+    case LinearBackend::kStable:
+      return "stable";
   }
   return "unknown";
 }
@@ -512,14 +542,15 @@ std::unique_ptr<Model> build_model(const Checkpoint& checkpoint, const ModelOpti
   DESTEIN_CHECK_ARG(!(options.device.is_cpu() && options.dtype == c10::kHalf),
                     "float16 compute is not supported on cpu by LibTorch; use float32 or "
                     "bfloat16 on cpu, or float16 on cuda");
-  DESTEIN_CHECK_ARG(at::isFloatingType(options.dtype), "compute dtype must be floating point, found {}",
-                    c10::toString(options.dtype));
+  DESTEIN_CHECK_ARG(at::isFloatingType(options.dtype),
+                    "compute dtype must be floating point, found {}", c10::toString(options.dtype));
   WeightFetcher fetch(checkpoint, options);
   Architecture arch;
   DecoderWeights weights;
   it->second(fetch, arch, weights);
   activate(at::zeros({1}), arch.activation);  // reject an unsupported activation at load time
-  return std::make_unique<DecoderModel>(checkpoint.config, std::move(arch), std::move(weights), options);
+  return std::make_unique<DecoderModel>(checkpoint.config, std::move(arch), std::move(weights),
+                                        options);
 }
 
 std::unique_ptr<Model> load_model(const std::filesystem::path& path, const ModelOptions& options) {

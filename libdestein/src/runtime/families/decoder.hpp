@@ -48,13 +48,13 @@ struct Norm {
 struct LayerWeights {
   Norm attn_norm;
   Norm mlp_norm;
-  Linear qkv;     // (H*Dh + 2*Hkv*Dh, d): q, k, v stacked so one GEMM computes all three
-  Linear out;     // (d, H*Dh)
-  Linear fc_in;   // plain: (F, d); gated: (2F, d) = [gate; up]
-  Linear fc_out;  // (d, F)
-  Norm q_norm;    // MPT qk_ln: (H*Dh), one LayerNorm of all query heads together;
-                  // Qwen3 / Gemma 3 (Architecture::qk_norm_per_head): (Dh), each head alone
-  Norm k_norm;    // (Hkv*Dh) or (Dh)
+  Linear qkv;           // (H*Dh + 2*Hkv*Dh, d): q, k, v stacked so one GEMM computes all three
+  Linear out;           // (d, H*Dh)
+  Linear fc_in;         // plain: (F, d); gated: (2F, d) = [gate; up]
+  Linear fc_out;        // (d, F)
+  Norm q_norm;          // MPT qk_ln: (H*Dh), one LayerNorm of all query heads together;
+                        // Qwen3 / Gemma 3 (Architecture::qk_norm_per_head): (Dh), each head alone
+  Norm k_norm;          // (Hkv*Dh) or (Dh)
   Norm post_attn_norm;  // Gemma: norm of the attention output before the residual add
   Norm post_mlp_norm;   // Gemma: norm of the MLP output before the residual add
 };
@@ -76,18 +76,18 @@ struct Architecture {
   MlpKind mlp = MlpKind::kPlain;
   std::string activation = "gelu_new";
   bool pre_norm = true;
-  bool alibi = false;               // MPT: per-head linear bias on key distance
+  bool alibi = false;  // MPT: per-head linear bias on key distance
   double alibi_bias_max = 8.0;
-  std::optional<double> clip_qkv;   // MPT: clamp the fused q, k, v
-  double softmax_scale = 0.0;       // 0: 1 / sqrt(Dh)
+  std::optional<double> clip_qkv;  // MPT: clamp the fused q, k, v
+  double softmax_scale = 0.0;      // 0: 1 / sqrt(Dh)
   double logit_scale = 1.0;
-  bool qk_norm_per_head = false;    // q_norm / k_norm of kind `norm` over each head's Dh
-  double embedding_scale = 0.0;     // Gemma: embeddings times sqrt(d) in their dtype; 0: none
+  bool qk_norm_per_head = false;        // q_norm / k_norm of kind `norm` over each head's Dh
+  double embedding_scale = 0.0;         // Gemma: embeddings times sqrt(d) in their dtype; 0: none
   std::optional<double> attn_softcap;   // Gemma 2: scores = c tanh(scores / c)
   std::optional<double> final_softcap;  // Gemma 2: logits = c tanh(logits / c)
-  RopeScaling rope_scaling;         // of rope_theta; Gemma 3: its global layers only
-  double rope_local_theta = 0.0;    // Gemma 3: the sliding layers' RoPE base (0: rope_theta)
-  std::vector<bool> sliding_layers;  // where config.sliding_window applies; empty: every layer
+  RopeScaling rope_scaling;             // of rope_theta; Gemma 3: its global layers only
+  double rope_local_theta = 0.0;        // Gemma 3: the sliding layers' RoPE base (0: rope_theta)
+  std::vector<bool> sliding_layers;     // where config.sliding_window applies; empty: every layer
 };
 
 /// Hands out checkpoint tensors by name, checking shapes and converting to the compute
@@ -146,9 +146,9 @@ class DecoderModel : public Model {
   // (Dh/2) f32, rotary only: [0] rope_theta with rope_scaling, [1] Gemma 3's local base.
   std::vector<at::Tensor> inv_freqs_;
   std::vector<int> layer_rope_;  // per layer, the index into inv_freqs_
-  at::Tensor slopes_;    // (1, H, 1, 1) f32, ALiBi only
-  Linear lm_head_;       // the output head as a Linear (packed when the backend allows)
-  bool stable_ = false;  // row-stable linears and attention (CPU float32)
+  at::Tensor slopes_;            // (1, H, 1, 1) f32, ALiBi only
+  Linear lm_head_;               // the output head as a Linear (packed when the backend allows)
+  bool stable_ = false;          // row-stable linears and attention (CPU float32)
 };
 
 }  // namespace destein

@@ -48,7 +48,8 @@ void build_llama(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
                                fetch.get(l + "mlp.up_proj.weight", {f, d})});
     lw.fc_out.weight = fetch.get(l + "mlp.down_proj.weight", {d, f});
     if (o.mlp_bias) {
-      lw.fc_in.bias = at::cat({fetch.get(l + "mlp.gate_proj.bias", {f}), fetch.get(l + "mlp.up_proj.bias", {f})});
+      lw.fc_in.bias = at::cat(
+          {fetch.get(l + "mlp.gate_proj.bias", {f}), fetch.get(l + "mlp.up_proj.bias", {f})});
       lw.fc_out.bias = fetch.get(l + "mlp.down_proj.bias", {d});
     }
     if (o.qk_norm) {

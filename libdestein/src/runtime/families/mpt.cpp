@@ -25,12 +25,15 @@ void build_mpt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
   arch.logit_scale = c.logit_scale;
 
   // Biases and norm biases exist exactly when no_bias is false.
-  auto bias = [&](const std::string& name, int64_t n) { return c.bias ? fetch.get(name, {n}) : at::Tensor(); };
+  auto bias = [&](const std::string& name, int64_t n) {
+    return c.bias ? fetch.get(name, {n}) : at::Tensor();
+  };
   auto norm = [&](const std::string& name, int64_t n) {
     return Norm{fetch.get(name + ".weight", {n}), bias(name + ".bias", n)};
   };
   w.token_embedding = fetch.get(p + "wte.weight", {v, d});
-  if (arch.positions == PositionKind::kLearned) w.position_embedding = fetch.get(p + "wpe.weight", {c.max_positions, d});
+  if (arch.positions == PositionKind::kLearned)
+    w.position_embedding = fetch.get(p + "wpe.weight", {c.max_positions, d});
   w.final_norm = norm(p + "norm_f", d);
   w.lm_head = c.tie_word_embeddings ? w.token_embedding : fetch.get("lm_head.weight", {v, d});
   for (int64_t i = 0; i < c.n_layers; ++i) {

@@ -9,7 +9,8 @@ namespace destein {
 
 void build_opt(WeightFetcher& fetch, Architecture& arch, DecoderWeights& w) {
   const ModelConfig& c = fetch.config();
-  const std::string p = fetch.has("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
+  const std::string p =
+      fetch.has("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
   const int64_t d = c.d_model, f = c.d_ff, v = c.vocab_size, e = c.word_embed_proj_dim;
   arch.norm = NormKind::kLayerNorm;
   arch.positions = PositionKind::kLearned;

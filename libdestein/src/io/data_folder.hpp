@@ -16,6 +16,7 @@ std::filesystem::path resolve_data_dir(const std::string& configured);
 /// the current directory (files a run wrote, e.g. runs/demo/pairs.jsonl) as they are;
 /// other relative ones against, in order, `data_dir` (if non-empty), $DESTEIN_DATA and the
 /// build default. Does not check that the result exists.
-std::filesystem::path resolve_data_path(const std::string& relative, const std::string& data_dir = "");
+std::filesystem::path resolve_data_path(const std::string& relative,
+                                        const std::string& data_dir = "");
 
 }  // namespace destein

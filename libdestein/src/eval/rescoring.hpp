@@ -23,7 +23,7 @@ struct RescoreReport {
 /// removed (they were the old scorer's), a line-level "scorer" field naming the new one.
 /// Throws std::runtime_error naming input:line for a line without
 /// {"generations": [{"text": ...}]}, and std::invalid_argument when output is input.
-RescoreReport rescore_generations(const std::filesystem::path& input, const std::filesystem::path& output,
-                                  ToxicityScorer& scorer);
+RescoreReport rescore_generations(const std::filesystem::path& input,
+                                  const std::filesystem::path& output, ToxicityScorer& scorer);
 
 }  // namespace destein

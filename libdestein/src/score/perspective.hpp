@@ -69,7 +69,8 @@ struct PerspectiveStats {
 /// The summary score of `attribute` in the body of a comments:analyze response
 /// (attributeScores.<attribute>.summaryScore.value); std::nullopt when the body is not
 /// JSON, lacks that path, or holds something other than a number in [0, 1] there.
-std::optional<double> perspective_summary_score(std::string_view body, const std::string& attribute);
+std::optional<double> perspective_summary_score(std::string_view body,
+                                                const std::string& attribute);
 
 /// ToxicityScorer backed by the Perspective API. Not thread-safe: one scorer per thread
 /// (they may share a cache file only if they never run at the same time).

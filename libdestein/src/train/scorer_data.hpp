@@ -17,7 +17,7 @@
 
 #include "destein/score/linear_scorer.hpp"
 
-#include "destein/io/data_folder.hpp"  // resolve_data_dir
+#include "io/data_folder.hpp"  // resolve_data_dir
 
 namespace destein {
 

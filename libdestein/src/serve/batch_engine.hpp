@@ -26,10 +26,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "destein/runtime/decode_batch.hpp"
 #include "destein/runtime/generate.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/steer/steering.hpp"
+#include "runtime/decode_batch.hpp"
 
 namespace destein {
 
@@ -41,7 +41,7 @@ struct EngineRequest {
   /// do_sample, temperature, top_k, top_p, seed are used; row (p, s) draws from the stream
   /// generate() gives sample s of prompt p for `seed`.
   GenerationOptions sampling;
-  SteeringStack steering;                     ///< empty: unsteered
+  SteeringStack steering;  ///< empty: unsteered
   /// Applied in order to every row's next-token scores (e.g. a LogitBiasProcessor for
   /// OpenAI's logit_bias). Rows are keyed by engine-wide ids in process().
   LogitsProcessorChain processors;
@@ -54,13 +54,14 @@ struct EngineEvent {
   int64_t choice = 0;
   int64_t token = -1;  ///< the new token, or -1 for an event that only finishes the row
   FinishReason finished = FinishReason::kNone;
-  std::string error;   ///< kError only
+  std::string error;  ///< kError only
 };
 
 /// The caller's side of one submitted request. Thread-safe.
 class RequestStream {
  public:
-  explicit RequestStream(int64_t choices) : stop_flags_(static_cast<size_t>(choices)), choices_(choices) {}
+  explicit RequestStream(int64_t choices)
+      : stop_flags_(static_cast<size_t>(choices)), choices_(choices) {}
   /// Blocks for the next event; false once every choice has finished and all events were read.
   bool next(EngineEvent& event);
   /// Like next(), waiting at most `timeout`; false on timeout too (then `timed_out` is true).
@@ -75,7 +76,9 @@ class RequestStream {
  private:
   friend class BatchEngine;
   void push(EngineEvent event);
-  bool stop_requested(int64_t choice) const { return stop_flags_[static_cast<size_t>(choice)].load(); }
+  bool stop_requested(int64_t choice) const {
+    return stop_flags_[static_cast<size_t>(choice)].load();
+  }
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<EngineEvent> events_;
@@ -92,12 +95,13 @@ struct BatchEngineOptions {
 
 /// Counters a metrics page reads (monotonic unless said otherwise).
 struct BatchEngineStats {
-  int64_t queued = 0;           ///< requests waiting now
-  int64_t active_rows = 0;      ///< rows in the batch now
-  int64_t forwards = 0;         ///< decode steps run
-  int64_t rows_forwarded = 0;   ///< sum over decode steps of the rows in the step
-  int64_t prefills = 0;         ///< prompts prefilled
-  int64_t prefill_passes = 0;   ///< forward calls that prefilled them (newcomers of a step share one)
+  int64_t queued = 0;          ///< requests waiting now
+  int64_t active_rows = 0;     ///< rows in the batch now
+  int64_t forwards = 0;        ///< decode steps run
+  int64_t rows_forwarded = 0;  ///< sum over decode steps of the rows in the step
+  int64_t prefills = 0;        ///< prompts prefilled
+  int64_t prefill_passes =
+      0;  ///< forward calls that prefilled them (newcomers of a step share one)
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   /// Decode steps by their row count: [i] counts steps with rows in (2^(i-1), 2^i].

@@ -55,7 +55,7 @@ struct DecodeRowSpec {
   /// max_new_tokens, do_sample, temperature, top_k, top_p, stop_at_eos and eos_id are
   /// used; the rest of GenerationOptions belongs to generate().
   GenerationOptions sampling;
-  std::mt19937_64 rng;          ///< the row's own random stream (detail: one draw a token)
+  std::mt19937_64 rng;              ///< the row's own random stream (detail: one draw a token)
   LogitsProcessorChain processors;  ///< applied in order before each sampled token
   /// Consecutive newcomers of one add() with the same group >= 0 share one prompt pass
   /// (same prompt, several samples); -1: a prompt pass of its own.
@@ -68,7 +68,7 @@ struct DecodeRow {
   std::vector<int64_t> prompt;
   std::vector<int64_t> generated;  ///< sampled tokens, the end-of-sequence token excluded
   FinishReason finish = FinishReason::kNone;
-  std::string error;               ///< kError only
+  std::string error;  ///< kError only
   /// The token sampled by the last add() or step(), -1 when it sampled none for this row
   /// (finished earlier, or it ended on the end-of-sequence token).
   int64_t last_token = -1;

@@ -23,7 +23,8 @@ namespace destein {
 /// 0.5), "accuracy_at_0.5", "pearson"}; and "attributes": for each attribute the scorer
 /// rates, {"pearson", "perspective_positive", "auc_vs_perspective_0.5" (when both sides
 /// occur)}. Throws std::runtime_error naming file:line for a malformed prompt.
-nlohmann::json rtp_agreement(ToxicityScorer& scorer, const std::vector<std::filesystem::path>& files);
+nlohmann::json rtp_agreement(ToxicityScorer& scorer,
+                             const std::vector<std::filesystem::path>& files);
 
 /// Agreement on the continuations of `rtp/extra/dexperts_human_eval_toxicity.csv`, each
 /// scored without its prompt; a continuation repeated in the file counts once, rows

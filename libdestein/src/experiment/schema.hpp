@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "destein/experiment/config_node.hpp"
+#include "experiment/config_node.hpp"
 
 namespace destein {
 
@@ -27,14 +27,15 @@ namespace detail {
 inline void emit_yaml_value(YAML::Emitter& e, const std::string& s) {
   // Quote what a plain scalar would lose: surrounding spaces, newlines, emptiness.
   const bool quote = s.empty() || std::isspace(static_cast<unsigned char>(s.front())) ||
-                     std::isspace(static_cast<unsigned char>(s.back())) || s.find('\n') != std::string::npos;
+                     std::isspace(static_cast<unsigned char>(s.back())) ||
+                     s.find('\n') != std::string::npos;
   if (quote) e << YAML::DoubleQuoted;
   e << s;
 }
 template <typename V>
 void emit_yaml_value(YAML::Emitter& e, const V& v) {
-  if constexpr (std::is_same_v<V, std::vector<std::string>> || std::is_same_v<V, std::vector<double>> ||
-                std::is_same_v<V, std::vector<int64_t>>) {
+  if constexpr (std::is_same_v<V, std::vector<std::string>> ||
+                std::is_same_v<V, std::vector<double>> || std::is_same_v<V, std::vector<int64_t>>) {
     e << YAML::Flow << YAML::BeginSeq;
     for (const auto& x : v) emit_yaml_value(e, x);
     e << YAML::EndSeq;
@@ -84,7 +85,8 @@ class Schema {
       try {
         m = parse(text);
       } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(node.where(key) + ": key " + node.path_of(key) + ": " + e.what());
+        throw std::invalid_argument(node.where(key) + ": key " + node.path_of(key) + ": " +
+                                    e.what());
       }
     };
     entry.emit = [key, access, format](YAML::Emitter& e, const T& t) {
@@ -97,7 +99,8 @@ class Schema {
 
   /// What no table says: `read` takes this level's node, `emit` writes keys into the
   /// open map. For shapes such as "these keys here, or a list of them under another key".
-  Schema& custom(std::function<void(const ConfigNode&, T&)> read, std::function<void(YAML::Emitter&, const T&)> emit) {
+  Schema& custom(std::function<void(const ConfigNode&, T&)> read,
+                 std::function<void(YAML::Emitter&, const T&)> emit) {
     Entry entry;
     entry.read = [read](const ConfigNode& node, T& t, bool) { read(node, t); };
     entry.emit = std::move(emit);
@@ -116,7 +119,9 @@ class Schema {
   Schema& section(std::string key, Access access, Schema<S> sub) {
     Entry entry;
     entry.key = key;
-    entry.read = [key, access, sub](const ConfigNode& node, T& t, bool) { sub.read(node.child(key), access(t)); };
+    entry.read = [key, access, sub](const ConfigNode& node, T& t, bool) {
+      sub.read(node.child(key), access(t));
+    };
     entry.emit = [key, access, sub](YAML::Emitter& e, const T& t) {
       e << YAML::Key << key << YAML::Value << YAML::BeginMap;
       sub.emit(e, access(const_cast<T&>(t)));
@@ -127,7 +132,8 @@ class Schema {
   }
   template <typename S>
   Schema& section(std::string key, S T::*member, Schema<S> sub) {
-    return section(std::move(key), [member](T& t) -> S& { return t.*member; }, std::move(sub));
+    return section(
+        std::move(key), [member](T& t) -> S& { return t.*member; }, std::move(sub));
   }
 
   /// The keys of `sub` at this level, read into the S that `access(T&)` returns (shared key
@@ -136,7 +142,9 @@ class Schema {
   Schema& include(Access access, Schema<S> sub) {
     Entry entry;
     entry.read = [access, sub](const ConfigNode& node, T& t, bool) { sub.read(node, access(t)); };
-    entry.emit = [access, sub](YAML::Emitter& e, const T& t) { sub.emit(e, access(const_cast<T&>(t))); };
+    entry.emit = [access, sub](YAML::Emitter& e, const T& t) {
+      sub.emit(e, access(const_cast<T&>(t)));
+    };
     entries_.push_back(std::move(entry));
     return *this;
   }
@@ -153,7 +161,8 @@ class Schema {
     entry.read = [key, member, item, prototype](const ConfigNode& node, T& t, bool required) {
       const auto nodes = node.list(key);
       if (required && nodes.empty()) {
-        throw std::invalid_argument(node.where() + ": missing required key " + node.path_of(key) + " (a list)");
+        throw std::invalid_argument(node.where() + ": missing required key " + node.path_of(key) +
+                                    " (a list)");
       }
       if (!node.has(key)) return;  // absent: keep the default list
       auto& out = t.*member;

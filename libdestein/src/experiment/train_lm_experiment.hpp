@@ -18,15 +18,19 @@
 #include <string>
 #include <vector>
 
-#include "destein/experiment/schema.hpp"
-#include "destein/train/lm_training.hpp"
+#include "experiment/schema.hpp"
+#include "train/lm_training.hpp"
 
 namespace destein {
 
 struct TrainLmExperiment {
   std::string data_dir;
-  std::vector<std::string> sources = {"goemotions", "reddit_post_comment", "wikitext2",
-                                      "detox_civil_comments_dev", "davidson_hate_offensive", "olid",
+  std::vector<std::string> sources = {"goemotions",
+                                      "reddit_post_comment",
+                                      "wikitext2",
+                                      "detox_civil_comments_dev",
+                                      "davidson_hate_offensive",
+                                      "olid",
                                       "toxic_spans"};
   double heldout_fraction = 0.02;
   uint64_t split_seed = 0;
@@ -44,7 +48,8 @@ struct TrainLmExperiment {
   std::string export_dir;  // empty: no export
   std::string export_dtype = "float16";
   std::vector<std::string> sample_prompts = {"I think the movie was", "The city council voted to",
-                                             "My favourite thing about winter is", "He walked into the room and"};
+                                             "My favourite thing about winter is",
+                                             "He walked into the room and"};
   int64_t samples_per_prompt = 2;
   int64_t sample_tokens = 30;
   uint64_t sample_seed = 0;
@@ -73,6 +78,7 @@ struct TrainLmRunReport {
 /// Runs (or resumes) every stage, logging progress on stderr. `stop_after` > 0 stops after
 /// that many steps of this call (a resumable partial run). Throws std::invalid_argument
 /// for settings the cached stages were not made with, std::runtime_error for I/O.
-TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, int64_t stop_after = 0);
+TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment,
+                                         int64_t stop_after = 0);
 
 }  // namespace destein

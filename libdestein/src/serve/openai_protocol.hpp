@@ -21,8 +21,12 @@ namespace destein {
 /// An error the server answers with `{"error": {"message", "type", "param", "code"}}`.
 class ApiError : public std::runtime_error {
  public:
-  ApiError(int status, std::string message, std::string param = {}, std::string type = "invalid_request_error")
-      : std::runtime_error(message), status_(status), param_(std::move(param)), type_(std::move(type)) {}
+  ApiError(int status, std::string message, std::string param = {},
+           std::string type = "invalid_request_error")
+      : std::runtime_error(message),
+        status_(status),
+        param_(std::move(param)),
+        type_(std::move(type)) {}
   int status() const { return status_; }
   const std::string& param() const { return param_; }
   const std::string& type() const { return type_; }
@@ -39,7 +43,7 @@ nlohmann::json error_json(const ApiError& error);
 /// steering flags (unset: the server's defaults for that name).
 struct SteeringRequest {
   std::string vectors;
-  std::optional<std::string> mode;       ///< "reference" / "headwise"
+  std::optional<std::string> mode;  ///< "reference" / "headwise"
   std::optional<double> alpha;
   std::optional<std::string> positions;  ///< "all" / "prompt" / "generated"
   std::optional<std::string> gate;       ///< "none" / "probe"
@@ -53,7 +57,7 @@ struct SamplingRequest {
   int64_t max_tokens = 16;
   double temperature = 1.0;  ///< 0: greedy
   double top_p = 1.0;
-  int64_t top_k = 0;         ///< extension (vLLM's name); 0: off
+  int64_t top_k = 0;  ///< extension (vLLM's name); 0: off
   int64_t n = 1;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
@@ -106,10 +110,12 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
 /// One streamed chunk: `text_completion` (choices[].text) or `chat.completion.chunk`
 /// (choices[].delta.content); `finish_reason` null while running. `first` adds the chat
 /// delta's role.
-nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                                const std::string& text, const std::optional<std::string>& finish_reason);
-nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                          const std::string& text, const std::optional<std::string>& finish_reason, bool first);
+nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                                int64_t index, const std::string& text,
+                                const std::optional<std::string>& finish_reason);
+nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+                          int64_t index, const std::string& text,
+                          const std::optional<std::string>& finish_reason, bool first);
 
 /// Text to send now while streaming with stop strings: `text` without its longest tail that
 /// could still become the start of a stop string (that tail is held back until it can not).

@@ -11,8 +11,8 @@
 namespace destein {
 
 struct SafetensorsFile {
-  std::map<std::string, at::Tensor> tensors;       ///< CPU tensors, dtypes as stored
-  std::map<std::string, std::string> metadata;     ///< the header's "__metadata__"
+  std::map<std::string, at::Tensor> tensors;    ///< CPU tensors, dtypes as stored
+  std::map<std::string, std::string> metadata;  ///< the header's "__metadata__"
 };
 
 /// Reads every tensor of a .safetensors file (F64, F32, F16, BF16, I64, I32, I16, I8, U8,

@@ -40,7 +40,9 @@ class ConfigNode {
   void finish() const;
 
   const std::string& source() const { return state_->source; }
-  std::string path_of(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  std::string path_of(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
   /// "file:line" of `key`, or of this node when key is empty.
   std::string where(const std::string& key = "") const;
 
@@ -58,6 +60,5 @@ class ConfigNode {
   YAML::Node node_;
   std::string path_;
 };
-
 
 }  // namespace destein

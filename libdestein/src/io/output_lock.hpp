@@ -32,7 +32,8 @@ class OutputLock {
   void release();
 
  private:
-  friend OutputLock lock_output(const std::filesystem::path&, const std::filesystem::path&, const std::string&);
+  friend OutputLock lock_output(const std::filesystem::path&, const std::filesystem::path&,
+                                const std::string&);
   int fd_ = -1;
   std::filesystem::path lock_file_;
 };

@@ -34,7 +34,8 @@ std::vector<std::string> lm_source_names();
 /// Throws std::invalid_argument for an unknown name, for an `rtp` path (evaluation
 /// material) and for a held-out classifier set (it measures the scorer, so it stays out of
 /// the LM mix); std::runtime_error naming file and line for a missing or malformed file.
-std::vector<LmDocument> load_lm_source(const std::filesystem::path& data_dir, std::string_view name);
+std::vector<LmDocument> load_lm_source(const std::filesystem::path& data_dir,
+                                       std::string_view name);
 
 /// "word , word ( x ) n't" -> "word, word (x)n't": undoes the spaces that tokenised corpora
 /// put around punctuation and WikiText's @-@ / @,@ / @.@ markers.
@@ -49,8 +50,8 @@ std::vector<std::string> load_rtp_prompt_texts(const std::filesystem::path& data
 
 /// What PromptOverlapFilter::remove_overlaps() found.
 struct OverlapReport {
-  int64_t prompts_checked = 0;          ///< distinct normalised prompts searched for
-  int64_t prompts_too_short = 0;        ///< shorter than min_chars: not searched
+  int64_t prompts_checked = 0;    ///< distinct normalised prompts searched for
+  int64_t prompts_too_short = 0;  ///< shorter than min_chars: not searched
   int64_t documents_checked = 0;
   int64_t documents_removed = 0;
   /// (prompt, source of the document) for each removed document, in document order.
@@ -76,9 +77,9 @@ class PromptOverlapFilter {
   int64_t too_short() const { return too_short_; }
 
  private:
-  std::vector<std::string> prompts_;   // normalised, distinct, >= min_chars
+  std::vector<std::string> prompts_;  // normalised, distinct, >= min_chars
   std::unordered_map<uint64_t, std::vector<int32_t>> by_first_words_;
-  std::vector<int> key_lengths_;       // word counts used as keys (1..kKeyWords)
+  std::vector<int> key_lengths_;  // word counts used as keys (1..kKeyWords)
   int64_t too_short_ = 0;
 };
 
@@ -86,7 +87,8 @@ class PromptOverlapFilter {
 /// other document; the choice depends on each text alone. Returns how many were dropped.
 /// The classifier sets are far more toxic than web text (about a third of their texts),
 /// so an LM trained on all of them writes toxic text after almost any prompt.
-int64_t thin_toxic_documents(std::vector<LmDocument>& documents, double keep_fraction, uint64_t seed);
+int64_t thin_toxic_documents(std::vector<LmDocument>& documents, double keep_fraction,
+                             uint64_t seed);
 
 /// Drops documents whose text repeats an earlier one. Returns how many were dropped.
 int64_t remove_duplicate_documents(std::vector<LmDocument>& documents);

@@ -14,16 +14,16 @@
 
 #include <nlohmann/json.hpp>
 
-#include "destein/experiment/schema.hpp"
 #include "destein/score/attribute_scorer.hpp"
 #include "destein/score/linear_scorer.hpp"
-#include "destein/train/scorer_data.hpp"
+#include "experiment/schema.hpp"
+#include "train/scorer_data.hpp"
 
 namespace destein {
 
 struct ScorerTrainingExperiment {
   std::string config_path;  ///< the YAML it was read from, quoted in the model card (may be empty)
-  std::string data_dir;  // empty: $DESTEIN_DATA, else the build default
+  std::string data_dir;     // empty: $DESTEIN_DATA, else the build default
   std::string output = "models/scorer/toxicity-linear-v1.safetensors";
   std::string model_card = "models/scorer/MODEL_CARD-v1.md";  // empty: none written
   std::vector<std::string> train_sets = {"detox_civil_comments_dev",

@@ -16,17 +16,17 @@ namespace destein {
 /// One tensor of the header. Byte offsets are relative to the start of the data section.
 struct SafetensorsEntry {
   std::string name;
-  std::string dtype;                ///< "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"
+  std::string dtype;  ///< "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"
   std::vector<int64_t> shape;
   uint64_t begin = 0;
   uint64_t end = 0;
 };
 
 struct SafetensorsHeader {
-  std::vector<SafetensorsEntry> tensors;          ///< in the header's key order
-  std::map<std::string, std::string> metadata;    ///< "__metadata__"; non-string values as JSON text
-  uint64_t data_start = 0;                        ///< file offset of the data section
-  uint64_t data_size = 0;                         ///< bytes in the data section
+  std::vector<SafetensorsEntry> tensors;        ///< in the header's key order
+  std::map<std::string, std::string> metadata;  ///< "__metadata__"; non-string values as JSON text
+  uint64_t data_start = 0;                      ///< file offset of the data section
+  uint64_t data_size = 0;                       ///< bytes in the data section
 };
 
 /// Bytes per element of a safetensors dtype name; 0 for a name the format does not define

@@ -24,7 +24,8 @@ class MetricsRegistry {
   void describe_counter(const std::string& name, const std::string& help);
   void describe_gauge(const std::string& name, const std::string& help);
   /// `bounds`: the upper bounds of the buckets, increasing (+Inf is added).
-  void describe_histogram(const std::string& name, const std::string& help, std::vector<double> bounds);
+  void describe_histogram(const std::string& name, const std::string& help,
+                          std::vector<double> bounds);
 
   /// Adds to a counter (or sets nothing when `amount` is 0: the series still appears).
   /// Throws std::invalid_argument for a name not described as a counter.

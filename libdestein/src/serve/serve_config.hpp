@@ -39,9 +39,9 @@ struct ServeConfig {
   ServerOptions server;
   std::vector<ServeVectorsEntry> vectors;  ///< copied into server.vectors by load_serve_config()
   std::string chat_template = "auto";
-  std::string api_key_file;               ///< empty: no key
-  int64_t max_body_bytes = 1 << 20;      ///< the YAML side of server.max_body_bytes (a size_t)
-  int64_t max_connections = 1024;        ///< the YAML side of server.max_connections
+  std::string api_key_file;          ///< empty: no key
+  int64_t max_body_bytes = 1 << 20;  ///< the YAML side of server.max_body_bytes (a size_t)
+  int64_t max_connections = 1024;    ///< the YAML side of server.max_connections
 };
 
 /// The mapping of ServeConfig (for --dump-config as well).

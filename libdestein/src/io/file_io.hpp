@@ -33,6 +33,7 @@ std::string file_fnv1a64(const std::filesystem::path& path);
 /// The first key (nested keys joined by dots) whose value differs between `now` and
 /// `before`, as "key: <now> now, <before> before"; nullopt when every key of `now` has the
 /// same value in `before`. Keys only `before` has are ignored.
-std::optional<std::string> first_json_difference(const nlohmann::json& now, const nlohmann::json& before);
+std::optional<std::string> first_json_difference(const nlohmann::json& now,
+                                                 const nlohmann::json& before);
 
 }  // namespace destein

@@ -27,11 +27,11 @@ namespace destein {
 /// Dimensions of a GPT-2 model.
 struct GptShape {
   int64_t vocab_size = 8000;
-  int64_t context = 128;   ///< positions (n_positions)
+  int64_t context = 128;  ///< positions (n_positions)
   int64_t d_model = 256;
   int64_t n_layers = 4;
   int64_t n_heads = 8;
-  int64_t d_ff = 0;        ///< 0: 4 * d_model
+  int64_t d_ff = 0;  ///< 0: 4 * d_model
   double norm_eps = 1e-5;
 
   int64_t ff() const { return d_ff > 0 ? d_ff : 4 * d_model; }
@@ -71,19 +71,19 @@ class Gpt2Trainable {
 /// Mean next-token loss (nats) of `model` over `tokens`, cut into non-overlapping windows
 /// of context + 1 tokens (each window predicts context tokens), at most `max_tokens`
 /// predicted tokens (0: all), `batch_size` windows per forward.
-double mean_heldout_loss(const Gpt2Trainable& model, const std::vector<int32_t>& tokens, int64_t batch_size,
-                         int64_t max_tokens);
+double mean_heldout_loss(const Gpt2Trainable& model, const std::vector<int32_t>& tokens,
+                         int64_t batch_size, int64_t max_tokens);
 
 struct OptimizerOptions {
   double learning_rate = 1e-3;      ///< peak, reached after warmup
   double min_learning_rate = 1e-4;  ///< end of the cosine decay
   int64_t warmup_steps = 200;
   int64_t total_steps = 3000;
-  double weight_decay = 0.1;        ///< decoupled; matrices and embeddings only
+  double weight_decay = 0.1;  ///< decoupled; matrices and embeddings only
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0;           ///< max global L2 norm of the gradient; <= 0: off
+  double grad_clip = 1.0;  ///< max global L2 norm of the gradient; <= 0: off
 };
 
 /// Learning rate of 0-based `step`: linear warmup from lr/warmup to lr, then cosine decay
@@ -113,39 +113,39 @@ class AdamW {
 struct LmTrainOptions {
   GptShape shape;
   OptimizerOptions optimizer;
-  int64_t batch_size = 16;        ///< windows of context + 1 tokens per step
-  uint64_t seed = 0;              ///< initialisation and window sampling
-  int64_t eval_every = 250;       ///< held-out loss every N steps (and at the end); 0: end only
-  int64_t eval_tokens = 131072;   ///< held-out tokens scored per evaluation (0: all)
-  int64_t checkpoint_every = 250; ///< 0: only at the end
+  int64_t batch_size = 16;         ///< windows of context + 1 tokens per step
+  uint64_t seed = 0;               ///< initialisation and window sampling
+  int64_t eval_every = 250;        ///< held-out loss every N steps (and at the end); 0: end only
+  int64_t eval_tokens = 131072;    ///< held-out tokens scored per evaluation (0: all)
+  int64_t checkpoint_every = 250;  ///< 0: only at the end
   int64_t keep_checkpoints = 2;
-  int64_t log_every = 10;         ///< progress callback period in steps
+  int64_t log_every = 10;  ///< progress callback period in steps
 
   /// The options as JSON (stored with checkpoints; resume refuses a mismatch).
   nlohmann::json to_json() const;
 };
 
 struct TrainProgress {
-  int64_t step = 0;                  ///< steps done
+  int64_t step = 0;  ///< steps done
   int64_t total_steps = 0;
-  double loss = 0;                   ///< mean training loss since the last report
+  double loss = 0;  ///< mean training loss since the last report
   double learning_rate = 0;
   double grad_norm = 0;
-  double tokens_per_second = 0;      ///< this run's training throughput so far
+  double tokens_per_second = 0;  ///< this run's training throughput so far
   std::optional<double> heldout_loss;
   std::optional<std::filesystem::path> checkpoint;  ///< written at this step
 };
 
 struct LmTrainResult {
   int64_t steps = 0;
-  int64_t resumed_at = 0;           ///< step the run started from (0: fresh)
-  int64_t tokens_seen = 0;          ///< over all runs, resumed ones included
-  double seconds = 0;               ///< wall time of this run's steps (evaluations excluded)
-  double train_seconds_total = 0;   ///< over all runs
-  double tokens_per_second = 0;     ///< this run
+  int64_t resumed_at = 0;          ///< step the run started from (0: fresh)
+  int64_t tokens_seen = 0;         ///< over all runs, resumed ones included
+  double seconds = 0;              ///< wall time of this run's steps (evaluations excluded)
+  double train_seconds_total = 0;  ///< over all runs
+  double tokens_per_second = 0;    ///< this run
   double final_heldout_loss = 0;
   std::vector<std::pair<int64_t, double>> heldout_curve;  ///< (step, loss), all runs
-  bool stopped = false;             ///< stop_requested() ended the run early (a checkpoint was written)
+  bool stopped = false;  ///< stop_requested() ended the run early (a checkpoint was written)
 };
 
 /// Trains on a token stream (documents joined with BOS/EOS by the caller), drawing
@@ -153,8 +153,8 @@ struct LmTrainResult {
 /// (seed, step), so a resumed run draws exactly the windows an uninterrupted one would.
 class LmTrainer {
  public:
-  LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens, std::vector<int32_t> heldout_tokens,
-            std::filesystem::path checkpoint_dir);
+  LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens,
+            std::vector<int32_t> heldout_tokens, std::filesystem::path checkpoint_dir);
 
   /// Loads the newest complete checkpoint in checkpoint_dir, if any, and returns its step
   /// (0 when there is none). Throws std::runtime_error when it was written with other

@@ -12,7 +12,8 @@ namespace destein {
 /// `ProgressBar bar("activations", n, "texts"); ... bar.update(done); ... bar.finish();`
 class ProgressBar {
  public:
-  ProgressBar(std::string label, int64_t total, std::string unit = "items", int64_t already_done = 0);
+  ProgressBar(std::string label, int64_t total, std::string unit = "items",
+              int64_t already_done = 0);
   /// Sets the number of items done so far (absolute, not an increment).
   void update(int64_t done);
   /// Prints the final line with the total time.
