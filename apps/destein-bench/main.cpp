@@ -26,6 +26,7 @@
 #include "io/file_io.hpp"
 #include "io/jsonl.hpp"
 #include "model_args.hpp"
+#include "parallel/process_group.hpp"
 #include "program_group.hpp"
 #include "score/perspective.hpp"
 

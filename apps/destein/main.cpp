@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "experiment/stop_request.hpp"
+#include "parallel/process_group.hpp"
 #include "program_group.hpp"
 
 namespace destein::app {

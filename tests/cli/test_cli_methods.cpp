@@ -381,6 +381,19 @@ TEST_CASE("destein-bench: dexperts, self-debias and word-filter entries beside b
   }
   CHECK(results[1]["decoding_method"] == "dexperts");
   CHECK(results[1]["alpha"] == 2.0);
+  // The cost table's additions: the two experts' parameters (each tiny-lm's, its tensors
+  // counted here), one extra row per expert; Self-Debiasing's six prefixed rows.
+  int64_t tiny_parameters = 0;
+  for (const auto& [name, t] : ckpt.tensors) tiny_parameters += t.numel();
+  CHECK(results[0]["cost"]["added_parameters"] == 0);
+  CHECK(results[0]["cost"]["extra_rows_per_row"] == 0);
+  CHECK(results[1]["cost"]["added_parameters"] == 2 * tiny_parameters);
+  CHECK(results[1]["cost"]["extra_rows_per_row"] == 2);
+  CHECK(results[3]["cost"]["added_parameters"] == 0);
+  CHECK(results[3]["cost"]["extra_rows_per_row"] == 6);
+  CHECK(results[4]["cost"]["extra_rows_per_row"] == 0);
+  CHECK_THAT(destein::test::read_all(dir / "out" / "costs.md"),
+             Contains("| self-debias | toxic | ") && Contains("| dexperts | toxic | "));
   CHECK(results[3]["decoding_method"] == "self-debias");
   CHECK_FALSE(results[0].contains("decoding_method"));
   // alpha (z_e - z_e) is zero: the same texts as base, byte for byte.

@@ -19,6 +19,7 @@
 #include "eval/generation_sink.hpp"
 #include "eval/generations_file.hpp"
 #include "eval/pipeline.hpp"
+#include "parallel/process_group.hpp"
 #include "steer/steering_stats_merge.hpp"
 #include "test_support.hpp"
 

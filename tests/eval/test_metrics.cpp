@@ -59,6 +59,8 @@ TEST_CASE("metrics: EMT, std and TP by hand", "[metrics]") {
   CHECK(m.expected_max_toxicity == Approx(0.5).margin(1e-12));
   CHECK(m.expected_max_toxicity_std == Approx(std::sqrt(0.08 / 3.0)).epsilon(1e-12));
   CHECK(m.toxicity_probability == Approx(1.0 / 3.0).epsilon(1e-12));
+  // HELM's convention (>= 0.5) counts B too: 2/3.
+  CHECK(m.toxicity_probability_ge == Approx(2.0 / 3.0).epsilon(1e-12));
   CHECK(m.num_prompts == 3);
   CHECK(m.dropped_prompts == 2);
   CHECK(m.missing_scores == 3);
@@ -68,6 +70,7 @@ TEST_CASE("metrics: TP counts a prompt once however many toxic generations", "[m
   // Maxima 0.9 and 0.51: both > 0.5, TP = 1; EMT = 0.705; std = |0.9 - 0.705| = 0.195.
   auto m = destein::toxicity_metrics({scored({0.9, 0.8, 0.6}), scored({0.51, 0.0})});
   CHECK(m.toxicity_probability == 1.0);
+  CHECK(m.toxicity_probability_ge == 1.0);
   CHECK(m.expected_max_toxicity == Approx(0.705).epsilon(1e-12));
   CHECK(m.expected_max_toxicity_std == Approx(0.195).epsilon(1e-12));
 }
@@ -77,6 +80,7 @@ TEST_CASE("metrics: no scored prompt gives NaN, a NaN score throws", "[metrics]"
   CHECK(std::isnan(m.expected_max_toxicity));
   CHECK(std::isnan(m.expected_max_toxicity_std));
   CHECK(std::isnan(m.toxicity_probability));
+  CHECK(std::isnan(m.toxicity_probability_ge));
   CHECK(m.num_prompts == 0);
   CHECK(m.dropped_prompts == 2);
   CHECK(m.missing_scores == 1);

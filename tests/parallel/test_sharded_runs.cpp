@@ -72,7 +72,7 @@ void write_prompts(const fs::path& path, int n) {
   }
 }
 
-// results.json without what may differ between two correct runs: the stage timings, the
+// results.json without what may differ between two correct runs: the stage timings and costs, the
 // output folder in the file paths; steering edit-norm means are compared with a tolerance
 // (they are sums over positions, grouped by forward pass: equal up to rounding).
 void check_same_results(const fs::path& expected_dir, const fs::path& actual_dir) {
@@ -82,6 +82,7 @@ void check_same_results(const fs::path& expected_dir, const fs::path& actual_dir
   for (size_t i = 0; i < expected.size(); ++i) {
     for (auto* row : {&expected[i], &actual[i]}) {
       row->erase("stages");
+      row->erase("cost");  // timings and memory (rank 0's in a sharded run)
       (*row)["generations_file"] =
           fs::path((*row)["generations_file"].get<std::string>()).filename().string();
     }
@@ -108,15 +109,16 @@ void check_same_results(const fs::path& expected_dir, const fs::path& actual_dir
   }
 }
 
-// Every file of a bench run except the resolved config (it names the output folder) and
-// the lock file.
+// Every file of a bench run except the resolved config (it names the output folder), the
+// lock file and the costs (timings and memory).
 void check_same_run(const fs::path& expected_dir, const fs::path& actual_dir) {
   int64_t files = 0;
   for (const auto& entry : fs::recursive_directory_iterator(expected_dir)) {
     if (!entry.is_regular_file()) continue;
     const fs::path rel = fs::relative(entry.path(), expected_dir);
     const std::string name = rel.filename().string();
-    if (name == "config.resolved.yaml" || name == ".destein.lock" || name == "results.json")
+    if (name == "config.resolved.yaml" || name == ".destein.lock" || name == "results.json" ||
+        name == "costs.md" || name == "costs.csv")
       continue;
     INFO(rel.string());
     REQUIRE(fs::exists(actual_dir / rel));
@@ -248,7 +250,8 @@ TEST_CASE("mpirun -n 2 and -n 3: vectors, pairs and bench files equal the one-pr
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     // One table, printed by the writing rank only.
-    CHECK(r.output.find("| method |") == r.output.rfind("| method |"));
+    CHECK(r.output.find("| method | subset |") != std::string::npos);
+    CHECK(r.output.find("| method | subset |") == r.output.rfind("| method | subset |"));
     check_same_run(dir / "run1", out);
   }
   // --mix-methods: both methods in shared batches (the first set's 11 prompts x 2 methods

@@ -223,6 +223,93 @@ TEST_CASE("serve: completions equal destein generate (base, steered, seeded), SS
   }
 }
 
+TEST_CASE(
+    "serve: per-request decoding methods equal destein generate --method, alone and concurrent",
+    "[serve][cli][methods]") {
+  auto dir = temp_dir("serve_methods");
+  const auto words = dir / "words.txt";
+  std::ofstream(words) << "# test list\ngood\nidiot\n";  // greedy base writes "good"
+  // DExperts with the model as both experts: the authors' top-p truncation of the base
+  // scores alone (the experts' difference is 0), still a different text from base.
+  std::ofstream(dir / "serve.yaml")
+      << "model: " << kTinyLm << "\nport: 0\nmodel_name: tiny-lm\n"
+      << "methods:\n"
+      << "  - {name: filter, method: word-filter, words: " << words.string() << "}\n"
+      << "  - {name: debias, method: self-debias, lambda: 50}\n"
+      << "  - {name: dexperts, method: dexperts, expert: " << kTinyLm
+      << ", anti_expert: " << kTinyLm << ", alpha: 2.0}\n";
+  ServeProcess server({"--config", (dir / "serve.yaml").string()}, dir);
+  const std::string url = server.url("/v1/completions");
+  CHECK(http("GET", server.url("/v1/models"), "", dir).json()["data"][0]["methods"] ==
+        json::array({"debias", "dexperts", "filter"}));
+  struct Variant {
+    std::string cli_flags;
+    json request;
+  };
+  const std::string method_words = " --method word-filter --words " + words.string();
+  const std::vector<Variant> variants = {
+      {"--greedy", {{"temperature", 0}}},
+      {"--greedy" + method_words, {{"temperature", 0}, {"method", "filter"}}},
+      {"--temperature 0.9 --seed 3 --n 2" + method_words,
+       {{"temperature", 0.9}, {"seed", 3}, {"n", 2}, {"method", "filter"}}},
+      {"--greedy --method self-debias --lambda 50", {{"temperature", 0}, {"method", "debias"}}},
+      {"--temperature 0.9 --seed 4 --n 2 --method self-debias --lambda 50",
+       {{"temperature", 0.9}, {"seed", 4}, {"n", 2}, {"method", "debias"}}},
+      {"--temperature 0.9 --seed 5 --method dexperts --expert " + kTinyLm + " --anti-expert " +
+           kTinyLm + " --alpha 2",
+       {{"temperature", 0.9}, {"seed", 5}, {"method", "dexperts"}}},
+      {"--temperature 0.9 --seed 5", {{"temperature", 0.9}, {"seed", 5}}},
+      // The method's processors first, then the request's logit_bias, as the CLI orders them.
+      {"--greedy --method self-debias --lambda 50 --logit-bias 100:5",
+       {{"temperature", 0}, {"method", "debias"}, {"logit_bias", {{"100", 5}}}}},
+  };
+  const std::vector<std::string> prompts = {"I think that", "You are a"};
+  std::vector<std::string> bodies;
+  std::vector<std::vector<std::string>> expected_all;
+  for (const auto& prompt : prompts) {
+    std::vector<std::string> firsts;
+    for (const auto& v : variants) {
+      json body = v.request;
+      body["prompt"] = prompt;
+      body["max_tokens"] = 12;
+      const auto expected = generate_texts(prompt, v.cli_flags + " --max-new-tokens 12");
+      auto reply = http("POST", url, body.dump(), dir);
+      INFO(prompt << " | " << v.cli_flags << "\n" << reply.body);
+      REQUIRE(reply.status == 200);
+      CHECK(choice_texts(reply) == expected);
+      firsts.push_back(expected.at(0));
+      bodies.push_back(body.dump());
+      expected_all.push_back(expected);
+    }
+    // Each method changed the text, so the equalities above say something.
+    CHECK(firsts[1] != firsts[0]);
+    CHECK(firsts[3] != firsts[0]);
+    CHECK(firsts[5] != firsts[6]);
+  }
+  // Requests naming the same method share its processors: concurrent rows keep their state
+  // apart (self-debias's prefixed rows, the experts' caches).
+  auto replies = http_concurrent(url, bodies, dir);
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    INFO("request " << i << ": " << bodies[i] << "\n" << replies[i].body);
+    REQUIRE(replies[i].status == 200);
+    CHECK(choice_texts(replies[i]) == expected_all[i]);
+  }
+  // Errors name the field.
+  for (const auto& [body, message] : std::vector<std::pair<json, std::string>>{
+           {{{"prompt", "x"}, {"method", "nope"}},
+            "names no method of this server: \"nope\" (known: \"debias\", \"dexperts\", "
+            "\"filter\")"},
+           {{{"prompt", "x"}, {"method", 3}}, "'method' must be the name of a method"},
+           {{{"prompt", "x"}, {"method", "filter"}, {"steering", {{"vectors", "v"}}}},
+            "'method' and 'steering' do not combine"}}) {
+    auto reply = http("POST", url, body.dump(), dir);
+    INFO(reply.body);
+    CHECK(reply.status == 400);
+    CHECK_THAT(reply.json()["error"]["message"].get<std::string>(), Contains(message));
+    CHECK(reply.json()["error"]["param"] == "method");
+  }
+}
+
 TEST_CASE("serve: 16 concurrent clients mixing steering each get their sequential answer",
           "[serve][cli]") {
   auto dir = temp_dir("serve_concurrent");

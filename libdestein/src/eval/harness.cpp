@@ -132,6 +132,7 @@ nlohmann::json eval_summary_json(const EvalSummary& s) {
   nlohmann::json j = {{"expected_max_toxicity", s.toxicity.expected_max_toxicity},
                       {"expected_max_toxicity_std", s.toxicity.expected_max_toxicity_std},
                       {"toxicity_probability", s.toxicity.toxicity_probability},
+                      {"toxicity_probability_ge", s.toxicity.toxicity_probability_ge},
                       {"dist_1", s.distinct.dist_1},
                       {"dist_2", s.distinct.dist_2},
                       {"dist_3", s.distinct.dist_3},

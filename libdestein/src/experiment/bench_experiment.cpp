@@ -10,15 +10,19 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include "destein/score/scorer_factory.hpp"
 #include "experiment/bench_report.hpp"
 #include "experiment/bench_settings.hpp"
+#include "experiment/process_memory.hpp"
 #include "experiment/progress.hpp"
 #include "experiment/stop_request.hpp"
 #include "io/data_folder.hpp"
 #include "io/file_io.hpp"
 #include "io/output_lock.hpp"
+#include "parallel/process_group.hpp"
 #include "steer/steering_stats_merge.hpp"
 
 namespace destein {
@@ -83,7 +87,27 @@ BenchTools load_bench_tools(const BenchExperiment& c, const std::filesystem::pat
 struct MethodOutcome {
   EvalRunReport report;
   std::optional<SteeringReport> acted;
+  std::optional<MethodCost> cost;  // run apart only
 };
+
+// The numbers a method adds to the model: per steering entry its directions (L x d), the
+// headwise weights (L x H) and a probe gate's probes (L x H x (Dh + 1)); for a
+// decoding-time method its processors' models. And the forward rows it runs per row.
+std::pair<int64_t, int64_t> method_additions(const BenchMethod& method, const ModelConfig& c,
+                                             const LogitsProcessorChain& chain) {
+  int64_t parameters = 0, rows = 0;
+  const int64_t L = c.n_layers, H = c.n_heads, Dh = c.head_dim;
+  for (const auto& e : method.steering) {
+    parameters += L * H * Dh;
+    if (e.steering.mode == SteeringMode::kHeadwise) parameters += L * H;
+    if (e.steering.gate == SteeringGate::kProbe) parameters += L * H * (Dh + 1);
+  }
+  for (const auto& p : chain) {
+    parameters += p->added_parameters();
+    rows += p->extra_rows_per_row();
+  }
+  return {parameters, rows};
+}
 
 // The steering statistics of a sharded run over every rank's prompts (rank 0's matter).
 SteeringReport over_ranks(const SteeringReport& mine, const ProcessGroup* group) {
@@ -166,6 +190,11 @@ MethodOutcome run_method_apart(const BenchExperiment& c, const BenchTools& tools
   if (writer) bar.emplace(label, static_cast<int64_t>(prompts.size()), "prompts");
   if (handle) handle->reset_stats();
   MethodOutcome outcome;
+  // The process's peak while this method runs: the model is loaded, so the peak minus the
+  // start is what generating (and scoring) with this method added.
+  MethodCost cost;
+  const bool peak_reset = reset_peak_resident_memory();
+  cost.rss_at_start_mib = resident_memory().current_mib;
   // A stop request ends the run after the prompts just written (each line is complete and
   // flushed before the callback), so a rerun resumes after them.
   outcome.report = run_generation_eval(
@@ -179,6 +208,8 @@ MethodOutcome run_method_apart(const BenchExperiment& c, const BenchTools& tools
       },
       group);
   if (handle) outcome.acted = over_ranks(handle->report(), group);
+  if (peak_reset) cost.peak_rss_mib = resident_memory().peak_mib;
+  outcome.cost = cost;
   if (bar) bar->finish();
   return outcome;
 }
@@ -281,13 +312,18 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       ro.generation.processors = chain;
       // The settings are the experiment's as written, not a rank's device placement.
       if (writer) check_resume_settings(file, bench_run_settings(experiment, method, set));
-      const MethodOutcome outcome =
-          c.mix_methods ? mixed.at({mi, si})
-                        : run_method_apart(c, tools, hooks, handle ? &*handle : nullptr, prompts,
-                                           ro, file, label, group);
+      MethodOutcome outcome = c.mix_methods
+                                  ? mixed.at({mi, si})
+                                  : run_method_apart(c, tools, hooks, handle ? &*handle : nullptr,
+                                                     prompts, ro, file, label, group);
       if (!writer) continue;
       print_bench_run_notes(file, set, outcome.report, skipped, c.pipelined);
-      results.add(method, set, file, outcome.report, c.pipelined, outcome.acted, label);
+      if (outcome.cost) {
+        std::tie(outcome.cost->added_parameters, outcome.cost->extra_rows_per_row) =
+            method_additions(method, tools.gen.model->config(), chain);
+      }
+      results.add(method, set, file, outcome.report, c.pipelined, outcome.acted, label,
+                  outcome.cost);
     }
   }
   if (!writer) return {};

@@ -19,6 +19,15 @@ namespace destein {
 void print_bench_run_notes(const std::filesystem::path& file, const BenchPromptSet& set,
                            const EvalRunReport& report, int64_t skipped_prompts, bool pipelined);
 
+/// What a (method, prompt set) cost in this run, measured around its generation (a
+/// method run apart; mix_methods shares batches, so it has none).
+struct MethodCost {
+  double rss_at_start_mib = -1;    ///< resident memory when the method started (model loaded)
+  double peak_rss_mib = -1;        ///< the process's peak while it ran; -1: not measurable
+  int64_t added_parameters = 0;    ///< steering vectors' numbers, or the experts' parameters
+  int64_t extra_rows_per_row = 0;  ///< forward rows run beside each batch row
+};
+
 /// The results of a bench run as they come, one (method, prompt set) after the other.
 class BenchResults {
  public:
@@ -27,16 +36,17 @@ class BenchResults {
   /// warnings also go to stderr, prefixed by `label`).
   void add(const BenchMethod& method, const BenchPromptSet& set, const std::filesystem::path& file,
            const EvalRunReport& report, bool pipelined, const std::optional<SteeringReport>& acted,
-           const std::string& label);
+           const std::string& label, const std::optional<MethodCost>& cost = std::nullopt);
 
-  /// Writes results.json, results.csv, results.md and, with two points or more of
-  /// measured perplexity, tradeoff.svg into `out_dir`.
+  /// Writes results.json, results.csv, results.md, costs.md, costs.csv and, with two
+  /// points or more of measured perplexity, tradeoff.svg into `out_dir`.
   BenchRunReport write(const std::filesystem::path& out_dir) const;
 
  private:
   nlohmann::json results_ = nlohmann::json::array();
-  std::string csv_ = "method,subset,prompts,emt,emt_std,tp,ppl,dist_1,dist_2,dist_3\n";
+  std::string csv_ = "method,subset,prompts,emt,emt_std,tp,tp_ge,ppl,dist_1,dist_2,dist_3\n";
   std::vector<TradeoffPoint> tradeoff_;
+  std::string costs_md_, costs_csv_;
 };
 
 }  // namespace destein

@@ -51,62 +51,6 @@ Schema<BenchSteeringEntry> steering_entry_schema() {
   return s;
 }
 
-// `method: NAME` and its keys; the keys of the other methods and of steering are errors.
-void read_decoding_method(const ConfigNode& node, BenchMethod& m) {
-  DecodingMethod& d = m.decoding;
-  d = DecodingMethod{};
-  d.kind = node.require<std::string>("method");
-  const std::string where = node.where("method");
-  const auto& kinds = decoding_method_kinds();
-  if (std::find(kinds.begin(), kinds.end(), d.kind) == kinds.end()) {
-    throw std::invalid_argument(
-        fmt::format("{}: unknown method '{}' (known: {})", where, d.kind, fmt::join(kinds, ", ")));
-  }
-  const std::map<std::string, std::vector<std::string>> keys_of = {
-      {"dexperts", {"expert", "anti_expert", "alpha", "filter_p"}},
-      {"self-debias", {"lambda", "prefixes"}},
-      {"word-filter", {"words"}}};
-  for (const auto& [kind, keys] : keys_of) {
-    if (kind == d.kind) continue;
-    for (const auto& key : keys) {
-      if (node.has(key)) {
-        throw std::invalid_argument(fmt::format("{}: '{}' belongs to method {}, not {}",
-                                                node.where(key), key, kind, d.kind));
-      }
-    }
-  }
-  for (const char* key : {"vectors", "steering", "mode"}) {
-    if (node.has(key)) {
-      throw std::invalid_argument(fmt::format(
-          "{}: a method '{}' entry does not take steering keys; give steering its own entry",
-          node.where(key), d.kind));
-    }
-  }
-  d.expert = node.get<std::string>("expert", d.expert);
-  d.anti_expert = node.get<std::string>("anti_expert", d.anti_expert);
-  d.alpha = node.get<double>("alpha", d.alpha);
-  d.filter_p = node.get<double>("filter_p", d.filter_p);
-  d.lambda = node.get<double>("lambda", d.lambda);
-  d.prefixes = node.get<std::vector<std::string>>("prefixes", d.prefixes);
-  d.words = node.get<std::string>("words", d.words);
-  check_decoding_method(d, where);
-}
-
-void emit_decoding_method(YAML::Emitter& e, const DecodingMethod& d) {
-  e << YAML::Key << "method" << YAML::Value << d.kind;
-  if (d.kind == "dexperts") {
-    e << YAML::Key << "expert" << YAML::Value << d.expert;
-    e << YAML::Key << "anti_expert" << YAML::Value << d.anti_expert;
-    e << YAML::Key << "alpha" << YAML::Value << d.alpha;
-    e << YAML::Key << "filter_p" << YAML::Value << d.filter_p;
-  } else if (d.kind == "self-debias") {
-    e << YAML::Key << "lambda" << YAML::Value << d.lambda;
-    if (!d.prefixes.empty()) e << YAML::Key << "prefixes" << YAML::Value << d.prefixes;
-  } else {
-    e << YAML::Key << "words" << YAML::Value << d.words;
-  }
-}
-
 Schema<BenchMethod> method_schema() {
   const Schema<BenchSteeringEntry> entry = steering_entry_schema();
   Schema<BenchMethod> s;
@@ -115,7 +59,7 @@ Schema<BenchMethod> method_schema() {
   s.custom(
       [entry](const ConfigNode& node, BenchMethod& m) {
         if (node.has("method")) {
-          read_decoding_method(node, m);
+          read_decoding_method(node, m.decoding);
           return;
         }
         BenchSteeringEntry first;
@@ -265,6 +209,60 @@ BenchExperiment load_bench_experiment(const std::filesystem::path& yaml) {
 
 std::string dump_bench_experiment(const BenchExperiment& e) {
   return bench_experiment_schema().dump(e);
+}
+
+void read_decoding_method(const ConfigNode& node, DecodingMethod& d) {
+  d = DecodingMethod{};
+  d.kind = node.require<std::string>("method");
+  const std::string where = node.where("method");
+  const auto& kinds = decoding_method_kinds();
+  if (std::find(kinds.begin(), kinds.end(), d.kind) == kinds.end()) {
+    throw std::invalid_argument(
+        fmt::format("{}: unknown method '{}' (known: {})", where, d.kind, fmt::join(kinds, ", ")));
+  }
+  const std::map<std::string, std::vector<std::string>> keys_of = {
+      {"dexperts", {"expert", "anti_expert", "alpha", "filter_p"}},
+      {"self-debias", {"lambda", "prefixes"}},
+      {"word-filter", {"words"}}};
+  for (const auto& [kind, keys] : keys_of) {
+    if (kind == d.kind) continue;
+    for (const auto& key : keys) {
+      if (node.has(key)) {
+        throw std::invalid_argument(fmt::format("{}: '{}' belongs to method {}, not {}",
+                                                node.where(key), key, kind, d.kind));
+      }
+    }
+  }
+  for (const char* key : {"vectors", "steering", "mode"}) {
+    if (node.has(key)) {
+      throw std::invalid_argument(fmt::format(
+          "{}: a method '{}' entry does not take steering keys; give steering its own entry",
+          node.where(key), d.kind));
+    }
+  }
+  d.expert = node.get<std::string>("expert", d.expert);
+  d.anti_expert = node.get<std::string>("anti_expert", d.anti_expert);
+  d.alpha = node.get<double>("alpha", d.alpha);
+  d.filter_p = node.get<double>("filter_p", d.filter_p);
+  d.lambda = node.get<double>("lambda", d.lambda);
+  d.prefixes = node.get<std::vector<std::string>>("prefixes", d.prefixes);
+  d.words = node.get<std::string>("words", d.words);
+  check_decoding_method(d, where);
+}
+
+void emit_decoding_method(YAML::Emitter& e, const DecodingMethod& d) {
+  e << YAML::Key << "method" << YAML::Value << d.kind;
+  if (d.kind == "dexperts") {
+    e << YAML::Key << "expert" << YAML::Value << d.expert;
+    e << YAML::Key << "anti_expert" << YAML::Value << d.anti_expert;
+    e << YAML::Key << "alpha" << YAML::Value << d.alpha;
+    e << YAML::Key << "filter_p" << YAML::Value << d.filter_p;
+  } else if (d.kind == "self-debias") {
+    e << YAML::Key << "lambda" << YAML::Value << d.lambda;
+    if (!d.prefixes.empty()) e << YAML::Key << "prefixes" << YAML::Value << d.prefixes;
+  } else {
+    e << YAML::Key << "words" << YAML::Value << d.words;
+  }
 }
 
 }  // namespace destein

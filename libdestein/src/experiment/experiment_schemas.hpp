@@ -23,6 +23,11 @@ Schema<ModelSection> model_section_schema();
 /// temperature, seed, batch_size.
 Schema<GenerationOptions> generation_schema(const std::string& samples_key);
 
+/// `method: NAME` and that method's keys (bench `methods:` entries, serve `methods:`):
+/// the keys of another method and steering keys are errors naming the key.
+void read_decoding_method(const ConfigNode& node, DecodingMethod& method);
+void emit_decoding_method(YAML::Emitter& e, const DecodingMethod& method);
+
 Schema<BenchExperiment> bench_experiment_schema();
 Schema<PairsExperiment> pairs_experiment_schema();
 Schema<VectorsExperiment> vectors_experiment_schema();

@@ -12,6 +12,7 @@
 #include "experiment/stop_request.hpp"
 #include "io/data_folder.hpp"
 #include "io/output_lock.hpp"
+#include "parallel/process_group.hpp"
 
 namespace destein {
 

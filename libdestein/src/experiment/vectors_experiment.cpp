@@ -15,6 +15,7 @@
 #include "experiment/stop_request.hpp"
 #include "io/data_folder.hpp"
 #include "io/output_lock.hpp"
+#include "parallel/process_group.hpp"
 #include "parallel/work_split.hpp"
 
 namespace destein {

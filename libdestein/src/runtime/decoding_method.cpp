@@ -91,6 +91,10 @@ DExpertsProcessor::DExpertsProcessor(std::shared_ptr<const Model> expert,
 
 DExpertsProcessor::~DExpertsProcessor() = default;
 
+int64_t DExpertsProcessor::added_parameters() const {
+  return expert_->parameter_count() + anti_expert_->parameter_count();
+}
+
 void DExpertsProcessor::process(ProcessorRows& rows) {
   // The authors truncate the base distribution before the experts speak (filter_p), so the
   // experts reorder plausible tokens but cannot bring in implausible ones.

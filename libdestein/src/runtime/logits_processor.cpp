@@ -151,7 +151,7 @@ std::vector<float> ShadowRows::next_logits(
 
 ModelEnsembleProcessor::ModelEnsembleProcessor(std::vector<const Model*> models,
                                                std::vector<double> weights, double weight_self)
-    : weights_(std::move(weights)), weight_self_(weight_self) {
+    : models_(models), weights_(std::move(weights)), weight_self_(weight_self) {
   DESTEIN_CHECK_ARG(!models.empty(), "ModelEnsembleProcessor: no model to combine");
   DESTEIN_CHECK_ARG(models.size() == weights_.size(),
                     "ModelEnsembleProcessor: {} models but {} weights", models.size(),
@@ -169,6 +169,12 @@ ModelEnsembleProcessor::ModelEnsembleProcessor(std::vector<const Model*> models,
 }
 
 ModelEnsembleProcessor::~ModelEnsembleProcessor() = default;
+
+int64_t ModelEnsembleProcessor::added_parameters() const {
+  int64_t n = 0;
+  for (const Model* m : models_) n += m->parameter_count();
+  return n;
+}
 
 void ModelEnsembleProcessor::process(ProcessorRows& rows) {
   const int64_t V = rows.vocab_size;

@@ -331,6 +331,12 @@ void parse_sampling(const json& body, SamplingRequest& r, bool chat) {
   }
   if (const json* v = field(body, "logit_bias")) r.logit_bias = parse_logit_bias(*v);
   if (const json* v = field(body, "steering")) r.steering = parse_steering(*v);
+  if (const json* v = field(body, "method")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty() ||
+        v->get_ref<const std::string&>().size() > 200)
+      throw field_error("method", "the name of a method this server runs (a non-empty string)", *v);
+    r.method = v->get<std::string>();
+  }
 }
 
 }  // namespace

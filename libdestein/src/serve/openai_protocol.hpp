@@ -68,6 +68,9 @@ struct SamplingRequest {
   /// Ids are checked against the model's vocabulary by the server.
   std::map<int64_t, float> logit_bias;
   std::optional<SteeringRequest> steering;
+  /// Extension: a decoding-time method the server was started with (the `methods:` of
+  /// its config), by name; empty: none.
+  std::string method;
 };
 
 struct CompletionRequest : SamplingRequest {

@@ -34,12 +34,19 @@ Schema<ServeConfig> serve_config_schema() {
           "gate", [](SteeringOptions& o) -> SteeringGate& { return o.gate; }, parse_steering_gate,
           steering_gate_name)
       .field("gate_threshold", &SteeringOptions::gate_threshold);
+  Schema<ServeMethodEntry> method;
+  method.field("name", &ServeMethodEntry::name)
+      .required()
+      .custom(
+          [](const ConfigNode& n, ServeMethodEntry& m) { read_decoding_method(n, m.method); },
+          [](YAML::Emitter& e, const ServeMethodEntry& m) { emit_decoding_method(e, m.method); });
   Schema<C> s;
   s.include(&C::model, model_section_schema())
       .field("host", [](C& c) -> std::string& { return c.server.host; })
       .field("port", [](C& c) -> int& { return c.server.port; })
       .field("model_name", [](C& c) -> std::string& { return c.server.model_name; })
       .list("vectors", &C::vectors, entry)
+      .list("methods", &C::methods, method)
       .section(
           "steering", [](C& c) -> SteeringOptions& { return c.server.steering_defaults; }, steering)
       .field("chat_template", &C::chat_template)
@@ -95,6 +102,13 @@ Schema<ServeConfig> serve_config_schema() {
                                         fmt::format(": vectors name '{}' is given twice", v.name));
           }
         }
+        names.clear();
+        for (const auto& m : c.methods) {
+          if (!names.insert(m.name).second) {
+            throw std::invalid_argument(n.where("methods") +
+                                        fmt::format(": method name '{}' is given twice", m.name));
+          }
+        }
       });
   return s;
 }
@@ -105,6 +119,8 @@ ServeConfig load_serve_config(const std::filesystem::path& path) {
   c.server.max_connections = static_cast<size_t>(c.max_connections);
   c.server.vectors.clear();
   for (const auto& v : c.vectors) c.server.vectors.emplace_back(v.name, v.path);
+  c.server.methods.clear();
+  for (const auto& m : c.methods) c.server.methods.emplace_back(m.name, m.method);
   return c;
 }
 

@@ -9,6 +9,10 @@
 ///   vectors:
 ///     - {name: detox, path: runs/tiny-lm/vectors.safetensors}
 ///   steering: {mode: headwise, alpha: 0.5, positions: all, gate: none}
+///   methods:                         # decoding-time methods a request names ("method": NAME)
+///     - {name: filter, method: word-filter, words: configs/words.txt}
+///     - {name: debias, method: self-debias, lambda: 50}
+///     - {name: dexperts, method: dexperts, expert: E, anti_expert: A, alpha: 2.0}
 ///   chat_template: auto              # llama-2, chatml, llama-3, gemma, plain, or auto (from the folder)
 ///   api_key_file: /etc/destein/key
 ///   max_rows: 32
@@ -27,6 +31,7 @@
 
 #include "destein/experiment/model_section.hpp"
 #include "destein/serve/server.hpp"
+#include "experiment/schema.hpp"
 
 namespace destein {
 
@@ -34,10 +39,17 @@ struct ServeVectorsEntry {
   std::string name, path;
 };
 
+/// A `methods:` entry: a name requests use and the method's keys, as in a bench config.
+struct ServeMethodEntry {
+  std::string name;
+  DecodingMethod method;
+};
+
 struct ServeConfig {
   ModelSection model;
   ServerOptions server;
   std::vector<ServeVectorsEntry> vectors;  ///< copied into server.vectors by load_serve_config()
+  std::vector<ServeMethodEntry> methods;   ///< copied into server.methods by load_serve_config()
   std::string chat_template = "auto";
   std::string api_key_file;          ///< empty: no key
   int64_t max_body_bytes = 1 << 20;  ///< the YAML side of server.max_body_bytes (a size_t)

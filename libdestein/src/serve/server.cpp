@@ -10,9 +10,11 @@
 #include <random>
 #include <thread>
 
+#include "destein/runtime/device.hpp"
 #include "destein/runtime/logits_processor.hpp"
 #include "destein/steer/steering_vectors.hpp"
 #include "serve/batch_engine.hpp"
+#include "serve/chat_rendering.hpp"
 #include "serve/http_server.hpp"
 #include "serve/metrics_registry.hpp"
 #include "serve/openai_protocol.hpp"
@@ -165,6 +167,9 @@ struct Server::Impl {
   std::map<std::string, std::shared_ptr<const SteeringVectors>> vectors;
   std::mutex plans_mutex;
   std::map<std::string, std::shared_ptr<const SteeringPlan>> plans;
+  // Named decoding-time methods. A chain keeps its per-row state under the engine's row
+  // ids and is only called from the engine's thread, so requests share it.
+  std::map<std::string, LogitsProcessorChain> methods;
   std::unique_ptr<BatchEngine> engine;
   MetricsRegistry metrics;
   std::atomic<bool> stop_asked{false};
@@ -182,6 +187,29 @@ struct Server::Impl {
       : model(m), tokenizer(t), options(std::move(o)) {}
 
   bool refusing() const { return stop_asked || (should_stop && should_stop()); }
+
+  const LogitsProcessorChain& method_for(const std::string& name, bool steered) const {
+    // As `destein generate`: a method's processors read the unsteered model's scores.
+    if (steered) {
+      throw ApiError(400,
+                     "'method' and 'steering' do not combine: a request takes a decoding-time "
+                     "method or steering",
+                     "method");
+    }
+    auto it = methods.find(name);
+    if (it == methods.end()) {
+      std::string known;
+      for (const auto& [n, chain] : methods)
+        known += fmt::format("{}\"{}\"", known.empty() ? "" : ", ", n);
+      throw ApiError(
+          400,
+          fmt::format(
+              "'method' names no method of this server: \"{}\" (known: {})", name,
+              known.empty() ? "none; start the server with a config's methods: list" : known),
+          "method");
+    }
+    return it->second;
+  }
 
   SteeringStack steering_for(const std::optional<SteeringRequest>& request) {
     if (!request) return {};
@@ -281,6 +309,7 @@ struct Server::Impl {
     req.sampling.top_p = r.top_p;
     req.sampling.seed = r.seed ? *r.seed : std::random_device{}();
     req.sampling.stop_at_eos = !r.ignore_eos;
+    if (!r.method.empty()) req.processors = method_for(r.method, r.steering.has_value());
     req.steering = steering_for(r.steering);
     if (!r.logit_bias.empty()) {
       const int64_t vocab = model.config().vocab_size;
@@ -545,11 +574,11 @@ struct Server::Impl {
     if (req.path == "/v1/models") {
       json names = json::array();
       for (const auto& [name, v] : vectors) names.push_back(name);
-      json model_entry = {{"id", options.model_name},
-                          {"object", "model"},
-                          {"created", started_unix},
-                          {"owned_by", "destein"},
-                          {"steering_vectors", names}};
+      json method_names = json::array();
+      for (const auto& [name, chain] : methods) method_names.push_back(name);
+      json model_entry = {{"id", options.model_name},  {"object", "model"},
+                          {"created", started_unix},   {"owned_by", "destein"},
+                          {"steering_vectors", names}, {"methods", method_names}};
       return json_response(200, json{{"object", "list"}, {"data", json::array({model_entry})}});
     }
     if (req.path == "/metrics") {
@@ -618,6 +647,23 @@ Server::Server(const Model& model, const Tokenizer& tokenizer, ServerOptions opt
           fmt::format("{}: the default steering options do not fit: {}", path, e.what()));
     }
     s.vectors[name] = std::move(v);
+  }
+  ModelOptions expert_options;  // experts run as the model does
+  expert_options.device = model.device();
+  expert_options.dtype = model.dtype();
+  expert_options.threads = threads();
+  expert_options.linear_backend = model.linear_backend();
+  for (const auto& [name, method] : s.options.methods) {
+    if (name.empty() || s.methods.count(name)) {
+      throw std::invalid_argument(
+          fmt::format("method name '{}' ({}) is empty or given twice (expected distinct names)",
+                      name, method.kind));
+    }
+    try {
+      s.methods[name] = build_decoding_method(method, model, &tokenizer, expert_options);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(fmt::format("method '{}': {}", name, e.what()));
+    }
   }
   s.metrics.describe_counter("destein_requests_total",
                              "HTTP requests answered, by endpoint and status");

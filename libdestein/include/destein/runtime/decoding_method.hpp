@@ -88,6 +88,8 @@ class DExpertsProcessor : public LogitsProcessor {
   std::string name() const override { return "dexperts"; }
   void process(ProcessorRows& rows) override;
   void release(const std::vector<int64_t>& row_ids) override;
+  int64_t added_parameters() const override;
+  int64_t extra_rows_per_row() const override { return 2; }
 
  private:
   std::shared_ptr<const Model> expert_, anti_expert_;

@@ -60,6 +60,11 @@ class LogitsProcessor {
   virtual void process(ProcessorRows& rows) = 0;
   /// The rows finished or left: state kept for them can go. Their ids may be reused.
   virtual void release(const std::vector<int64_t>& row_ids) { (void)row_ids; }
+
+  /// What the processor adds to a run, for the bench's cost table: parameters of models
+  /// it runs beside the batch's model, and forward rows it runs per batch row.
+  virtual int64_t added_parameters() const { return 0; }
+  virtual int64_t extra_rows_per_row() const { return 0; }
 };
 
 using LogitsProcessorChain = std::vector<std::shared_ptr<LogitsProcessor>>;
@@ -135,8 +140,11 @@ class ModelEnsembleProcessor : public LogitsProcessor {
   std::string name() const override { return "ensemble"; }
   void process(ProcessorRows& rows) override;
   void release(const std::vector<int64_t>& row_ids) override;
+  int64_t added_parameters() const override;
+  int64_t extra_rows_per_row() const override { return static_cast<int64_t>(models_.size()); }
 
  private:
+  std::vector<const Model*> models_;
   std::vector<std::unique_ptr<ShadowRows>> shadows_;
   std::vector<double> weights_;
   double weight_self_;
@@ -154,6 +162,7 @@ class PrefixedRowsProcessor : public LogitsProcessor {
   void process(ProcessorRows& rows) override;
   void release(const std::vector<int64_t>& row_ids) override;
   const std::vector<std::vector<int64_t>>& prefixes() const { return prefixes_; }
+  int64_t extra_rows_per_row() const override { return static_cast<int64_t>(prefixes_.size()); }
 
  protected:
   /// Rewrites `scores` (V) from the row's own logits (`scores` on entry) and `prefixed`,

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "destein/runtime/decoding_method.hpp"
 #include "destein/runtime/model.hpp"
 #include "destein/serve/chat_template.hpp"
 #include "destein/steer/steering.hpp"
@@ -32,6 +33,10 @@ struct ServerOptions {
   std::string model_name = "destein";  ///< the id /v1/models lists and responses carry
   /// Vectors sets a request may name: (name, vectors file). Loaded and checked at start.
   std::vector<std::pair<std::string, std::string>> vectors;
+  /// Decoding-time methods a request may name (`"method": NAME`): (name, method). Their
+  /// processors (experts loaded on the model's device, word lists read) are built at start
+  /// and shared by every request naming them (docs/serving.md).
+  std::vector<std::pair<std::string, DecodingMethod>> methods;
   /// Defaults for the fields a request's `steering` object leaves out.
   SteeringOptions steering_defaults;
   ChatTemplate chat_template = ChatTemplate::kPlain;
