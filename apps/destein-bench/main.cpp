@@ -3,7 +3,7 @@
 //   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
 //                     [--output DIR] [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
-//   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH
+//   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE|DIR [--label NAME] --output PATH
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -16,6 +16,7 @@
 #include "destein/eval/harness.hpp"
 #include "destein/eval/rescoring.hpp"
 #include "destein/score/attribute_scorer.hpp"
+#include "destein/score/hf_classifier.hpp"
 #include "destein/io/file_io.hpp"
 #include "destein/io/jsonl.hpp"
 #include "destein/score/linear_scorer.hpp"
@@ -118,13 +119,29 @@ int run_rescore(Args& args) {
   require_single_process("destein-bench rescore");
   const auto file = args.get("generations", "one generations file");
   const auto run = args.get("run", "a destein-bench output folder: every */*.generations.jsonl in it");
-  const std::string scorer_path = args.require("scorer", "an offline scorer file (v1 or v2, models/scorer/)");
+  const std::string scorer_path = args.require(
+      "scorer", "an offline scorer file (v1 or v2, models/scorer/) or a Hugging Face classifier folder");
   const std::string output = args.require("output", "the rescored file (--generations) or folder (--run)");
+  const auto label = args.get("label", "classifier folder: the label scored (default: toxic or toxicity)");
+  const std::string device = args.get_or("device", "cpu", "classifier folder: cpu, cuda or cuda:N");
   args.finish();
   if (file.has_value() == run.has_value()) {
     throw std::invalid_argument("rescore needs exactly one of --generations FILE and --run DIR");
   }
-  auto scorer = load_offline_scorer(scorer_path);
+  std::unique_ptr<ToxicityScorer> scorer;
+  if (fs::is_directory(scorer_path)) {
+    HfClassifierOptions options;
+    options.folder = scorer_path;
+    options.label = label.value_or("");
+    options.device = device;
+    scorer = std::make_unique<HfClassifierScorer>(std::move(options));
+  } else {
+    if (label) {
+      throw std::invalid_argument(fmt::format(
+          "--label names a label of a classifier folder; --scorer '{}' is a scorer file", scorer_path));
+    }
+    scorer = load_offline_scorer(scorer_path);
+  }
   std::vector<std::pair<fs::path, fs::path>> jobs;  // (input, output)
   if (file) {
     jobs.emplace_back(*file, output);
@@ -146,7 +163,7 @@ int run_rescore(Args& args) {
   }
   fmt::print("| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it |\n"
              "|---|---:|---:|---:|---:|---:|\n",
-             fs::path(scorer_path).filename().string());
+             fs::is_directory(scorer_path) ? scorer->name() : fs::path(scorer_path).filename().string());
   for (const auto& [in, out] : jobs) {
     if (out.has_parent_path()) fs::create_directories(out.parent_path());
     const RescoreReport r = rescore_generations(in, out, *scorer);
@@ -169,7 +186,7 @@ int main(int argc, char** argv) {
                "usage: destein-bench run --config FILE [--dump-config] [--threads N] [--seed S] [--output DIR]\n"
                "                         [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]\n"
                "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
-               "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH\n");
+               "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE|DIR [--label NAME] --output PATH\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
