@@ -1,4 +1,4 @@
-// Hugging Face encoder classifiers (BERT, RoBERTa, DistilBERT) against
+// Hugging Face encoder classifiers (BERT, RoBERTa, DistilBERT, DeBERTa-v2/v3) against
 // tests/fixtures/reference_encoders.py, a PyTorch reference written from the published
 // architectures, on the ids the Hugging Face tokenizers library gives (with its special
 // tokens and truncation); and the errors of a broken folder.
@@ -49,12 +49,12 @@ fs::path copy_folder(const std::string& name, const std::string& as) {
 TEST_CASE("Encoder classifiers give the reference's probabilities on the library's ids",
           "[hf-classifier][score]") {
   const auto texts = model_texts();
-  for (const std::string name : {"bert", "roberta", "distilbert"}) {
+  for (const std::string name : {"bert", "roberta", "distilbert", "deberta-v3", "deberta-v2"}) {
     DYNAMIC_SECTION(name) {
       auto scorer = load(name);
       const auto ref = read_json(kEncoders / name / "reference.json");
       const auto hf = read_json(kEncoders / name / "hf_ids.json")["model_ids"];
-      CHECK(scorer.model_type() == name);
+      CHECK(scorer.model_type() == read_json(kEncoders / name / "config.json")["model_type"]);
       CHECK(scorer.labels() == ref["labels"].get<std::vector<std::string>>());
 
       // The ids the model reads, special tokens and truncation included, are the library's.
@@ -90,6 +90,34 @@ TEST_CASE("Encoder classifiers give the reference's probabilities on the library
       CHECK(batch_diff < 1e-5);
     }
   }
+}
+
+TEST_CASE("DeBERTa's classifier ids are the library's Unigram ids but for exact ties",
+          "[hf-classifier][score]") {
+  // libsentencepiece and the Hugging Face library find the same best segmentation; where
+  // two segmentations score exactly the same (the same pieces in another order, e.g.
+  // "....." as . ... . . or . . ... .) each keeps its own. Checked on the first 30 tokens
+  // of each of the 642 tokenizer texts, the classifier's limit.
+  auto scorer = load("deberta-v3");
+  const auto texts = read_json(kEncoders / "texts.json")["tokenizer_texts"];
+  const auto hf = read_json(kEncoders / "deberta-v3" / "hf_ids.json")["ids"];
+  size_t equal = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto want = hf[i].get<std::vector<int64_t>>();
+    if (static_cast<int64_t>(want.size()) > scorer.max_length() - 2)
+      want.resize(scorer.max_length() - 2);
+    want.insert(want.begin(), 1);
+    want.push_back(2);
+    const auto ids = scorer.input_ids(texts[i].get<std::string>());
+    if (ids == want) {
+      ++equal;
+    } else {
+      WARN("text " << i << " " << texts[i].dump() << "\n  ours " << nlohmann::json(ids).dump()
+                   << "\n  hf   " << nlohmann::json(want).dump());
+    }
+  }
+  INFO(equal << " of " << texts.size() << " equal");
+  CHECK(equal + 2 >= texts.size());
 }
 
 TEST_CASE("The classifier's score is the chosen label's probability", "[hf-classifier][score]") {
@@ -167,17 +195,32 @@ TEST_CASE("A broken classifier folder is refused naming the file and the key",
     std::ofstream(dir / "config.json") << config.dump();
     CHECK_THROWS_WITH(destein::HfClassifierScorer(o),
                       Contains("problem_type") && Contains("regression"));
+
+    const fs::path deberta = copy_folder("deberta-v3", "hf_deberta_options");
+    destein::HfClassifierOptions d;
+    d.folder = deberta;
+    const std::vector<std::pair<std::string, nlohmann::json>> refused = {
+        {"conv_kernel_size", 3},
+        {"pos_att_type", nlohmann::json::array({"p2p"})},
+        {"norm_rel_ebd", "layer_norm|x"}};
+    for (const auto& [key, value] : refused) {
+      auto c = read_json(kEncoders / "deberta-v3" / "config.json");
+      c[key] = value;
+      std::ofstream(deberta / "config.json") << c.dump();
+      CHECK_THROWS_WITH(destein::HfClassifierScorer(d), Contains("config.json") && Contains(key));
+    }
   }
   SECTION("a missing tokenizer") {
-    for (const std::string name : {"bert", "roberta"}) {
+    for (const std::string name : {"bert", "roberta", "deberta-v3"}) {
       const fs::path dir = copy_folder(name, "hf_no_tokenizer_" + name);
-      for (const char* f : {"vocab.txt", "tokenizer.json", "vocab.json", "merges.txt"})
+      for (const char* f : {"vocab.txt", "tokenizer.json", "vocab.json", "merges.txt", "spm.model"})
         fs::remove(dir / f);
       destein::HfClassifierOptions o;
       o.folder = dir;
       CHECK_THROWS_WITH(
           destein::HfClassifierScorer(o),
-          Contains(dir.string()) && (Contains("vocab.txt") || Contains("vocab.json")));
+          Contains(dir.string()) &&
+              (Contains("vocab.txt") || Contains("vocab.json") || Contains("spm.model")));
     }
   }
   SECTION("a weight of the wrong shape, and a missing one") {
@@ -213,7 +256,7 @@ TEST_CASE("A classifier on CUDA equals the classifier on CPU", "[hf-classifier][
     return;
   }
   const auto texts = model_texts();
-  for (const std::string name : {"bert", "roberta", "distilbert"}) {
+  for (const std::string name : {"bert", "roberta", "distilbert", "deberta-v3", "deberta-v2"}) {
     auto cpu = load(name);
     destein::HfClassifierOptions o;
     o.folder = kEncoders / name;

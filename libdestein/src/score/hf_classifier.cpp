@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <numeric>
 
 #include "check.hpp"
@@ -16,6 +17,7 @@
 #include "destein/text/tokenizer.hpp"
 #include "destein/text/wordpiece_tokenizer.hpp"
 #include "runtime/encoders/encoder_classifier.hpp"
+#include "text/spm_library.hpp"
 
 namespace destein {
 
@@ -32,6 +34,23 @@ json read_json(const fs::path& path) {
   } catch (const json::parse_error& e) {
     throw std::runtime_error(fmt::format("{}: not valid JSON ({})", path.string(), e.what()));
   }
+}
+
+// Piece -> id of a SentencePiece model, for the special tokens a text may spell: control
+// pieces ([CLS], [SEP], [PAD]) never come out of SentencePiece's own encoding.
+std::map<std::string, int64_t> sentencepiece_pieces(const fs::path& model_file) {
+  const auto& lib = detail::spm_library();
+  char err[512] = {0};
+  dspm_model* model = lib.load(model_file.string().c_str(), err, sizeof(err));
+  DESTEIN_CHECK_IO(model != nullptr, "{}: cannot load the SentencePiece model ({})",
+                   model_file.string(), err);
+  std::map<std::string, int64_t> pieces;
+  char buf[1024];
+  for (int id = 0; id < lib.piece_size(model); ++id) {
+    if (lib.id_to_piece(model, id, buf, sizeof(buf)) == 0) pieces.emplace(buf, id);
+  }
+  lib.free_model(model);
+  return pieces;
 }
 
 std::string lower_ascii(std::string s) {
@@ -52,6 +71,9 @@ struct HfClassifierScorer::Impl {
   size_t label_index = 0;
   bool sigmoid = false;
   std::unique_ptr<Tokenizer> tokenizer;
+  // Special tokens matched whole in a text before the tokenizer sees it, longest first (the
+  // SentencePiece path; WordPiece and the tokenizer.json loaders match their own).
+  std::vector<std::pair<std::string, int64_t>> specials;
   int64_t first_id = 0, last_id = 0, pad_id = 0;  // [CLS] [SEP] [PAD] or <s> </s> <pad>
   int64_t max_length = 0;
   c10::Device device = c10::Device(c10::kCPU);
@@ -124,7 +146,38 @@ HfClassifierScorer::HfClassifierScorer(HfClassifierOptions o) : impl_(std::make_
   json tokenizer_config = json::object();
   if (fs::exists(dir / "tokenizer_config.json"))
     tokenizer_config = read_json(dir / "tokenizer_config.json");
-  if (m.model_type == "roberta") {
+  if (m.model_type == "deberta-v2") {
+    const fs::path spm = dir / "spm.model";
+    DESTEIN_CHECK_IO(
+        fs::exists(spm),
+        "{}: no spm.model in the classifier folder (DeBERTa-v2/v3's SentencePiece model)",
+        dir.string());
+    m.tokenizer = load_sentencepiece_tokenizer(spm, /*prepend_bos=*/false);
+    const auto pieces = sentencepiece_pieces(spm);
+    auto special = [&](const char* key, const char* fallback,
+                       bool required) -> std::optional<int64_t> {
+      std::string token = fallback;
+      auto t = tokenizer_config.find(key);
+      if (t != tokenizer_config.end() && t->is_string()) token = t->get<std::string>();
+      if (t != tokenizer_config.end() && t->is_object() && t->contains("content")) {
+        token = (*t)["content"].get<std::string>();
+      }
+      auto it = pieces.find(token);
+      DESTEIN_CHECK_IO(it != pieces.end() || !required, "{}: spm.model has no {} piece \"{}\"",
+                       dir.string(), key, token);
+      if (it == pieces.end()) return std::nullopt;
+      m.specials.emplace_back(token, it->second);
+      return it->second;
+    };
+    m.first_id = *special("cls_token", "[CLS]", true);
+    m.last_id = *special("sep_token", "[SEP]", true);
+    special("pad_token", "[PAD]", false);
+    special("unk_token", "[UNK]", false);
+    special("mask_token", "[MASK]", false);
+    std::sort(m.specials.begin(), m.specials.end(),
+              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    m.pad_id = config.integer_or("pad_token_id", 0);
+  } else if (m.model_type == "roberta") {
     m.tokenizer = load_tokenizer(dir);
     m.first_id = config.integer_or("bos_token_id", 0);
     m.last_id = config.integer_or("eos_token_id", 2);
@@ -175,7 +228,25 @@ std::string HfClassifierScorer::name() const {
 }
 
 std::vector<int64_t> HfClassifierScorer::input_ids(const std::string& text) const {
-  std::vector<int64_t> body = impl_->tokenizer->encode(text);
+  std::vector<int64_t> body;
+  const auto& specials = impl_->specials;
+  size_t segment = 0;
+  for (size_t i = 0; i < text.size() && !specials.empty();) {
+    auto match = std::find_if(specials.begin(), specials.end(), [&](const auto& s) {
+      return text.compare(i, s.first.size(), s.first) == 0;
+    });
+    if (match == specials.end()) {
+      ++i;
+      continue;
+    }
+    const auto ids = impl_->tokenizer->encode(std::string_view(text).substr(segment, i - segment));
+    body.insert(body.end(), ids.begin(), ids.end());
+    body.push_back(match->second);
+    i += match->first.size();
+    segment = i;
+  }
+  const auto rest = impl_->tokenizer->encode(std::string_view(text).substr(segment));
+  body.insert(body.end(), rest.begin(), rest.end());
   // Hugging Face truncates the text's tokens so that the special tokens still fit.
   const size_t room = static_cast<size_t>(impl_->max_length - 2);
   if (body.size() > room) body.resize(room);

@@ -1,5 +1,5 @@
 #pragma once
-/// A Hugging Face encoder sequence classifier folder (BERT, RoBERTa, DistilBERT:
+/// A Hugging Face encoder sequence classifier folder (BERT, RoBERTa, DistilBERT, DeBERTa-v2/v3:
 /// config.json, model.safetensors and the tokenizer files) run natively as a toxicity
 /// scorer, batched with padding and an attention mask, on CPU or CUDA.
 ///
@@ -27,14 +27,15 @@ struct HfClassifierOptions {
   int64_t batch_size = 32;     ///< texts per forward pass
 };
 
-/// The model types HfClassifierScorer loads: "bert", "roberta", "distilbert".
+/// The model types HfClassifierScorer loads: "bert", "roberta", "distilbert", "deberta-v2"
+/// (DeBERTa-v2 and v3).
 const std::vector<std::string>& hf_classifier_model_types();
 
 /// Probabilities are those of Hugging Face's text-classification pipeline: sigmoid per
 /// label when config.json's problem_type is multi_label_classification or there is one
 /// label, else softmax over the labels. Texts longer than the model's limit
 /// (tokenizer_config.json model_max_length, else the position table) are truncated, the
-/// special tokens kept: BERT and DistilBERT `[CLS] ... [SEP]`, RoBERTa `<s> ... </s>`.
+/// special tokens kept: BERT, DistilBERT and DeBERTa `[CLS] ... [SEP]`, RoBERTa `<s> ... </s>`.
 ///
 /// The constructor throws std::runtime_error naming the file and the key for a missing or
 /// malformed config.json, an unknown model_type, an option it does not implement

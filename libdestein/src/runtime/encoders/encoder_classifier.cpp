@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const std::vector<std::string>& encoder_model_types() {
-  static const std::vector<std::string> types = {"bert", "roberta", "distilbert"};
+  static const std::vector<std::string> types = {"bert", "roberta", "distilbert", "deberta-v2"};
   return types;
 }
 
@@ -62,6 +62,14 @@ int64_t EncoderConfig::integer_or(const std::string& key, int64_t fallback) cons
   auto it = root_.find(key);
   if (it == root_.end() || it->is_null()) return fallback;
   return integer(key);
+}
+
+int64_t EncoderConfig::signed_integer_or(const std::string& key, int64_t fallback) const {
+  auto it = root_.find(key);
+  if (it == root_.end() || it->is_null()) return fallback;
+  DESTEIN_CHECK_IO(it->is_number_integer(), "{}: '{}' must be an integer, found {}", file_, key,
+                   it->dump());
+  return it->get<int64_t>();
 }
 
 double EncoderConfig::number_or(const std::string& key, double fallback) const {
@@ -170,6 +178,7 @@ std::unique_ptr<EncoderClassifier> load_encoder_classifier(const EncoderConfig& 
   EncoderWeights weights(read_safetensors(file).tensors, file.string(), device);
   if (type == "bert") return make_bert_classifier(config, weights, num_labels);
   if (type == "roberta") return make_roberta_classifier(config, weights, num_labels);
+  if (type == "deberta-v2") return make_deberta_v2_classifier(config, weights, num_labels);
   return make_distilbert_classifier(config, weights, num_labels);
 }
 

@@ -1,5 +1,6 @@
-// Private: Hugging Face encoder sequence classifiers (BERT, RoBERTa, DistilBERT), one file
-// per family (bert.cpp, distilbert.cpp) built from the pieces declared here.
+// Private: Hugging Face encoder sequence classifiers (BERT, RoBERTa, DistilBERT,
+// DeBERTa-v2/v3), one file
+// per family (bert.cpp, distilbert.cpp, deberta_v2.cpp) built from the pieces declared here.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -50,6 +51,8 @@ class EncoderConfig {
   EncoderConfig(nlohmann::json root, std::string file);
   int64_t integer(const std::string& key) const;
   int64_t integer_or(const std::string& key, int64_t fallback) const;
+  /// An integer that may be negative (DeBERTa's -1 for "not set").
+  int64_t signed_integer_or(const std::string& key, int64_t fallback) const;
   double number_or(const std::string& key, double fallback) const;
   std::string string_or(const std::string& key, const std::string& fallback) const;
   bool boolean_or(const std::string& key, bool fallback) const;
@@ -101,6 +104,9 @@ std::unique_ptr<EncoderClassifier> make_bert_classifier(const EncoderConfig& con
 std::unique_ptr<EncoderClassifier> make_roberta_classifier(const EncoderConfig& config,
                                                            const EncoderWeights& w,
                                                            int64_t num_labels);
+std::unique_ptr<EncoderClassifier> make_deberta_v2_classifier(const EncoderConfig& config,
+                                                              const EncoderWeights& w,
+                                                              int64_t num_labels);
 std::unique_ptr<EncoderClassifier> make_distilbert_classifier(const EncoderConfig& config,
                                                               const EncoderWeights& w,
                                                               int64_t num_labels);
