@@ -7,7 +7,8 @@
 // DIR is the build's tests/fixtures/encoders (ctest's make_fixtures writes it): its
 // tokenizer files are used as they are, and each architecture's config.json is written at
 // base size (BERT-base / RoBERTa-base: hidden 768, 12 layers, 12 heads, FFN 3072;
-// DistilBERT-base: 6 such layers) with random weights. The vocabulary stays the fixture's
+// DistilBERT-base: 6 such layers; DeBERTa-v3-base: 12 such layers, 256 position buckets,
+// shared keys) with random weights. The vocabulary stays the fixture's
 // (about 1,000 tokens): an embedding lookup costs the same for any vocabulary size, and
 // the encoder layers are the whole cost. Texts: RealToxicityPrompts 1k prompts, as the
 // harness scores prompts + continuations of about this length.
@@ -46,6 +47,27 @@ std::map<std::string, at::Tensor> base_weights(const std::string& type, int64_t 
     w[name + ".weight"] = at::ones({D});
     w[name + ".bias"] = at::zeros({D});
   };
+  if (type == "deberta-v3") {
+    // DeBERTa-v3-base: shared attention keys, 256 position buckets, no absolute positions.
+    w["deberta.embeddings.word_embeddings.weight"] = at::randn({vocab, D}) * 0.02;
+    norm("deberta.embeddings.LayerNorm");
+    w["deberta.encoder.rel_embeddings.weight"] = at::randn({2 * 256, D}) * 0.02;
+    norm("deberta.encoder.LayerNorm");
+    for (int64_t i = 0; i < layers; ++i) {
+      const std::string p = fmt::format("deberta.encoder.layer.{}.", i);
+      for (const char* n : {"attention.self.query_proj", "attention.self.key_proj",
+                            "attention.self.value_proj", "attention.output.dense"}) {
+        lin(p + n, D, D);
+      }
+      norm(p + "attention.output.LayerNorm");
+      lin(p + "intermediate.dense", F, D);
+      lin(p + "output.dense", D, F);
+      norm(p + "output.LayerNorm");
+    }
+    lin("pooler.dense", D, D);
+    lin("classifier", labels, D);
+    return w;
+  }
   if (type == "distilbert") {
     w["distilbert.embeddings.word_embeddings.weight"] = at::randn({vocab, D}) * 0.02;
     w["distilbert.embeddings.position_embeddings.weight"] = at::randn({positions, D}) * 0.02;
@@ -119,7 +141,7 @@ int run(destein::app::Args& args) {
   fmt::print(
       "| architecture | layers | texts | batch | device | mean tokens | texts/s "
       "|\n|---|---:|---:|---:|---|---:|---:|\n");
-  for (const std::string type : {"bert", "roberta", "distilbert"}) {
+  for (const std::string type : {"bert", "roberta", "distilbert", "deberta-v3"}) {
     const fs::path dir = work / type;
     fs::remove_all(dir);
     fs::create_directories(dir);
@@ -135,7 +157,15 @@ int run(destein::app::Args& args) {
     const int64_t labels = static_cast<int64_t>(config["id2label"].size());
     const int64_t layers = type == "distilbert" ? 6 : 12;
     const int64_t positions = type == "roberta" ? 514 : 512;
-    if (type == "distilbert") {
+    if (type == "deberta-v3") {
+      config["hidden_size"] = 768;
+      config["intermediate_size"] = 3072;
+      config["num_hidden_layers"] = layers;
+      config["num_attention_heads"] = 12;
+      config["pooler_hidden_size"] = 768;
+      config["position_buckets"] = 256;
+      config["max_relative_positions"] = -1;
+    } else if (type == "distilbert") {
       config["dim"] = 768;
       config["hidden_dim"] = 3072;
       config["n_layers"] = layers;
@@ -166,10 +196,14 @@ int run(destein::app::Args& args) {
     const std::vector<std::string> warm(texts.begin(),
                                         texts.begin() + std::min<size_t>(texts.size(), 8));
     scorer.score(warm);
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto scores = scorer.score(texts);
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The better of two passes: this machine's other work slows one pass or the other.
+    double secs = 1e30;
+    for (int pass = 0; pass < 2; ++pass) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto scores = scorer.score(texts);
+      secs = std::min(secs,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
     fmt::print("| {} | {} | {} | {} | {} | {:.1f} | {:.1f} |\n", type, layers, texts.size(), batch,
                device, tokens / static_cast<double>(texts.size()),
                static_cast<double>(texts.size()) / secs);

@@ -52,7 +52,7 @@ TEST_CASE(
   const size_t n = 12;
   const fs::path input = write_input(dir, n);
   const std::string cli = std::string(DESTEIN_CLI) + " score --input " + input.string();
-  for (const std::string name : {"bert", "roberta", "distilbert"}) {
+  for (const std::string name : {"bert", "roberta", "distilbert", "deberta-v3"}) {
     const auto ref = read_json(kEncoders / name / "reference.json");
     const auto labels = ref["labels"].get<std::vector<std::string>>();
     const fs::path out = dir / (name + ".jsonl");
@@ -62,7 +62,7 @@ TEST_CASE(
     REQUIRE(r.exit_code == 0);
     const auto lines = read_lines(out);
     REQUIRE(lines.size() == n);
-    const size_t toxic = name == "bert" ? 0 : 1;  // toxic, toxic, TOXICITY
+    const size_t toxic = name == "bert" ? 0 : 1;  // toxic, toxic, TOXICITY, toxic
     for (size_t i = 0; i < n; ++i) {
       CHECK(lines[i]["id"] == i);
       CHECK((lines[i].contains("text") || lines[i].contains("prompt")));

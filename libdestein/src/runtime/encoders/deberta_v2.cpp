@@ -16,7 +16,10 @@ namespace destein::encoders {
 namespace {
 
 struct DebertaLayer {
-  Linear query, key, value, pos_key, pos_query, attention_out, intermediate, output;
+  Linear query, key, value, attention_out, intermediate, output;
+  // The relative embeddings projected by this layer, which do not depend on the input:
+  // (H, 2S, Dh) keys for c2p and queries for p2c.
+  at::Tensor pos_key, pos_query;
   LayerNorm attention_norm, output_norm;
 };
 
@@ -91,10 +94,19 @@ class DebertaV2Classifier : public EncoderClassifier {
       l.query = take_linear(w, p + "attention.self.query_proj", D, D);
       l.key = take_linear(w, p + "attention.self.key_proj", D, D);
       l.value = take_linear(w, p + "attention.self.value_proj", D, D);
-      if (!share_att_key_ && c2p_)
-        l.pos_key = take_linear(w, p + "attention.self.pos_key_proj", D, D);
-      if (!share_att_key_ && p2c_)
-        l.pos_query = take_linear(w, p + "attention.self.pos_query_proj", D, D);
+      auto heads = [&](const at::Tensor& t) {  // (2S, D) -> (H, 2S, Dh)
+        return t.view({t.size(0), heads_, D / heads_}).transpose(0, 1).contiguous();
+      };
+      if (c2p_) {
+        const Linear proj =
+            share_att_key_ ? l.key : take_linear(w, p + "attention.self.pos_key_proj", D, D);
+        l.pos_key = heads(proj(rel_embeddings_));
+      }
+      if (p2c_) {
+        const Linear proj =
+            share_att_key_ ? l.query : take_linear(w, p + "attention.self.pos_query_proj", D, D);
+        l.pos_query = heads(proj(rel_embeddings_));
+      }
       l.attention_out = take_linear(w, p + "attention.output.dense", D, D);
       l.attention_norm = take_layer_norm(w, p + "attention.output.LayerNorm", D, eps);
       l.intermediate = take_linear(w, p + "intermediate.dense", F, D);
@@ -116,8 +128,9 @@ class DebertaV2Classifier : public EncoderClassifier {
     x = embed_norm_(x) * mask.unsqueeze(2).to(x.scalar_type());
 
     const at::Tensor rel = relative_positions(T, ids.device());  // (T, T) bucketed q - k
-    const at::Tensor c2p_index = at::clamp(rel + span_, 0, 2 * span_ - 1).expand({B, H, T, T});
-    const at::Tensor p2c_index = at::clamp(-rel + span_, 0, 2 * span_ - 1).expand({B, H, T, T});
+    // Of the 2S relative embeddings, each (query, key) pair reads one: (T, T) indices.
+    const at::Tensor c2p_index = at::clamp(rel + span_, 0, 2 * span_ - 1).flatten();
+    const at::Tensor p2c_index = at::clamp(-rel + span_, 0, 2 * span_ - 1).flatten();
     const double factor = 1 + (c2p_ ? 1 : 0) + (p2c_ ? 1 : 0);
     const double scale = std::sqrt(static_cast<double>(Dh) * factor);
     // Padding keys are masked for every query, as DeBERTa's (B, 1, T, T) mask does.
@@ -130,19 +143,15 @@ class DebertaV2Classifier : public EncoderClassifier {
       const at::Tensor q = heads_of(l.query(x)), k = heads_of(l.key(x)),
                        v = heads_of(l.value(x));                       // (B, H, T, Dh)
       at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / scale;  // (B, H, T, T)
-      const at::Tensor r = rel_embeddings_.unsqueeze(0);               // (1, 2S, D)
       if (c2p_) {
-        const at::Tensor pos_key =
-            heads_of(share_att_key_ ? l.key(r) : l.pos_key(r));  // (1, H, 2S, Dh)
-        scores =
-            scores + at::gather(at::matmul(q, pos_key.transpose(-1, -2)), -1, c2p_index) / scale;
+        // c2p[b, h, i, j] = q[b, h, i] . pos_key[h, clamp(rel[i, j] + S)]
+        const at::Tensor keys = l.pos_key.index_select(1, c2p_index).view({H, T, T, Dh});
+        scores = scores + at::einsum("bhid,hijd->bhij", {q, keys}) / scale;
       }
       if (p2c_) {
-        const at::Tensor pos_query =
-            heads_of(share_att_key_ ? l.query(r) : l.pos_query(r));  // (1, H, 2S, Dh)
-        const at::Tensor p2c = at::gather(at::matmul(k, pos_query.transpose(-1, -2)), -1,
-                                          p2c_index);  // (B, H, Tk, Tq)
-        scores = scores + p2c.transpose(-1, -2) / scale;
+        // p2c[b, h, i, j] = k[b, h, j] . pos_query[h, clamp(-rel[j, i] + S)]
+        const at::Tensor queries = l.pos_query.index_select(1, p2c_index).view({H, T, T, Dh});
+        scores = scores + at::einsum("bhjd,hjid->bhij", {k, queries}) / scale;
       }
       scores = scores.masked_fill(keep.logical_not(), std::numeric_limits<float>::lowest());
       const at::Tensor context =
