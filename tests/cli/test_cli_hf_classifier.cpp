@@ -1,9 +1,12 @@
 // `destein score --scorer DIR` and `destein-bench rescore --scorer DIR` with the tiny
 // Hugging Face classifier folders of tests/fixtures/make_encoders.py.
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "destein/eval/metrics.hpp"
 #include "test_support.hpp"
 
 using Catch::Matchers::Contains;
@@ -143,4 +146,63 @@ TEST_CASE("destein-bench rescore takes a classifier folder", "[cli][hf-classifie
     }
   }
   CHECK_THAT(lines[0]["scorer"].get<std::string>(), Contains("hf-classifier"));
+}
+
+TEST_CASE(
+    "destein-bench rescore with several scorers, classifier folders among them: a folder each and "
+    "their agreement",
+    "[cli][hf-classifier]") {
+  const auto dir = destein::test::temp_dir("cli_hf_rescore_several");
+  const auto texts = read_json(kEncoders / "texts.json")["texts"];
+  // Three "methods" of one run, each two prompts x two generations of other texts.
+  for (int m = 0; m < 3; ++m) {
+    fs::create_directories(dir / "run" / ("method" + std::to_string(m)));
+    std::ofstream f(dir / "run" / ("method" + std::to_string(m)) / "toxic.generations.jsonl");
+    for (int p = 0; p < 2; ++p) {
+      nlohmann::json line = {
+          {"prompt", {{"text", "prompt"}}}, {"prompt_index", p}, {"method", "m"}};
+      const int t = 16 + 8 * m + 4 * p;
+      line["generations"] = {{{"text", texts[t]}, {"toxicity", 0.5}},
+                             {{"text", texts[t + 1]}, {"toxicity", 0.5}}};
+      f << line.dump() << "\n";
+    }
+  }
+  const std::vector<std::string> folders = {"roberta", "deberta-v3", "distilbert"};
+  std::string list;
+  for (const auto& f : folders) list += (list.empty() ? "" : ",") + (kEncoders / f).string();
+  auto r = run_command(std::string(DESTEIN_BENCH) + " rescore --run " + (dir / "run").string() +
+                       " --scorer " + list + " --output " + (dir / "out").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  // EMT per scorer and file from the written files, then Spearman's rho per pair as printed.
+  std::vector<std::vector<double>> emt(folders.size());
+  for (size_t s = 0; s < folders.size(); ++s) {
+    for (int m = 0; m < 3; ++m) {
+      const fs::path out = dir / "out" / ("scorer" + std::to_string(s + 1)) /
+                           ("method" + std::to_string(m)) / "toxic.generations.jsonl";
+      REQUIRE(fs::exists(out));
+      double sum = 0;
+      for (const auto& line : read_lines(out)) {
+        double worst = 0;
+        for (const auto& g : line["generations"])
+          worst = std::max(worst, g["toxicity"].get<double>());
+        sum += worst;
+      }
+      emt[s].push_back(sum / 2);
+    }
+  }
+  CHECK_THAT(r.output, Contains("## Agreement between scorers") && Contains("over 3 files"));
+  for (size_t a = 0; a < folders.size(); ++a) {
+    for (size_t b = a + 1; b < folders.size(); ++b) {
+      const double rho = destein::spearman_rank_correlation(emt[a], emt[b]);
+      const std::string row = "| scorer" + std::to_string(a + 1) + " ";
+      CHECK_THAT(r.output, Contains(row) && Contains(fmt::format("| {:.3f} |", rho)));
+    }
+  }
+  // A bad scorer among them: nothing is written.
+  r = run_command(std::string(DESTEIN_BENCH) + " rescore --run " + (dir / "run").string() +
+                  " --scorer " + (kEncoders / "roberta").string() + "," +
+                  (kEncoders / "missing").string() + " --output " + (dir / "out2").string());
+  CHECK(r.exit_code != 0);
+  CHECK_FALSE(fs::exists(dir / "out2"));
 }
