@@ -3,7 +3,7 @@
 //   destein-bench run --config configs/demo.yaml [--dump-config] [--threads N] [--seed S]
 //                     [--output DIR] [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]
 //   destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]
-//   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output PATH
+//   destein-bench rescore (--generations FILE | --run DIR) --scorer FILE|DIR[,...] [--label NAME] --output PATH
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -11,12 +11,15 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "args.hpp"
 #include "destein/eval/harness.hpp"
+#include "destein/eval/metrics.hpp"
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/score/attribute_scorer.hpp"
+#include "destein/score/hf_classifier.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/torchscript_scorer.hpp"
 #include "destein/steer/steering.hpp"
@@ -121,26 +124,65 @@ int run_metrics(Args& args) {
   return 0;
 }
 
-// The generations of a finished run judged by another offline scorer, beside the scores
-// they were written with: one file, or every generations file of a results folder.
+// The generations of a finished run judged by other scorers, beside the scores they were
+// written with: one file, or every generations file of a results folder. With several
+// scorers each writes its own folder under --output, and the agreement of their EMT
+// rankings over the files says whether the run's conclusion depends on the instrument.
 int run_rescore(Args& args) {
   namespace fs = std::filesystem;
   require_single_process("destein-bench rescore");
   const auto file = args.get("generations", "one generations file");
   const auto run =
       args.get("run", "a destein-bench output folder: every */*.generations.jsonl in it");
-  const std::string scorer_path =
-      args.require("scorer", "an offline scorer file (v1 or v2, models/scorer/)");
-  const std::string output =
-      args.require("output", "the rescored file (--generations) or folder (--run)");
+  const std::string scorer_list = args.require(
+      "scorer",
+      "an offline scorer file (v1 or v2, models/scorer/) or a Hugging Face classifier folder; "
+      "several separated by commas");
+  const std::string output = args.require(
+      "output", "the rescored file (--generations) or folder (--run, or several scorers)");
+  const auto label =
+      args.get("label", "classifier folders: the label scored (default: toxic or toxicity)");
+  const std::string device =
+      args.get_or("device", "cpu", "classifier folders: cpu, cuda or cuda:N");
   args.finish();
   if (file.has_value() == run.has_value()) {
     throw std::invalid_argument("rescore needs exactly one of --generations FILE and --run DIR");
   }
-  auto scorer = load_offline_scorer(scorer_path);
-  std::vector<std::pair<fs::path, fs::path>> jobs;  // (input, output)
+  std::vector<std::string> scorer_paths;
+  {
+    std::stringstream in(scorer_list);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      if (!item.empty()) scorer_paths.push_back(item);
+    }
+  }
+  if (scorer_paths.empty())
+    throw std::invalid_argument("--scorer: expected a scorer file or folder");
+  const bool several = scorer_paths.size() > 1;
+  // Every scorer is loaded before anything is written, so that a bad one writes nothing.
+  std::vector<std::unique_ptr<ToxicityScorer>> scorers;
+  std::vector<std::string> names;
+  for (const auto& path : scorer_paths) {
+    if (fs::is_directory(path)) {
+      HfClassifierOptions options;
+      options.folder = path;
+      options.label = label.value_or("");
+      options.device = device;
+      scorers.push_back(std::make_unique<HfClassifierScorer>(std::move(options)));
+      names.push_back(scorers.back()->name());
+    } else {
+      if (label && !several) {
+        throw std::invalid_argument(fmt::format(
+            "--label names a label of a classifier folder; --scorer '{}' is a scorer file", path));
+      }
+      scorers.push_back(load_offline_scorer(path));
+      names.push_back(fs::path(path).filename().string());
+    }
+  }
+  std::vector<std::pair<fs::path, fs::path>>
+      jobs;  // (input, output relative to the scorer's folder)
   if (file) {
-    jobs.emplace_back(*file, output);
+    jobs.emplace_back(*file, several ? fs::path(*file).filename() : fs::path(output));
   } else {
     if (!fs::is_directory(*run)) {
       throw std::runtime_error(
@@ -153,27 +195,59 @@ int run_rescore(Args& args) {
           name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
         continue;
       }
-      jobs.emplace_back(entry.path(), fs::path(output) / fs::relative(entry.path(), *run));
+      jobs.emplace_back(entry.path(), fs::relative(entry.path(), *run));
     }
     std::sort(jobs.begin(), jobs.end());
     if (jobs.empty())
       throw std::runtime_error(
           fmt::format("{}: no *.generations.jsonl files in this folder", *run));
   }
-  fmt::print(
-      "| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it |\n"
-      "|---|---:|---:|---:|---:|---:|\n",
-      fs::path(scorer_path).filename().string());
-  for (const auto& [in, out] : jobs) {
-    if (out.has_parent_path()) fs::create_directories(out.parent_path());
-    const RescoreReport r = rescore_generations(in, out, *scorer);
-    const EvalSummary before = summarize_generations(in), after = summarize_generations(out);
-    fmt::print("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n",
-               file ? in.string() : fs::relative(in, *run).string(), r.prompts,
-               before.toxicity.expected_max_toxicity, after.toxicity.expected_max_toxicity,
-               before.toxicity.toxicity_probability, after.toxicity.toxicity_probability);
-    if (r.unscored)
-      fmt::print(stderr, "{}: {} generations have no score\n", out.string(), r.unscored);
+  std::vector<std::vector<double>> emt(scorers.size());  // [scorer][job]
+  for (size_t s = 0; s < scorers.size(); ++s) {
+    // One scorer keeps the layout it always had; several get a folder each: scorer1, ...
+    const fs::path root = several ? fs::path(output) / fmt::format("scorer{}", s + 1)
+                                  : (file ? fs::path() : fs::path(output));
+    fmt::print(
+        "{}| generations | prompts | EMT as written | EMT under {} | TP as written | TP under it "
+        "|\n"
+        "|---|---:|---:|---:|---:|---:|\n",
+        s > 0 ? "\n" : "", names[s]);
+    for (const auto& [in, rel] : jobs) {
+      const fs::path out = root / rel;
+      if (out.has_parent_path()) fs::create_directories(out.parent_path());
+      const RescoreReport r = rescore_generations(in, out, *scorers[s]);
+      const EvalSummary before = summarize_generations(in), after = summarize_generations(out);
+      emt[s].push_back(after.toxicity.expected_max_toxicity);
+      fmt::print("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n",
+                 file ? in.string() : rel.string(), r.prompts,
+                 before.toxicity.expected_max_toxicity, after.toxicity.expected_max_toxicity,
+                 before.toxicity.toxicity_probability, after.toxicity.toxicity_probability);
+      if (r.unscored)
+        fmt::print(stderr, "{}: {} generations have no score\n", out.string(), r.unscored);
+    }
+  }
+  if (several) {
+    // The files (methods x prompt sets) ranked by EMT under each pair of instruments.
+    auto lowest = [&](size_t s) {
+      const size_t j =
+          static_cast<size_t>(std::min_element(emt[s].begin(), emt[s].end()) - emt[s].begin());
+      return file ? jobs[j].first.filename().string() : jobs[j].second.string();
+    };
+    fmt::print(
+        "\n## Agreement between scorers\n\n"
+        "| scorer | scorer | Spearman of EMT over {} files | lowest EMT under the first | under "
+        "the second |\n"
+        "|---|---|---:|---|---|\n",
+        jobs.size());
+    for (size_t a = 0; a < scorers.size(); ++a) {
+      for (size_t b = a + 1; b < scorers.size(); ++b) {
+        const std::string rho =
+            jobs.size() < 2 ? std::string("n/a (one file)")
+                            : fmt::format("{:.3f}", spearman_rank_correlation(emt[a], emt[b]));
+        fmt::print("| scorer{} {} | scorer{} {} | {} | {} | {} |\n", a + 1, names[a], b + 1,
+                   names[b], rho, lowest(a), lowest(b));
+      }
+    }
   }
   return 0;
 }
@@ -190,8 +264,8 @@ int main(int argc, char** argv) {
         "DIR]\n"
         "                         [--vectors-dir DIR] [--prompts-per-batch N] [--mix-methods]\n"
         "       destein-bench metrics --generations FILE [--evaluator MODEL] [--skip-malformed]\n"
-        "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE --output "
-        "PATH\n");
+        "       destein-bench rescore (--generations FILE | --run DIR) --scorer FILE|DIR[,...] "
+        "[--label NAME] --output PATH\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
@@ -214,11 +288,11 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const HelpRequested& help) {
     fmt::print("usage: destein-bench {} [options]\n{}\n\n{}", cmd,
-               cmd == "run" ? "runs a YAML experiment: generations, scores, perplexity, "
-                              "results.{json,csv,md}, plots"
-               : cmd == "rescore"
-                   ? "scores the generations of a finished run again with another offline scorer"
-                   : "recomputes every metric of a generations file",
+               cmd == "run"       ? "runs a YAML experiment: generations, scores, perplexity, "
+                                    "results.{json,csv,md}, plots"
+               : cmd == "rescore" ? "scores the generations of a finished run again with other "
+                                    "scorers, and how far they agree"
+                                  : "recomputes every metric of a generations file",
                help.what());
     return 0;
   } catch (const destein::StopRequested& e) {

@@ -1,4 +1,4 @@
-// Scorer commands: train-scorer, score, eval-scorer. Torch-free: they use only destein_text.
+// Scorer commands: train-scorer, score, eval-scorer.
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -14,6 +14,7 @@
 
 #include "commands.hpp"
 #include "destein/score/attribute_scorer.hpp"
+#include "destein/score/hf_classifier.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "experiment/scorer_agreement.hpp"
 #include "experiment/scorer_training_experiment.hpp"
@@ -74,17 +75,76 @@ int run_train_scorer(Args& args) {
 // ---------------------------------------------------------------------------------------
 // score
 
+// A Hugging Face classifier folder: every line of the input kept, with `toxicity` (the
+// chosen label's probability) and `scores` (every label's) added.
+int score_with_classifier(const std::string& input, const std::string& output,
+                          HfClassifierOptions options, int64_t batch) {
+  const HfClassifierScorer scorer(std::move(options));
+  const auto& labels = scorer.labels();
+  const auto t0 = std::chrono::steady_clock::now();
+  JsonlReader in(input);
+  JsonlWriter out(output);
+  std::vector<json> records;
+  std::vector<std::string> texts;
+  int64_t total = 0;
+  auto flush = [&]() {
+    const auto probs = scorer.probabilities(texts);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      json scores = json::object();
+      for (size_t c = 0; c < labels.size(); ++c) scores[labels[c]] = probs[i][c];
+      json& line = records[i];
+      line["toxicity"] = scores[scorer.label()];
+      line["scores"] = std::move(scores);
+      out.write(line);
+    }
+    total += static_cast<int64_t>(texts.size());
+    texts.clear();
+    records.clear();
+  };
+  json record;
+  while (in.next(record)) {
+    texts.push_back(record_text(record, in.where()));
+    records.push_back(std::move(record));
+    if (static_cast<int64_t>(texts.size()) == batch) flush();
+  }
+  flush();
+  out.close();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(stderr, "scored {} texts from {} into {} with {} in {:.2f} s\n", total, input, output,
+             scorer.name(), secs);
+  return 0;
+}
+
 int run_score(Args& args) {
   const std::string input =
       args.require("input", "JSON Lines of {\"text\": ...} or {\"prompt\": {\"text\": ...}}");
   const std::string output = args.require("output", "where the scored lines are written");
-  const std::string scorer_path =
-      args.get_or("scorer", default_scorer_path().string(), "the scorer file");
+  const std::string scorer_path = args.get_or(
+      "scorer", default_scorer_path().string(),
+      "the scorer file, or a Hugging Face classifier folder (BERT, RoBERTa, DistilBERT)");
   const int64_t batch = args.get_int("batch", 4096, "texts per batch");
+  const auto label = args.get(
+      "label", "classifier folder: the label reported as toxicity (default: toxic or toxicity)");
+  const std::string device = args.get_or("device", "cpu", "classifier folder: cpu, cuda or cuda:N");
+  const int64_t forward_batch =
+      args.get_int("forward-batch", 32, "classifier folder: texts per forward pass");
   args.finish();
   if (batch < 1) throw std::invalid_argument("--batch: expected a positive integer");
   if (fs::exists(input) && fs::exists(output) && fs::equivalent(input, output)) {
     throw std::invalid_argument(fmt::format("--output '{}' is the input file", output));
+  }
+  if (fs::is_directory(scorer_path)) {
+    HfClassifierOptions options;
+    options.folder = scorer_path;
+    options.label = label.value_or("");
+    options.device = device;
+    options.batch_size = forward_batch;
+    return score_with_classifier(input, output, std::move(options), batch);
+  }
+  if (label) {
+    throw std::invalid_argument(
+        fmt::format("--label names a label of a classifier folder; --scorer '{}' is a scorer file",
+                    scorer_path));
   }
   const auto scorer = load_offline_scorer(scorer_path);
   const auto names = scorer->attributes();
@@ -190,7 +250,8 @@ DESTEIN_COMMAND(train_scorer_cmd, "train-scorer",
                 run_train_scorer);
 DESTEIN_COMMAND(score_cmd, "score",
                 "score texts: toxicity and, with a v2 scorer, the seven other Perspective "
-                "attributes (--input IN.jsonl --output OUT.jsonl [--scorer PATH])",
+                "attributes, or with a Hugging Face classifier folder every label's probability "
+                "(--input IN.jsonl --output OUT.jsonl [--scorer PATH|DIR] [--label NAME])",
                 run_score);
 DESTEIN_COMMAND(eval_scorer_cmd, "eval-scorer",
                 "held-out AUCs and agreement with Perspective on RTP, as JSON "

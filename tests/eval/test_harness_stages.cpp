@@ -255,13 +255,14 @@ TEST_CASE("steering statistics over ranks: counts add up, means weighted by posi
 TEST_CASE("scorer factory: the kinds a config names, an unknown kind refused with the list",
           "[score][harness_stages][errors]") {
   CHECK(toxicity_scorer_kinds() ==
-        std::vector<std::string>{"linear", "perspective", "torchscript"});
+        std::vector<std::string>{"linear", "perspective", "torchscript", "hf-classifier"});
   ToxicityScorerSpec spec;
   auto linear = make_toxicity_scorer(spec);  // the default offline scorer
   CHECK(linear->name() == load_offline_scorer(default_scorer_path())->name());
   spec.kind = "roberta";
-  CHECK_THROWS_WITH(make_toxicity_scorer(spec), Contains("unknown scorer kind 'roberta'") &&
-                                                    Contains("linear, perspective, torchscript"));
+  CHECK_THROWS_WITH(make_toxicity_scorer(spec),
+                    Contains("unknown scorer kind 'roberta'") &&
+                        Contains("linear, perspective, torchscript, hf-classifier"));
   spec.kind = "torchscript";
   CHECK_THROWS_AS(make_toxicity_scorer(spec), std::invalid_argument);
 
@@ -271,5 +272,5 @@ TEST_CASE("scorer factory: the kinds a config names, an unknown kind refused wit
   CHECK_THROWS_WITH(load_bench_experiment(dir / "bench.yaml"),
                     Contains("bench.yaml:5") &&
                         Contains("scorer.kind must be one of linear, perspective, torchscript, "
-                                 "found 'roberta'"));
+                                 "hf-classifier, found 'roberta'"));
 }

@@ -248,3 +248,20 @@ TEST_CASE("metrics: malformed lines name file:line, or are skipped and counted",
   CHECK(rows.size() == 2);
   CHECK(malformed == 4);
 }
+
+TEST_CASE("Spearman's rank correlation, computed by hand", "[eval][metrics]") {
+  // No ties: ranks (1,2,3,4,5) against (2,1,4,3,5); d^2 = 1+1+1+1+0 = 4,
+  // rho = 1 - 6*4 / (5*24) = 0.8.
+  CHECK(destein::spearman_rank_correlation({0.1, 0.2, 0.3, 0.4, 0.5}, {2, 1, 4, 3, 5}) ==
+        Approx(0.8).epsilon(1e-12));
+  CHECK(destein::spearman_rank_correlation({1, 2, 3}, {30, 20, 10}) == Approx(-1.0).epsilon(1e-12));
+  // Ties share their mean rank: a = (1, 2.5, 2.5, 4), b = (1, 2, 3, 4); Pearson of the ranks
+  // is 4.5 / sqrt(4.5 * 5) = 0.948683...
+  CHECK(destein::spearman_rank_correlation({0.1, 0.5, 0.5, 0.9}, {1, 2, 3, 4}) ==
+        Approx(4.5 / std::sqrt(4.5 * 5.0)).epsilon(1e-12));
+  CHECK(std::isnan(destein::spearman_rank_correlation({1, 1, 1}, {1, 2, 3})));
+  CHECK_THROWS_WITH(destein::spearman_rank_correlation({1}, {1}),
+                    Catch::Matchers::Contains("two pairs"));
+  CHECK_THROWS_WITH(destein::spearman_rank_correlation({1, 2}, {1, 2, 3}),
+                    Catch::Matchers::Contains("2 values against 3"));
+}

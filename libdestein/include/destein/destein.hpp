@@ -29,6 +29,7 @@
 #include "destein/runtime/model.hpp"
 #include "destein/runtime/model_config.hpp"
 #include "destein/score/attribute_scorer.hpp"
+#include "destein/score/hf_classifier.hpp"
 #include "destein/score/linear_scorer.hpp"
 #include "destein/score/scorer.hpp"
 #include "destein/score/scorer_factory.hpp"

@@ -218,4 +218,45 @@ std::vector<PromptGenerations> read_generations_jsonl(const std::filesystem::pat
   return rows;
 }
 
+namespace {
+
+// 1-based ranks, ties given the mean of the ranks they span.
+std::vector<double> mean_ranks(const std::vector<double>& v) {
+  std::vector<size_t> order(v.size());
+  for (size_t i = 0; i < v.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return v[x] < v[y]; });
+  std::vector<double> ranks(v.size());
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+    const double mean = (static_cast<double>(i) + static_cast<double>(j)) / 2.0 + 1.0;
+    for (size_t k = i; k <= j; ++k) ranks[order[k]] = mean;
+    i = j + 1;
+  }
+  return ranks;
+}
+
+}  // namespace
+
+double spearman_rank_correlation(const std::vector<double>& a, const std::vector<double>& b) {
+  DESTEIN_CHECK_ARG(a.size() == b.size(), "spearman_rank_correlation: {} values against {}",
+                    a.size(), b.size());
+  DESTEIN_CHECK_ARG(a.size() >= 2, "spearman_rank_correlation: needs at least two pairs, found {}",
+                    a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    DESTEIN_CHECK_ARG(!std::isnan(a[i]) && !std::isnan(b[i]),
+                      "spearman_rank_correlation: value {} is NaN", i);
+  }
+  const std::vector<double> ra = mean_ranks(a), rb = mean_ranks(b);
+  const double n = static_cast<double>(a.size()), mean = (n + 1.0) / 2.0;
+  double cov = 0, va = 0, vb = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    cov += (ra[i] - mean) * (rb[i] - mean);
+    va += (ra[i] - mean) * (ra[i] - mean);
+    vb += (rb[i] - mean) * (rb[i] - mean);
+  }
+  if (va == 0 || vb == 0) return std::numeric_limits<double>::quiet_NaN();
+  return cov / std::sqrt(va * vb);
+}
+
 }  // namespace destein

@@ -78,6 +78,8 @@ BenchTools load_bench_tools(const BenchExperiment& c, const std::filesystem::pat
   spec.perspective_cache = out_dir / "perspective-cache.jsonl";
   spec.torchscript = c.torchscript;
   spec.torchscript.device = c.model.device;
+  spec.hf_classifier.label = c.scorer_label;
+  spec.hf_classifier.device = c.model.device;
   tools.scorer = make_toxicity_scorer(spec);
   return tools;
 }

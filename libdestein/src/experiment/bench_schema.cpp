@@ -139,6 +139,7 @@ Schema<BenchExperiment> bench_experiment_schema() {
       .field("bos_id", [](E& e) -> int64_t& { return e.torchscript.bos_id; })
       .field("eos_id", [](E& e) -> int64_t& { return e.torchscript.eos_id; })
       .field("pad_id", [](E& e) -> int64_t& { return e.torchscript.pad_id; })
+      .field("label", &E::scorer_label)
       .check([](const E& c, const ConfigNode& n) {
         const auto& kinds = toxicity_scorer_kinds();
         if (std::find(kinds.begin(), kinds.end(), c.scorer_kind) == kinds.end()) {
@@ -149,6 +150,16 @@ Schema<BenchExperiment> bench_experiment_schema() {
         if (c.scorer_kind == "torchscript" && c.scorer.empty()) {
           throw std::invalid_argument(fmt::format(
               "{}: scorer.kind torchscript needs scorer.path (the .pt module)", n.where()));
+        }
+        if (c.scorer_kind == "hf-classifier" && c.scorer.empty()) {
+          throw std::invalid_argument(
+              fmt::format("{}: scorer.kind hf-classifier needs scorer.path (the classifier folder)",
+                          n.where()));
+        }
+        if (!c.scorer_label.empty() && c.scorer_kind != "hf-classifier") {
+          throw std::invalid_argument(
+              fmt::format("{}: scorer.label is for scorer.kind hf-classifier, not {}",
+                          n.where("label"), c.scorer_kind));
         }
       });
   Schema<E> generation;

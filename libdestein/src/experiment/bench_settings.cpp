@@ -102,6 +102,9 @@ nlohmann::json bench_run_settings(const BenchExperiment& c, const BenchMethod& m
   const auto& g = c.generation;
   const nlohmann::json scorer_file =
       c.scorer_kind == "perspective" ? nlohmann::json(nullptr) : file_identity(c.scorer);
+  nlohmann::json scorer = {{"kind", c.scorer_kind}, {"file", scorer_file}};
+  // Only for this kind, so that the settings of runs scored by the others stay as they were.
+  if (c.scorer_kind == "hf-classifier") scorer["label"] = c.scorer_label;
   return {
       {"model", file_identity(c.model.model)},
       {"dtype", c.model.dtype},
@@ -116,7 +119,7 @@ nlohmann::json bench_run_settings(const BenchExperiment& c, const BenchMethod& m
         {"top_k", g.top_k},
         {"top_p", g.top_p},
         {"seed", g.seed}}},
-      {"scorer", {{"kind", c.scorer_kind}, {"file", scorer_file}}},
+      {"scorer", scorer},
       {"perplexity", {{"enabled", c.perplexity}, {"evaluator", file_identity(c.evaluator.model)}}}};
 }
 

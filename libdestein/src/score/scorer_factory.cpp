@@ -11,7 +11,8 @@
 namespace destein {
 
 const std::vector<std::string>& toxicity_scorer_kinds() {
-  static const std::vector<std::string> kinds = {"linear", "perspective", "torchscript"};
+  static const std::vector<std::string> kinds = {"linear", "perspective", "torchscript",
+                                                 "hf-classifier"};
   return kinds;
 }
 
@@ -27,6 +28,13 @@ std::unique_ptr<ToxicityScorer> make_toxicity_scorer(const ToxicityScorerSpec& s
     TorchScriptScorerOptions ts = spec.torchscript;
     ts.module = spec.file;
     return std::make_unique<TorchScriptScorer>(ts);
+  }
+  if (spec.kind == "hf-classifier") {
+    DESTEIN_CHECK_ARG(!spec.file.empty(),
+                      "an hf-classifier scorer needs its folder (config.json, model.safetensors)");
+    HfClassifierOptions hf = spec.hf_classifier;
+    hf.folder = spec.file;
+    return std::make_unique<HfClassifierScorer>(hf);
   }
   DESTEIN_CHECK_ARG(spec.kind == "linear", "unknown scorer kind '{}': expected one of {}",
                     spec.kind, fmt::join(toxicity_scorer_kinds(), ", "));

@@ -106,6 +106,12 @@ struct PerplexitySummary {
 /// positive number.
 PerplexitySummary mean_perplexity(const std::vector<double>& ppls, double drop_at = 1e4);
 
+/// Spearman's rank correlation of two paired samples: Pearson's correlation of their
+/// ranks, tied values sharing their mean rank. How far two instruments (scorers) order the
+/// same methods alike. NaN when either side is constant. Throws std::invalid_argument when
+/// the sizes differ, there are fewer than two pairs, or a value is NaN.
+double spearman_rank_correlation(const std::vector<double>& a, const std::vector<double>& b);
+
 /// Reads prompted generations, one JSON object per line:
 /// `{"prompt": {"text": ...}, "generations": [{"text": ..., "toxicity": x}, ...]}` where
 /// x is a number, null or absent (null/absent = missing score); other fields are ignored.

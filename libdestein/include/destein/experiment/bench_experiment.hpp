@@ -75,9 +75,10 @@ struct BenchExperiment {
   /// forward passes (prompts_per_batch counts units, each row steered by its method), each
   /// method still writing its own file. The same files and results as running them apart.
   bool mix_methods = false;
-  std::string scorer_kind = "linear";  ///< linear | perspective | torchscript
-  std::string
-      scorer;  ///< linear: weights (empty: the default); perspective: cache file; torchscript: module
+  std::string scorer_kind = "linear";  ///< linear | perspective | torchscript | hf-classifier
+  std::string scorer;        ///< linear: weights (empty: the default); perspective: cache file;
+                             ///< torchscript: module; hf-classifier: folder
+  std::string scorer_label;  ///< hf-classifier: the label scored (empty: toxic or toxicity)
   double perspective_rps = 1.0;
   TorchScriptScorerOptions torchscript;
   bool perplexity = true;
