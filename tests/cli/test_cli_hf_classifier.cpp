@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "destein/eval/metrics.hpp"
+#include "io/file_io.hpp"
 #include "test_support.hpp"
 
 using Catch::Matchers::Contains;
@@ -16,12 +17,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kEncoders = destein::test::fixture("encoders");
-
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
 
 std::vector<nlohmann::json> read_lines(const fs::path& p) {
   std::vector<nlohmann::json> out;
@@ -34,7 +29,7 @@ std::vector<nlohmann::json> read_lines(const fs::path& p) {
 // The first `n` classifier texts as input lines, alternately {"text"} and {"prompt": {"text"}},
 // each with an extra key that must survive.
 fs::path write_input(const fs::path& dir, size_t n) {
-  const auto texts = read_json(kEncoders / "texts.json")["texts"];
+  const auto texts = destein::read_json_file(kEncoders / "texts.json")["texts"];
   std::ofstream in(dir / "in.jsonl");
   for (size_t i = 0; i < n; ++i) {
     nlohmann::json j = i % 2 ? nlohmann::json{{"prompt", {{"text", texts[i]}}}}
@@ -56,7 +51,7 @@ TEST_CASE(
   const fs::path input = write_input(dir, n);
   const std::string cli = std::string(DESTEIN_CLI) + " score --input " + input.string();
   for (const std::string name : {"bert", "roberta", "distilbert", "deberta-v3"}) {
-    const auto ref = read_json(kEncoders / name / "reference.json");
+    const auto ref = destein::read_json_file(kEncoders / name / "reference.json");
     const auto labels = ref["labels"].get<std::vector<std::string>>();
     const fs::path out = dir / (name + ".jsonl");
     auto r = run_command(cli + " --scorer " + (kEncoders / name).string() + " --output " +
@@ -102,7 +97,7 @@ TEST_CASE(
   fs::create_directories(broken);
   for (const auto& e : fs::directory_iterator(kEncoders / "bert"))
     fs::copy(e.path(), broken / e.path().filename());
-  auto config = read_json(broken / "config.json");
+  auto config = destein::read_json_file(broken / "config.json");
   config["model_type"] = "electra";
   std::ofstream(broken / "config.json") << config.dump();
   r = run_command(cli + " --scorer " + broken.string());
@@ -119,7 +114,7 @@ TEST_CASE(
 
 TEST_CASE("destein-bench rescore takes a classifier folder", "[cli][hf-classifier]") {
   const auto dir = destein::test::temp_dir("cli_hf_rescore");
-  const auto texts = read_json(kEncoders / "texts.json")["texts"];
+  const auto texts = destein::read_json_file(kEncoders / "texts.json")["texts"];
   {
     std::ofstream f(dir / "run.generations.jsonl");
     for (int p = 0; p < 2; ++p) {
@@ -136,7 +131,7 @@ TEST_CASE("destein-bench rescore takes a classifier folder", "[cli][hf-classifie
                        (kEncoders / "roberta").string() + " --output " + out.string());
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  const auto ref = read_json(kEncoders / "roberta" / "reference.json");
+  const auto ref = destein::read_json_file(kEncoders / "roberta" / "reference.json");
   const auto lines = read_lines(out);
   REQUIRE(lines.size() == 2);
   for (int p = 0; p < 2; ++p) {
@@ -153,7 +148,7 @@ TEST_CASE(
     "their agreement",
     "[cli][hf-classifier]") {
   const auto dir = destein::test::temp_dir("cli_hf_rescore_several");
-  const auto texts = read_json(kEncoders / "texts.json")["texts"];
+  const auto texts = destein::read_json_file(kEncoders / "texts.json")["texts"];
   // Three "methods" of one run, each two prompts x two generations of other texts.
   for (int m = 0; m < 3; ++m) {
     fs::create_directories(dir / "run" / ("method" + std::to_string(m)));

@@ -9,6 +9,7 @@
 
 #include "destein/score/hf_classifier.hpp"
 #include "destein/score/scorer_factory.hpp"
+#include "io/file_io.hpp"
 #include "io/safetensors.hpp"
 #include "test_support.hpp"
 
@@ -19,13 +20,9 @@ namespace {
 
 const fs::path kEncoders = destein::test::fixture("encoders");
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
+std::vector<std::string> model_texts() {
+  return destein::read_json_file(kEncoders / "texts.json")["texts"];
 }
-
-std::vector<std::string> model_texts() { return read_json(kEncoders / "texts.json")["texts"]; }
 
 destein::HfClassifierScorer load(const std::string& name, int64_t batch = 32,
                                  const std::string& label = "") {
@@ -52,9 +49,10 @@ TEST_CASE("Encoder classifiers give the reference's probabilities on the library
   for (const std::string name : {"bert", "roberta", "distilbert", "deberta-v3", "deberta-v2"}) {
     DYNAMIC_SECTION(name) {
       auto scorer = load(name);
-      const auto ref = read_json(kEncoders / name / "reference.json");
-      const auto hf = read_json(kEncoders / name / "hf_ids.json")["model_ids"];
-      CHECK(scorer.model_type() == read_json(kEncoders / name / "config.json")["model_type"]);
+      const auto ref = destein::read_json_file(kEncoders / name / "reference.json");
+      const auto hf = destein::read_json_file(kEncoders / name / "hf_ids.json")["model_ids"];
+      CHECK(scorer.model_type() ==
+            destein::read_json_file(kEncoders / name / "config.json")["model_type"]);
       CHECK(scorer.labels() == ref["labels"].get<std::vector<std::string>>());
 
       // The ids the model reads, special tokens and truncation included, are the library's.
@@ -99,8 +97,8 @@ TEST_CASE("DeBERTa's classifier ids are the library's Unigram ids but for exact 
   // "....." as . ... . . or . . ... .) each keeps its own. Checked on the first 30 tokens
   // of each of the 642 tokenizer texts, the classifier's limit.
   auto scorer = load("deberta-v3");
-  const auto texts = read_json(kEncoders / "texts.json")["tokenizer_texts"];
-  const auto hf = read_json(kEncoders / "deberta-v3" / "hf_ids.json")["ids"];
+  const auto texts = destein::read_json_file(kEncoders / "texts.json")["tokenizer_texts"];
+  const auto hf = destein::read_json_file(kEncoders / "deberta-v3" / "hf_ids.json")["ids"];
   size_t equal = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
     auto want = hf[i].get<std::vector<int64_t>>();
@@ -161,7 +159,7 @@ TEST_CASE("A broken classifier folder is refused naming the file and the key",
   }
   SECTION("no toxic label and none chosen") {
     const fs::path dir = copy_folder("roberta", "hf_no_toxic");
-    auto config = read_json(dir / "config.json");
+    auto config = destein::read_json_file(dir / "config.json");
     config["id2label"] = {{"0", "LABEL_0"}, {"1", "LABEL_1"}};
     std::ofstream(dir / "config.json") << config.dump();
     destein::HfClassifierOptions o;
@@ -171,7 +169,7 @@ TEST_CASE("A broken classifier folder is refused naming the file and the key",
   }
   SECTION("an unknown model_type") {
     const fs::path dir = copy_folder("bert", "hf_unknown_type");
-    auto config = read_json(dir / "config.json");
+    auto config = destein::read_json_file(dir / "config.json");
     config["model_type"] = "electra";
     std::ofstream(dir / "config.json") << config.dump();
     destein::HfClassifierOptions o;
@@ -182,7 +180,7 @@ TEST_CASE("A broken classifier folder is refused naming the file and the key",
   }
   SECTION("an option not implemented") {
     const fs::path dir = copy_folder("bert", "hf_relative_positions");
-    auto config = read_json(dir / "config.json");
+    auto config = destein::read_json_file(dir / "config.json");
     config["position_embedding_type"] = "relative_key";
     std::ofstream(dir / "config.json") << config.dump();
     destein::HfClassifierOptions o;
@@ -204,7 +202,7 @@ TEST_CASE("A broken classifier folder is refused naming the file and the key",
         {"pos_att_type", nlohmann::json::array({"p2p"})},
         {"norm_rel_ebd", "layer_norm|x"}};
     for (const auto& [key, value] : refused) {
-      auto c = read_json(kEncoders / "deberta-v3" / "config.json");
+      auto c = destein::read_json_file(kEncoders / "deberta-v3" / "config.json");
       c[key] = value;
       std::ofstream(deberta / "config.json") << c.dump();
       CHECK_THROWS_WITH(destein::HfClassifierScorer(d), Contains("config.json") && Contains(key));

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "io/file_io.hpp"
 #include "text/wordpiece_tokenizer.hpp"
 
 using Catch::Matchers::Contains;
@@ -17,16 +18,10 @@ namespace {
 
 const fs::path kEncoders = fs::path(DESTEIN_TEST_BINARY_DIR) / "fixtures" / "encoders";
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
-
 // Every text's ids equal the library's; the first mismatch is reported whole.
 void require_hf_ids(const destein::Tokenizer& tok, const std::string& folder) {
-  const auto texts = read_json(kEncoders / "texts.json")["tokenizer_texts"];
-  const auto golden = read_json(kEncoders / folder / "hf_ids.json")["ids"];
+  const auto texts = destein::read_json_file(kEncoders / "texts.json")["tokenizer_texts"];
+  const auto golden = destein::read_json_file(kEncoders / folder / "hf_ids.json")["ids"];
   REQUIRE(texts.size() == golden.size());
   size_t equal = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
@@ -87,13 +82,13 @@ TEST_CASE("WordPiece loading errors name the file and what was expected",
   CHECK_THROWS_WITH(destein::load_wordpiece_tokenizer(dir),
                     Contains(dir.string()) && Contains("vocab.txt"));
 
-  auto root = read_json(kEncoders / "bert" / "tokenizer.json");
+  auto root = destein::read_json_file(kEncoders / "bert" / "tokenizer.json");
   root["normalizer"] = {{"type", "NFKC"}};
   std::ofstream(dir / "tokenizer.json") << root.dump();
   CHECK_THROWS_WITH(destein::load_wordpiece_tokenizer(dir / "tokenizer.json"),
                     Contains("tokenizer.json") && Contains("NFKC") && Contains("BertNormalizer"));
 
-  root = read_json(kEncoders / "bert" / "tokenizer.json");
+  root = destein::read_json_file(kEncoders / "bert" / "tokenizer.json");
   root["model"]["unk_token"] = "<unk>";
   std::ofstream(dir / "tokenizer.json") << root.dump();
   CHECK_THROWS_WITH(destein::load_wordpiece_tokenizer(dir / "tokenizer.json"),

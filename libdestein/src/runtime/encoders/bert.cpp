@@ -23,14 +23,10 @@ class BertEncoderClassifier : public EncoderClassifier {
                         const std::string& base, Head head)
       : head_(head) {
     c.refuse_unless("position_embedding_type", {"absolute"});
-    const int64_t V = c.integer("vocab_size"), D = c.integer("hidden_size"),
-                  L = c.integer("num_hidden_layers");
-    const int64_t F = c.integer("intermediate_size");
-    heads_ = c.integer("num_attention_heads");
-    DESTEIN_CHECK_IO(heads_ > 0 && D % heads_ == 0,
-                     "{}: 'hidden_size' {} is not a multiple of 'num_attention_heads' {}", c.file(),
-                     D, heads_);
-    positions_ = c.integer("max_position_embeddings");
+    const EncoderShape shape = bert_style_shape(c);
+    const int64_t V = shape.vocab, D = shape.hidden, L = shape.layers, F = shape.intermediate;
+    heads_ = shape.heads;
+    positions_ = shape.positions;
     const int64_t types = c.integer_or("type_vocab_size", 2);
     const double eps = c.number_or("layer_norm_eps", 1e-12);
     act_ = activation_of(c, "hidden_act", "gelu");

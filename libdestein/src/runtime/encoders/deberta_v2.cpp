@@ -30,14 +30,10 @@ class DebertaV2Classifier : public EncoderClassifier {
     c.refuse_unless("relative_attention", {true});
     c.refuse_unless("attention_head_size", {nullptr});
     c.refuse_unless("embedding_size", {c.root().value("hidden_size", nlohmann::json())});
-    const int64_t V = c.integer("vocab_size"), D = c.integer("hidden_size"),
-                  L = c.integer("num_hidden_layers");
-    const int64_t F = c.integer("intermediate_size");
-    heads_ = c.integer("num_attention_heads");
-    DESTEIN_CHECK_IO(heads_ > 0 && D % heads_ == 0,
-                     "{}: 'hidden_size' {} is not a multiple of 'num_attention_heads' {}", c.file(),
-                     D, heads_);
-    positions_ = c.integer("max_position_embeddings");
+    const EncoderShape shape = bert_style_shape(c);
+    const int64_t V = shape.vocab, D = shape.hidden, L = shape.layers, F = shape.intermediate;
+    heads_ = shape.heads;
+    positions_ = shape.positions;
     const int64_t types = c.integer_or("type_vocab_size", 0);
     const double eps = c.number_or("layer_norm_eps", 1e-7);
     act_ = activation_of(c, "hidden_act", "gelu");

@@ -107,6 +107,20 @@ void EncoderConfig::refuse_unless(const std::string& key,
                                        key, it->dump(), fmt::join(names, ", ")));
 }
 
+EncoderShape bert_style_shape(const EncoderConfig& c) {
+  EncoderShape s;
+  s.vocab = c.integer("vocab_size");
+  s.hidden = c.integer("hidden_size");
+  s.layers = c.integer("num_hidden_layers");
+  s.intermediate = c.integer("intermediate_size");
+  s.heads = c.integer("num_attention_heads");
+  DESTEIN_CHECK_IO(s.heads > 0 && s.hidden % s.heads == 0,
+                   "{}: 'hidden_size' {} is not a multiple of 'num_attention_heads' {}", c.file(),
+                   s.hidden, s.heads);
+  s.positions = c.integer("max_position_embeddings");
+  return s;
+}
+
 Linear take_linear(const EncoderWeights& w, const std::string& prefix, int64_t out, int64_t in) {
   return {w.take(prefix + ".weight", {out, in}), w.take(prefix + ".bias", {out})};
 }

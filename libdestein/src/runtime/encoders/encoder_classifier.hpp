@@ -67,6 +67,13 @@ class EncoderConfig {
   std::string file_;
 };
 
+/// The sizes BERT-style configs (BERT, RoBERTa, DeBERTa) name alike. Throws naming the file
+/// and key for a missing one, or when num_attention_heads does not divide hidden_size.
+struct EncoderShape {
+  int64_t vocab = 0, hidden = 0, layers = 0, intermediate = 0, heads = 0, positions = 0;
+};
+EncoderShape bert_style_shape(const EncoderConfig& c);
+
 /// y = x W^T + b for a Linear's weight (out, in) and bias (out).
 struct Linear {
   at::Tensor weight, bias;
