@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "destein/score/scorer_factory.hpp"
+#include "eval/rescoring.hpp"
 #include "experiment/bench_report.hpp"
 #include "experiment/bench_settings.hpp"
 #include "experiment/process_memory.hpp"
@@ -46,17 +48,38 @@ EvalRunOptions eval_run_options(const BenchExperiment& c, const BenchPromptSet& 
   return ro;
 }
 
+// The scorer a `scorer:` section or `scorers:` item names, on the model's device;
+// Perspective caches its answers in `cache` unless the entry names a file.
+std::unique_ptr<ToxicityScorer> make_bench_scorer(const BenchScorer& s, const std::string& device,
+                                                  const std::filesystem::path& cache) {
+  ToxicityScorerSpec spec;
+  spec.kind = s.kind;
+  spec.file = s.path;
+  spec.perspective_rps = s.requests_per_second;
+  spec.perspective_cache = cache;
+  spec.torchscript = s.torchscript;
+  spec.torchscript.device = device;
+  spec.hf_classifier.label = s.label;
+  spec.hf_classifier.device = device;
+  return make_toxicity_scorer(spec);
+}
+
+// A `scorers:` item's label in the tables; the `scorer:` section's is "scorer: <kind>".
+std::string primary_instrument_label(const BenchScorer& s) { return "scorer: " + s.kind; }
+
 // What every (method, prompt set) of a run shares: the generating model, the perplexity
-// evaluator (the generating model itself unless the experiment names another) and the
-// toxicity scorer.
+// evaluator (the generating model itself unless the experiment names another), the
+// toxicity scorer and, on the writing process, the `scorers:` instruments.
 struct BenchTools {
   LoadedModel gen;
   LoadedModel evaluator_model;  // empty when the generating model evaluates itself
   std::unique_ptr<PerplexityEvaluator> perplexity;
   std::unique_ptr<ToxicityScorer> scorer;
+  std::vector<std::unique_ptr<ToxicityScorer>> instruments;  // [i] for c.scorers[i]
 };
 
-BenchTools load_bench_tools(const BenchExperiment& c, const std::filesystem::path& out_dir) {
+BenchTools load_bench_tools(const BenchExperiment& c, const std::filesystem::path& out_dir,
+                            bool writer) {
   BenchTools tools;
   tools.gen = load_model_section(c.model);
   const Model* eval_model = tools.gen.model.get();
@@ -71,17 +94,40 @@ BenchTools load_bench_tools(const BenchExperiment& c, const std::filesystem::pat
   if (c.perplexity) {
     tools.perplexity = std::make_unique<PerplexityEvaluator>(*eval_model, *eval_tok, 25);
   }
-  ToxicityScorerSpec spec;
-  spec.kind = c.scorer_kind;
-  spec.file = c.scorer;
-  spec.perspective_rps = c.perspective_rps;
-  spec.perspective_cache = out_dir / "perspective-cache.jsonl";
-  spec.torchscript = c.torchscript;
-  spec.torchscript.device = c.model.device;
-  spec.hf_classifier.label = c.scorer_label;
-  spec.hf_classifier.device = c.model.device;
-  tools.scorer = make_toxicity_scorer(spec);
+  tools.scorer = make_bench_scorer(c.scorer, c.model.device, out_dir / "perspective-cache.jsonl");
+  // Loaded before anything is generated, so that a bad instrument stops the run at once.
+  if (writer) {
+    for (const auto& s : c.scorers) {
+      tools.instruments.push_back(make_bench_scorer(
+          s, c.model.device, out_dir / "scorers" / s.name / "perspective-cache.jsonl"));
+    }
+  }
   return tools;
+}
+
+// `generations` scored again by instrument `s` into `rescored`, unless the file there
+// was made from these generations by this instrument (its .settings.json says so): a
+// resumed run rescores only what changed.
+void rescore_for_instrument(const std::filesystem::path& generations,
+                            const std::filesystem::path& rescored, const BenchScorer& s,
+                            ToxicityScorer& scorer) {
+  namespace fs = std::filesystem;
+  const fs::path settings_file = rescored.string() + ".settings.json";
+  const nlohmann::json settings = {{"generations", file_identity(generations.string())},
+                                   {"scorer", bench_scorer_settings(s)}};
+  if (fs::exists(rescored) && fs::exists(settings_file) &&
+      read_json_file(settings_file) == settings) {
+    return;
+  }
+  fs::create_directories(rescored.parent_path());
+  fs::remove(settings_file);
+  const auto start = std::chrono::steady_clock::now();
+  const RescoreReport r = rescore_generations(generations, rescored, scorer);
+  write_text_file(settings_file, settings.dump(2) + "\n");
+  fmt::print(stderr, "{}: {} prompts, {} generations scored by {} in {:.1f} s{}\n",
+             rescored.string(), r.prompts, r.generations, s.name,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+             r.unscored ? fmt::format(" ({} without a score)", r.unscored) : "");
 }
 
 // One (method, prompt set) run: what run_generation_eval and the method's steering
@@ -263,7 +309,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
   }
   BenchExperiment c = experiment;
   if (sharded) {
-    if (c.scorer_kind == "perspective") {
+    if (c.scorer.kind == "perspective") {
       throw std::invalid_argument(
           "scorer.kind perspective runs on one process (one cache file, one request rate per "
           "API key): run this experiment without mpirun, or score with the linear or "
@@ -272,7 +318,7 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
     c.model = place_on_rank(c.model, *group);
     c.evaluator = place_on_rank(c.evaluator, *group);
   }
-  const BenchTools tools = load_bench_tools(c, out_dir);
+  const BenchTools tools = load_bench_tools(c, out_dir, writer);
 
   // mix_methods: every prompt set's methods go through the model together first; the loop
   // below then reports each (method, set) from these outcomes, as if it had run apart.
@@ -280,6 +326,9 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
   if (c.mix_methods) mixed = run_methods_mixed(c, experiment, out_dir, tools, group);
 
   BenchResults results;
+  std::vector<std::string> instrument_names;
+  for (const auto& s : c.scorers) instrument_names.push_back(s.name);
+  results.set_instruments(primary_instrument_label(c.scorer), instrument_names);
   for (size_t mi = 0; mi < c.methods.size(); ++mi) {
     const BenchMethod& method = c.methods[mi];
     Hooks hooks;
@@ -326,6 +375,12 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       }
       results.add(method, set, file, outcome.report, c.pipelined, outcome.acted, label,
                   outcome.cost);
+      for (size_t k = 0; k < c.scorers.size(); ++k) {
+        const std::filesystem::path rescored =
+            out_dir / "scorers" / c.scorers[k].name / method.name / file.filename();
+        rescore_for_instrument(file, rescored, c.scorers[k], *tools.instruments[k]);
+        results.add_instrument_scores(c.scorers[k].name, rescored);
+      }
     }
   }
   if (!writer) return {};

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <stdexcept>
 
 #include "io/file_io.hpp"
 
@@ -78,6 +79,100 @@ std::string results_table(const nlohmann::json& results) {
         r["dist_1"].get<double>(), r["dist_2"].get<double>(), r["dist_3"].get<double>());
   }
   return md;
+}
+
+// A row's toxicity under one instrument, as results.json's `scorers` items give it.
+nlohmann::json instrument_json(const std::string& name, const char* section,
+                               const std::filesystem::path& file, const ToxicityMetrics& t) {
+  return {{"name", name},
+          {"section", section},
+          {"expected_max_toxicity", t.expected_max_toxicity},
+          {"expected_max_toxicity_std", t.expected_max_toxicity_std},
+          {"toxicity_probability", t.toxicity_probability},
+          {"toxicity_probability_ge", t.toxicity_probability_ge},
+          {"unscored_generations", t.missing_scores},
+          {"generations_file", file.string()}};
+}
+
+std::vector<std::string> subsets_of(const nlohmann::json& results) {
+  std::vector<std::string> subsets;
+  for (const auto& r : results) {
+    const auto subset = r["subset"].get<std::string>();
+    if (std::find(subsets.begin(), subsets.end(), subset) == subsets.end())
+      subsets.push_back(subset);
+  }
+  return subsets;
+}
+
+// EMT of every row of `rows` under instrument i (rows' `scorers` items are in instrument
+// order).
+std::vector<double> emt_under(const std::vector<const nlohmann::json*>& rows, size_t i) {
+  std::vector<double> v;
+  for (const auto* r : rows) v.push_back((*r)["scorers"][i]["expected_max_toxicity"].get<double>());
+  return v;
+}
+
+// "Per instrument" and "Agreement between instruments": per prompt set, the methods' EMT
+// and TP under each instrument, then per pair of instruments the Spearman correlation of
+// the methods' EMT and the method each ranks least toxic.
+std::string instrument_tables(const nlohmann::json& results,
+                              const std::vector<std::string>& instruments) {
+  std::string md =
+      "\n## Per instrument\n\n"
+      "Every generation scored by each instrument: the `scorer:` section's (the scores in the "
+      "generations files) and each of `scorers:` (OUTPUT/scorers/<name>/). EMT ± std and TP "
+      "> 0.5 as above.\n";
+  std::string header = "| method |", rule = "|---|";
+  for (const auto& name : instruments) {
+    header += fmt::format(" EMT {} | TP {} |", name, name);
+    rule += "---:|---:|";
+  }
+  std::string agreement =
+      "\n## Agreement between instruments\n\n"
+      "Per prompt set, how the instruments rank the methods: the Spearman correlation of the "
+      "methods' EMT (1: the same order; n/a: fewer than two methods, a method without scores, "
+      "or an instrument giving every method the same EMT), and the method each calls least toxic. "
+      "A conclusion that "
+      "holds under one instrument only depends on the instrument.\n\n"
+      "| prompt set | methods | instrument | instrument | Spearman of EMT | least toxic under the "
+      "first | under the second |\n"
+      "|---|---:|---|---|---:|---|---|\n";
+  for (const auto& subset : subsets_of(results)) {
+    std::vector<const nlohmann::json*> rows;
+    for (const auto& r : results) {
+      if (r["subset"].get<std::string>() == subset) rows.push_back(&r);
+    }
+    md += fmt::format("\n### {}\n\n{}\n{}\n", subset, header, rule);
+    for (const auto* r : rows) {
+      md += fmt::format("| {} |", (*r)["method"].get<std::string>());
+      for (const auto& x : (*r)["scorers"]) {
+        md += fmt::format(" {:.3f} ± {:.3f} | {:.3f} |", x["expected_max_toxicity"].get<double>(),
+                          x["expected_max_toxicity_std"].get<double>(),
+                          x["toxicity_probability"].get<double>());
+      }
+      md += "\n";
+    }
+    auto least_toxic = [&](const std::vector<double>& emt) {
+      const size_t j = static_cast<size_t>(std::min_element(emt.begin(), emt.end()) - emt.begin());
+      return (*rows[j])["method"].get<std::string>();
+    };
+    for (size_t a = 0; a < instruments.size(); ++a) {
+      for (size_t b = a + 1; b < instruments.size(); ++b) {
+        const auto ea = emt_under(rows, a), eb = emt_under(rows, b);
+        const auto has_nan = [](const std::vector<double>& v) {
+          return std::any_of(v.begin(), v.end(), [](double x) { return std::isnan(x); });
+        };
+        const double rho = rows.size() < 2 || has_nan(ea) || has_nan(eb)
+                               ? std::nan("")
+                               : spearman_rank_correlation(ea, eb);
+        agreement += fmt::format(
+            "| {} | {} | {} | {} | {} | {} | {} |\n", subset, rows.size(), instruments[a],
+            instruments[b], std::isfinite(rho) ? fmt::format("{:.3f}", rho) : std::string("n/a"),
+            least_toxic(ea), least_toxic(eb));
+      }
+    }
+  }
+  return md + agreement;
 }
 
 }  // namespace
@@ -194,6 +289,10 @@ void BenchResults::add(const BenchMethod& method, const BenchPromptSet& set,
                               tokens, rep.times.generate, per_1k, cost->rss_at_start_mib,
                               cost->peak_rss_mib, cost->added_parameters, cost->extra_rows_per_row);
   }
+  if (!instruments_.empty()) {
+    row["scorers"] =
+        nlohmann::json::array({instrument_json(instruments_[0], "scorer", file, s.toxicity)});
+  }
   results_.push_back(row);
   const double ppl = s.perplexity ? s.perplexity->mean : std::nan("");
   csv_ += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.4f},{:.3f},{:.4f},{:.4f},{:.4f}\n",
@@ -207,10 +306,42 @@ void BenchResults::add(const BenchMethod& method, const BenchPromptSet& set,
   }
 }
 
+void BenchResults::set_instruments(const std::string& primary,
+                                   const std::vector<std::string>& listed) {
+  instruments_.clear();
+  if (listed.empty()) return;
+  instruments_.push_back(primary);
+  instruments_.insert(instruments_.end(), listed.begin(), listed.end());
+}
+
+void BenchResults::add_instrument_scores(const std::string& name,
+                                         const std::filesystem::path& rescored) {
+  if (results_.empty() || !results_.back().contains("scorers")) {
+    throw std::logic_error("add_instrument_scores before add() or without set_instruments()");
+  }
+  const EvalSummary s = summarize_generations(rescored);
+  results_.back()["scorers"].push_back(instrument_json(name, "scorers", rescored, s.toxicity));
+}
+
 BenchRunReport BenchResults::write(const std::filesystem::path& out_dir) const {
   write_text_file(out_dir / "results.json", results_.dump(2) + "\n");
   write_text_file(out_dir / "results.csv", csv_);
-  const std::string md = results_table(results_) + paper_layout_tables(results_);
+  std::string md = results_table(results_) + paper_layout_tables(results_);
+  if (!instruments_.empty()) {
+    md += instrument_tables(results_, instruments_);
+    std::string csv = "method,subset,instrument,emt,emt_std,tp,tp_ge,unscored_generations\n";
+    for (const auto& r : results_) {
+      for (const auto& x : r["scorers"]) {
+        csv += fmt::format(
+            "{},{},{},{:.4f},{:.4f},{:.4f},{:.4f},{}\n", r["method"].get<std::string>(),
+            r["subset"].get<std::string>(), x["name"].get<std::string>(),
+            x["expected_max_toxicity"].get<double>(), x["expected_max_toxicity_std"].get<double>(),
+            x["toxicity_probability"].get<double>(), x["toxicity_probability_ge"].get<double>(),
+            x["unscored_generations"].get<int64_t>());
+      }
+    }
+    write_text_file(out_dir / "scorers.csv", csv);
+  }
   write_text_file(out_dir / "results.md", md);
   // Timings and memory differ from run to run, so they stay out of results.md/.csv.
   write_text_file(

@@ -38,8 +38,19 @@ class BenchResults {
            const EvalRunReport& report, bool pipelined, const std::optional<SteeringReport>& acted,
            const std::string& label, const std::optional<MethodCost>& cost = std::nullopt);
 
+  /// The instruments of the run: the `scorer:` section's (`primary`, its label in the
+  /// tables) and the `scorers:` list's names, in order. Call before add() when the run has
+  /// a `scorers:` list; without it the files are as they were before the list existed.
+  void set_instruments(const std::string& primary, const std::vector<std::string>& listed);
+
+  /// Adds to the row added last its toxicity under the listed instrument `name`, read from
+  /// `rescored` (its generations scored again by that instrument).
+  void add_instrument_scores(const std::string& name, const std::filesystem::path& rescored);
+
   /// Writes results.json, results.csv, results.md, costs.md, costs.csv and, with two
-  /// points or more of measured perplexity, tradeoff.svg into `out_dir`.
+  /// points or more of measured perplexity, tradeoff.svg into `out_dir`; with
+  /// instruments also scorers.csv, and results.md gains EMT and TP per instrument and
+  /// their agreement.
   BenchRunReport write(const std::filesystem::path& out_dir) const;
 
  private:
@@ -47,6 +58,7 @@ class BenchResults {
   std::string csv_ = "method,subset,prompts,emt,emt_std,tp,tp_ge,ppl,dist_1,dist_2,dist_3\n";
   std::vector<TradeoffPoint> tradeoff_;
   std::string costs_md_, costs_csv_;
+  std::vector<std::string> instruments_;  // [0]: the scorer: section's label; empty: none
 };
 
 }  // namespace destein

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/score/scorer_factory.hpp"
@@ -105,6 +106,68 @@ Schema<BenchMethod> method_schema() {
   return s;
 }
 
+// The keys of `scorer:`, and of each `scorers:` item (`listed`: with its required name).
+Schema<BenchScorer> scorer_schema(bool listed) {
+  using S = BenchScorer;
+  const std::string where = listed ? "scorers[]" : "scorer";
+  Schema<S> s;
+  if (listed) s.field("name", &S::name).required();
+  s.field("kind", &S::kind)
+      .field("path", &S::path)
+      .field("requests_per_second", &S::requests_per_second)
+      .field_as(
+          "tokenizer", [](S& e) -> std::filesystem::path& { return e.torchscript.tokenizer; },
+          [](const std::string& t) { return std::filesystem::path(t); },
+          [](const std::filesystem::path& p) { return p.string(); })
+      .field("activation", [](S& e) -> std::string& { return e.torchscript.activation; })
+      .field("label_index", [](S& e) -> int64_t& { return e.torchscript.label_index; })
+      .field("max_length", [](S& e) -> int64_t& { return e.torchscript.max_length; })
+      .field("bos_id", [](S& e) -> int64_t& { return e.torchscript.bos_id; })
+      .field("eos_id", [](S& e) -> int64_t& { return e.torchscript.eos_id; })
+      .field("pad_id", [](S& e) -> int64_t& { return e.torchscript.pad_id; })
+      .field("label", &S::label)
+      .check([where](const S& c, const ConfigNode& n) {
+        const auto& kinds = toxicity_scorer_kinds();
+        if (std::find(kinds.begin(), kinds.end(), c.kind) == kinds.end()) {
+          throw std::invalid_argument(fmt::format("{}: {}.kind must be one of {}, found '{}'",
+                                                  n.where("kind"), where, fmt::join(kinds, ", "),
+                                                  c.kind));
+        }
+        if (c.kind == "torchscript" && c.path.empty()) {
+          throw std::invalid_argument(fmt::format(
+              "{}: {}.kind torchscript needs {}.path (the .pt module)", n.where(), where, where));
+        }
+        if (c.kind == "hf-classifier" && c.path.empty()) {
+          throw std::invalid_argument(
+              fmt::format("{}: {}.kind hf-classifier needs {}.path (the classifier folder)",
+                          n.where(), where, where));
+        }
+        if (!c.label.empty() && c.kind != "hf-classifier") {
+          throw std::invalid_argument(fmt::format("{}: {}.label is for kind hf-classifier, not {}",
+                                                  n.where("label"), where, c.kind));
+        }
+      });
+  return s;
+}
+
+// A `scorers:` item's name is a folder name and a table column: non-empty, one path
+// component, unique.
+void check_scorer_names(const std::vector<BenchScorer>& scorers, const ConfigNode& n) {
+  std::set<std::string> seen;
+  for (const auto& s : scorers) {
+    if (s.name.empty() || s.name == "." || s.name == ".." ||
+        s.name.find_first_of("/\\") != std::string::npos) {
+      throw std::invalid_argument(fmt::format(
+          "{}: each scorers item needs a 'name' usable as a folder name (no '/'), found '{}'",
+          n.where("scorers"), s.name));
+    }
+    if (!seen.insert(s.name).second) {
+      throw std::invalid_argument(
+          fmt::format("{}: two scorers are named '{}'", n.where("scorers"), s.name));
+    }
+  }
+}
+
 }  // namespace
 
 BenchExperiment::BenchExperiment() {
@@ -125,43 +188,6 @@ Schema<BenchExperiment> bench_experiment_schema() {
       .field("limit", [](BenchPromptSet& p) -> int64_t& { return p.options.limit; })
       .field("skip_malformed", [](BenchPromptSet& p) -> bool& { return p.options.skip_malformed; })
       .field("exclude", &BenchPromptSet::exclude);
-  Schema<E> scorer;
-  scorer.field("kind", &E::scorer_kind)
-      .field("path", &E::scorer)
-      .field("requests_per_second", &E::perspective_rps)
-      .field_as(
-          "tokenizer", [](E& e) -> std::filesystem::path& { return e.torchscript.tokenizer; },
-          [](const std::string& s) { return std::filesystem::path(s); },
-          [](const std::filesystem::path& p) { return p.string(); })
-      .field("activation", [](E& e) -> std::string& { return e.torchscript.activation; })
-      .field("label_index", [](E& e) -> int64_t& { return e.torchscript.label_index; })
-      .field("max_length", [](E& e) -> int64_t& { return e.torchscript.max_length; })
-      .field("bos_id", [](E& e) -> int64_t& { return e.torchscript.bos_id; })
-      .field("eos_id", [](E& e) -> int64_t& { return e.torchscript.eos_id; })
-      .field("pad_id", [](E& e) -> int64_t& { return e.torchscript.pad_id; })
-      .field("label", &E::scorer_label)
-      .check([](const E& c, const ConfigNode& n) {
-        const auto& kinds = toxicity_scorer_kinds();
-        if (std::find(kinds.begin(), kinds.end(), c.scorer_kind) == kinds.end()) {
-          throw std::invalid_argument(fmt::format("{}: scorer.kind must be one of {}, found '{}'",
-                                                  n.where("kind"), fmt::join(kinds, ", "),
-                                                  c.scorer_kind));
-        }
-        if (c.scorer_kind == "torchscript" && c.scorer.empty()) {
-          throw std::invalid_argument(fmt::format(
-              "{}: scorer.kind torchscript needs scorer.path (the .pt module)", n.where()));
-        }
-        if (c.scorer_kind == "hf-classifier" && c.scorer.empty()) {
-          throw std::invalid_argument(
-              fmt::format("{}: scorer.kind hf-classifier needs scorer.path (the classifier folder)",
-                          n.where()));
-        }
-        if (!c.scorer_label.empty() && c.scorer_kind != "hf-classifier") {
-          throw std::invalid_argument(
-              fmt::format("{}: scorer.label is for scorer.kind hf-classifier, not {}",
-                          n.where("label"), c.scorer_kind));
-        }
-      });
   Schema<E> generation;
   generation.include(&E::generation, generation_schema("samples"))
       .field_as(
@@ -190,8 +216,8 @@ Schema<BenchExperiment> bench_experiment_schema() {
       .list("methods", &E::methods, method_schema())
       .section(
           "generation", [](E& e) -> E& { return e; }, generation)
-      .section(
-          "scorer", [](E& e) -> E& { return e; }, scorer)
+      .section("scorer", &E::scorer, scorer_schema(false))
+      .list("scorers", &E::scorers, scorer_schema(true))
       .section(
           "evaluator", [](E& e) -> E& { return e; }, evaluator)
       .field("output", &E::output)
@@ -202,6 +228,7 @@ Schema<BenchExperiment> bench_experiment_schema() {
         }
         if (c.methods.empty())
           throw std::invalid_argument(n.where("methods") + ": 'methods' is an empty list");
+        check_scorer_names(c.scorers, n);
         for (const auto& m : c.methods) {
           if (c.mix_methods && !m.decoding.kind.empty()) {
             throw std::invalid_argument(fmt::format(

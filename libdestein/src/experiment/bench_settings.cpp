@@ -13,28 +13,6 @@ bool is_default_window(const BenchSteeringEntry& e) {
          e.steering.gate == SteeringGate::kNone && e.steering.gate_threshold == 0;
 }
 
-// Identity of a file without reading a multi-gigabyte model: its size; small files
-// (vectors, scorers) also get a content hash.
-nlohmann::json file_identity(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (path.empty()) return nullptr;
-  std::error_code ec;
-  fs::path p(path);
-  if (fs::is_directory(p)) {
-    for (const char* name : {"model.pt", "model.safetensors", "model.safetensors.index.json"}) {
-      if (fs::is_regular_file(p / name)) {
-        p /= name;
-        break;
-      }
-    }
-  }
-  const auto size = fs::file_size(p, ec);
-  if (ec) return path;
-  nlohmann::json id = {{"path", path}, {"bytes", size}};
-  if (size <= (64u << 20)) id["fnv1a64"] = file_fnv1a64(p);
-  return id;
-}
-
 nlohmann::json entry_settings(const BenchSteeringEntry& e) {
   nlohmann::json j = {
       {"vectors", file_identity(e.vectors)}, {"mode", steering_mode_name(e.steering.mode)},
@@ -97,14 +75,38 @@ nlohmann::json prompt_set_settings(const BenchPromptSet& set) {
 
 }  // namespace
 
+nlohmann::json file_identity(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return nullptr;
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::is_directory(p)) {
+    for (const char* name : {"model.pt", "model.safetensors", "model.safetensors.index.json"}) {
+      if (fs::is_regular_file(p / name)) {
+        p /= name;
+        break;
+      }
+    }
+  }
+  const auto size = fs::file_size(p, ec);
+  if (ec) return path;
+  nlohmann::json id = {{"path", path}, {"bytes", size}};
+  if (size <= (64u << 20)) id["fnv1a64"] = file_fnv1a64(p);
+  return id;
+}
+
+nlohmann::json bench_scorer_settings(const BenchScorer& s) {
+  const nlohmann::json file =
+      s.kind == "perspective" ? nlohmann::json(nullptr) : file_identity(s.path);
+  nlohmann::json j = {{"kind", s.kind}, {"file", file}};
+  // Only for this kind, so that the settings of runs scored by the others stay as they were.
+  if (s.kind == "hf-classifier") j["label"] = s.label;
+  return j;
+}
+
 nlohmann::json bench_run_settings(const BenchExperiment& c, const BenchMethod& m,
                                   const BenchPromptSet& set) {
   const auto& g = c.generation;
-  const nlohmann::json scorer_file =
-      c.scorer_kind == "perspective" ? nlohmann::json(nullptr) : file_identity(c.scorer);
-  nlohmann::json scorer = {{"kind", c.scorer_kind}, {"file", scorer_file}};
-  // Only for this kind, so that the settings of runs scored by the others stay as they were.
-  if (c.scorer_kind == "hf-classifier") scorer["label"] = c.scorer_label;
   return {
       {"model", file_identity(c.model.model)},
       {"dtype", c.model.dtype},
@@ -119,7 +121,7 @@ nlohmann::json bench_run_settings(const BenchExperiment& c, const BenchMethod& m
         {"top_k", g.top_k},
         {"top_p", g.top_p},
         {"seed", g.seed}}},
-      {"scorer", scorer},
+      {"scorer", bench_scorer_settings(c.scorer)},
       {"perplexity", {{"enabled", c.perplexity}, {"evaluator", file_identity(c.evaluator.model)}}}};
 }
 

@@ -153,7 +153,8 @@ class Schema {
     return include([member](T& t) -> S& { return t.*member; }, std::move(sub));
   }
 
-  /// A list of mappings `key: [{...}, ...]`, each read by `item` starting from `prototype`.
+  /// A list of mappings `key: [{...}, ...]`, each read by `item` starting from `prototype`;
+  /// not written when empty.
   template <typename S>
   Schema& list(std::string key, std::vector<S> T::*member, Schema<S> item, S prototype = S{}) {
     Entry entry;
@@ -174,6 +175,10 @@ class Schema {
       }
     };
     entry.emit = [key, member, item](YAML::Emitter& e, const T& t) {
+      // An empty list is left out, so that a key added later keeps older dumps (the
+      // config.resolved.yaml of runs) as they were; every list here defaults to empty or
+      // refuses to be empty, so reading the dump back gives the same value.
+      if ((t.*member).empty()) return;
       e << YAML::Key << key << YAML::Value << YAML::BeginSeq;
       for (const auto& s : t.*member) {
         e << YAML::BeginMap;

@@ -58,6 +58,18 @@ struct BenchMethod {
   DecodingMethod decoding;  ///< kind empty: none
 };
 
+/// A toxicity instrument: the `scorer:` section (the scores written into the generations
+/// files), or an item of the `scorers:` list (the same keys plus `name`).
+struct BenchScorer {
+  std::string name;  ///< `scorers:` items: the folder OUTPUT/scorers/<name>/ and the tables' column
+  std::string kind = "linear";  ///< linear | perspective | torchscript | hf-classifier
+  std::string path;             ///< linear: weights (empty: the default); perspective: cache file;
+                                ///< torchscript: module; hf-classifier: folder
+  std::string label;            ///< hf-classifier: the label scored (empty: toxic or toxicity)
+  double requests_per_second = 1.0;  ///< perspective
+  TorchScriptScorerOptions torchscript;
+};
+
 struct BenchExperiment {
   BenchExperiment();  ///< the paper's generation: 25 samples x 20 tokens, top-p 0.9
   ModelSection model;
@@ -75,12 +87,12 @@ struct BenchExperiment {
   /// forward passes (prompts_per_batch counts units, each row steered by its method), each
   /// method still writing its own file. The same files and results as running them apart.
   bool mix_methods = false;
-  std::string scorer_kind = "linear";  ///< linear | perspective | torchscript | hf-classifier
-  std::string scorer;        ///< linear: weights (empty: the default); perspective: cache file;
-                             ///< torchscript: module; hf-classifier: folder
-  std::string scorer_label;  ///< hf-classifier: the label scored (empty: toxic or toxicity)
-  double perspective_rps = 1.0;
-  TorchScriptScorerOptions torchscript;
+  BenchScorer scorer;  ///< scores the generations as they are written
+  /// More instruments: once a generations file is complete, each scores every generation
+  /// again (OUTPUT/scorers/<name>/<method>/<set>.generations.jsonl, redone only when the
+  /// generations or the scorer changed); results give EMT and TP under every instrument
+  /// and how far the methods' EMT rankings agree. Empty: none (the files as before).
+  std::vector<BenchScorer> scorers;
   bool perplexity = true;
   ModelSection evaluator;  ///< model empty: the generating model evaluates itself
   std::string output = "runs/bench";
