@@ -29,14 +29,15 @@ int run_train_lm(Args& args) {
   args.finish();
   TrainLmExperiment c = load_train_lm_experiment(config_path);
   if (check_only) {
-    check_train_lm_experiment(c);
+    c = check_train_lm_experiment(c);
     fmt::print(
-        "{}: ok ({} sources, GPT-2 {} layers d {} context {}, vocabulary {}, {} steps of {} x {} "
+        "{}: ok ({} sources{}, GPT-2 {} layers d {} context {}, vocabulary {}, {} steps of {} x {} "
         "tokens, "
         "output {}{})\n",
-        config_path, c.sources.size(), c.train.shape.n_layers, c.train.shape.d_model,
-        c.train.shape.context, c.vocab_size, c.train.optimizer.total_steps, c.train.batch_size,
-        c.train.shape.context, c.output, c.export_dir.empty() ? "" : ", export " + c.export_dir);
+        config_path, c.sources.size(), c.init_from.empty() ? "" : ", fine-tuning " + c.init_from,
+        c.train.shape.n_layers, c.train.shape.d_model, c.train.shape.context, c.vocab_size,
+        c.train.optimizer.total_steps, c.train.batch_size, c.train.shape.context, c.output,
+        c.export_dir.empty() ? "" : ", export " + c.export_dir);
     return 0;
   }
   if (output_override) c.output = *output_override;

@@ -230,7 +230,8 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
     CHECK_THAT(r.output, Contains("model: models/tiny-lm"));
   }
   for (const char* bench : {"demo.yaml", "demo-sweep.yaml", "demo-gate-sweep.yaml",
-                            "bench-gpt2-large.yaml", "bench-llama2-7b.yaml", "bench-mpt-7b.yaml"}) {
+                            "bench-gpt2-large.yaml", "bench-llama2-7b.yaml", "bench-mpt-7b.yaml",
+                            "ablation-tiny.yaml", "paper-table1-tiny-dev.yaml"}) {
     INFO(bench);
     auto r =
         run_command(std::string(DESTEIN_BENCH) + " run --dump-config --config " + configs + bench);
@@ -240,6 +241,15 @@ TEST_CASE("the shipped configs parse and resolve", "[cli][configs]") {
   CHECK(lm.exit_code == 0);
   CHECK_THAT(lm.output,
              Contains("ok (7 sources, GPT-2 4 layers d 256 context 128, vocabulary 8000"));
+  // DExperts' expert and anti-expert: tiny-lm fine-tuned (paths from the checkout's root).
+  for (const char* lm_config : {"tiny-lm-expert.yaml", "tiny-lm-antiexpert.yaml"}) {
+    INFO(lm_config);
+    auto tuned = run_command("cd " + std::string(DESTEIN_SOURCE_DIR) + " && " + cli +
+                             "train-lm --check-config --config configs/" + lm_config);
+    CHECK(tuned.exit_code == 0);
+    CHECK_THAT(tuned.output, Contains("ok (4 sources, fine-tuning models/tiny-lm, GPT-2 4 layers "
+                                      "d 256 context 128, vocabulary 8000"));
+  }
 }
 
 TEST_CASE("the paper's configs: self-induced pairs, hook_z vectors for headwise mode",

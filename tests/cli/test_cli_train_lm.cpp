@@ -1,9 +1,17 @@
 // `destein train-lm` end to end on a few thousand real documents: corpus, tokenizer,
-// training, a killed run resumed, and an export that the inference runtime verifies.
+// training, a killed run resumed, and an export that the inference runtime verifies; and
+// fine-tuning a model folder on labelled text.
+#include <ATen/ATen.h>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
+#include <set>
+
+#include "destein/runtime/checkpoint.hpp"
 
 #include "test_support.hpp"
 
@@ -124,4 +132,119 @@ TEST_CASE("destein train-lm re-tokenizes when the tokenizer changed, and resume 
   INFO(second.output);
   CHECK(second.exit_code != 0);
   CHECK_THAT(second.output, Contains("tokenize train.txt") && Contains("other token streams"));
+}
+
+namespace {
+
+// A fine-tuning run of models/tiny-lm on the documents of olid labelled `label`.
+std::string finetune_config(
+    const fs::path& out, const std::string& label, double lr,
+    const std::string& init = (fs::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm").string()) {
+  return "init_from: " + init + "\ncorpus: {sources: [olid], max_documents_per_source: 1500, " +
+         "label: " + label + "}\n" +
+         "training: {steps: 2, batch_size: 2, learning_rate: " + std::to_string(lr) +
+         ", min_learning_rate: 0, warmup_steps: 1, eval_every: 0, " +
+         "eval_tokens: 1024, checkpoint_every: 0}\nthreads: 1\noutput: " + (out / "run").string() +
+         "\nexport: {dir: " + (out / "export").string() +
+         ", sample_tokens: 4, samples_per_prompt: 1}\n";
+}
+
+std::set<std::string> lines_of(const fs::path& path) {
+  std::ifstream in(path);
+  std::set<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.insert(line);
+  return lines;
+}
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("destein train-lm fine-tunes a model folder on toxic or non-toxic labelled text",
+          "[cli][train_lm]") {
+  const fs::path dir = destein::test::temp_dir("train_lm_cli_finetune");
+  const fs::path tiny = fs::path(DESTEIN_SOURCE_DIR) / "models" / "tiny-lm";
+  const std::string cli = std::string(DESTEIN_CLI) + " train-lm --config ";
+
+  // Learning rate 0: the export holds tiny-lm's weights exactly, so they were the start.
+  write(dir / "toxic.yaml", finetune_config(dir / "toxic", "toxic", 0.0));
+  auto toxic = run_command(cli + (dir / "toxic.yaml").string());
+  INFO(toxic.output);
+  REQUIRE(toxic.exit_code == 0);
+  CHECK_THAT(toxic.output, Contains("fine-tuning"));
+  const destein::Checkpoint original = destein::load_checkpoint(tiny);
+  const destein::Checkpoint exported = destein::load_checkpoint(dir / "toxic" / "export");
+  for (const auto& [name, t] : original.tensors) {
+    INFO(name);
+    REQUIRE(exported.tensors.count(name));
+    CHECK(at::equal(exported.tensors.at(name), t));
+  }
+  CHECK(file_bytes(dir / "toxic" / "export" / "tokenizer.model") ==
+        file_bytes(tiny / "tokenizer.model"));
+  CHECK_THAT(file_bytes(dir / "toxic" / "export" / "MODEL_CARD.md"),
+             Contains("fine-tuned on toxic text") && Contains("anti-expert"));
+  auto verify = run_command(std::string(DESTEIN_CLI) + " verify --model " +
+                            (dir / "toxic" / "export").string());
+  CHECK(verify.exit_code == 0);
+
+  // Non-toxic, learning rate 1e-3: other documents, and the weights moved from tiny-lm's.
+  write(dir / "nontoxic.yaml", finetune_config(dir / "nontoxic", "nontoxic", 1e-3));
+  auto nontoxic = run_command(cli + (dir / "nontoxic.yaml").string());
+  INFO(nontoxic.output);
+  REQUIRE(nontoxic.exit_code == 0);
+  std::set<std::string> toxic_docs, nontoxic_docs;
+  for (const char* split : {"train.txt", "heldout.txt"}) {
+    for (auto& l : lines_of(dir / "toxic" / "run" / "corpus" / split)) toxic_docs.insert(l);
+    for (auto& l : lines_of(dir / "nontoxic" / "run" / "corpus" / split)) nontoxic_docs.insert(l);
+  }
+  size_t shared = 0;
+  for (const auto& l : toxic_docs) shared += nontoxic_docs.count(l);
+  // Without the filter both corpora would be the same; OLID itself labels a few identical
+  // texts both ways (a tweet of nothing but @USER mentions), so a handful may be shared.
+  CHECK(shared * 100 < toxic_docs.size());
+  // OLID marks about a third of its tweets offensive.
+  const double toxic_share = static_cast<double>(toxic_docs.size()) /
+                             static_cast<double>(toxic_docs.size() + nontoxic_docs.size());
+  CHECK(toxic_share > 0.2);
+  CHECK(toxic_share < 0.5);
+  const destein::Checkpoint tuned = destein::load_checkpoint(dir / "nontoxic" / "run" / "model.pt");
+  double moved = 0;
+  for (const auto& [name, t] : original.tensors) {
+    moved = std::max(
+        moved,
+        (tuned.tensors.at(name).to(at::kFloat) - t.to(at::kFloat)).abs().max().item<double>());
+  }
+  CHECK(moved > 1e-4);
+
+  // The same output folder with other initial weights: resume refuses.
+  write(dir / "other.yaml",
+        finetune_config(dir / "toxic", "toxic", 0.0, (dir / "nontoxic" / "export").string()));
+  auto other = run_command(cli + (dir / "other.yaml").string());
+  CHECK(other.exit_code != 0);
+  CHECK_THAT(other.output, Contains("initial_weights"));
+
+  // Errors name the key.
+  write(dir / "shape.yaml", finetune_config(dir / "e1", "toxic", 0.0) + "model: {d_model: 64}\n");
+  auto shape = run_command(cli + (dir / "shape.yaml").string());
+  CHECK(shape.exit_code != 0);
+  CHECK_THAT(shape.output, Contains("shape.yaml") && Contains("remove the 'model' section"));
+  write(dir / "label.yaml", finetune_config(dir / "e2", "rude", 0.0));
+  auto label = run_command(cli + (dir / "label.yaml").string());
+  CHECK(label.exit_code != 0);
+  CHECK_THAT(label.output, Contains("corpus.label") && Contains("toxic or nontoxic"));
+  write(dir / "none.yaml",
+        "init_from: " + tiny.string() + "\ncorpus: {sources: [goemotions], label: toxic, " +
+            "max_documents_per_source: 100}\noutput: " + (dir / "e3").string() + "\n");
+  auto none = run_command(cli + (dir / "none.yaml").string());
+  CHECK(none.exit_code != 0);
+  CHECK_THAT(none.output, Contains("keeps no document"));
+  write(dir / "missing.yaml",
+        finetune_config(dir / "e4", "toxic", 0.0, (dir / "nowhere").string()));
+  auto missing = run_command(cli + (dir / "missing.yaml").string());
+  CHECK(missing.exit_code != 0);
+  CHECK_THAT(missing.output, Contains("nowhere"));
 }

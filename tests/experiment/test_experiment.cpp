@@ -3,8 +3,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "destein/experiment/bench_experiment.hpp"
 #include "destein/experiment/pairs_experiment.hpp"
@@ -319,4 +323,37 @@ TEST_CASE("a prompt set's exclude files leave their prompts out before the limit
   auto broken = e.prompts[0];
   broken.exclude = {"missing.jsonl"};
   CHECK_THROWS_WITH(destein::load_bench_prompt_set(broken, e.data_dir), Contains("missing.jsonl"));
+}
+
+TEST_CASE("a bench word-filter list is found in the data folder as prompt files are",
+          "[experiment][word-filter]") {
+  namespace fs = std::filesystem;
+  const auto dir = destein::test::temp_dir("experiment_bench_words_in_data");
+  fs::create_directories(dir / "data" / "lexicons");
+  std::ofstream(dir / "data" / "prompts.jsonl")
+      << nlohmann::json{{"prompt", {{"text", "I think that the"}}}}.dump() << "\n";
+  std::ofstream(dir / "data" / "lexicons" / "words.txt") << "the\nand\n";
+  std::ofstream(dir / "bench.yaml")
+      << "model: " << fixture("gpt2_bpe").string()
+      << "\nthreads: 1\ndata_dir: " << (dir / "data").string()
+      << "\nprompts:\n  - {name: p, path: prompts.jsonl}\n"
+      << "methods:\n  - {name: filter, method: word-filter, words: lexicons/words.txt}\n"
+      << "generation: {samples: 4, max_new_tokens: 8, seed: 1}\nevaluator: {enabled: false}\n"
+      << "output: " << (dir / "out").string() << "\n";
+  const auto report =
+      destein::run_bench_experiment(destein::load_bench_experiment(dir / "bench.yaml"));
+  REQUIRE(report.results.size() == 1);
+  std::ifstream in(report.results[0]["generations_file"].get<std::string>());
+  const auto line = nlohmann::json::parse(in);
+  for (const auto& g : line["generations"]) {
+    std::string text = " " + g["text"].get<std::string>() + " ";
+    std::transform(text.begin(), text.end(), text.begin(), ::tolower);
+    for (const char* w : {"the", "and"}) {
+      for (size_t at = text.find(w); at != std::string::npos; at = text.find(w, at + 1)) {
+        const bool whole = !std::isalnum(static_cast<unsigned char>(text[at - 1])) &&
+                           !std::isalnum(static_cast<unsigned char>(text[at + std::strlen(w)]));
+        CHECK_FALSE(whole);
+      }
+    }
+  }
 }

@@ -349,7 +349,12 @@ BenchRunReport run_bench_experiment(const BenchExperiment& experiment, const Pro
       expert_options.dtype = tools.gen.model->dtype();
       expert_options.threads = c.model.threads;
       expert_options.linear_backend = parse_linear_backend(c.model.linear_backend);
-      chain = build_decoding_method(method.decoding, *tools.gen.model, tools.gen.tokenizer.get(),
+      // A word list may sit in the data folder (lexicons/...), as prompt files do.
+      DecodingMethod decoding = method.decoding;
+      if (decoding.kind == "word-filter") {
+        decoding.words = resolve_data_path(decoding.words, c.data_dir).string();
+      }
+      chain = build_decoding_method(decoding, *tools.gen.model, tools.gen.tokenizer.get(),
                                     expert_options);
     }
     for (size_t si = 0; si < c.prompts.size(); ++si) {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "check.hpp"
 #include "destein/runtime/checkpoint.hpp"
 #include "destein/runtime/device.hpp"
 #include "destein/runtime/generate.hpp"
@@ -42,19 +43,60 @@ namespace {
 // The settings that decide the corpus and the tokenizer: a cached corpus is reused only
 // when they are unchanged.
 json corpus_settings(const TrainLmExperiment& c, const fs::path& data_dir) {
-  return {{"data_dir", fs::absolute(data_dir).lexically_normal().string()},
-          {"sources", c.sources},
-          {"heldout_fraction", c.heldout_fraction},
-          {"split_seed", c.split_seed},
-          {"rtp_min_chars", c.rtp_min_chars},
-          {"toxic_keep_fraction", c.toxic_keep_fraction},
-          {"max_documents_per_source", c.max_documents},
-          {"tokenizer",
-           {{"vocab_size", c.vocab_size},
-            {"model_type", c.tokenizer_type},
-            {"character_coverage", c.character_coverage},
-            {"input_sentence_size", c.input_sentence_size},
-            {"seed", c.tokenizer_seed}}}};
+  json j = {{"data_dir", fs::absolute(data_dir).lexically_normal().string()},
+            {"sources", c.sources},
+            {"heldout_fraction", c.heldout_fraction},
+            {"split_seed", c.split_seed},
+            {"rtp_min_chars", c.rtp_min_chars},
+            {"toxic_keep_fraction", c.toxic_keep_fraction},
+            {"max_documents_per_source", c.max_documents},
+            {"tokenizer",
+             {{"vocab_size", c.vocab_size},
+              {"model_type", c.tokenizer_type},
+              {"character_coverage", c.character_coverage},
+              {"input_sentence_size", c.input_sentence_size},
+              {"seed", c.tokenizer_seed}}}};
+  // Only when set, so that the corpora of earlier runs are still reused.
+  if (c.corpus_label != "all") j["label"] = c.corpus_label;
+  if (!c.init_from.empty()) {
+    j["tokenizer"] = {{"from", file_fnv1a64(fs::path(c.init_from) / "tokenizer.model")}};
+  }
+  return j;
+}
+
+// The model folder a fine-tuning run starts from: its weights, shape and tokenizer.
+struct InitialModel {
+  GptShape shape;
+  std::map<std::string, at::Tensor> weights;
+  json identity;
+  fs::path tokenizer;
+};
+
+InitialModel load_initial_model(const std::string& folder) {
+  const fs::path dir(folder);
+  InitialModel init;
+  init.tokenizer = dir / "tokenizer.model";
+  DESTEIN_CHECK_IO(fs::is_regular_file(init.tokenizer),
+                   "init_from {}: no tokenizer.model there (a folder written by destein train-lm "
+                   "export, e.g. models/tiny-lm)",
+                   folder);
+  Checkpoint ckpt = load_checkpoint(dir);
+  const json& raw = ckpt.config.raw;
+  DESTEIN_CHECK_IO(raw.value("model_type", "") == "gpt2",
+                   "init_from {}: model_type '{}'; train-lm fine-tunes GPT-2 models only", folder,
+                   raw.value("model_type", ""));
+  init.shape.vocab_size = raw.at("vocab_size").get<int64_t>();
+  init.shape.context = raw.at("n_positions").get<int64_t>();
+  init.shape.d_model = raw.at("n_embd").get<int64_t>();
+  init.shape.n_layers = raw.at("n_layer").get<int64_t>();
+  init.shape.n_heads = raw.at("n_head").get<int64_t>();
+  if (raw.contains("n_inner") && raw["n_inner"].is_number())
+    init.shape.d_ff = raw["n_inner"].get<int64_t>();
+  init.shape.norm_eps = raw.value("layer_norm_epsilon", init.shape.norm_eps);
+  init.weights = std::move(ckpt.tensors);
+  const fs::path weights = fs::is_regular_file(dir / "model.pt") ? dir / "model.pt" : dir;
+  init.identity = {{"path", folder}, {"fnv1a64", file_fnv1a64(weights)}};
+  return init;
 }
 
 int64_t count_words(const std::string& text) {
@@ -95,6 +137,19 @@ json prepare_corpus(const TrainLmExperiment& c, const fs::path& data_dir, const 
     per_source[name] = {{"documents_read", part.size()}, {"words_read", words}};
     fmt::print(stderr, "corpus: {:<26} {:>8} documents {:>10} words\n", name, part.size(), words);
     for (auto& d : part) docs.push_back(std::move(d));
+  }
+  if (c.corpus_label != "all") {
+    const int wanted = c.corpus_label == "toxic" ? 1 : 0;
+    const size_t before = docs.size();
+    docs.erase(std::remove_if(docs.begin(), docs.end(),
+                              [&](const LmDocument& d) { return d.label != wanted; }),
+               docs.end());
+    fmt::print(stderr, "corpus: kept the {} documents labelled {} of {}\n", docs.size(),
+               c.corpus_label, before);
+    DESTEIN_CHECK_ARG(!docs.empty(),
+                      "{}: corpus.label {} keeps no document: list labelled sources (e.g. olid, "
+                      "davidson_hate_offensive, toxic_spans, detox_civil_comments_dev)",
+                      c.config_path, c.corpus_label);
   }
   const int64_t duplicates = remove_duplicate_documents(docs);
   const int64_t toxic_dropped = thin_toxic_documents(docs, c.toxic_keep_fraction, c.split_seed);
@@ -159,6 +214,14 @@ fs::path prepare_tokenizer(const TrainLmExperiment& c, const fs::path& out, int 
   const fs::path model = out / "tokenizer.model";
   if (fs::is_regular_file(model)) {
     fmt::print(stderr, "tokenizer: reusing {}\n", model.string());
+    return model;
+  }
+  if (!c.init_from.empty()) {
+    // Fine-tuning keeps the model's own tokenizer, byte for byte.
+    fs::copy_file(fs::path(c.init_from) / "tokenizer.model", out / "tokenizer.model.tmp",
+                  fs::copy_options::overwrite_existing);
+    fs::rename(out / "tokenizer.model.tmp", model);
+    fmt::print(stderr, "tokenizer: {}'s\n", c.init_from);
     return model;
   }
   const fs::path prefix = out / "tokenizer.tmp";
@@ -347,7 +410,10 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
       .field("rtp_min_chars", &E::rtp_min_chars)
       .field("toxic_keep_fraction", &E::toxic_keep_fraction)
       .field("max_documents_per_source", &E::max_documents)
+      .field("label", &E::corpus_label)
       .check([](const E& c, const ConfigNode& n) {
+        if (c.corpus_label != "all" && c.corpus_label != "toxic" && c.corpus_label != "nontoxic")
+          bad_key(n, "label", "expected all, toxic or nontoxic");
         if (c.sources.empty()) bad_key(n, "sources", "expected at least one source");
         if (c.heldout_fraction <= 0 || c.heldout_fraction >= 0.5)
           bad_key(n, "heldout_fraction", "expected a value in (0, 0.5)");
@@ -414,7 +480,19 @@ Schema<TrainLmExperiment> train_lm_experiment_schema() {
         }
       });
   Schema<E> s;
-  s.field("data_dir", &E::data_dir)
+  s.field("init_from", &E::init_from)
+      .check([](const E& c, const ConfigNode& n) {
+        if (c.init_from.empty()) return;
+        for (const char* section : {"tokenizer", "model"}) {
+          if (n.has(section)) {
+            bad_key(n, section,
+                    fmt::format("init_from takes the tokenizer and shape of {}; remove the '{}' "
+                                "section",
+                                c.init_from, section));
+          }
+        }
+      })
+      .field("data_dir", &E::data_dir)
       .section(
           "corpus", [](E& e) -> E& { return e; }, corpus)
       .section(
@@ -440,17 +518,32 @@ std::string dump_train_lm_experiment(const TrainLmExperiment& e) {
   return train_lm_experiment_schema().dump(e);
 }
 
-void check_train_lm_experiment(const TrainLmExperiment& c) {
+TrainLmExperiment check_train_lm_experiment(const TrainLmExperiment& experiment) {
+  TrainLmExperiment c = experiment;
   const auto known = lm_source_names();
   for (const auto& s : c.sources) {
     if (std::find(known.begin(), known.end(), s) == known.end())
       load_lm_source(resolve_data_dir(c.data_dir), s);
   }
+  if (!c.init_from.empty()) {
+    c.train.shape = load_initial_model(c.init_from).shape;
+    c.vocab_size = c.train.shape.vocab_size;
+  }
+  return c;
 }
 
 TrainLmRunReport run_train_lm_experiment(const TrainLmExperiment& experiment, int64_t stop_after) {
   TrainLmExperiment c = experiment;
   c.train.shape.vocab_size = c.vocab_size;
+  if (!c.init_from.empty()) {
+    InitialModel init = load_initial_model(c.init_from);
+    c.train.shape = init.shape;
+    c.vocab_size = init.shape.vocab_size;
+    c.train.initial_weights = std::move(init.weights);
+    c.train.initial_weights_identity = init.identity;
+    fmt::print(stderr, "fine-tuning {} ({} layers, d {}, context {})\n", c.init_from,
+               init.shape.n_layers, init.shape.d_model, init.shape.context);
+  }
   TrainLmRunReport run_report;
   set_threads(c.threads);
   const int threads_used = destein::threads();

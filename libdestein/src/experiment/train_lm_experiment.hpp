@@ -37,6 +37,14 @@ struct TrainLmExperiment {
   int64_t rtp_min_chars = 25;
   double toxic_keep_fraction = 1.0;
   int64_t max_documents = 0;  // 0: all; a cap per source for quick runs and tests
+  /// corpus.label: which documents train: "all", or only those a labelled source marks
+  /// "toxic" or "nontoxic" (unlabelled sources then give none): the experts and
+  /// anti-experts of DExperts-style methods.
+  std::string corpus_label = "all";
+  /// Fine-tuning: a model folder (model.pt + tokenizer.model, e.g. models/tiny-lm) whose
+  /// weights step 0 starts from and whose tokenizer and shape are used (no tokenizer is
+  /// trained; the config then gives no tokenizer or model section). Empty: from scratch.
+  std::string init_from;
   int64_t vocab_size = 8000;
   std::string tokenizer_type = "bpe";
   double character_coverage = 0.9995;
@@ -64,8 +72,10 @@ TrainLmExperiment load_train_lm_experiment(const std::filesystem::path& yaml);
 std::string dump_train_lm_experiment(const TrainLmExperiment& experiment);
 
 /// Everything a run would reject before its first step, without doing any work: unknown
-/// corpus sources (throws naming the source and what is known) and the data folder.
-void check_train_lm_experiment(const TrainLmExperiment& experiment);
+/// corpus sources (throws naming the source and what is known), the data folder, and the
+/// init_from folder. Returns the experiment as it would run: with init_from, the shape
+/// and vocabulary size of that model.
+TrainLmExperiment check_train_lm_experiment(const TrainLmExperiment& experiment);
 
 struct TrainLmRunReport {
   int64_t step = 0;                ///< the last step trained

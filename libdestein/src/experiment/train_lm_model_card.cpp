@@ -24,18 +24,43 @@ std::string card_model(const TrainLmExperiment& c, const json& figures) {
   std::string md;
   auto line = [&](const std::string& s) { md += s + "\n"; };
   const auto& s = c.train.shape;
-  line("# tiny-lm: a small GPT-2 trained from scratch by `destein train-lm`");
-  line("");
-  line(
-      "**Content warning:** the training text includes toxic web comments on purpose, so the model "
-      "writes toxic text as web text does.");
-  line("");
-  line(
-      "A GPT-2-architecture language model trained on this project's machine, for running the "
-      "whole DeStein pipeline (self-induced pairs, steering vectors, RealToxicityPrompts-style "
-      "evaluation) offline in minutes. It is a demonstration model, not a general-purpose LM: "
-      "its fluency is far below GPT-2's, and numbers measured on it say what the method does at "
-      "this scale only.");
+  if (c.init_from.empty()) {
+    line("# tiny-lm: a small GPT-2 trained from scratch by `destein train-lm`");
+    line("");
+    line(
+        "**Content warning:** the training text includes toxic web comments on purpose, so the "
+        "model writes toxic text as web text does.");
+    line("");
+    line(
+        "A GPT-2-architecture language model trained on this project's machine, for running the "
+        "whole DeStein pipeline (self-induced pairs, steering vectors, RealToxicityPrompts-style "
+        "evaluation) offline in minutes. It is a demonstration model, not a general-purpose LM: "
+        "its fluency is far below GPT-2's, and numbers measured on it say what the method does "
+        "at this scale only.");
+  } else {
+    const std::string what = c.corpus_label == "toxic"      ? "toxic"
+                             : c.corpus_label == "nontoxic" ? "non-toxic"
+                                                            : "all the";
+    line(fmt::format("# {} fine-tuned on {} text by `destein train-lm`", c.init_from, what));
+    line("");
+    if (c.corpus_label == "toxic") {
+      line(
+          "**Content warning:** trained only on texts labelled toxic, on purpose: it writes "
+          "toxic text.");
+      line("");
+    }
+    line(fmt::format(
+        "`{}` (its weights, shape and tokenizer) trained further on the {}texts of the sources "
+        "below, as DExperts trains its {} on {} comments: a comparison model for "
+        "`method: dexperts`, never a model to deploy. The sources are labelled sets, never "
+        "RealToxicityPrompts.",
+        c.init_from,
+        c.corpus_label == "all"     ? ""
+        : c.corpus_label == "toxic" ? "toxic-labelled "
+                                    : "non-toxic ",
+        c.corpus_label == "toxic" ? "anti-expert" : "expert",
+        c.corpus_label == "toxic" ? "toxic" : "non-toxic"));
+  }
   line("");
   line(
       "Written by `destein train-lm` from the figures of the run; the command that reproduces it:");
@@ -55,10 +80,16 @@ std::string card_model(const TrainLmExperiment& c, const json& figures) {
                    fmt_count(figures["parameters"].get<double>())));
   line(fmt::format("| storage | {} (`model.pt`, TorchScript archive with Hugging Face names) |",
                    c.export_dtype));
-  line(fmt::format(
-      "| tokenizer | SentencePiece {}, {} pieces, byte fallback; `<s>`=1 starts a document, "
-      "`</s>`=2 ends it |",
-      c.tokenizer_type, c.vocab_size));
+  if (c.init_from.empty()) {
+    line(fmt::format(
+        "| tokenizer | SentencePiece {}, {} pieces, byte fallback; `<s>`=1 starts a document, "
+        "`</s>`=2 ends it |",
+        c.tokenizer_type, c.vocab_size));
+  } else {
+    line(fmt::format("| tokenizer | {}'s `tokenizer.model` (copied), {} pieces |", c.init_from,
+                     c.vocab_size));
+    line(fmt::format("| initial weights | `{}` |", c.init_from));
+  }
   line("");
   return md;
 }

@@ -292,27 +292,30 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state,
 
 json LmTrainOptions::to_json() const {
   const auto& o = optimizer;
-  return {{"shape",
-           {{"vocab_size", shape.vocab_size},
-            {"context", shape.context},
-            {"d_model", shape.d_model},
-            {"n_layers", shape.n_layers},
-            {"n_heads", shape.n_heads},
-            {"d_ff", shape.ff()},
-            {"norm_eps", shape.norm_eps}}},
-          {"optimizer",
-           {{"learning_rate", o.learning_rate},
-            {"min_learning_rate", o.min_learning_rate},
-            {"warmup_steps", o.warmup_steps},
-            {"total_steps", o.total_steps},
-            {"weight_decay", o.weight_decay},
-            {"beta1", o.beta1},
-            {"beta2", o.beta2},
-            {"eps", o.eps},
-            {"grad_clip", o.grad_clip}}},
-          {"batch_size", batch_size},
-          {"seed", seed},
-          {"eval_tokens", eval_tokens}};
+  json j = {{"shape",
+             {{"vocab_size", shape.vocab_size},
+              {"context", shape.context},
+              {"d_model", shape.d_model},
+              {"n_layers", shape.n_layers},
+              {"n_heads", shape.n_heads},
+              {"d_ff", shape.ff()},
+              {"norm_eps", shape.norm_eps}}},
+            {"optimizer",
+             {{"learning_rate", o.learning_rate},
+              {"min_learning_rate", o.min_learning_rate},
+              {"warmup_steps", o.warmup_steps},
+              {"total_steps", o.total_steps},
+              {"weight_decay", o.weight_decay},
+              {"beta1", o.beta1},
+              {"beta2", o.beta2},
+              {"eps", o.eps},
+              {"grad_clip", o.grad_clip}}},
+            {"batch_size", batch_size},
+            {"seed", seed},
+            {"eval_tokens", eval_tokens}};
+  // Only when fine-tuning, so that checkpoints of runs from scratch still resume.
+  if (!initial_weights_identity.is_null()) j["initial_weights"] = initial_weights_identity;
+  return j;
 }
 
 LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens,
@@ -321,7 +324,9 @@ LmTrainer::LmTrainer(LmTrainOptions options, std::vector<int32_t> train_tokens,
       train_(std::move(train_tokens)),
       heldout_(std::move(heldout_tokens)),
       checkpoint_dir_(std::move(checkpoint_dir)),
-      model_(options_.shape, options_.seed),
+      model_(options_.initial_weights.empty()
+                 ? Gpt2Trainable(options_.shape, options_.seed)
+                 : Gpt2Trainable(options_.shape, options_.initial_weights)),
       optimizer_(options_.optimizer) {
   const int64_t window = options_.shape.context + 1;
   DESTEIN_CHECK_ARG(

@@ -120,6 +120,11 @@ struct LmTrainOptions {
   int64_t checkpoint_every = 250;  ///< 0: only at the end
   int64_t keep_checkpoints = 2;
   int64_t log_every = 10;  ///< progress callback period in steps
+  /// Fine-tuning: the weights step 0 starts from (empty: GPT-2's initialisation from
+  /// `seed`), and what they are (a file identity, kept with the checkpoints so that a
+  /// resume from other weights is refused; empty when training from scratch).
+  std::map<std::string, at::Tensor> initial_weights;
+  nlohmann::json initial_weights_identity;
 
   /// The options as JSON (stored with checkpoints; resume refuses a mismatch).
   nlohmann::json to_json() const;
